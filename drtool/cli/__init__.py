@@ -1,0 +1,1 @@
+"""Thin command-line layer: parse flags, call one operation, render its result."""

@@ -1,0 +1,99 @@
+"""State shared by every command: global options, lazily loaded settings, and result output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from drtool.config import Settings, load_settings
+from drtool.redact import redact, redact_obj
+
+
+@dataclass
+class App:
+    config_path: str | None = None
+    dify_env_path: str | None = None
+    dify_hosts: tuple[str, ...] = ()
+    json_mode: bool = False
+    verbosity: int = 0
+    quiet: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def settings(self, flags: Mapping[str, Any] | None = None) -> Settings:
+        """Load settings once per run; a command passes the flags it owns as `section.key` overrides."""
+        merged = dict(flags or {})
+        if self.dify_hosts:
+            merged["dify.hosts"] = ",".join(self.dify_hosts)
+        if self._settings is None or merged:
+            self._settings = load_settings(
+                flags=merged, config_path=self.config_path, dify_env_path=self.dify_env_path
+            )
+        return self._settings
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        """One JSON object per line on stdout, only in --json mode; human output is the renderer's job."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(redact_obj(dict(event)), default=str) + "\n")
+            sys.stdout.flush()
+
+    def result(self, payload: Mapping[str, Any], render: Callable[[], None]) -> None:
+        if self.json_mode:
+            self.emit(payload)
+        elif not self.quiet:
+            render()
+
+    def echo(self, text: str = "") -> None:
+        click.echo(redact(text))
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _global_option_callback(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Store a global option given after the subcommand on the run's App, as if given before it."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value in (None, (), False, 0):
+            return value
+        app = ctx.find_object(App)
+        if app is None:
+            return value
+        if attr == "dify_hosts":
+            app.dify_hosts = (*app.dify_hosts, *value)
+        elif attr == "verbosity":
+            app.verbosity += int(value)
+        else:
+            setattr(app, attr, value)
+        if attr in ("verbosity", "quiet", "json_mode"):
+            from drtool.log import setup_logging
+
+            setup_logging(verbosity=app.verbosity, quiet=app.quiet, json_mode=app.json_mode)
+        return value
+
+    return callback
+
+
+def global_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept drtool's global options after the command name too (`drtool config show --json`)."""
+    options = [
+        click.option("--config", type=click.Path(dir_okay=False), expose_value=False,
+                     callback=_global_option_callback("config_path"), help="drtool.toml to read."),
+        click.option("--dify-env", type=click.Path(dir_okay=False), expose_value=False,
+                     callback=_global_option_callback("dify_env_path"), help="A Dify docker/.env to read."),
+        click.option("--dify-host", multiple=True, metavar="NAME=HOST", expose_value=False,
+                     callback=_global_option_callback("dify_hosts"), help="Replace a Dify compose host name."),
+        click.option("--json", is_flag=True, expose_value=False, callback=_global_option_callback("json_mode"),
+                     help="One JSON object per event or result on stdout."),
+        click.option("-v", "--verbose", count=True, expose_value=False,
+                     callback=_global_option_callback("verbosity"), help="More output on stderr."),
+        click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_global_option_callback("quiet"),
+                     help="Only errors on stderr."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

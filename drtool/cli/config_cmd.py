@@ -1,0 +1,90 @@
+"""`drtool config show` and `drtool config check`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from drtool.cli.app import App, global_options, pass_app
+from drtool.config import SPECS, Settings
+from drtool.errors import ExitCode, UsageError
+from drtool.ops.check import check_systems, overall_exit_code
+from drtool.redact import MASK, redact
+
+
+@click.group("config")
+def config_group() -> None:
+    """Show the effective configuration, or check that every configured system answers."""
+
+
+def _display(settings: Settings, key: str) -> object:
+    value = settings.get(key)
+    if value is None or value == "":
+        return value
+    if SPECS[key].secret:
+        # A URL secret (redis://user:pw@host) stays useful with only its password masked.
+        return redact(value) if isinstance(value, str) and "://" in value and "@" in value else MASK
+    return value
+
+
+@config_group.command("show")
+@global_options
+@click.option("--all", "show_all", is_flag=True, help="Also list settings that still have their default.")
+@pass_app
+def show(app: App, show_all: bool) -> None:
+    """Print every effective setting with its source; secrets are shown as ***.
+
+    Sources: flag, env:DRTOOL_*, file:drtool.toml, dify-env:VARIABLE, default.
+    """
+    settings = app.settings()
+    rows = [
+        {"setting": key, "value": _display(settings, key), "source": settings.sources[key]}
+        for key in SPECS
+        if show_all or settings.sources[key] != "default" or settings.get(key) not in (None, "")
+    ]
+    payload = {"event": "config", "settings": rows, "storage_problem": settings.storage_problem,
+               "notes": list(settings.notes)}
+
+    def render() -> None:
+        width = max((len(r["setting"]) for r in rows), default=10)
+        for r in rows:
+            value = "" if r["value"] is None else r["value"]
+            app.echo(f"{r['setting']:<{width}}  {value!s:<40}  {r['source']}")
+        if settings.storage_problem:
+            app.echo(f"\nwarning: {settings.storage_problem}")
+        for note in settings.notes:
+            app.echo(f"note: {note}")
+
+    app.result(payload, render)
+
+
+@config_group.command("check")
+@global_options
+@pass_app
+def check(app: App) -> int:
+    """Connect to each configured system and report reachability, version and permission problems.
+
+    Exits 0 only when every configured system answers; otherwise 12 (credentials refused), 10 (bucket or
+    database missing) or 1.
+    """
+    settings = app.settings()
+    results = check_systems(settings)
+    if not results:
+        raise UsageError("no system is configured", hint="pass --dify-env, --config, or DRTOOL_* variables")
+    code = overall_exit_code(results)
+    payload = {"event": "config_check", "ok": code == ExitCode.OK, "exit_code": int(code),
+               "systems": [dataclasses.asdict(r) for r in results]}
+
+    def render() -> None:
+        for r in results:
+            status = "ok" if r.ok else "FAILED"
+            detail = ", ".join(f"{k}={v}" for k, v in r.details.items()) if r.ok else r.problem
+            app.echo(f"{r.system:<20} {status:<7} {r.target}  {detail}")
+
+    app.result(payload, render)
+    if code != ExitCode.OK and app.quiet:
+        for r in results:
+            if not r.ok:
+                click.echo(redact(f"drtool: {r.system}: {r.problem}"), err=True)
+    return int(code)

@@ -1,0 +1,94 @@
+"""The `drtool` entry point: global options, command registration, and the exit-code contract."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from drtool import __version__
+from drtool.cli.app import App
+from drtool.cli.config_cmd import config_group
+from drtool.errors import DrtoolError, ExitCode
+from drtool.log import LOGGER_NAME, setup_logging
+from drtool.redact import redact
+
+log = logging.getLogger(LOGGER_NAME)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="drtool")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="DRTOOL_CONFIG",
+              help="drtool.toml to read (default: ./drtool.toml if present).")
+@click.option("--dify-env", "dify_env_path", type=click.Path(dir_okay=False), envvar="DRTOOL_DIFY_ENV",
+              help="A Dify docker/.env whose storage, database and vector settings drtool should use.")
+@click.option("--dify-host", "dify_hosts", multiple=True, metavar="NAME=HOST",
+              help="Replace a docker-compose host name from the Dify .env (repeatable), e.g. db_postgres=10.0.0.5.")
+@click.option("--json", "json_mode", is_flag=True, help="One JSON object per event or result on stdout.")
+@click.option("-v", "--verbose", count=True, help="More output on stderr (-v progress, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, dify_env_path: str | None, dify_hosts: tuple[str, ...],
+        json_mode: bool, verbose: int, quiet: bool) -> None:
+    """Disaster recovery for self-hosted RAG platforms such as Dify.
+
+    Exit codes: 0 ok, 1 error, 2 usage, 3 degraded/warning, 4 critical/verification failed,
+    10 not found, 11 locked, 12 authentication or permission refused.
+    """
+    setup_logging(verbosity=verbose, quiet=quiet, json_mode=json_mode)
+    ctx.obj = App(config_path=config_path, dify_env_path=dify_env_path, dify_hosts=dify_hosts,
+                  json_mode=json_mode, verbosity=verbose, quiet=quiet)
+
+
+cli.add_command(config_group)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run drtool and exit with a code from the table; a traceback only with -v."""
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
+    json_mode = "--json" in args
+    try:
+        rv = cli.main(args=args, prog_name="drtool", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        _report("aborted", None, json_mode, ExitCode.ERROR)
+        return int(ExitCode.ERROR)
+    except click.ClickException as exc:
+        exc.show()
+        return int(ExitCode.USAGE)
+    except DrtoolError as exc:
+        if verbose:
+            log.debug("traceback", exc_info=True)
+        _report(str(exc), exc.to_event(), json_mode, exc.exit_code)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        _report("interrupted; it is safe to run the command again", None, json_mode, ExitCode.ERROR)
+        return int(ExitCode.ERROR)
+    except Exception as exc:  # the last line of defence: no raw traceback for the operator
+        if verbose:
+            log.error("unexpected error", exc_info=True)
+        message = f"unexpected error: {type(exc).__name__}: {exc}"
+        if not verbose:
+            message += " (run with -v for a traceback, and please report it)"
+        _report(message, None, json_mode, ExitCode.ERROR)
+        return int(ExitCode.ERROR)
+    return int(rv) if isinstance(rv, int) else int(ExitCode.OK)
+
+
+def _report(message: str, event: dict[str, object] | None, json_mode: bool, code: ExitCode) -> None:
+    """Errors always reach stderr; in --json mode stdout also gets one error event for the caller."""
+    import json
+
+    text = redact(message)
+    click.echo(f"drtool: error: {text}", err=True)
+    if json_mode:
+        payload = event or {"event": "error", "exit_code": int(code), "message": message}
+        payload = {k: (redact(v) if isinstance(v, str) else v) for k, v in payload.items()}
+        click.echo(json.dumps(payload))

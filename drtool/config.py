@@ -1,0 +1,346 @@
+"""One settings object for every command.
+
+Precedence, highest first: command-line flags > `DRTOOL_*` environment > `drtool.toml` > Dify `.env`
+(`--dify-env`) > defaults. Every value remembers its source so that `drtool config show` can explain it and an
+invalid value names the place to fix. The section dataclasses below are the single definition of every
+setting: docs/configuration.md is generated from them (`python -m drtool.config`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from drtool.core.dify_env import map_dify_env
+from drtool.core.dotenv import parse_dotenv
+from drtool.errors import ConfigError
+from drtool.redact import register_secret
+
+ENV_PREFIX = "DRTOOL_"
+DEFAULT_CONFIG_FILE = "drtool.toml"
+
+
+def _opt(default: Any, help: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret, "choices": choices})
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint: str | None = _opt(None, "S3 endpoint URL (MinIO, SeaweedFS, ...); empty means AWS S3")
+    region: str = _opt("us-east-1", "S3 region used for signing")
+    bucket: str | None = _opt(None, "bucket that holds Dify's files and the processed chunks")
+    access_key: str | None = _opt(None, "S3 access key id", secret=True)
+    secret_key: str | None = _opt(None, "S3 secret access key", secret=True)
+    address_style: str = _opt("auto", "S3 addressing style", choices=("auto", "virtual", "path"))
+    key_prefix: str = _opt("", "prefix in front of every Dify object key (Dify's OPENDAL_S3_ROOT)")
+    use_instance_credentials: bool = _opt(False, "ignore keys and use the AWS default credential chain")
+    verify_tls: bool = _opt(True, "verify the endpoint's TLS certificate (turning it off prints a warning)")
+    ca_bundle: str | None = _opt(None, "path of a CA bundle for an endpoint with a private CA")
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    host: str = _opt("localhost", "PostgreSQL host")
+    port: int = _opt(5432, "PostgreSQL port")
+    user: str = _opt("postgres", "PostgreSQL user")
+    password: str | None = _opt(None, "PostgreSQL password", secret=True)
+    database: str = _opt("dify", "database that holds Dify's metadata")
+    sslmode: str = _opt(
+        "prefer", "libpq sslmode",
+        choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    )
+    connect_timeout: int = _opt(10, "seconds to wait for a connection")
+
+
+@dataclass(frozen=True)
+class VectorSettings:
+    store: str | None = _opt(None, "vector database Dify uses", choices=("milvus", "weaviate"))
+    index_prefix: str = _opt("Vector_index", "Dify's VECTOR_INDEX_NAME_PREFIX, used to name collections")
+
+
+@dataclass(frozen=True)
+class MilvusSettings:
+    uri: str | None = _opt(None, "Milvus server URI (http://host:19530) or a Milvus Lite file path")
+    token: str | None = _opt(None, "Milvus token (user:password or an API key)", secret=True)
+    user: str | None = _opt(None, "Milvus user")
+    password: str | None = _opt(None, "Milvus password", secret=True)
+    database: str = _opt("default", "Milvus database")
+
+
+@dataclass(frozen=True)
+class WeaviateSettings:
+    endpoint: str | None = _opt(None, "Weaviate HTTP endpoint (http://host:8080)")
+    grpc_endpoint: str | None = _opt(None, "Weaviate gRPC endpoint (host:50051); default: HTTP host, port 50051")
+    api_key: str | None = _opt(None, "Weaviate API key", secret=True)
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    provider: str = _opt("local", "where vectors come from", choices=("local", "openai"))
+    model: str | None = _opt(None, "model name (openai) or sentence-transformers name or path (local)")
+    base_url: str | None = _opt(None, "OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    api_key: str | None = _opt(None, "API key for the embedding endpoint", secret=True)
+    dimensions: int | None = _opt(None, "vector dimension to request or expect")
+    batch_size: int = _opt(64, "texts per embedding request or model batch")
+    concurrency: int = _opt(4, "concurrent embedding requests (openai)")
+    timeout: int = _opt(60, "seconds before an embedding request times out")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str | None = _opt(None, "Dify's Redis (redis://[:password@]host:port/db), to clear vector_indexing_* keys")
+
+
+@dataclass(frozen=True)
+class DifySettings:
+    hosts: str = _opt("", "docker-compose host names to replace, e.g. 'db_postgres=10.0.0.5,weaviate=10.0.0.6'")
+
+
+SECTIONS: dict[str, type] = {
+    "s3": S3Settings,
+    "postgres": PostgresSettings,
+    "vector": VectorSettings,
+    "milvus": MilvusSettings,
+    "weaviate": WeaviateSettings,
+    "embedding": EmbeddingSettings,
+    "redis": RedisSettings,
+    "dify": DifySettings,
+}
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    key: str
+    kind: type
+    optional: bool
+    default: Any
+    help: str
+    secret: bool
+    choices: tuple[str, ...]
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.key.replace(".", "_").upper()
+
+
+def setting_specs() -> Iterator[SettingSpec]:
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            kind, optional = _base_type(hints[f.name])
+            yield SettingSpec(
+                key=f"{section}.{f.name}", kind=kind, optional=optional, default=f.default,
+                help=f.metadata["help"], secret=f.metadata["secret"], choices=f.metadata["choices"],
+            )
+
+
+def _base_type(hint: Any) -> tuple[type, bool]:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args:
+        return args[0], True
+    return hint, False
+
+
+SPECS: dict[str, SettingSpec] = {s.key: s for s in setting_specs()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    s3: S3Settings
+    postgres: PostgresSettings
+    vector: VectorSettings
+    milvus: MilvusSettings
+    weaviate: WeaviateSettings
+    embedding: EmbeddingSettings
+    redis: RedisSettings
+    dify: DifySettings
+    sources: Mapping[str, str]
+    storage_problem: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def get(self, key: str) -> Any:
+        section, name = key.split(".", 1)
+        return getattr(getattr(self, section), name)
+
+    def is_set(self, key: str) -> bool:
+        return self.sources.get(key, "default") != "default"
+
+    def require(self, *keys: str) -> None:
+        """Fail with the missing setting's names and how to set them, before any work starts."""
+        missing = [k for k in keys if self.get(k) in (None, "")]
+        if missing:
+            how = ", ".join(f"{k} (--{k.split('.')[1].replace('_', '-')}, {SPECS[k].env_var})" for k in missing)
+            raise ConfigError(f"missing setting: {how}", hint="set it by flag, environment, drtool.toml or --dify-env")
+
+    def require_s3(self) -> None:
+        if self.storage_problem and not self.is_set("s3.bucket"):
+            raise ConfigError(self.storage_problem)
+        self.require("s3.bucket")
+
+
+def load_settings(
+    *,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_path: str | Path | None = None,
+    dify_env_path: str | Path | None = None,
+) -> Settings:
+    """Resolve every setting from its sources, validate it, and register secrets for redaction."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, tuple[Any, str]] = {}  # key -> (value, source), lowest precedence first
+
+    config_path = config_path or environ.get(ENV_PREFIX + "CONFIG")
+    dify_env_path = dify_env_path or environ.get(ENV_PREFIX + "DIFY_ENV")
+    file_values = _read_toml(Path(config_path), explicit=True) if config_path else _read_default_toml()
+    host_map_raw = (
+        (flags or {}).get("dify.hosts")
+        or environ.get(SPECS["dify.hosts"].env_var)
+        or file_values.get("dify.hosts", ("", ""))[0]
+    )
+
+    storage_problem = None
+    notes: list[str] = []
+    if dify_env_path:
+        path = Path(dify_env_path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read Dify env file {path}: {exc.strerror}") from None
+        mapping = map_dify_env(parse_dotenv(text, str(path)), _parse_host_map(str(host_map_raw)))
+        for key, (value, var) in mapping.values.items():
+            raw[key] = (value, f"dify-env:{var}")
+        storage_problem = mapping.storage_problem
+        notes = mapping.notes
+    raw.update(file_values)
+    for spec in SPECS.values():
+        if spec.env_var in environ:
+            raw[spec.key] = (environ[spec.env_var], f"env:{spec.env_var}")
+    for key, value in (flags or {}).items():
+        if value is None or value == ():
+            continue
+        if key not in SPECS:
+            raise ConfigError(f"unknown setting '{key}'")
+        raw[key] = (value, "flag")
+
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    sources: dict[str, str] = {}
+    for key, spec in SPECS.items():
+        section, name = key.split(".", 1)
+        if key in raw:
+            value, source = raw[key]
+            values[section][name] = _coerce(spec, value, source)
+            sources[key] = source
+        else:
+            sources[key] = "default"
+        if spec.secret:
+            register_secret(values[section].get(name))
+        value = values[section].get(name)
+        if isinstance(value, str) and "://" in value:
+            register_secret(urlsplit(value).password)  # a URL setting may carry a password
+    return Settings(
+        **{name: SECTIONS[name](**vals) for name, vals in values.items()},
+        sources=sources, storage_problem=storage_problem, notes=tuple(notes),
+    )
+
+
+def _parse_host_map(text: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, host = item.partition("=")
+        if not sep or not name.strip() or not host.strip():
+            raise ConfigError(f"invalid dify.hosts entry '{item}': expected NAME=HOST, e.g. db_postgres=10.0.0.5")
+        result[name.strip()] = host.strip()
+    return result
+
+
+def _read_default_toml() -> dict[str, tuple[Any, str]]:
+    path = Path(DEFAULT_CONFIG_FILE)
+    return _read_toml(path, explicit=False) if path.is_file() else {}
+
+
+def _read_toml(path: Path, *, explicit: bool) -> dict[str, tuple[Any, str]]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", hint="check --config or DRTOOL_CONFIG") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    out: dict[str, tuple[Any, str]] = {}
+    for section, table in data.items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise ConfigError(
+                f"{path}: unknown section [{section}]", hint=f"known sections: {', '.join(SECTIONS)}"
+            )
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            if key not in SPECS:
+                known = ", ".join(s.key.split(".")[1] for s in SPECS.values() if s.key.startswith(section + "."))
+                raise ConfigError(f"{path}: unknown setting {key}", hint=f"[{section}] takes: {known}")
+            out[key] = (value, f"file:{path}")
+    return out
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(spec: SettingSpec, value: Any, source: str) -> Any:
+    def invalid(expected: str) -> ConfigError:
+        shown = "***" if spec.secret else repr(value)
+        return ConfigError(f"invalid value {shown} for setting {spec.key} (from {source}): expected {expected}")
+
+    if spec.optional and (value is None or value == ""):
+        return None
+    if spec.kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise invalid("true or false")
+    if spec.kind is int:
+        if isinstance(value, bool):
+            raise invalid("a whole number")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise invalid("a whole number") from None
+        if number < 0:
+            raise invalid("a number >= 0")
+        return number
+    text = str(value).strip() if not isinstance(value, str) else value.strip()
+    if spec.choices and text.lower() not in spec.choices:
+        raise invalid("one of " + ", ".join(spec.choices))
+    return text.lower() if spec.choices else text
+
+
+def render_reference() -> str:
+    """The configuration reference in Markdown, generated so that docs cannot drift from the code."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `drtool/config.py` by `python -m drtool.config`; do not edit by hand.",
+        "",
+        "Precedence: flags > `DRTOOL_*` environment > `drtool.toml` (or `--config`) > Dify `.env` (`--dify-env`)"
+        " > defaults.",
+        "",
+        "| setting | environment | type | default | description |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in SPECS.values():
+        kind = spec.kind.__name__ + (f" ({'/'.join(spec.choices)})" if spec.choices else "")
+        default = "" if spec.default in (None, "") else f"`{spec.default}`"
+        secret = " Secret: shown as `***`." if spec.secret else ""
+        lines.append(f"| `{spec.key}` | `{spec.env_var}` | {kind} | {default} | {spec.help}.{secret} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_reference(), end="")

@@ -1,0 +1,143 @@
+"""Map the variables of a Dify `docker/.env` onto drtool settings.
+
+The mapping follows Dify's own configuration (shared reference: dify.md). Values keep the name of the Dify
+variable they came from, so `drtool config show` can say `dify-env:S3_ENDPOINT` and an invalid value names
+the line the operator has to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
+
+# STORAGE_TYPE values that are not an S3 API drtool can read.
+_UNREADABLE_STORAGE = {
+    "local", "azure-blob", "google-storage", "aliyun-oss", "tencent-cos", "huawei-obs", "baidu-obs",
+    "oci-storage", "volcengine-tos", "supabase", "clickzetta-volume",
+}
+
+
+@dataclass
+class DifyMapping:
+    values: dict[str, tuple[str, str]] = field(default_factory=dict)  # setting -> (value, dify variable)
+    storage_problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def put(self, setting: str, env: Mapping[str, str], var: str, value: str | None = None) -> None:
+        raw = env.get(var) if value is None else value
+        if raw is not None and raw != "":
+            self.values[setting] = (raw, var)
+
+
+def map_dify_env(env: Mapping[str, str], host_map: Mapping[str, str] | None = None) -> DifyMapping:
+    """Translate Dify's variables; `host_map` replaces docker-compose service names (db_postgres → 10.0.0.5)."""
+    hosts = dict(host_map or {})
+    env = {k: _rehost(v, hosts) if k in _HOST_VARS else v for k, v in env.items()}
+    out = DifyMapping()
+    _map_storage(env, out)
+    _map_postgres(env, out)
+    _map_vector(env, out)
+    _map_redis(env, out)
+    return out
+
+
+_HOST_VARS = {
+    "S3_ENDPOINT", "OPENDAL_S3_ENDPOINT", "DB_HOST", "WEAVIATE_ENDPOINT", "WEAVIATE_GRPC_ENDPOINT",
+    "MILVUS_URI", "REDIS_HOST",
+}
+
+
+def _rehost(value: str, hosts: Mapping[str, str]) -> str:
+    if not hosts or not value:
+        return value
+    if value in hosts:
+        return hosts[value]
+    parts = urlsplit(value if "://" in value else f"//{value}")
+    if parts.hostname and parts.hostname in hosts:
+        netloc = parts.netloc.replace(parts.hostname, hosts[parts.hostname], 1)
+        rebuilt = urlunsplit(parts._replace(netloc=netloc))
+        return rebuilt if "://" in value else rebuilt.removeprefix("//")
+    return value
+
+
+def _map_storage(env: Mapping[str, str], out: DifyMapping) -> None:
+    storage = (env.get("STORAGE_TYPE") or "opendal").strip().lower()
+    if storage == "s3":
+        for setting, var in (
+            ("s3.endpoint", "S3_ENDPOINT"), ("s3.region", "S3_REGION"), ("s3.bucket", "S3_BUCKET_NAME"),
+            ("s3.access_key", "S3_ACCESS_KEY"), ("s3.secret_key", "S3_SECRET_KEY"),
+            ("s3.address_style", "S3_ADDRESS_STYLE"),
+            ("s3.use_instance_credentials", "S3_USE_AWS_MANAGED_IAM"),
+        ):
+            out.put(setting, env, var)
+        return
+    if storage == "opendal":
+        scheme = (env.get("OPENDAL_SCHEME") or "fs").strip().lower()
+        if scheme != "s3":
+            out.storage_problem = (
+                f"Dify stores files with OpenDAL scheme '{scheme}' (STORAGE_TYPE=opendal, OPENDAL_SCHEME={scheme}); "
+                "drtool reads S3-compatible storage only: switch Dify to OPENDAL_SCHEME=s3 or STORAGE_TYPE=s3, "
+                "or set s3.* explicitly"
+            )
+            return
+        for setting, var in (
+            ("s3.endpoint", "OPENDAL_S3_ENDPOINT"), ("s3.region", "OPENDAL_S3_REGION"),
+            ("s3.bucket", "OPENDAL_S3_BUCKET"), ("s3.access_key", "OPENDAL_S3_ACCESS_KEY_ID"),
+            ("s3.secret_key", "OPENDAL_S3_SECRET_ACCESS_KEY"),
+        ):
+            out.put(setting, env, var)
+        root = (env.get("OPENDAL_S3_ROOT") or "").strip().strip("/")
+        if root:
+            out.put("s3.key_prefix", env, "OPENDAL_S3_ROOT", root + "/")
+        # OpenDAL talks path-style to custom endpoints, which is what MinIO needs.
+        out.values.setdefault("s3.address_style", ("path", "OPENDAL_SCHEME"))
+        return
+    if storage in _UNREADABLE_STORAGE:
+        out.storage_problem = (
+            f"Dify stores files in STORAGE_TYPE={storage}, which is not S3-compatible; drtool reads S3-compatible "
+            "object storage only (MinIO, SeaweedFS, AWS S3, ...)"
+        )
+        return
+    out.storage_problem = f"unknown Dify STORAGE_TYPE '{storage}'; set s3.* explicitly"
+
+
+def _map_postgres(env: Mapping[str, str], out: DifyMapping) -> None:
+    db_type = (env.get("DB_TYPE") or "postgresql").strip().lower()
+    if db_type not in ("postgresql", "postgres"):
+        out.notes.append(f"DB_TYPE={db_type}: drtool supports PostgreSQL metadata only")
+        return
+    for setting, var in (
+        ("postgres.host", "DB_HOST"), ("postgres.port", "DB_PORT"), ("postgres.user", "DB_USERNAME"),
+        ("postgres.password", "DB_PASSWORD"), ("postgres.database", "DB_DATABASE"),
+    ):
+        out.put(setting, env, var)
+
+
+def _map_vector(env: Mapping[str, str], out: DifyMapping) -> None:
+    store = (env.get("VECTOR_STORE") or "").strip().lower()
+    if store:
+        if store in ("milvus", "weaviate"):
+            out.put("vector.store", env, "VECTOR_STORE", store)
+        else:
+            out.notes.append(f"VECTOR_STORE={store}: drtool rebuilds Milvus and Weaviate indexes only")
+    out.put("vector.index_prefix", env, "VECTOR_INDEX_NAME_PREFIX")
+    for setting, var in (
+        ("weaviate.endpoint", "WEAVIATE_ENDPOINT"), ("weaviate.api_key", "WEAVIATE_API_KEY"),
+        ("weaviate.grpc_endpoint", "WEAVIATE_GRPC_ENDPOINT"), ("milvus.uri", "MILVUS_URI"),
+        ("milvus.token", "MILVUS_TOKEN"), ("milvus.user", "MILVUS_USER"),
+        ("milvus.password", "MILVUS_PASSWORD"), ("milvus.database", "MILVUS_DATABASE"),
+    ):
+        out.put(setting, env, var)
+
+
+def _map_redis(env: Mapping[str, str], out: DifyMapping) -> None:
+    host = env.get("REDIS_HOST")
+    if not host:
+        return
+    scheme = "rediss" if (env.get("REDIS_USE_SSL") or "").lower() == "true" else "redis"
+    user = env.get("REDIS_USERNAME") or ""
+    password = env.get("REDIS_PASSWORD") or ""
+    auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if (user or password) else ""
+    url = f"{scheme}://{auth}{host}:{env.get('REDIS_PORT') or '6379'}/{env.get('REDIS_DB') or '0'}"
+    out.values["redis.url"] = (url, "REDIS_HOST")

@@ -1,0 +1,75 @@
+"""One error family with fixed exit codes, so scripts and cron can rely on them.
+
+The table is part of drtool's public contract (docs/exit-codes.md); never renumber.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    DEGRADED = 3
+    CRITICAL = 4
+    NOT_FOUND = 10
+    LOCKED = 11
+    AUTH = 12
+
+
+class DrtoolError(Exception):
+    """An error the operator can act on: `message` says what happened, `hint` what to do next."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None, system: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.system = system
+
+    def __str__(self) -> str:
+        text = f"{self.system}: {self.message}" if self.system else self.message
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def to_event(self) -> dict[str, object]:
+        return {
+            "event": "error",
+            "error": type(self).__name__,
+            "exit_code": int(self.exit_code),
+            "system": self.system,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class UsageError(DrtoolError):
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """A setting is missing or invalid; the message names the setting and where it came from."""
+
+
+class UnavailableError(DrtoolError):
+    """A system could not be reached or answered with a server-side error after retries."""
+
+
+class VerificationFailed(DrtoolError):
+    exit_code = ExitCode.CRITICAL
+
+
+class NotFoundError(DrtoolError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class LockedError(DrtoolError):
+    exit_code = ExitCode.LOCKED
+
+
+class AuthError(DrtoolError):
+    """Credentials were refused or lack a permission; never retried."""
+
+    exit_code = ExitCode.AUTH
