@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -12,7 +13,7 @@ from drtool.cli.app import App
 from drtool.cli.config_cmd import config_group
 from drtool.errors import DrtoolError, ExitCode
 from drtool.log import LOGGER_NAME, setup_logging
-from drtool.redact import redact
+from drtool.redact import redact_obj
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -83,12 +84,10 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _report(message: str, event: dict[str, object] | None, json_mode: bool, code: ExitCode) -> None:
-    """Errors always reach stderr; in --json mode stdout also gets one error event for the caller."""
-    import json
-
-    text = redact(message)
-    click.echo(f"drtool: error: {text}", err=True)
+    """Errors always reach stderr as a log record (JSON lines off a terminal); --json also puts one on stdout."""
+    if not log.handlers:  # failed before the root command set logging up
+        setup_logging(verbosity=0, quiet=False, json_mode=json_mode)
+    payload = event or {"event": "error", "exit_code": int(code), "message": message}
+    log.error("%s", message, extra={"fields": {k: v for k, v in payload.items() if k != "message"}})
     if json_mode:
-        payload = event or {"event": "error", "exit_code": int(code), "message": message}
-        payload = {k: (redact(v) if isinstance(v, str) else v) for k, v in payload.items()}
-        click.echo(json.dumps(payload))
+        click.echo(json.dumps(redact_obj(payload)))
