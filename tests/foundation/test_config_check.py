@@ -1,0 +1,110 @@
+"""`drtool config check` against the real test servers: every verdict comes from a real answer."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.foundation.cli_runner import Run, drtool
+
+
+@pytest.fixture()
+def bucket(minio_pair: Any) -> str:
+    site = minio_pair.a
+    name = f"check-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("s3", endpoint_url=site.endpoint, aws_access_key_id=site.access_key,
+                          aws_secret_access_key=site.secret_key, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture()
+def all_systems(pg: Any, minio_pair: Any, bucket: str, weaviate_server: Any, redis_url: str,
+                embedding_server: Any) -> dict[str, str]:
+    site = minio_pair.a
+    return {
+        "DRTOOL_POSTGRES_HOST": pg.host, "DRTOOL_POSTGRES_PORT": str(pg.port), "DRTOOL_POSTGRES_USER": pg.user,
+        "DRTOOL_POSTGRES_PASSWORD": pg.password, "DRTOOL_POSTGRES_DATABASE": "postgres",
+        "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_BUCKET": bucket, "DRTOOL_S3_ADDRESS_STYLE": "path",
+        "DRTOOL_S3_ACCESS_KEY": site.access_key, "DRTOOL_S3_SECRET_KEY": site.secret_key,
+        "DRTOOL_VECTOR_STORE": "weaviate", "DRTOOL_WEAVIATE_ENDPOINT": weaviate_server.http_url,
+        "DRTOOL_EMBEDDING_PROVIDER": "openai", "DRTOOL_EMBEDDING_BASE_URL": embedding_server.base_url,
+        "DRTOOL_EMBEDDING_MODEL": embedding_server.model_name, "DRTOOL_EMBEDDING_API_KEY": embedding_server.api_key,
+        "DRTOOL_REDIS_URL": redis_url,
+    }
+
+
+def systems(run: Run) -> dict[str, dict[str, Any]]:
+    (event,) = run.json_lines()
+    assert event["event"] == "config_check"
+    return {s["system"]: s for s in event["systems"]}
+
+
+def assert_no_secrets(run: Run, env: dict[str, str]) -> None:
+    for key in ("DRTOOL_POSTGRES_PASSWORD", "DRTOOL_S3_SECRET_KEY", "DRTOOL_S3_ACCESS_KEY", "DRTOOL_EMBEDDING_API_KEY"):
+        assert env[key] not in run.stdout + run.stderr, key
+
+
+def test_every_configured_system_answers(all_systems: dict[str, str], weaviate_server: Any) -> None:
+    run = drtool("config", "check", "--json", env=all_systems)
+    assert run.code == 0, run.stdout + run.stderr
+    found = systems(run)
+    assert set(found) == {"postgres", "object store", "weaviate", "embedding (openai)", "redis"}
+    assert all(s["ok"] for s in found.values())
+    assert found["postgres"]["details"]["version"].startswith(("15", "16", "17"))
+    assert found["weaviate"]["details"]["version"] == weaviate_server.version
+    assert found["embedding (openai)"]["details"]["dimension"] == 384
+    assert found["object store"]["details"]["versioning"] in ("Enabled", "Suspended", "Unversioned")
+    assert_no_secrets(run, all_systems)
+
+
+def test_milvus_lite_is_checked(milvus_uri: str) -> None:
+    run = drtool("config", "check", "--json", env={"DRTOOL_VECTOR_STORE": "milvus", "DRTOOL_MILVUS_URI": milvus_uri})
+    assert run.code == 0, run.stdout + run.stderr
+    assert systems(run)["milvus"]["ok"]
+
+
+def test_wrong_postgres_password_exits_12_naming_the_system(all_systems: dict[str, str]) -> None:
+    env = {**all_systems, "DRTOOL_POSTGRES_PASSWORD": "not-the-password-123"}
+    run = drtool("config", "check", "--json", env=env)
+    assert run.code == 12
+    pg = systems(run)["postgres"]
+    assert not pg["ok"] and "authentication failed" in pg["problem"]
+    assert systems(run)["redis"]["ok"]  # one failure does not hide the others
+    assert_no_secrets(run, env)
+
+
+def test_wrong_s3_secret_exits_12(all_systems: dict[str, str]) -> None:
+    env = {**all_systems, "DRTOOL_S3_SECRET_KEY": "wrong-secret-key-0000"}
+    run = drtool("config", "check", "--json", env=env)
+    assert run.code == 12
+    assert "access refused" in systems(run)["object store"]["problem"]
+    assert_no_secrets(run, env)
+
+
+def test_missing_bucket_exits_10(all_systems: dict[str, str]) -> None:
+    run = drtool("config", "check", "--json", env={**all_systems, "DRTOOL_S3_BUCKET": "no-such-bucket-here"})
+    assert run.code == 10
+    assert "not found" in systems(run)["object store"]["problem"]
+
+
+def test_wrong_embedding_key_exits_12(all_systems: dict[str, str]) -> None:
+    env = {**all_systems, "DRTOOL_EMBEDDING_API_KEY": "sk-wrong-key-123456"}
+    run = drtool("config", "check", "--json", env=env)
+    assert run.code == 12
+    assert "HTTP 401" in systems(run)["embedding (openai)"]["problem"]
+    assert_no_secrets(run, env)
+
+
+def test_unreachable_weaviate_exits_1_and_human_output_names_it(all_systems: dict[str, str]) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = drtool("config", "check", env={**all_systems, "DRTOOL_WEAVIATE_ENDPOINT": f"http://127.0.0.1:{port}"})
+    assert run.code == 1
+    line = next(line for line in run.stdout.splitlines() if line.startswith("weaviate"))
+    assert "FAILED" in line and "cannot reach" in line
