@@ -53,7 +53,10 @@ def _rehost(value: str, hosts: Mapping[str, str]) -> str:
         return value
     if value in hosts:
         return hosts[value]
-    parts = urlsplit(value if "://" in value else f"//{value}")
+    try:
+        parts = urlsplit(value if "://" in value else f"//{value}")
+    except ValueError:  # not a URL (e.g. an unbalanced IPv6 bracket): leave it for validation to report
+        return value
     if parts.hostname and parts.hostname in hosts:
         netloc = parts.netloc.replace(parts.hostname, hosts[parts.hostname], 1)
         rebuilt = urlunsplit(parts._replace(netloc=netloc))
