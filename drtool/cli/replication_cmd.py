@@ -1,0 +1,311 @@
+"""`drtool replication status|verify|probe`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from drtool.cli.app import App, global_options, pass_app
+from drtool.core.metrics import Metric, write_textfile
+from drtool.core.replication_verdict import Level, offline_peers
+from drtool.errors import ConfigError, UsageError
+from drtool.ops.replication import (
+    Site,
+    StatusReport,
+    configured_sites,
+    parse_sites,
+    replication_status,
+    status_metrics,
+    thresholds_from,
+)
+
+_SITE_HELP = "A site as ALIAS=URL (repeatable); default: replication.sites."
+
+
+@click.group("replication")
+def replication_group() -> None:
+    """Check MinIO site replication, verify that two sites hold the same objects, measure replication lag.
+
+    Exit codes: 0 OK, 3 WARNING, 4 CRITICAL (or objects missing), 12 credentials refused.
+    """
+
+
+def _site_flags(sites: tuple[str, ...]) -> dict[str, Any]:
+    return {"replication.sites": ",".join(sites)} if sites else {}
+
+
+def _pick(settings_sites: list[Site], value: str | None, default_index: int, what: str) -> Site:
+    """--source/--target: an alias of a configured site, ALIAS=URL, or a bare URL."""
+    if value is None:
+        if len(settings_sites) <= default_index:
+            raise ConfigError(f"no {what} site: configure two sites or pass --{what} ALIAS=URL",
+                              hint="e.g. --site a=http://minio-a:9000 --site b=http://minio-b:9000")
+        return settings_sites[default_index]
+    if "=" in value:
+        return parse_sites([value])[0]
+    if value.startswith(("http://", "https://")):
+        return Site(what, value.rstrip("/"))
+    for site in settings_sites:
+        if site.alias == value:
+            return site
+    known = ", ".join(s.alias for s in settings_sites) or "none configured"
+    raise UsageError(f"unknown site '{value}' for --{what}", hint=f"known sites: {known}; or pass ALIAS=URL")
+
+
+# --- status --------------------------------------------------------------------------------------------------
+
+def _render_status(app: App, report: StatusReport) -> None:
+    for answer in report.answers:
+        health = " ".join(f"{p.rsplit('/', 1)[-1]}={c if c is not None else '-'}" for p, c in answer.health.items())
+        app.echo(f"site {answer.alias}  {answer.endpoint}  health: {health}")
+        if answer.error is not None:
+            app.echo(f"  UNREACHABLE: {answer.error}")
+            app.echo()
+            continue
+        status = answer.status or {}
+        if not status.get("Enabled"):
+            app.echo("  site replication: disabled")
+            app.echo()
+            continue
+        sites = status.get("Sites") or {}
+        me = (answer.info or {}).get("name")
+        offline = {dep for dep, _ in offline_peers(status)}
+        metrics = status.get("Metrics") or {}
+        queued = ((metrics.get("queued") or {}).get("curr") or {})
+        app.echo(f"  site replication: enabled as '{me}', {len(sites)} sites, queued "
+                 f"{int(queued.get('count') or 0)} objects / {int(queued.get('bytes') or 0)} bytes")
+        header = f"  {'peer':<12} {'endpoint':<32} {'online':<7} {'replicated':>10} {'failed 1h':>9} {'latency':>9}"
+        app.echo(header)
+        repl = metrics.get("replMetrics") or {}
+        for dep, peer in sorted(sites.items(), key=lambda kv: kv[1].get("name", "")):
+            if peer.get("name") == me:
+                continue
+            m = repl.get(dep) or {}
+            failed = int(((m.get("failed") or {}).get("lastHour") or {}).get("count") or 0)
+            latency = (m.get("latency") or {}).get("avg")
+            lat = f"{latency / 1e6:.0f} ms" if latency else "-"
+            app.echo(f"  {peer.get('name', dep):<12} {peer.get('endpoint', ''):<32} "
+                     f"{'no' if dep in offline else 'yes':<7} {int(m.get('replicatedCount') or 0):>10} "
+                     f"{failed:>9} {lat:>9}")
+        names = report.bucket_lists.get(answer.alias)
+        if names is not None:
+            configs = [b for b in report.buckets if b.site == answer.alias]
+            versioned = sum(1 for b in configs if b.versioning == "Enabled")
+            app.echo(f"  buckets: {len(names)} ({versioned} versioned)")
+            for b in configs:
+                rules = [r for r in b.rules if r.get("Status") == "Enabled"]
+                peers = ", ".join(sorted(b.peers.values())) or "-"
+                expiry = [r for r in b.lifecycle_rules
+                          if r.get("Status") == "Enabled" and r.get("NoncurrentVersionExpiration")]
+                app.echo(f"    {b.bucket}: versioning {b.versioning or 'off'}, {len(rules)} enabled replication "
+                         f"rule(s) for peer(s) {peers}" + (", expires noncurrent versions" if expiry else ""))
+        app.echo()
+    verdict = report.verdict
+    app.echo(f"verdict: {verdict.level.label}")
+    for reason in verdict.reasons:
+        app.echo(f"  {reason.level.label:<8} {reason.message}")
+
+
+@replication_group.command("status")
+@global_options
+@click.option("--site", "sites", multiple=True, metavar="ALIAS=URL", help=_SITE_HELP)
+@click.option("--expected-sites", type=click.IntRange(min=1), default=None,
+              help="Sites the replication must span; fewer is CRITICAL (replication.expected_sites).")
+@click.option("--max-queued", type=click.IntRange(min=0), default=None,
+              help="Queued objects per site above which the verdict is WARNING (replication.max_queued).")
+@click.option("--max-failed-last-hour", type=click.IntRange(min=0), default=None,
+              help="Failed replications per peer in the last hour above which it is WARNING.")
+@click.option("--no-bucket-check", is_flag=True,
+              help="Skip the per-bucket check (versioning, one replication rule per peer, lifecycle).")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
+              help="Write Prometheus text metrics here (node_exporter textfile collector).")
+@pass_app
+def status(app: App, sites: tuple[str, ...], expected_sites: int | None, max_queued: int | None,
+           max_failed_last_hour: int | None, no_bucket_check: bool, metrics_file: str | None) -> int:
+    """Ask every MinIO site for its site-replication status and give one verdict with every reason.
+
+    CRITICAL (exit 4): replication disabled, a site unreachable or reported offline, fewer sites than expected, a
+    bucket missing on a site, a bucket without versioning or without its replication rule to a peer.
+    WARNING (exit 3): configuration mismatches (bucket, policy, user, group, ILM rule), a queue above
+    --max-queued, failures in the last hour, a lifecycle rule that expires noncurrent versions.
+    """
+    settings = app.settings({**_site_flags(sites), "replication.expected_sites": expected_sites,
+                             "replication.max_queued": max_queued,
+                             "replication.max_failed_last_hour": max_failed_last_hour})
+    report = replication_status(settings, configured_sites(settings), thresholds_from(settings),
+                                check_buckets=not no_bucket_check)
+    if metrics_file:
+        write_textfile(metrics_file, status_metrics(report))
+    app.result(report.to_dict(), lambda: _render_status(app, report))
+    return report.verdict.exit_code
+
+
+# --- verify --------------------------------------------------------------------------------------------------
+
+def _verify_metrics(report: Any) -> list[Metric]:
+    metrics: list[Metric] = []
+    for b in report.buckets:
+        labels = {"source": report.source.alias, "target": report.target.alias, "bucket": b.bucket}
+        for kind in ("missing", "extra", "mismatch", "unsettled", "matched"):
+            metrics.append(Metric(f"drtool_replication_verify_{kind}", f"Objects {kind} in the last verify",
+                                  float(getattr(b.counts, kind)), labels))
+    metrics.append(Metric("drtool_replication_verify_exit_code", "Exit code of the last verify",
+                          float(report.exit_code)))
+    import time
+
+    metrics.append(Metric("drtool_replication_verify_last_run_timestamp_seconds", "When verify last ran",
+                          time.time()))
+    return metrics
+
+
+def _render_verify(app: App, report: Any) -> None:
+    app.echo(f"verify {report.source.alias} ({report.source.endpoint}) -> {report.target.alias} "
+             f"({report.target.endpoint}), settle window {report.settle_seconds} s")
+    for b in report.buckets:
+        if b.problem:
+            app.echo(f"bucket {b.bucket}: {b.problem}")
+            continue
+        c = b.counts
+        what = f"sampled {b.sampled} of {c.source_entries}" if b.sampled is not None else \
+            f"source {c.source_entries}, target {c.target_entries}"
+        app.echo(f"bucket {b.bucket} ({b.mode}): {what}; matched {c.matched}, missing {c.missing}, "
+                 f"extra {c.extra}, mismatched {c.mismatch}, unsettled {c.unsettled}")
+        if b.sampled:
+            bound = b.to_dict()["bad_fraction_upper_bound_95"]
+            app.echo(f"  with 95% confidence, at most {bound:.2%} of the bucket is missing or different on the target")
+        for diff in b.examples:
+            entry = diff.source or diff.target
+            vid = f" version {entry.version_id}" if entry and entry.version_id not in (None, "null") else ""
+            extra = f" ({', '.join(diff.fields)})" if diff.fields else ""
+            rs = b.replication_status.get(f"{diff.key}@{entry.version_id}" if entry and entry.version_id
+                                          else diff.key)
+            state = f" [x-amz-replication-status: {rs}]" if rs else ""
+            app.echo(f"  {diff.kind:<8} {diff.key}{vid}{extra}{state}")
+        shown = len(b.examples)
+        total = c.missing + c.extra + c.mismatch
+        if total > shown:
+            app.echo(f"  ... {total - shown} more (use --json for all)")
+    verdict = {0: "OK", 3: "WARNING (extra objects on the target)", 4: "CRITICAL"}[report.exit_code]
+    app.echo(f"verdict: {verdict}")
+
+
+@replication_group.command("verify")
+@global_options
+@click.option("--site", "sites", multiple=True, metavar="ALIAS=URL", help=_SITE_HELP)
+@click.option("--source", default=None, metavar="SITE",
+              help="Site that should be complete: an alias, ALIAS=URL or a URL (default: the first site).")
+@click.option("--target", default=None, metavar="SITE",
+              help="Site it replicates to (default: the second site).")
+@click.option("--bucket", "buckets", multiple=True, help="Bucket to compare (repeatable; default: s3.bucket, "
+              "else every bucket on the source).")
+@click.option("--prefix", default="", help="Only keys under this prefix.")
+@click.option("--mode", type=click.Choice(["auto", "versions", "latest"]), default="auto", show_default=True,
+              help="versions: every version by version id; latest: each key's current object; auto: versions when "
+                   "both buckets are versioned.")
+@click.option("--ignore-version-id", is_flag=True,
+              help="In latest mode, do not compare version ids (replication that does not keep them, e.g. "
+                   "weed filer.sync).")
+@click.option("--settle", "settle", type=click.IntRange(min=0), default=None,
+              help="Ignore differences younger than this many seconds (replication.settle_seconds).")
+@click.option("--examples", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Differences to show per bucket (--json streams all of them).")
+@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Check N random source objects with HEAD on the target instead of listing the target.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
+              help="Write Prometheus text metrics here.")
+@pass_app
+def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str | None, buckets: tuple[str, ...],
+               prefix: str, mode: str, ignore_version_id: bool, settle: int | None, examples: int,
+               sample: int | None, metrics_file: str | None) -> int:
+    """Compare what two S3 endpoints hold, bucket by bucket: missing, extra and mismatched objects.
+
+    Works on any S3 endpoints (MinIO, SeaweedFS, AWS S3). Exit 4 when an object is missing or different on the
+    target after the settle window, 3 when the target only has extra objects, 0 otherwise.
+    """
+    from drtool.ops.replication_verify import default_buckets, verify
+
+    settings = app.settings({**_site_flags(sites), "replication.settle_seconds": settle})
+    known = parse_sites([settings.replication.sites]) if settings.replication.sites else []
+    src = _pick(known, source, 0, "source")
+    dst = _pick(known, target, 1, "target")
+    if (src.endpoint, src.alias) == (dst.endpoint, dst.alias):
+        raise UsageError("source and target are the same site")
+    names = list(buckets) or default_buckets(settings, src)
+
+    def stream(bucket: str, diff: Any) -> None:
+        app.emit({"event": "replication_difference", "bucket": bucket, **diff.to_dict()})
+
+    report = verify(settings, src, dst, names, prefix=prefix, mode=mode,
+                    settle_seconds=settings.replication.settle_seconds, examples=examples, sample=sample,
+                    check_version_id=False if ignore_version_id else None,
+                    on_difference=stream if app.json_mode else None)
+    if metrics_file:
+        write_textfile(metrics_file, _verify_metrics(report))
+    app.result(report.to_dict(), lambda: _render_verify(app, report))
+    return report.exit_code
+
+
+# --- probe ---------------------------------------------------------------------------------------------------
+
+@replication_group.command("probe")
+@global_options
+@click.option("--site", "sites", multiple=True, metavar="ALIAS=URL", help=_SITE_HELP)
+@click.option("--source", default=None, metavar="SITE", help="Site to write the canary on (default: the first).")
+@click.option("--target", default=None, metavar="SITE", help="Site to watch (default: the second).")
+@click.option("--bucket", default=None, help="Bucket for the canary (default: s3.bucket).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
+              help="Seconds to wait for the canary and for its delete (replication.probe_timeout).")
+@click.option("--max-lag", type=click.FloatRange(min=0), default=None,
+              help="Lag in seconds above which the result is WARNING (exit 3): a replication-lag SLO.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
+              help="Write Prometheus text metrics here.")
+@pass_app
+def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str | None, bucket: str | None,
+              timeout: float | None, max_lag: float | None, metrics_file: str | None) -> int:
+    """Write a canary object on one site and measure how long until the other shows it, and its delete.
+
+    The canary (under .drtool/replication-probe/) is removed from both sites whatever happens. Exit 0 within
+    --max-lag, 3 above it, 4 when the canary or its delete did not arrive before --timeout.
+    """
+    from drtool.ops.replication_probe import run_probe
+
+    settings = app.settings(_site_flags(sites))
+    known = parse_sites([settings.replication.sites]) if settings.replication.sites else []
+    src = _pick(known, source, 0, "source")
+    dst = _pick(known, target, 1, "target")
+    bucket = bucket or settings.s3.bucket
+    if not bucket:
+        raise ConfigError("no bucket for the canary", hint="pass --bucket or set s3.bucket")
+    result = run_probe(settings, src, dst, bucket=bucket,
+                       timeout=timeout if timeout is not None else float(settings.replication.probe_timeout))
+    if not result.ok:
+        level = Level.CRITICAL
+    elif max_lag is not None and max(result.put_lag or 0, result.delete_lag or 0) > max_lag:
+        level = Level.WARNING
+    else:
+        level = Level.OK
+    payload = {**result.to_dict(), "verdict": level.label, "max_lag_seconds": max_lag}
+    if metrics_file:
+        labels = {"source": src.alias, "target": dst.alias}
+        write_textfile(metrics_file, [
+            Metric("drtool_replication_probe_ok", "1 when the canary and its delete arrived", float(result.ok),
+                   labels),
+            Metric("drtool_replication_probe_put_lag_seconds", "Seconds until the canary appeared on the target",
+                   result.put_lag if result.put_lag is not None else float("nan"), labels),
+            Metric("drtool_replication_probe_delete_lag_seconds", "Seconds until the delete reached the target",
+                   result.delete_lag if result.delete_lag is not None else float("nan"), labels),
+        ])
+
+    def render() -> None:
+        lag = f"{result.put_lag:.2f} s" if result.put_lag is not None else "not seen"
+        dlag = f"{result.delete_lag:.2f} s" if result.delete_lag is not None else "not seen"
+        app.echo(f"probe {src.alias} -> {dst.alias} bucket {bucket}: put lag {lag}, delete lag {dlag}")
+        if result.error:
+            app.echo(f"  {result.error}")
+        app.echo("  canary removed from both sites" if result.cleaned_up
+                 else f"  could not check or remove the canary on: {', '.join(result.leftovers or [])}")
+        app.echo(f"verdict: {level.label}")
+
+    app.result(payload, render)
+    return {Level.OK: 0, Level.WARNING: 3, Level.CRITICAL: 4}[level]

@@ -1,0 +1,360 @@
+"""`drtool replication status`: ask every MinIO site, check every replicated bucket, decide one verdict.
+
+Each site reports only its own queue and traffic, and a site that is down cannot say so itself, so every site
+is asked (concurrently) and the verdict combines all answers. Also home of the helpers the other replication
+commands share (site list, per-site S3 clients) and of `replication_summary`, which `drtool snapshot create`
+records in the snapshot's meta.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from drtool.adapters import s3 as s3_adapter
+from drtool.adapters.minio_admin import MinioAdmin, NotMinioError, SiteUnreachable
+from drtool.config import Settings
+from drtool.core.metrics import Metric
+from drtool.core.replication_verdict import (
+    BucketConfig,
+    Level,
+    Reason,
+    SiteAnswer,
+    Thresholds,
+    Verdict,
+    bucket_config_reasons,
+    decide,
+    offline_peers,
+    site_reasons,
+)
+from drtool.errors import AuthError, ConfigError, DrtoolError, UnavailableError
+
+log = logging.getLogger("drtool.replication")
+
+__all__ = [
+    "Site",
+    "StatusReport",
+    "parse_sites",
+    "replication_status",
+    "replication_summary",
+    "site_client",
+    "status_metrics",
+]
+
+
+@dataclass(frozen=True)
+class Site:
+    alias: str
+    endpoint: str
+
+
+def parse_sites(items: Iterable[str]) -> list[Site]:
+    """`ALIAS=URL` items (a config value may hold several separated by commas) -> sites, aliases unique."""
+    sites: list[Site] = []
+    for raw in items:
+        for item in filter(None, (p.strip() for p in str(raw).split(","))):
+            alias, sep, url = item.partition("=")
+            if not sep or not alias.strip() or not url.strip().startswith(("http://", "https://")):
+                raise ConfigError(f"invalid site '{item}': expected ALIAS=URL, e.g. dr=https://minio-dr:9000")
+            if any(s.alias == alias.strip() for s in sites):
+                raise ConfigError(f"site alias '{alias.strip()}' is given twice")
+            sites.append(Site(alias.strip(), url.strip().rstrip("/")))
+    return sites
+
+
+def configured_sites(settings: Settings, flags: Sequence[str] = ()) -> list[Site]:
+    """Sites from --site flags, else replication.sites; at least one is needed."""
+    sites = parse_sites(flags) if flags else parse_sites([settings.replication.sites])
+    if not sites:
+        raise ConfigError("no replication site is configured",
+                          hint="pass --site ALIAS=URL (repeatable) or set replication.sites / "
+                               "DRTOOL_REPLICATION_SITES='a=http://minio-a:9000,b=http://minio-b:9000'")
+    return sites
+
+
+def credentials(settings: Settings) -> tuple[str | None, str | None]:
+    rep = settings.replication
+    if rep.access_key:
+        return rep.access_key, rep.secret_key
+    return settings.s3.access_key, settings.s3.secret_key
+
+
+def tls_verify(settings: Settings) -> bool | str:
+    s3 = settings.s3
+    return s3.ca_bundle if (s3.ca_bundle and s3.verify_tls) else s3.verify_tls
+
+
+def site_client(settings: Settings, site: Site, *, max_attempts: int = 3) -> Any:
+    """A boto3 client for one site: the s3 section's TLS settings, the replication credentials, path-style."""
+    access, secret = credentials(settings)
+    s3 = dataclasses.replace(settings.s3, endpoint=site.endpoint, access_key=access, secret_key=secret,
+                             address_style="path" if settings.s3.address_style == "auto" else settings.s3.address_style)
+    timeout = settings.replication.timeout
+    return s3_adapter.make_client(s3, max_attempts=max_attempts, connect_timeout=min(timeout, 10),
+                                  read_timeout=timeout)
+
+
+def admin_for(settings: Settings, site: Site) -> MinioAdmin:
+    access, secret = credentials(settings)
+    return MinioAdmin(site.alias, site.endpoint, access, secret, region=settings.s3.region,
+                      verify=tls_verify(settings), timeout=settings.replication.timeout)
+
+
+def thresholds_from(settings: Settings) -> Thresholds:
+    rep = settings.replication
+    return Thresholds(expected_sites=rep.expected_sites, max_queued=rep.max_queued,
+                      max_failed_last_hour=rep.max_failed_last_hour)
+
+
+# --- status ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class StatusReport:
+    checked_at: datetime
+    answers: list[SiteAnswer]
+    status_errors: dict[str, str]  # alias -> why the status call failed although the site answered
+    buckets: list[BucketConfig]
+    bucket_lists: dict[str, list[str]]  # alias -> buckets seen through S3
+    verdict: Verdict
+    extra_reasons: list[Reason] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": "replication_status",
+            "checked_at": self.checked_at.isoformat(),
+            **self.verdict.to_dict(),
+            "sites": [
+                {"alias": a.alias, "endpoint": a.endpoint, "reachable": a.error is None, "error": a.error,
+                 "status_error": self.status_errors.get(a.alias), "health": dict(a.health),
+                 "info": a.info, "status": a.status, "buckets": self.bucket_lists.get(a.alias)}
+                for a in self.answers
+            ],
+            "bucket_config": [
+                {"site": b.site, "bucket": b.bucket, "versioning": b.versioning,
+                 "replication_rules": [{"id": r.get("ID"), "status": r.get("Status"),
+                                        "destination": (r.get("Destination") or {}).get("Bucket")}
+                                       for r in b.rules],
+                 "noncurrent_expiry_days": [(r.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays")
+                                            for r in b.lifecycle_rules
+                                            if r.get("Status") == "Enabled" and r.get("NoncurrentVersionExpiration")]}
+                for b in self.buckets
+            ],
+        }
+
+
+_RETRYABLE_STATUS_CODES = ("XMinioSiteReplicationBackendIssue", "XMinioServerNotInitialized")
+
+
+def _ask_site(admin: MinioAdmin) -> tuple[SiteAnswer, str | None]:
+    """Health, info and status of one site. Unreachable -> an answer with `error`; auth/TLS/not-MinIO raise."""
+    health = admin.health()
+    try:
+        info = admin.info()
+    except SiteUnreachable as exc:
+        return SiteAnswer(admin.alias, admin.endpoint, error=exc.message, health=health), None
+    status: dict[str, Any] | None = None
+    status_error: str | None = None
+    if info.get("enabled"):
+        # The first status call after a peer goes offline answers 503 XMinioSiteReplicationBackendIssue; the
+        # next one reports the peer as offline, which is the finding the operator needs.
+        for attempt in range(3):
+            try:
+                status = admin.status()
+                status_error = None
+                break
+            except (AuthError, NotMinioError):
+                raise
+            except UnavailableError as exc:
+                if "TLS" in exc.message:
+                    raise
+                status_error = exc.message
+                if not any(code in exc.message for code in _RETRYABLE_STATUS_CODES) or attempt == 2:
+                    break
+                time.sleep(1.0 + attempt)
+    else:
+        status = {"Enabled": False}
+    return SiteAnswer(admin.alias, admin.endpoint, info=info, status=status, health=health), status_error
+
+
+def _self_and_peers(answer: SiteAnswer) -> tuple[str | None, dict[str, str]]:
+    """This site's deploymentID and its peers (deploymentID -> name), from the site's own info."""
+    info = answer.info or {}
+    me = info.get("name")
+    self_id = None
+    peers: dict[str, str] = {}
+    for peer in info.get("sites") or []:
+        dep = peer.get("deploymentID", "")
+        if peer.get("name") == me:
+            self_id = dep
+        else:
+            peers[dep] = peer.get("name") or peer.get("endpoint") or dep
+    return self_id, peers
+
+
+def _bucket_configs(settings: Settings, answer: SiteAnswer) -> tuple[list[str], list[BucketConfig]]:
+    client = site_client(settings, Site(answer.alias, answer.endpoint))
+    _, peers = _self_and_peers(answer)
+    what = f"site {answer.alias}: bucket configuration"
+    try:
+        names = sorted(b["Name"] for b in client.list_buckets().get("Buckets", []))
+        configs = []
+        for name in names:
+            setup = s3_adapter.bucket_replication_setup(client, name)
+            configs.append(BucketConfig(site=answer.alias, bucket=name, versioning=setup["versioning"],
+                                        rules=setup["rules"], lifecycle_rules=setup["lifecycle_rules"], peers=peers))
+    except Exception as exc:
+        raise s3_adapter.translate_error(exc, what=what, endpoint=answer.endpoint) from None
+    return names, configs
+
+
+def replication_status(settings: Settings, sites: Sequence[Site], thresholds: Thresholds, *,
+                       check_buckets: bool = True) -> StatusReport:
+    """Ask every site, check replicated buckets on each reachable one, and decide the verdict."""
+    checked_at = datetime.now(UTC)
+    admins = [admin_for(settings, s) for s in sites]
+    errors: list[DrtoolError] = []
+    answers: list[SiteAnswer] = []
+    status_errors: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(admins)))) as pool:
+        futures = [pool.submit(_ask_site, a) for a in admins]
+        for admin, fut in zip(admins, futures, strict=True):
+            try:
+                answer, status_error = fut.result()
+            except DrtoolError as exc:
+                errors.append(exc)
+                continue
+            answers.append(answer)
+            if status_error:
+                status_errors[admin.alias] = status_error
+    for admin in admins:
+        admin.close()
+    if errors:
+        # Credentials first (exit 12), then "not MinIO", then the rest: the most actionable error wins.
+        errors.sort(key=lambda e: 0 if isinstance(e, AuthError) else 1 if isinstance(e, NotMinioError) else 2)
+        for other in errors[1:]:
+            log.error("%s", other)
+        raise errors[0]
+
+    reasons: list[Reason] = []
+    for answer in answers:
+        reasons.extend(site_reasons(answer, thresholds))
+        if answer.alias in status_errors:
+            reasons.append(Reason(Level.CRITICAL, "status_failed", answer.alias,
+                                  f"site {answer.alias} could not build its replication status "
+                                  f"({status_errors[answer.alias]}); usually a peer is unreachable"))
+
+    bucket_lists: dict[str, list[str]] = {}
+    configs: list[BucketConfig] = []
+    if check_buckets:
+        usable = [a for a in answers if a.error is None and (a.status or {}).get("Enabled")]
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(usable)))) as pool:
+            results = list(pool.map(lambda a: _bucket_configs(settings, a), usable))
+        for answer, (names, site_configs) in zip(usable, results, strict=True):
+            bucket_lists[answer.alias] = names
+            configs.extend(site_configs)
+        for config in configs:
+            reasons.extend(bucket_config_reasons(config))
+        # Direct evidence, independent of MinIO's own bookkeeping: a bucket one site has and another lacks.
+        everywhere = set().union(*bucket_lists.values()) if bucket_lists else set()
+        for alias, names in sorted(bucket_lists.items()):
+            for bucket in sorted(everywhere - set(names)):
+                reasons.append(Reason(Level.CRITICAL, "bucket_missing", alias,
+                                      f"bucket {bucket} is missing on site {alias}", bucket))
+    return StatusReport(checked_at=checked_at, answers=answers, status_errors=status_errors, buckets=configs,
+                        bucket_lists=bucket_lists, verdict=decide(_dedupe(reasons)))
+
+
+def _dedupe(reasons: Iterable[Reason]) -> list[Reason]:
+    """Two sites describe the same mismatch in the same words; list it once."""
+    seen: set[tuple[str, str]] = set()
+    out: list[Reason] = []
+    for reason in reasons:
+        key = (reason.code, reason.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(reason)
+    return out
+
+
+def status_metrics(report: StatusReport) -> list[Metric]:
+    """Prometheus gauges: verdict, last check, per site up/queue, per peer link online/failures/latency."""
+    metrics = [
+        Metric("drtool_replication_verdict", "Replication verdict: 0 OK, 1 WARNING, 2 CRITICAL",
+               float(int(report.verdict.level))),
+        Metric("drtool_replication_last_check_timestamp_seconds", "When drtool last checked replication",
+               report.checked_at.timestamp()),
+    ]
+    for level in Level:
+        metrics.append(Metric("drtool_replication_reasons", "Reasons found, by level",
+                              float(sum(1 for r in report.verdict.reasons if r.level == level)),
+                              {"level": level.label}))
+    for answer in report.answers:
+        site = {"site": answer.alias}
+        metrics.append(Metric("drtool_replication_site_up", "1 when the site answered the admin API",
+                              1.0 if answer.error is None else 0.0, site))
+        status = answer.status or {}
+        if answer.error is not None or not status.get("Enabled"):
+            continue
+        m = status.get("Metrics") or {}
+        queued = ((m.get("queued") or {}).get("curr") or {})
+        metrics.append(Metric("drtool_replication_queued_objects", "Objects waiting in the site's replication queue",
+                              float(queued.get("count") or 0), site))
+        metrics.append(Metric("drtool_replication_queued_bytes", "Bytes waiting in the site's replication queue",
+                              float(queued.get("bytes") or 0), site))
+        offline = {dep for dep, _ in offline_peers(status)}
+        _, peers = _self_and_peers(answer)
+        repl = m.get("replMetrics") or {}
+        for dep, name in sorted(peers.items(), key=lambda kv: kv[1]):
+            labels = {"site": answer.alias, "peer": name}
+            metrics.append(Metric("drtool_replication_link_online", "1 when the site reaches the peer",
+                                  0.0 if dep in offline else 1.0, labels))
+            peer_m = repl.get(dep) or {}
+            failed = ((peer_m.get("failed") or {}).get("lastHour") or {}).get("count") or 0
+            metrics.append(Metric("drtool_replication_failed_last_hour", "Replications to the peer that failed in the "
+                                  "last hour", float(failed), labels))
+            avg_ns = (peer_m.get("latency") or {}).get("avg") or 0
+            metrics.append(Metric("drtool_replication_latency_seconds", "Average replication latency to the peer",
+                                  float(avg_ns) / 1e9, labels))
+    # The text format wants each metric's samples together, under one HELP/TYPE header.
+    order = {name: i for i, name in reversed(list(enumerate(m.name for m in metrics)))}
+    return sorted(metrics, key=lambda m: order[m.name])
+
+
+# --- snapshot integration ----------------------------------------------------------------------------------------
+
+def replication_summary(settings: Settings, *, probe: bool = True) -> dict[str, Any]:
+    """The replication verdict (and, with `probe`, the measured lag) for `drtool snapshot create`'s meta.json.
+
+    Returns {"verdict": "OK"|"WARNING"|"CRITICAL"|"UNKNOWN", "exit_code", "reasons": [...], "checked_at",
+    "sites": [aliases], "lag_seconds": float|None, "delete_lag_seconds": float|None, "probe_error": str|None}.
+    Raises ConfigError when no site is configured (replication.sites), and the status errors (AuthError, ...)
+    when a site refuses; the caller decides whether that blocks the snapshot (--require-replication).
+    The probe writes a small canary into s3.bucket on the first site and always removes it.
+    """
+    sites = configured_sites(settings)
+    report = replication_status(settings, sites, thresholds_from(settings))
+    summary: dict[str, Any] = {
+        "verdict": report.verdict.level.label,
+        "exit_code": report.verdict.exit_code,
+        "reasons": [r.to_dict() for r in report.verdict.reasons],
+        "checked_at": report.checked_at.isoformat(),
+        "sites": [s.alias for s in sites],
+        "lag_seconds": None,
+        "delete_lag_seconds": None,
+        "probe_error": None,
+    }
+    if probe and len(sites) >= 2 and settings.s3.bucket and report.verdict.level != Level.CRITICAL:
+        from drtool.ops.replication_probe import run_probe
+
+        result = run_probe(settings, sites[0], sites[1], bucket=settings.s3.bucket,
+                           timeout=float(settings.replication.probe_timeout))
+        summary["lag_seconds"] = result.put_lag
+        summary["delete_lag_seconds"] = result.delete_lag
+        summary["probe_error"] = result.error
+    return summary

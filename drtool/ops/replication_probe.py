@@ -1,0 +1,166 @@
+"""`drtool replication probe`: measure replication lag end to end with a canary object.
+
+The status API says whether links are up; only a real write says how long data takes to arrive. The canary is
+written on the source site, the target is polled until it shows the same version (the put lag), the canary is
+deleted on the source and the target is polled until the object is gone (the delete lag). Whatever happens,
+including a timeout or Ctrl-C, every version of the canary is removed from both sites, so cron can run this every
+few minutes without leaving garbage behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import botocore.exceptions
+
+from drtool.adapters import s3 as s3_adapter
+from drtool.config import Settings
+from drtool.ops.replication import Site, site_client
+
+log = logging.getLogger("drtool.replication")
+
+PROBE_PREFIX = ".drtool/replication-probe/"
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
+
+
+@dataclass
+class ProbeResult:
+    source: str
+    target: str
+    bucket: str
+    key: str
+    started_at: str
+    put_lag: float | None = None
+    delete_lag: float | None = None
+    timeout: float = 0.0
+    error: str | None = None
+    cleaned_up: bool = False
+    leftovers: list[str] | None = None  # where the canary could not be checked or removed (site down, refused)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.put_lag is not None and self.delete_lag is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": "replication_probe", "ok": self.ok, "source": self.source, "target": self.target,
+                "bucket": self.bucket, "key": self.key, "started_at": self.started_at,
+                "put_lag_seconds": self.put_lag, "delete_lag_seconds": self.delete_lag,
+                "timeout_seconds": self.timeout, "error": self.error, "cleaned_up": self.cleaned_up,
+                "leftovers": self.leftovers or []}
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+_UNREACHABLE = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+                botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
+
+
+def _visible(client: Any, bucket: str, key: str, etag: str, unreachable: list[str]) -> bool | None:
+    """True when the target serves the canary with the same content (ETag); None while it cannot be reached.
+
+    An unreachable target is what a lag probe exists to catch, so it is polled like a slow one until the
+    timeout (and named in the result) instead of aborting the probe.
+    """
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as exc:
+        if _code(exc) in _NOT_FOUND:
+            return False
+        raise
+    except _UNREACHABLE as exc:
+        unreachable[:] = [type(exc).__name__]
+        return None
+    unreachable.clear()
+    return head.get("ETag", "").strip('"') == etag.strip('"')
+
+
+def _wait(predicate: Any, deadline: float) -> float | None:
+    """Poll `predicate` until it holds or the deadline passes; seconds waited, or None on timeout."""
+    start = time.monotonic()
+    delay = 0.05
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 1.0)
+
+
+def _purge(client: Any, bucket: str, key: str) -> None:
+    """Delete every version and delete marker of `key` (or the object itself in an unversioned bucket)."""
+    try:
+        pages = list(s3_adapter.iter_listing_pages(client, bucket, key, versions=True))
+    except botocore.exceptions.ClientError as exc:
+        if _code(exc) not in ("NotImplemented", "MethodNotAllowed"):
+            raise
+        pages = []
+    versions = [item for page in pages for item in page if item["Key"] == key]
+    for item in versions:
+        vid = item.get("VersionId")
+        if vid and vid != "null":
+            client.delete_object(Bucket=bucket, Key=key, VersionId=vid)
+        else:
+            client.delete_object(Bucket=bucket, Key=key)
+    if not versions:
+        client.delete_object(Bucket=bucket, Key=key)
+
+
+def run_probe(settings: Settings, source: Site, target: Site, *, bucket: str, timeout: float,
+              prefix: str = PROBE_PREFIX) -> ProbeResult:
+    """Write, wait, delete, wait, clean up. Errors other than timeouts are raised after the cleanup."""
+    src = site_client(settings, source)
+    dst = site_client(settings, target)
+    key = f"{prefix}{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
+    result = ProbeResult(source.alias, target.alias, bucket, key, datetime.now(UTC).isoformat(), timeout=timeout)
+    body = f"drtool replication probe {key}\n".encode()
+    try:
+        try:
+            put = src.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain")
+        except Exception as exc:
+            raise s3_adapter.translate_error(exc, what=f"site {source.alias}: writing the canary",
+                                             endpoint=source.endpoint) from None
+        etag = put.get("ETag", "")
+        started = time.monotonic()
+        deadline = started + timeout
+        unreachable: list[str] = []
+        why = f" (site {target.alias} could not be reached: {{}})"
+        try:
+            result.put_lag = _wait(lambda: _visible(dst, bucket, key, etag, unreachable) is True, deadline)
+        except Exception as exc:
+            raise s3_adapter.translate_error(exc, what=f"site {target.alias}: reading the canary",
+                                             endpoint=target.endpoint) from None
+        if result.put_lag is None:
+            result.error = (f"the canary written on site {source.alias} did not appear on site {target.alias} "
+                            f"within {timeout:g} s" + (why.format(unreachable[0]) if unreachable else ""))
+            return result
+        try:
+            src.delete_object(Bucket=bucket, Key=key)
+            result.delete_lag = _wait(lambda: _visible(dst, bucket, key, etag, unreachable) is False,
+                                      time.monotonic() + timeout)
+        except Exception as exc:
+            raise s3_adapter.translate_error(exc, what="deleting the canary", endpoint=source.endpoint) from None
+        if result.delete_lag is None:
+            result.error = (f"the canary deleted on site {source.alias} was still visible on site {target.alias} "
+                            f"after {timeout:g} s" + (why.format(unreachable[0]) if unreachable else ""))
+        return result
+    finally:
+        result.cleaned_up, result.leftovers = _cleanup(src, dst, source, target, bucket, key)
+
+
+def _cleanup(src: Any, dst: Any, source: Site, target: Site, bucket: str, key: str) -> tuple[bool, list[str]]:
+    leftovers: list[str] = []
+    for client, site in ((src, source), (dst, target)):
+        try:
+            _purge(client, bucket, key)
+        except Exception as exc:  # the target may be the thing that is down; report, never mask the real error
+            log.warning("cleanup of canary %s on site %s failed: %s", key, site.alias, exc)
+            leftovers.append(f"{site.alias}:s3://{bucket}/{key}")
+    return not leftovers, leftovers

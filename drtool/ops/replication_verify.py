@@ -1,0 +1,296 @@
+"""`drtool replication verify`: prove the bytes arrived, by comparing what two S3 endpoints hold.
+
+Both sides are listed at the same time, each by a background thread that stays at most a few pages ahead, and
+the two key-ordered streams are merge-joined (drtool/core/listing_diff.py): memory does not grow with the bucket,
+and wall time is close to listing the larger side alone. `--sample N` checks N random objects of the source
+with HEAD requests on the target instead of listing it, for a quick look at a huge bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import botocore.exceptions
+
+from drtool.adapters import s3 as s3_adapter
+from drtool.config import Settings
+from drtool.core.listing_diff import DiffCounts, Difference, Entry, bad_fraction_upper_bound, diff_listings
+from drtool.errors import DrtoolError, NotFoundError
+from drtool.ops.replication import Site, site_client, tls_verify
+
+log = logging.getLogger("drtool.replication")
+
+_PREFETCH_PAGES = 4  # pages buffered per side: bounds memory at ~4,000 entries each
+
+
+@dataclass
+class BucketResult:
+    bucket: str
+    mode: str
+    counts: DiffCounts = field(default_factory=DiffCounts)
+    examples: list[Difference] = field(default_factory=list)
+    replication_status: dict[str, str | None] = field(default_factory=dict)  # "key@version" -> header value
+    problem: str | None = None  # bucket-level finding (missing on a side)
+    sampled: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.problem is not None or self.counts.missing > 0 or self.counts.mismatch > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "bucket": self.bucket, "mode": self.mode, "problem": self.problem, "sampled": self.sampled,
+            "source_entries": c.source_entries, "target_entries": c.target_entries, "matched": c.matched,
+            "missing": c.missing, "extra": c.extra, "mismatch": c.mismatch, "unsettled": c.unsettled,
+            "unsettled_by_kind": dict(c.by_kind_unsettled),
+            "bad_fraction_upper_bound_95": (bad_fraction_upper_bound(c.missing + c.mismatch, self.sampled)
+                                            if self.sampled is not None else None),
+            "examples": [dict(d.to_dict(), replication_status=self.replication_status.get(_ref(d)))
+                         for d in self.examples],
+        }
+
+
+@dataclass
+class VerifyReport:
+    source: Site
+    target: Site
+    settle_seconds: int
+    buckets: list[BucketResult]
+
+    @property
+    def exit_code(self) -> int:
+        if any(b.failed for b in self.buckets):
+            return 4
+        if any(b.counts.extra for b in self.buckets):
+            return 3
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": "replication_verify", "source": self.source.alias, "target": self.target.alias,
+                "settle_seconds": self.settle_seconds, "exit_code": self.exit_code,
+                "buckets": [b.to_dict() for b in self.buckets]}
+
+
+def _ref(diff: Difference) -> str:
+    entry = diff.source or diff.target
+    vid = entry.version_id if entry else None
+    return f"{diff.key}@{vid}" if vid else diff.key
+
+
+def _to_entry(item: dict[str, Any]) -> Entry:
+    return Entry(key=item["Key"], version_id=item.get("VersionId"), etag=item.get("ETag"),
+                 size=int(item.get("Size") or 0), last_modified=item["LastModified"],
+                 is_delete_marker=bool(item.get("IsDeleteMarker")), is_latest=bool(item.get("IsLatest", True)))
+
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetched(pages: Callable[[], Iterator[list[dict[str, Any]]]], *, what: str, endpoint: str
+               ) -> Iterator[Entry]:
+    """Entries of a listing produced by a background thread a few pages ahead, so both sides list at once."""
+    buffer: queue.Queue[object] = queue.Queue(maxsize=_PREFETCH_PAGES)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for page in pages():
+                if not put([_to_entry(item) for item in page]):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it in the main thread
+            put(_Failure(exc))
+
+    thread = threading.Thread(target=produce, name=f"list {what}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                if isinstance(item.exc, DrtoolError):
+                    raise item.exc
+                raise s3_adapter.translate_error(item.exc, what=what, endpoint=endpoint) from None  # type: ignore[arg-type]
+            yield from item  # type: ignore[misc]
+    finally:
+        stop.set()
+
+
+def _versioning(client: Any, bucket: str, site: Site) -> str | None:
+    try:
+        return client.get_bucket_versioning(Bucket=bucket).get("Status")
+    except botocore.exceptions.ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("NoSuchBucket", "404"):
+            raise NotFoundError(f"bucket {bucket} does not exist", system=f"site {site.alias}") from None
+        raise s3_adapter.translate_error(exc, what=f"bucket {bucket}", endpoint=site.endpoint) from None
+    except Exception as exc:
+        raise s3_adapter.translate_error(exc, what=f"bucket {bucket}", endpoint=site.endpoint) from None
+
+
+def _replication_header(client: Any, bucket: str, entry: Entry) -> str | None:
+    """x-amz-replication-status of one source version: PENDING, COMPLETED, FAILED, REPLICA, or None."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": entry.key}
+    if entry.version_id and entry.version_id != "null":
+        kwargs["VersionId"] = entry.version_id
+    try:
+        return client.head_object(**kwargs).get("ReplicationStatus")
+    except botocore.exceptions.ClientError:
+        return None  # a delete marker or a version gone since the listing: nothing to report
+
+
+def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str], *, prefix: str = "",
+           mode: str = "auto", settle_seconds: int = 120, examples: int = 10, sample: int | None = None,
+           check_version_id: bool | None = None, on_difference: Callable[[str, Difference], None] | None = None,
+           seed: int | None = None) -> VerifyReport:
+    """Compare each bucket on both sites; `on_difference` sees every difference (for --json streaming)."""
+    src = site_client(settings, source)
+    dst = site_client(settings, target)
+    tls = tls_verify(settings)
+    timeout = float(settings.replication.timeout) * 4  # a page of 1,000 versions can take a while on a busy site
+    results: list[BucketResult] = []
+    for bucket in buckets:
+        settle_before = datetime.now(UTC) - timedelta(seconds=settle_seconds)
+        src_versioning = _versioning(src, bucket, source)
+        try:
+            dst_versioning = _versioning(dst, bucket, target)
+        except NotFoundError:
+            results.append(BucketResult(bucket, mode, problem=f"bucket {bucket} is missing on site {target.alias}"))
+            continue
+        both_versioned = src_versioning is not None and dst_versioning is not None
+        chosen = ("versions" if both_versioned else "latest") if mode == "auto" else mode
+        compare_vids = both_versioned if check_version_id is None else check_version_id
+        result = BucketResult(bucket, chosen)
+        if sample:
+            _sample(src, dst, source, target, bucket, prefix, chosen, settle_before, sample, result,
+                    compare_vids, on_difference, seed, examples, tls, timeout)
+        else:
+            versions = chosen == "versions"
+            src_entries = prefetched(
+                lambda b=bucket, v=versions: s3_adapter.iter_listing_pages_fast(src, b, prefix, versions=v,
+                                                                               verify=tls, timeout=timeout),
+                what=f"site {source.alias}: listing bucket {bucket}", endpoint=source.endpoint)
+            dst_entries = prefetched(
+                lambda b=bucket, v=versions: s3_adapter.iter_listing_pages_fast(dst, b, prefix, versions=v,
+                                                                               verify=tls, timeout=timeout),
+                what=f"site {target.alias}: listing bucket {bucket}", endpoint=target.endpoint)
+            for diff in diff_listings(src_entries, dst_entries, mode=chosen,  # type: ignore[arg-type]
+                                      settle_before=settle_before, check_version_id=compare_vids,
+                                      counts=result.counts):
+                if on_difference is not None:
+                    on_difference(bucket, diff)
+                if diff.settled and len(result.examples) < examples:
+                    result.examples.append(diff)
+        for diff in result.examples:
+            if diff.source is not None and not diff.source.is_delete_marker:
+                result.replication_status[_ref(diff)] = _replication_header(src, bucket, diff.source)
+        results.append(result)
+    return VerifyReport(source, target, settle_seconds, results)
+
+
+def _sample(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix: str, mode: str,
+            settle_before: datetime, size: int, result: BucketResult, compare_vids: bool,
+            on_difference: Callable[[str, Difference], None] | None, seed: int | None, examples: int,
+            tls: bool | str, timeout: float) -> None:
+    """Reservoir-sample `size` settled source objects, then HEAD each on the target (concurrently)."""
+    rng = random.Random(seed)
+    reservoir: list[Entry] = []
+    seen = 0
+    counts = result.counts
+    try:
+        for page in s3_adapter.iter_listing_pages_fast(src, bucket, prefix, versions=mode == "versions",
+                                                       verify=tls, timeout=timeout):
+            for item in page:
+                entry = _to_entry(item)
+                counts.source_entries += 1
+                if entry.is_delete_marker or (mode == "latest" and not entry.is_latest):
+                    continue
+                if entry.last_modified > settle_before:
+                    counts.unsettled += 1
+                    continue
+                seen += 1
+                if len(reservoir) < size:
+                    reservoir.append(entry)
+                else:
+                    j = rng.randrange(seen)
+                    if j < size:
+                        reservoir[j] = entry
+    except Exception as exc:
+        raise s3_adapter.translate_error(exc, what=f"site {source.alias}: listing bucket {bucket}",
+                                         endpoint=source.endpoint) from None
+
+    def check(entry: Entry) -> Difference | None:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": entry.key}
+        if mode == "versions" and entry.version_id and entry.version_id != "null":
+            kwargs["VersionId"] = entry.version_id
+        try:
+            head = dst.head_object(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NoSuchVersion", "400"):
+                return Difference("missing", entry.key, entry, None)
+            raise
+        other = Entry(entry.key, head.get("VersionId"), head.get("ETag"), int(head.get("ContentLength") or 0),
+                      head["LastModified"])
+        fields = []
+        if (entry.etag or "").strip('"') != (other.etag or "").strip('"'):
+            fields.append("etag")
+        if entry.size != other.size:
+            fields.append("size")
+        if compare_vids and mode == "latest" and (entry.version_id or "null") != (other.version_id or "null"):
+            fields.append("version_id")
+        if not fields:
+            return None
+        return Difference("mismatch", entry.key, entry, other, tuple(fields),
+                          settled=other.last_modified <= settle_before)
+
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(check, reservoir))
+    except Exception as exc:
+        raise s3_adapter.translate_error(exc, what=f"site {target.alias}: reading sampled objects in {bucket}",
+                                         endpoint=target.endpoint) from None
+    result.sampled = len(reservoir)
+    for diff in outcomes:
+        if diff is None:
+            counts.matched += 1
+            continue
+        counts.add(diff)
+        if on_difference is not None:
+            on_difference(bucket, diff)
+        if diff.settled and len(result.examples) < examples:
+            result.examples.append(diff)
+
+
+def default_buckets(settings: Settings, source: Site) -> list[str]:
+    """s3.bucket when configured, else every bucket on the source site."""
+    if settings.s3.bucket:
+        return [settings.s3.bucket]
+    client = site_client(settings, source)
+    try:
+        return sorted(b["Name"] for b in client.list_buckets().get("Buckets", []))
+    except Exception as exc:
+        raise s3_adapter.translate_error(exc, what=f"site {source.alias}: listing buckets",
+                                         endpoint=source.endpoint) from None
