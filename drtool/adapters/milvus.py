@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from drtool.config import MilvusSettings
-from drtool.errors import AuthError, DrtoolError, UnavailableError
+from drtool.core import naming
+from drtool.errors import AuthError, DrtoolError, NotFoundError, UnavailableError
 
 
 def connect(milvus: MilvusSettings) -> Any:
@@ -48,3 +50,193 @@ def check(milvus: MilvusSettings) -> dict[str, Any]:
     finally:
         client.close()
     return {"version": version, "collections": len(collections)}
+
+
+# --- rebuild-index target ----------------------------------------------------------------------------------------
+
+# Dify's layout (core/rag/datasource/vdb/milvus/milvus_vector.py); the exact names matter, Dify queries them.
+FIELD_ID, FIELD_TEXT, FIELD_META, FIELD_VECTOR = "id", "page_content", "metadata", "vector"
+INDEX_PARAMS = {"M": 8, "efConstruction": 64}
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class MilvusTarget:
+    """Builds, checks and switches Dify-layout collections; one code path for a server URI and Milvus Lite.
+
+    Switching is a rename (`rename_collection`), not an alias: Dify calls has_collection/drop_collection on the
+    name it knows, which must therefore be a real collection. Renaming releases a collection, so it is loaded again.
+    """
+
+    backend = "milvus"
+    switches_by_alias = False
+
+    def __init__(self, settings: MilvusSettings) -> None:
+        self.settings = settings
+        self.client = connect(settings)
+        self.lite = "://" not in (settings.uri or "")
+        self._json_in_supported = True
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DrtoolError:
+            raise
+        except Exception as exc:
+            err = translate_error(exc, self.settings)
+            err.message = f"{what}: {err.message}"
+            raise err from None
+
+    def describe(self) -> str:
+        return f"milvus {self.settings.uri}"
+
+    def exists(self, name: str) -> bool:
+        return bool(self._call("has_collection", self.client.has_collection, name))
+
+    def dimension(self, name: str) -> int | None:
+        info = self._call(f"describe {name}", self.client.describe_collection, name)
+        for f in info.get("fields", []):
+            if f.get("name") == FIELD_VECTOR:
+                return int(f.get("params", {}).get("dim"))
+        return None
+
+    def create(self, name: str, dimension: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
+        schema.add_field(FIELD_ID, DataType.INT64, is_primary=True)
+        schema.add_field(FIELD_TEXT, DataType.VARCHAR, max_length=65535)
+        schema.add_field(FIELD_META, DataType.JSON)
+        schema.add_field(FIELD_VECTOR, DataType.FLOAT_VECTOR, dim=dimension)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name=FIELD_VECTOR, index_type="HNSW", metric_type="IP", params=INDEX_PARAMS)
+        self._call(f"create {name}", self.client.create_collection, name, schema=schema, index_params=index,
+                   consistency_level="Session")
+
+    def drop(self, name: str) -> None:
+        self._call(f"drop {name}", self.client.drop_collection, name)
+
+    def load(self, name: str) -> None:
+        self._call(f"load {name}", self.client.load_collection, name)
+
+    def insert(self, name: str, rows: list[tuple[str, dict[str, Any], list[float]]]) -> int:
+        data = [{FIELD_TEXT: text, FIELD_META: meta, FIELD_VECTOR: vector} for text, meta, vector in rows]
+        result = self._call(f"insert into {name}", self.client.insert, name, data)
+        return int(result.get("insert_count", len(rows)))
+
+    def delete_doc_ids(self, name: str, doc_ids: list[str]) -> int:
+        """Remove rows of these chunks (rows a killed run stored but did not checkpoint)."""
+        if not doc_ids:
+            return 0
+        # Milvus Lite rejects `metadata["doc_id"] in [...]`; an OR of equalities works on both.
+        expr = " or ".join(f'{FIELD_META}["doc_id"] == {_quote(d)}' for d in doc_ids)
+        self.load(name)  # a collection reopened after a crash is released
+        ids = [r[FIELD_ID] for r in self._call("query", self.client.query, name, filter=expr,
+                                                 output_fields=[FIELD_ID])]
+        if ids:
+            self._call(f"delete from {name}", self.client.delete, name, ids=ids)
+        return len(ids)
+
+    def count(self, name: str) -> int:
+        self.load(name)
+        rows = self._call(f"count {name}", self.client.query, name, filter="", output_fields=["count(*)"],
+                          consistency_level="Strong")
+        return int(rows[0]["count(*)"])
+
+    def finish(self, name: str) -> None:
+        """Flush, wait for the index, and load: Dify never loads a collection itself."""
+        if hasattr(self.client, "flush"):
+            self._call(f"flush {name}", self.client.flush, name)
+        self.load(name)
+
+    def search(self, name: str, vector: list[float], k: int) -> list[dict[str, Any]]:
+        hits = self._call("search", self.client.search, name, data=[vector], anns_field=FIELD_VECTOR, limit=k,
+                          output_fields=[FIELD_TEXT, FIELD_META], search_params={"params": {"ef": max(64, k)}})
+        return [{"text": h["entity"].get(FIELD_TEXT), "metadata": h["entity"].get(FIELD_META),
+                 "score": h["distance"]} for h in hits[0]]
+
+    def dify_search(self, name: str, vector: list[float], k: int, document_ids: list[str]
+                    ) -> tuple[list[dict[str, Any]], str]:
+        """Dify's own search call; returns the hits and the filter expression actually used."""
+        quoted = ", ".join(_quote(d) for d in document_ids)
+        expr = f'{FIELD_META}["document_id"] in [{quoted}]'
+        hits = None
+        if self._json_in_supported:
+            quiet = logging.getLogger("pymilvus")
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)  # pymilvus logs every refused expression as an ERROR
+            try:
+                hits = self.client.search(name, data=[vector], anns_field=FIELD_VECTOR, limit=k,
+                                          output_fields=[FIELD_TEXT, FIELD_META], filter=expr)
+            except Exception as exc:
+                if not (self.lite and "field reference" in str(exc)):
+                    raise translate_error(exc, self.settings) from None
+                self._json_in_supported = False
+            finally:
+                quiet.setLevel(level)
+        if hits is None:
+            # Milvus Lite cannot evaluate `in` on a JSON path (a server can); same semantics with ==.
+            expr = " or ".join(f'{FIELD_META}["document_id"] == {_quote(d)}' for d in document_ids)
+            hits = self._call("search", self.client.search, name, data=[vector], anns_field=FIELD_VECTOR, limit=k,
+                              output_fields=[FIELD_TEXT, FIELD_META], filter=expr)
+        return ([{"text": h["entity"].get(FIELD_TEXT), "metadata": h["entity"].get(FIELD_META),
+                  "score": h["distance"]} for h in hits[0]], expr)
+
+    def rename(self, old: str, new: str) -> None:
+        self._call(f"rename {old} to {new}", self.client.rename_collection, old, new)
+
+    def build_name(self, collection: str) -> str:
+        return naming.build_name(collection)
+
+    def confirm_needed(self, collection: str) -> str | None:
+        return None  # the switch renames: nothing is deleted
+
+    def object_key(self, text: str, meta: dict[str, Any]) -> str | None:
+        return None  # auto_id primary keys never collide
+
+    def switch(self, collection: str, build: str, *, drop_old: bool) -> str:
+        """collection -> collection_drtool_prev, build -> collection, then load (renaming releases)."""
+        previous = naming.previous_name(collection)
+        done = []
+        if self.exists(collection):
+            if self.exists(previous):
+                self.drop(previous)  # one generation is kept
+            self.rename(collection, previous)
+            done.append(f"renamed {collection} -> {previous}")
+        if self.exists(build):
+            self.rename(build, collection)
+            done.append(f"{build} -> {collection}")
+        self.load(collection)
+        if drop_old and self.exists(previous):
+            self.drop(previous)
+            done.append(f"dropped {previous} (--drop-old)")
+        return ", ".join(done)
+
+    def rollback(self, collection: str) -> str:
+        previous = naming.previous_name(collection)
+        if not self.exists(previous):
+            raise NotFoundError(f"no previous collection {previous} to roll back to",
+                                hint="it was dropped (--drop-old) or no blue/green switch happened",
+                                system=self.describe())
+        swap = collection + "_drtool_swap"
+        if self.exists(collection):
+            self.rename(collection, swap)
+        self.rename(previous, collection)
+        if self.exists(swap):
+            self.rename(swap, previous)
+        self.load(collection)
+        return f"swapped {collection} <-> {previous}"
+
+    def layout(self, name: str) -> dict[str, Any]:
+        """What a test or an operator checks against Dify's layout."""
+        info = self._call(f"describe {name}", self.client.describe_collection, name)
+        index = self._call("describe_index", self.client.describe_index, name, FIELD_VECTOR)
+        state = self._call("get_load_state", self.client.get_load_state, name)
+        return {"fields": info.get("fields"), "auto_id": info.get("auto_id"),
+                "consistency_level": info.get("consistency_level_name"), "index": index,
+                "load_state": str(state.get("state"))}
+
+    def close(self) -> None:
+        self.client.close()

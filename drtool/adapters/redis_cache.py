@@ -22,3 +22,18 @@ def check(url: str) -> dict[str, Any]:
     except redis.RedisError as exc:
         raise UnavailableError(f"{type(exc).__name__}: {exc}", hint="check redis.url", system="redis") from None
     return {"version": info.get("redis_version")}
+
+
+def delete_indexing_keys(url: str, collections: list[str]) -> list[str]:
+    """Delete Dify's `vector_indexing_<collection>` keys (they make Dify skip creating a collection for 1 h)."""
+    try:
+        client = connect(url)
+        keys = [f"vector_indexing_{c}" for c in collections]
+        present = [k for k in keys if client.exists(k)]
+        if present:
+            client.delete(*present)
+    except redis.AuthenticationError:
+        raise AuthError("authentication failed", hint="check the password in redis.url", system="redis") from None
+    except redis.RedisError as exc:
+        raise UnavailableError(f"{type(exc).__name__}: {exc}", hint="check redis.url", system="redis") from None
+    return present

@@ -1,0 +1,213 @@
+"""`drtool rebuild-index`: rebuild the vector index Dify queries from the processed chunks in object storage."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from drtool.cli.app import App, global_options, pass_app
+from drtool.errors import UsageError
+from drtool.ops.rebuild import DatasetReport, Options, Rebuilder, overall_exit_code
+
+
+class _RichProgress:
+    """A progress bar on stderr when it is a terminal: datasets, chunks, chunks/s, cache hits, ETA."""
+
+    def __init__(self, datasets: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.fields[label]}"), BarColumn(),
+            TextColumn("{task.fields[chunks]} chunks  {task.fields[rate]:.0f}/s  cache {task.fields[hits]}"),
+            TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self._datasets = datasets
+        self._index = 0
+        self._task: Any = None
+        self._started = 0.0
+
+    def start(self, dataset_id: str, total_bytes: int | None) -> None:
+        self._index += 1
+        if self._task is None:
+            self._progress.start()
+        label = f"[{self._index}/{self._datasets}] {dataset_id[:13]}"
+        self._task = self._progress.add_task("", total=total_bytes, label=label, chunks=0, rate=0.0, hits=0)
+        self._started = time.monotonic()
+
+    def advance(self, bytes_read: int, report: DatasetReport) -> None:
+        if self._task is None:
+            return
+        done = report.inserted + report.skipped_done
+        rate = report.inserted / max(1e-6, time.monotonic() - self._started)
+        self._progress.update(self._task, completed=bytes_read, chunks=done, rate=rate,
+                              hits=report.cache_hits_sidecar + report.cache_hits_dify)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=self._progress.tasks[-1].total)
+            self._progress.stop()
+            self._task = None
+
+
+def _build_components(app: App, settings: Any, *, need_target: bool, weaviate_uuid: str) -> dict[str, Any]:
+    from drtool.adapters.embedders import make_embedder
+    from drtool.adapters.s3 import BucketStore
+
+    settings.require_s3()
+    components: dict[str, Any] = {"store": BucketStore(settings.s3)}
+    target = None
+    if need_target:
+        store = settings.vector.store
+        if store is None:
+            raise UsageError("no vector store chosen", hint="pass --target milvus|weaviate or set vector.store")
+        if store == "weaviate":
+            if not settings.weaviate.endpoint:
+                raise UsageError("weaviate.endpoint is not set", hint="pass --weaviate-endpoint http://host:8080")
+            from drtool.adapters.weaviate import WeaviateTarget
+
+            target = WeaviateTarget(settings.weaviate, uuid_scheme=weaviate_uuid)
+        else:
+            if not settings.milvus.uri:
+                raise UsageError("milvus.uri is not set",
+                                 hint="pass --milvus-uri http://host:19530 or a Milvus Lite file path")
+            from drtool.adapters.milvus import MilvusTarget
+
+            target = MilvusTarget(settings.milvus)
+    components["target"] = target
+    components["embedder"] = make_embedder(settings.embedding)
+    meta = None
+    if any(k.startswith("postgres.") and settings.is_set(k) for k in settings.sources):
+        from drtool.adapters.dify_embedding_cache import DifyMetadata
+
+        meta = DifyMetadata(settings.postgres)
+    components["meta"] = meta
+    return components
+
+
+@click.command("rebuild-index")
+@global_options
+@click.option("--dataset", "datasets", multiple=True, metavar="ID", help="Dataset to rebuild (repeatable).")
+@click.option("--all", "all_datasets", is_flag=True, help="Every dataset with a chunk file under datasets/.")
+@click.option("--target", type=click.Choice(["milvus", "weaviate"]), help="Vector store to write (vector.store).")
+@click.option("--milvus-uri", help="Milvus server URI or Milvus Lite file (milvus.uri).")
+@click.option("--weaviate-endpoint", help="Weaviate HTTP endpoint (weaviate.endpoint).")
+@click.option("--weaviate-grpc", help="Weaviate gRPC host:port (weaviate.grpc_endpoint).")
+@click.option("--weaviate-uuid", type=click.Choice(["content", "doc-id"]), default="content", show_default=True,
+              help="Object UUID scheme of the target Dify: uuid5 of the text (up to ~1.17) or the chunk id.")
+@click.option("--provider", type=click.Choice(["local", "openai"]), help="Embedding provider (embedding.provider).")
+@click.option("--model", help="Embedding model name or local path (embedding.model).")
+@click.option("--base-url", help="OpenAI-compatible base URL, e.g. http://host:8000/v1 (embedding.base_url).")
+@click.option("--dimensions", type=click.IntRange(1), help="Vector dimension (embedding.dimensions).")
+@click.option("--concurrency", type=click.IntRange(1), help="Concurrent embedding requests (embedding.concurrency).")
+@click.option("--rpm", type=click.IntRange(0), help="Requests per minute budget (embedding.requests_per_minute).")
+@click.option("--tpm", type=click.IntRange(0), help="Tokens per minute budget (embedding.tokens_per_minute).")
+@click.option("--max-rejects", type=click.IntRange(0), help="Rejected lines a dataset may have (rebuild.max_rejects).")
+@click.option("--over-limit", type=click.Choice(["truncate", "reject"]),
+              help="Text longer than the model accepts (rebuild.over_limit).")
+@click.option("--batch-size", type=click.IntRange(1), help="Chunks per insert and checkpoint (rebuild.batch_size).")
+@click.option("--sample", type=click.IntRange(0), help="Chunks checked by self-retrieval (rebuild.sample).")
+@click.option("--top-k", type=click.IntRange(1), help="k of recall@k (rebuild.top_k).")
+@click.option("--min-recall", type=click.IntRange(0, 100), help="Lowest recall@k in percent (rebuild.min_recall_pct).")
+@click.option("--resume", is_flag=True, help="Finish an interrupted rebuild from its checkpoint ledger.")
+@click.option("--force", is_flag=True, help="Start over, discarding a checkpoint or a half-built collection.")
+@click.option("--dry-run", is_flag=True, help="Show datasets, chunks, cache coverage, model calls; change nothing.")
+@click.option("--rollback", is_flag=True, help="Swap back to the collection the last switch replaced.")
+@click.option("--drop-old", is_flag=True, help="Drop the replaced collection after the switch (needs --yes).")
+@click.option("--yes", is_flag=True, help="Confirm --drop-old, or deleting a Weaviate collection to alias its name.")
+@pass_app
+def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, target: str | None,
+                  milvus_uri: str | None, weaviate_endpoint: str | None, weaviate_grpc: str | None,
+                  weaviate_uuid: str, provider: str | None, model: str | None, base_url: str | None,
+                  dimensions: int | None, concurrency: int | None, rpm: int | None, tpm: int | None,
+                  max_rejects: int | None, over_limit: str | None, batch_size: int | None, sample: int | None,
+                  top_k: int | None, min_recall: int | None, resume: bool, force: bool, dry_run: bool,
+                  rollback: bool, drop_old: bool, yes: bool) -> int:
+    """Re-embed the chunks at s3://BUCKET/datasets/ID/processed/chunks.jsonl[.gz|.zst] into the collection Dify
+    queries: built beside the live one, verified, then switched (blue/green), resumable after any interruption.
+
+    Exit codes: 0 rebuilt, 1 error, 2 bad input or usage, 4 verification failed (nothing switched),
+    10 chunk file or dataset not found, 12 credentials refused.
+    """
+    if datasets and all_datasets:
+        raise UsageError("--dataset and --all exclude each other")
+    if rollback and (resume or force or dry_run or drop_old):
+        raise UsageError("--rollback takes no other action flag")
+    if drop_old and not yes:
+        raise UsageError("--drop-old deletes the previous collection, which --rollback needs",
+                         hint="add --yes to confirm")
+    if dry_run and (resume or force):
+        raise UsageError("--dry-run changes nothing; drop --resume/--force")
+    settings = app.settings({
+        "vector.store": target, "milvus.uri": milvus_uri, "weaviate.endpoint": weaviate_endpoint,
+        "weaviate.grpc_endpoint": weaviate_grpc, "embedding.provider": provider, "embedding.model": model,
+        "embedding.base_url": base_url, "embedding.dimensions": dimensions, "embedding.concurrency": concurrency,
+        "embedding.requests_per_minute": rpm, "embedding.tokens_per_minute": tpm,
+        "rebuild.max_rejects": max_rejects, "rebuild.over_limit": over_limit, "rebuild.batch_size": batch_size,
+        "rebuild.sample": sample, "rebuild.top_k": top_k, "rebuild.min_recall_pct": min_recall,
+    })
+    options = Options(datasets=datasets, all_datasets=all_datasets, resume=resume, force=force, dry_run=dry_run,
+                      rollback=rollback, drop_old=drop_old, yes=yes)
+    parts = _build_components(app, settings, need_target=True, weaviate_uuid=weaviate_uuid)
+    tty = sys.stderr.isatty() and not app.json_mode and not app.quiet
+    progress = _RichProgress(len(datasets) or 1) if tty and not (dry_run or rollback) else None
+    rebuilder = Rebuilder(settings, options, store=parts["store"], target=parts["target"],
+                          embedder=parts["embedder"], meta=parts["meta"], emit=app.emit, progress=progress,
+                          redis_url=settings.redis.url)
+    started = time.monotonic()
+    try:
+        reports = rebuilder.run()
+    finally:
+        for name in ("target", "embedder", "meta"):
+            if parts[name] is not None:
+                parts[name].close()
+    code = overall_exit_code(reports)
+    payload = {"event": "summary", "exit_code": code, "seconds": round(time.monotonic() - started, 3),
+               "model": parts["embedder"].model_id,
+               "model_requests": getattr(parts["embedder"], "requests", None),
+               "datasets": [r.to_dict() for r in reports]}
+    app.result(payload, lambda: _render(app, reports, dry_run))
+    return code
+
+
+def _render(app: App, reports: list[DatasetReport], dry_run: bool) -> None:
+    for r in reports:
+        app.echo(f"dataset {r.dataset_id}: {r.status}")
+        if r.collection:
+            app.echo(f"  collection      {r.collection}  (from {r.collection_source})")
+        if r.chunk_file:
+            app.echo(f"  chunk file      {r.chunk_file}")
+        if r.error:
+            app.echo(f"  error           {r.error}")
+        if r.mode in ("rollback",):
+            app.echo(f"  switch          {r.switch}")
+            continue
+        app.echo(f"  chunks          {r.valid} valid, {r.rejected} rejected"
+                 + (f", {r.truncated} truncated" if r.truncated else ""))
+        for line in r.rejections[:10]:
+            app.echo(f"    rejected      {line}")
+        app.echo(f"  cache hits      sidecar {r.cache_hits_sidecar}, dify {r.cache_hits_dify}")
+        if dry_run:
+            v = r.plan
+            if v:
+                app.echo(f"  to embed        {v['to_embed']} chunks in {v['model_calls']} model call(s)")
+                app.echo(f"  would           {v['would']}")
+            continue
+        app.echo(f"  embedded        {r.embedded}")
+        app.echo(f"  inserted        {r.inserted}" + (f" (resumed after line {r.resumed_from_line}, "
+                                                       f"{r.skipped_done} already stored)" if r.resumed_from_line
+                                                       else ""))
+        if r.stage_seconds:
+            app.echo("  stages          " + ", ".join(f"{k} {v:.2f}s" for k, v in r.stage_seconds.items()))
+        if r.verification:
+            v = r.verification
+            recall = next((f"{k} {val}" for k, val in v.items() if k.startswith("recall_at_")), "")
+            app.echo(f"  verification    {'passed' if v.get('passed') else 'FAILED'}: count {v.get('count')}/"
+                     f"{v.get('expected')}, {recall}, Dify query {v.get('dify_query_ok')}/{v.get('sample')}")
+        if r.switch:
+            app.echo(f"  switch          {r.switch}")
+        if r.redis_keys_deleted:
+            app.echo(f"  redis           deleted {', '.join(r.redis_keys_deleted)}")
+
