@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# System packages the test stack needs beyond what the machine image ships: Debian's redis-server, and the
+# System packages the test stack needs beyond what the machine image ships: Debian's redis-server and age, and the
 # PostgreSQL 15 server binaries and Go toolchain it checks for. Idempotent; installs only what is missing.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v age >/dev/null 2>&1 || missing+=(age)  # tests check that the standard age tool decrypts a snapshot
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 

@@ -1,0 +1,67 @@
+"""`drtool restore`: bring a snapshot's objects and database back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from drtool.cli.app import App, global_options, pass_app
+from drtool.cli.snapshot_cmd import _dest_flags, destination_options
+
+
+@click.command("restore")
+@global_options
+@destination_options
+@click.argument("snapshot_id")
+@click.option("--target-db", metavar="DSN|NAME",
+              help="Database to restore into: a DSN or a database name on the configured server (created when "
+                   "missing). The password may come from postgres.password or PGPASSWORD instead of the DSN.")
+@click.option("--objects-to", metavar="BUCKET", help="Bucket to restore objects into (default: s3.bucket).")
+@click.option("--no-objects", is_flag=True, help="Restore only the database.")
+@click.option("--verify-only", is_flag=True, help="Only check that the target bucket holds every pinned version.")
+@click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+@click.option("--yes", is_flag=True, help="Allow replacing the objects of a non-empty target database.")
+@click.option("--no-owner", is_flag=True, help="Do not restore ownership and privileges (roles missing there).")
+@click.option("--identity", type=click.Path(dir_okay=False, exists=True),
+              help="age identity file, for an encrypted snapshot.")
+@pass_app
+def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
+                snapshot_id: str, target_db: str | None, objects_to: str | None, no_objects: bool,
+                verify_only: bool, dry_run: bool, yes: bool, no_owner: bool, identity: str | None) -> int:
+    """Restore SNAPSHOT_ID (or `latest`): make every pinned version current in the target bucket (server-side
+    copy; objects already current are untouched), then pg_restore into --target-db in one transaction.
+
+    Idempotent: a second run copies nothing and skips a database it already restored. Exit 4 when a pinned
+    version is gone or (--verify-only) the target differs; 10 when the snapshot does not exist.
+    """
+    from drtool.adapters.age import load_identities
+    from drtool.errors import UsageError
+    from drtool.ops.restore import restore
+    from drtool.ops.snapshot import open_destination
+
+    if no_objects and not target_db:
+        raise UsageError("nothing to restore", hint="pass --target-db and/or drop --no-objects")
+    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
+    dest = open_destination(settings)
+    identities = load_identities(identity) if identity else None
+    result = restore(settings, dest, snapshot_id, target_db=target_db, objects_to=objects_to, dry_run=dry_run,
+                     yes=yes, verify_only=verify_only, identities=identities, no_owner=no_owner,
+                     skip_objects=no_objects, emit=app.emit)
+    payload: dict[str, Any] = {"event": "result", "command": "restore", **result.to_dict()}
+
+    def render() -> None:
+        o, d = result.objects, result.database
+        prefix = "would: " if dry_run else ""
+        if o and verify_only:
+            app.echo(f"objects in {o['bucket']}: {o['already_current']} at their pinned version, "
+                     f"{o.get('differ', 0)} differ")
+        elif o:
+            verb = "to copy" if dry_run else "copied"
+            app.echo(f"{prefix}objects in {o['bucket']}: {o.get('to_copy' if dry_run else 'copied', 0)} {verb}, "
+                     f"{o['already_current']} already current, {o['skipped_dangling']} dangling skipped")
+        if d:
+            app.echo(f"{prefix}database {d['target']}: {d['action']}")
+
+    app.result(payload, render)
+    return 0

@@ -1,0 +1,312 @@
+"""`drtool snapshot create` and `drtool snapshots list|verify|prune|gc|unlock`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from drtool.cli.app import App, global_options, pass_app
+from drtool.errors import DrtoolError, ExitCode, VerificationFailed
+
+
+def s3_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Any S3 error that escaped the operation still reaches the operator as a DrtoolError with an exit code."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DrtoolError:
+            raise
+        except Exception as exc:
+            if type(exc).__module__.startswith(("botocore", "boto3", "s3transfer")):
+                from drtool.adapters.s3 import translate_error
+
+                raise translate_error(exc, what="snapshot storage", endpoint=None) from None
+            raise
+
+    return wrapper
+
+
+def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Where snapshots live; every snapshot command takes these (they override snapshot.* settings)."""
+    options = [
+        click.option("--dest-bucket", help="Snapshot bucket (snapshot.bucket; default: s3.bucket)."),
+        click.option("--dest-prefix", help="Key prefix of snapshots in that bucket (snapshot.prefix, default drtool)."),
+        click.option("--dest-endpoint", help="S3 endpoint of the snapshot bucket (snapshot.endpoint; default: "
+                                             "s3.endpoint)."),
+    ]
+    command = s3_errors(command)
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _dest_flags(dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None) -> dict[str, Any]:
+    return {"snapshot.bucket": dest_bucket, "snapshot.prefix": dest_prefix, "snapshot.endpoint": dest_endpoint}
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _human_age(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+# --- snapshot create ---------------------------------------------------------------------------------------------
+
+@click.group("snapshot")
+def snapshot_group() -> None:
+    """Take a consistent snapshot: Postgres dump + the object versions it references, at one instant."""
+
+
+@snapshot_group.command("create")
+@global_options
+@destination_options
+@click.option("--schema", "schemas", multiple=True, metavar="NAME", help="Dump only this schema (repeatable).")
+@click.option("--table", "tables", multiple=True, metavar="NAME", help="Dump only this table (repeatable).")
+@click.option("--encrypt-to", "encrypt_to", multiple=True, metavar="RECIPIENT",
+              help="age recipient (age1…) or recipients file; repeatable (snapshot.encrypt_to).")
+@click.option("--copy-unversioned", is_flag=True,
+              help="Source bucket without versioning: copy referenced objects into the snapshot (server-side).")
+@click.option("--require-replication", is_flag=True,
+              help="Refuse to snapshot unless the replication verdict (replication.sites) is OK or WARNING.")
+@click.option("--break-stale-lock", is_flag=True,
+              help="Replace a lock judged stale (its process is gone, or older than snapshot.lock_stale_after), "
+                   "with a warning; a live lock is never replaced.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False),
+              help="Write Prometheus metrics (node_exporter textfile collector) here.")
+@pass_app
+def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
+           schemas: tuple[str, ...], tables: tuple[str, ...], encrypt_to: tuple[str, ...], copy_unversioned: bool,
+           require_replication: bool, break_stale_lock: bool, metrics_file: str | None) -> int:
+    """Dump Postgres and pin every object version its rows reference, as of one fence time.
+
+    Writes <prefix>/snapshots/<id>/ (dump, manifest.jsonl.zst, meta.json, SHA256SUMS, COMMITTED last). Silent on
+    success unless -v. Exit 0 ok, 3 committed with warnings (dangling references, lifecycle rule, clock skew),
+    11 another run holds the lock, 12 credentials refused.
+    """
+    from drtool.ops.snapshot import CreateOptions, create_snapshot, write_metrics
+
+    started = time.monotonic()
+    flags = _dest_flags(dest_bucket, dest_prefix, dest_endpoint)
+    if encrypt_to:
+        flags["snapshot.encrypt_to"] = ",".join(encrypt_to)
+    meta: dict[str, Any] | None = None
+    code = int(ExitCode.ERROR)
+    outcome = "error"
+    try:
+        settings = app.settings(flags)
+        options = CreateOptions(schemas=schemas, tables=tables, encrypt_to=settings.snapshot.encrypt_to,
+                                copy_unversioned=copy_unversioned, require_replication=require_replication,
+                                break_stale_lock=break_stale_lock)
+        result = create_snapshot(settings, options, emit=app.emit)
+        meta = result.meta
+        code = result.exit_code
+        outcome = "success" if code == 0 else "warning"
+    except DrtoolError as exc:
+        code = int(exc.exit_code)
+        outcome = "locked" if code == ExitCode.LOCKED else "error"
+        raise
+    finally:
+        if metrics_file:
+            write_metrics(metrics_file, outcome=outcome, exit_code=code, duration_s=time.monotonic() - started,
+                          meta=meta)
+    payload = {"event": "result", "command": "snapshot create", "snapshot": result.snapshot_id,
+               "fence": result.fence, "fence_window_start": meta["fence_window_start"], "counts": meta["counts"],
+               "bytes": meta["bytes"], "warnings": result.warnings, "exit_code": code}
+
+    def render() -> None:
+        if app.verbosity:
+            c = meta["counts"]
+            app.echo(f"snapshot {result.snapshot_id} committed: fence {result.fence}, {c['pinned']} object "
+                     f"versions pinned, {c['dangling']} dangling, dump {_human_bytes(meta['bytes']['dump'])}")
+
+    app.result(payload, render)
+    return code
+
+
+# --- snapshots ... -----------------------------------------------------------------------------------------------
+
+@click.group("snapshots")
+def snapshots_group() -> None:
+    """List, verify, prune and garbage-collect snapshots; remove a stale lock."""
+
+
+@snapshots_group.command("list")
+@global_options
+@destination_options
+@pass_app
+def list_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None) -> int:
+    """Committed snapshots, newest first, with size, age, counts, encryption and verification state."""
+    from drtool.ops.snapshot import open_destination
+    from drtool.ops.snapshot_catalog import list_snapshots
+
+    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
+    dest = open_destination(settings)
+    rows = [s.summary() for s in list_snapshots(dest)]
+    payload = {"event": "snapshots", "destination": dest.url, "snapshots": rows}
+
+    def render() -> None:
+        if not rows:
+            app.echo(f"no committed snapshot in {dest.url}")
+            return
+        app.echo(f"{'ID':<24} {'FENCE (UTC)':<20} {'AGE':>5} {'SIZE':>10} {'OBJECTS':>8} {'DANGLING':>8} "
+                 f"{'ENC':<4} VERIFIED")
+        for r in rows:
+            v = r["verified"]
+            verified = "never" if not v else (("ok" if v["ok"] else "BROKEN") + (" (deep)" if v["deep"] else ""))
+            fence = str(r["fence"])[:19].replace("T", " ")
+            app.echo(f"{r['id']:<24} {fence:<20} {_human_age(r['age_s']):>5} {_human_bytes(r['bytes']):>10} "
+                     f"{r['pinned']:>8} {r['dangling']:>8} {'age' if r['encrypted'] else '-':<4} {verified}")
+
+    app.result(payload, render)
+    return 0
+
+
+@snapshots_group.command("verify")
+@global_options
+@destination_options
+@click.argument("snapshot_id", required=False)
+@click.option("--latest", is_flag=True, help="Verify the newest committed snapshot.")
+@click.option("--all", "all_", is_flag=True, help="Verify every committed snapshot.")
+@click.option("--deep", is_flag=True, help="Also check every pinned object version (etag, size) and that "
+                                           "pg_restore can read the dump.")
+@click.option("--identity", type=click.Path(dir_okay=False, exists=True),
+              help="age identity file; --deep of an encrypted snapshot needs it.")
+@pass_app
+def verify_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
+               snapshot_id: str | None, latest: bool, all_: bool, deep: bool, identity: str | None) -> int:
+    """Check artifact checksums (and with --deep the pinned objects and the dump). Exit 4 naming what is broken."""
+    from drtool.adapters.age import load_identities
+    from drtool.errors import UsageError
+    from drtool.ops.snapshot import open_destination
+    from drtool.ops.snapshot_catalog import list_snapshots, resolve, verify
+
+    if sum(bool(x) for x in (snapshot_id, latest, all_)) != 1:
+        raise UsageError("name one snapshot: ID, --latest or --all")
+    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
+    dest = open_destination(settings)
+    identities = load_identities(identity) if identity else None
+    targets = list_snapshots(dest) if all_ else [resolve(dest, "latest" if latest else str(snapshot_id))]
+    results: list[dict[str, Any]] = []
+    for info in targets:
+        broken = verify(settings, dest, info, deep=deep, identities=identities)
+        results.append({"snapshot": info.id, "ok": not broken, "broken": broken})
+        app.emit({"event": "snapshot.verified", "snapshot": info.id, "ok": not broken, "deep": deep,
+                  "broken": broken[:100]})
+    failed = [r for r in results if not r["ok"]]
+    if failed:
+        lines = [f"{r['snapshot']}: {b}" for r in failed for b in r["broken"][:20]]
+        raise VerificationFailed(f"{len(failed)} of {len(results)} snapshot(s) broken:\n  " + "\n  ".join(lines),
+                                 hint="do not rely on them; take a new snapshot")
+    if not app.json_mode and app.verbosity:
+        for r in results:
+            app.echo(f"{r['snapshot']}: ok{' (deep)' if deep else ''}")
+    return 0
+
+
+@snapshots_group.command("prune")
+@global_options
+@destination_options
+@click.option("--keep-last", type=click.IntRange(min=0), help="Keep the newest N (snapshot.keep_last).")
+@click.option("--keep-daily", type=click.IntRange(min=0), help="Keep one per day for N days (snapshot.keep_daily).")
+@click.option("--keep-weekly", type=click.IntRange(min=0), help="Keep one per ISO week for N weeks.")
+@click.option("--keep-monthly", type=click.IntRange(min=0), help="Keep one per month for N months.")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@pass_app
+def prune_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
+              keep_last: int | None, keep_daily: int | None, keep_weekly: int | None, keep_monthly: int | None,
+              dry_run: bool) -> int:
+    """Delete committed snapshots outside the grandfather-father-son policy; the newest one always stays."""
+    from drtool.core.retention import Policy
+    from drtool.ops.retention import prune
+    from drtool.ops.snapshot import open_destination
+
+    flags = _dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {
+        "snapshot.keep_last": keep_last, "snapshot.keep_daily": keep_daily, "snapshot.keep_weekly": keep_weekly,
+        "snapshot.keep_monthly": keep_monthly}
+    settings = app.settings(flags)
+    s = settings.snapshot
+    policy = Policy(s.keep_last, s.keep_daily, s.keep_weekly, s.keep_monthly)
+    result = prune(settings, open_destination(settings), policy, dry_run=dry_run)
+    payload = {"event": "result", "command": "snapshots prune", "dry_run": dry_run, "keep": result.keep,
+               "remove": result.remove, "removed": result.removed}
+
+    def render() -> None:
+        if dry_run:
+            for sid in result.remove:
+                app.echo(f"would remove {sid}")
+            for sid, reasons in result.keep.items():
+                app.echo(f"keep {sid}  ({', '.join(reasons)})")
+        elif app.verbosity:
+            for sid in result.removed:
+                app.echo(f"removed {sid}")
+
+    app.result(payload, render)
+    return 0
+
+
+@snapshots_group.command("gc")
+@global_options
+@destination_options
+@click.option("--grace", type=click.IntRange(min=0), help="Seconds an uncommitted folder is left alone "
+                                                          "(snapshot.gc_grace, default 86400).")
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+@pass_app
+def gc_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
+           grace: int | None, dry_run: bool) -> int:
+    """Remove uncommitted snapshot folders (killed runs) older than the grace period, and their unfinished
+    multipart uploads."""
+    from drtool.ops.retention import gc
+    from drtool.ops.snapshot import open_destination
+
+    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {"snapshot.gc_grace": grace})
+    result = gc(settings, open_destination(settings), grace_s=settings.snapshot.gc_grace, dry_run=dry_run)
+    payload = {"event": "result", "command": "snapshots gc", "dry_run": dry_run, "removed": result.removed,
+               "kept_young": result.kept_young, "aborted_uploads": result.aborted_uploads}
+
+    def render() -> None:
+        if dry_run or app.verbosity:
+            verb = "would remove" if dry_run else "removed"
+            for sid in result.removed:
+                app.echo(f"{verb} uncommitted {sid}")
+            for sid in result.kept_young:
+                app.echo(f"left {sid} (younger than the grace period: may still be running)")
+
+    app.result(payload, render)
+    return 0
+
+
+@snapshots_group.command("unlock")
+@global_options
+@destination_options
+@click.option("--force", is_flag=True, help="Remove the lock even if its holder may still be running.")
+@pass_app
+def unlock_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
+               force: bool) -> int:
+    """Remove the destination's lock after a crashed run; refuses a lock that does not look stale."""
+    from drtool.ops.retention import unlock
+    from drtool.ops.snapshot import open_destination
+
+    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
+    result = unlock(settings, open_destination(settings), force=force)
+    app.result({"event": "result", "command": "snapshots unlock", **result},
+               lambda: app.echo(f"removed the lock held by {result['holder']}"))
+    return 0

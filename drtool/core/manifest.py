@@ -1,0 +1,219 @@
+"""The snapshot's artifacts: manifest records, the version pinning rule, checksums and the commit marker.
+
+A snapshot folder holds the dump, `manifest.jsonl.zst` (one JSON object per pinned object version), `meta.json`,
+`SHA256SUMS` (sha256sum-compatible, over the bytes as stored, so checksums can be verified without the age key)
+and `COMMITTED`, written last and carrying the checksum of `SHA256SUMS`: a folder without it does not exist.
+
+Everything here streams: the manifest is written and read one record at a time through zstd, and version
+listings are consumed as an iterator, so memory does not grow with the bucket.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import zstandard
+
+DUMP = "db.dump"
+MANIFEST = "manifest.jsonl.zst"
+META = "meta.json"
+SUMS = "SHA256SUMS"
+COMMITTED = "COMMITTED"
+VERIFIED = "verified.json"  # outcome of the last `snapshots verify`; not an artifact, not checksummed
+AGE_SUFFIX = ".age"
+MANIFEST_FORMAT = 1
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+STATE_PINNED = "pinned"  # a version existed at the fence: restore makes it current
+STATE_DANGLING = "dangling"  # a row names the key but no version existed at the fence
+STATE_REFUSED = "refused"  # the key could escape its folder (`../`, absolute, control characters)
+STATE_CHANGED = "changed"  # unversioned bucket: the object changed after the fence, its old bytes are gone
+
+
+def new_snapshot_id(now: datetime | None = None) -> str:
+    """Sortable by time (newest last), unique across concurrent hosts by a random tail."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def snapshot_time(snapshot_id: str) -> datetime:
+    return datetime.strptime(snapshot_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def artifact_name(base: str, encrypted: bool) -> str:
+    return base + AGE_SUFFIX if encrypted else base
+
+
+@dataclass(slots=True)
+class ObjectVersion:
+    """One entry of a version listing (an object version or a delete marker)."""
+
+    key: str
+    version_id: str
+    last_modified: datetime
+    is_latest: bool = False
+    is_delete_marker: bool = False
+    etag: str | None = None
+    size: int | None = None
+
+
+@dataclass
+class ManifestRecord:
+    key: str
+    state: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    last_modified: str | None = None
+    referenced_by: list[str] = field(default_factory=list)
+    copy_key: str | None = None  # unversioned buckets: where the copy inside the snapshot lives
+    reason: str | None = None
+
+    def to_line(self) -> bytes:
+        # Built by hand: dataclasses.asdict deep-copies and was half the cost of a manifest line.
+        data: dict[str, Any] = {"key": self.key, "state": self.state}
+        for name in ("version_id", "etag", "size", "last_modified", "copy_key", "reason"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        if self.referenced_by:
+            data["referenced_by"] = self.referenced_by
+        return (_ENCODER.encode(data) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_line(cls, line: bytes | str, lineno: int = 0) -> ManifestRecord:
+        try:
+            data = json.loads(line)
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"manifest line {lineno}: not a manifest record ({exc})") from None
+
+    @classmethod
+    def pinned(cls, version: ObjectVersion, referenced_by: list[str]) -> ManifestRecord:
+        return cls(key=version.key, state=STATE_PINNED, version_id=version.version_id, etag=version.etag,
+                   size=version.size, last_modified=utc_text(version.last_modified),
+                   referenced_by=referenced_by)
+
+
+def utc_text(when: datetime) -> str:
+    """ISO 8601 in UTC, without a tz conversion for the zero-offset datetimes S3 listings carry.
+
+    No caching by tzinfo: botocore gives every timestamp its own tzinfo object, so a cache would grow per object.
+    """
+    offset = when.utcoffset()
+    if offset is not None and not offset:
+        return when.replace(tzinfo=None).isoformat() + "+00:00"
+    return when.astimezone(UTC).isoformat()
+
+
+def pick_versions(versions: Iterable[ObjectVersion], fence: datetime
+                  ) -> Iterator[tuple[str, ObjectVersion | None, bool]]:
+    """For each key of a listing, the version that was current at `fence` (None: absent or deleted then).
+
+    Listings group a key's versions together (S3's ListObjectVersions contract) but the order inside a group is not
+    relied upon: the newest LastModified not after the fence wins, a tie goes to the entry the server marks latest.
+    The third item says whether the key had any version written after the fence (useful for unversioned buckets).
+    """
+    current_key: str | None = None
+    best: ObjectVersion | None = None
+    later = False
+    tz_aligned = False
+    for v in versions:
+        if not tz_aligned:  # same tzinfo object as the listing: comparisons then skip Python-level utcoffset()
+            fence = fence.astimezone(v.last_modified.tzinfo)
+            tz_aligned = True
+        if v.key != current_key:
+            if current_key is not None:
+                yield current_key, (None if best is None or best.is_delete_marker else best), later
+            current_key, best, later = v.key, None, False
+        if v.last_modified > fence:
+            later = True
+            continue
+        if best is None or v.last_modified > best.last_modified or (
+                v.last_modified == best.last_modified and v.is_latest and not best.is_latest):
+            best = v
+    if current_key is not None:
+        yield current_key, (None if best is None or best.is_delete_marker else best), later
+
+
+class ManifestWriter:
+    """Writes records as zstd-compressed JSON lines into a binary sink, counting what it wrote."""
+
+    def __init__(self, sink: IO[bytes], *, level: int = 3) -> None:
+        self._writer = zstandard.ZstdCompressor(level=level).stream_writer(sink, closefd=False)
+        self._lines: list[bytes] = []
+        self._buffered = 0
+        self.counts: dict[str, int] = {}
+        self.pinned_bytes = 0
+
+    def write(self, record: ManifestRecord) -> None:
+        line = record.to_line()
+        self._lines.append(line)
+        self._buffered += len(line)
+        if self._buffered >= 1 << 16:  # one compressor call per 64 KiB, not per line
+            self._drain()
+        self.counts[record.state] = self.counts.get(record.state, 0) + 1
+        if record.state == STATE_PINNED and record.size:
+            self.pinned_bytes += record.size
+
+    def _drain(self) -> None:
+        if self._lines:
+            self._writer.write(b"".join(self._lines))
+            self._lines.clear()
+            self._buffered = 0
+
+    def close(self) -> None:
+        self._drain()
+        self._writer.flush(zstandard.FLUSH_FRAME)
+        self._writer.close()
+
+
+def read_manifest(source: IO[bytes]) -> Iterator[ManifestRecord]:
+    """Stream records out of a manifest; a corrupt line raises ValueError naming its line number."""
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(source, closefd=False)
+        text = io.BufferedReader(reader, buffer_size=1 << 16)  # type: ignore[arg-type]
+        for lineno, line in enumerate(text, 1):
+            if line.strip():
+                yield ManifestRecord.from_line(line, lineno)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"manifest is not valid zstd data ({exc})") from None
+
+
+def format_sums(sums: dict[str, str]) -> bytes:
+    """sha256sum's format, so `sha256sum -c SHA256SUMS` works on a downloaded snapshot folder."""
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())).encode()
+
+
+def parse_sums(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest) or "/" in name:
+            raise ValueError(f"SHA256SUMS line {lineno} is malformed")
+        out[name] = digest
+    return out
+
+
+def committed_marker(snapshot_id: str, sums_digest: str, when: datetime) -> bytes:
+    return json.dumps({"snapshot": snapshot_id, "committed_at": when.astimezone(UTC).isoformat(),
+                       "sha256sums": sums_digest}, indent=1).encode()
+
+
+def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise ValueError(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return value

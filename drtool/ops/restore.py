@@ -1,0 +1,295 @@
+"""`drtool restore`: a snapshot's pinned object versions made current in a bucket, then its dump restored.
+
+Objects go first: they are additive (a server-side copy makes the pinned version the newest one, older versions
+stay), so when the database restore later fails nothing points at a missing file. The database restore runs in a
+single transaction, so a failure leaves the target as it was. Both steps skip what is already in place, which
+makes a second run change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from drtool.adapters import postgres as pga
+from drtool.adapters import s3 as s3a
+from drtool.config import PostgresSettings, Settings
+from drtool.core import manifest as mf
+from drtool.core.keys import UnsafeKey, check_key
+from drtool.errors import ConfigError, NotFoundError, UnavailableError, UsageError, VerificationFailed
+from drtool.ops.snapshot import Destination, Emit, _noop
+from drtool.ops.snapshot_catalog import (
+    DecryptingReader,
+    SnapshotInfo,
+    bounded_map,
+    expected_sums,
+    iter_records,
+    open_artifact,
+    plaintext,
+    resolve,
+)
+from drtool.redact import register_secret
+
+log = logging.getLogger("drtool.restore")
+MARKER_META = "drtool-version"  # user metadata on restored copies: the version they restore
+
+
+@dataclass
+class Target:
+    pg: PostgresSettings
+    dbname: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.pg.host}:{self.pg.port}/{self.dbname}"
+
+
+def parse_target(settings: Settings, text: str) -> Target:
+    """A DSN (URL or key=value) or a bare database name on the configured server; the password may come from
+    postgres.password or PGPASSWORD so it need not be typed on the command line."""
+    import dataclasses
+    import os
+
+    if "=" not in text and "://" not in text:
+        params: dict[str, Any] = {"dbname": text}
+    else:
+        try:
+            params = conninfo_to_dict(text)
+        except psycopg.ProgrammingError as exc:
+            raise UsageError(f"--target-db is not a valid DSN: {str(exc).splitlines()[0]}") from None
+    if not params.get("dbname"):
+        raise UsageError("--target-db names no database", hint="e.g. postgresql://user@host:5432/dify_restore")
+    base = settings.postgres
+    password = params.get("password") or base.password or os.environ.get("PGPASSWORD")
+    register_secret(password)
+    pg = dataclasses.replace(base, host=params.get("host") or base.host, port=int(params.get("port") or base.port),
+                             user=params.get("user") or base.user, password=password,
+                             database=str(params["dbname"]), sslmode=params.get("sslmode") or base.sslmode)
+    return Target(pg=pg, dbname=str(params["dbname"]))
+
+
+@dataclass
+class RestoreResult:
+    snapshot_id: str
+    dry_run: bool
+    verify_only: bool
+    database: dict[str, Any] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot_id, "dry_run": self.dry_run, "verify_only": self.verify_only,
+                "database": self.database, "objects": self.objects, "problems": self.problems[:100]}
+
+
+def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str | None, objects_to: str | None,
+            dry_run: bool, yes: bool, verify_only: bool, identities: list[Any] | None, no_owner: bool,
+            skip_objects: bool = False, emit: Emit = _noop) -> RestoreResult:
+    info = resolve(dest, ref)
+    if info.meta.get("_corrupt"):
+        raise VerificationFailed(f"snapshot {info.id}: meta.json is unreadable", hint="restore another snapshot")
+    if info.encrypted and not identities:
+        raise UsageError(f"snapshot {info.id} is encrypted", hint="pass --identity KEYFILE")
+    result = RestoreResult(snapshot_id=info.id, dry_run=dry_run, verify_only=verify_only)
+    emit({"event": "restore.started", "snapshot": info.id, "fence": info.meta.get("fence")})
+    sums = expected_sums(dest, info)
+    meta_bytes = s3a.get_bytes(dest.client, dest.bucket, dest.folder(info.id) + mf.META)
+    if hashlib.sha256(meta_bytes).hexdigest() != sums.get(mf.META):
+        raise VerificationFailed(f"snapshot {info.id}: meta.json checksum mismatch",
+                                 hint="run `drtool snapshots verify`; restore another snapshot")
+    if not skip_objects:
+        _restore_objects(settings, dest, info, sums, objects_to, dry_run=dry_run, verify_only=verify_only,
+                         identities=identities, result=result)
+        emit({"event": "restore.objects", **result.objects})
+    if target_db and not verify_only:
+        _restore_database(settings, dest, info, sums, parse_target(settings, target_db), dry_run=dry_run, yes=yes,
+                          identities=identities, no_owner=no_owner, result=result)
+        emit({"event": "restore.database", **result.database})
+    if verify_only and result.problems:
+        raise VerificationFailed(
+            f"{len(result.problems)} object(s) in the target differ from snapshot {info.id}: "
+            + "; ".join(result.problems[:10]), hint="run `drtool restore` without --verify-only to fix them")
+    return result
+
+
+# --- objects -----------------------------------------------------------------------------------------------------
+
+def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
+                     objects_to: str | None, *, dry_run: bool, verify_only: bool, identities: list[Any] | None,
+                     result: RestoreResult) -> None:
+    source = info.meta.get("source", {})
+    src_bucket = source.get("bucket") or settings.s3.bucket
+    target_bucket = objects_to or settings.s3.bucket or src_bucket
+    client = s3a.make_client(settings.s3)
+    try:
+        client.head_bucket(Bucket=target_bucket)
+    except Exception as exc:
+        err = s3a.translate_error(exc, what=f"target bucket {target_bucket}", endpoint=settings.s3.endpoint)
+        if isinstance(err, NotFoundError) or "404" in str(exc):
+            raise NotFoundError(f"target bucket {target_bucket} does not exist",
+                                hint="create it (with versioning enabled) or pass --objects-to an existing bucket",
+                                system=err.system) from None
+        raise err from None
+    counts = {"pinned": 0, "copied": 0, "already_current": 0, "to_copy": 0, "differ": 0, "skipped_dangling": 0,
+              "missing_source": 0}
+
+    def one(rec: mf.ManifestRecord) -> tuple[str, str | None]:
+        try:
+            check_key(rec.key)
+        except UnsafeKey as exc:
+            return "refused", f"object {rec.key!r}: {exc}"
+        head = s3a.head_or_none(client, target_bucket, rec.key)
+        if head is not None and _is_current(head, rec, same_bucket=target_bucket == src_bucket):
+            return "already_current", None
+        if verify_only:
+            return "differ", f"object {rec.key}: not at version {rec.version_id}"
+        if dry_run:
+            return "to_copy", None
+        copy_client, copy_source = client, {"Bucket": src_bucket, "Key": rec.key, "VersionId": rec.version_id}
+        if rec.copy_key:
+            copy_client = client
+            copy_source = {"Bucket": dest.bucket, "Key": rec.copy_key}
+        src_head = s3a.head_or_none(copy_client, copy_source["Bucket"], copy_source["Key"],
+                                    version_id=copy_source.get("VersionId"))
+        if src_head is None:
+            return "missing_source", f"object {rec.key}: pinned version {rec.version_id} no longer exists"
+        metadata = dict(src_head.get("Metadata") or {})
+        metadata[MARKER_META] = rec.version_id or ""
+        extra = {"Metadata": metadata, "MetadataDirective": "REPLACE",
+                 "ContentType": src_head.get("ContentType") or "application/octet-stream"}
+        client.copy(copy_source, target_bucket, rec.key, ExtraArgs=extra)
+        return "copied", None
+
+    records, raw = iter_records(dest, info, identities)
+
+    def pinned() -> Iterator[mf.ManifestRecord]:
+        for r in records:
+            if r.state == mf.STATE_PINNED:
+                yield r
+            elif r.state == mf.STATE_DANGLING:
+                counts["skipped_dangling"] += 1
+
+    try:
+        for outcome, problem in bounded_map(one, pinned(), settings.snapshot.workers):
+            counts["pinned"] += 1
+            counts[outcome] = counts.get(outcome, 0) + 1
+            if problem:
+                result.problems.append(problem)
+    except ValueError as exc:
+        raise VerificationFailed(f"snapshot {info.id}: manifest unreadable: {exc}") from None
+    except Exception as exc:
+        if hasattr(exc, "response"):
+            raise s3a.translate_error(exc, what=f"restoring objects into {target_bucket}",
+                                      endpoint=settings.s3.endpoint) from None
+        raise
+    name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
+    raw.drain()
+    if raw.sha256.hexdigest() != sums.get(name):
+        raise VerificationFailed(f"snapshot {info.id}: {name} checksum mismatch",
+                                 hint="run `drtool snapshots verify`; restore another snapshot")
+    result.objects = {"bucket": target_bucket, **counts}
+    if counts.get("missing_source"):
+        raise VerificationFailed(f"{counts['missing_source']} pinned version(s) no longer exist in {src_bucket}: "
+                                 + "; ".join(result.problems[:5]),
+                                 hint="a lifecycle rule or a manual delete removed them; restore another snapshot")
+
+
+def _is_current(head: dict[str, Any], rec: mf.ManifestRecord, *, same_bucket: bool) -> bool:
+    """The target's current object already is the pinned version (same version, or a copy drtool made of it)."""
+    if same_bucket and not rec.copy_key and head.get("VersionId") == rec.version_id:
+        return True
+    if (head.get("Metadata") or {}).get(MARKER_META) == rec.version_id and head.get("ContentLength") == rec.size:
+        return True
+    return not same_bucket and bool(rec.etag) and (head.get("ETag") or "").strip('"') == rec.etag \
+        and head.get("ContentLength") == rec.size
+
+
+# --- database ----------------------------------------------------------------------------------------------------
+
+def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
+                      target: Target, *, dry_run: bool, yes: bool, identities: list[Any] | None, no_owner: bool,
+                      result: RestoreResult) -> None:
+    db_meta = info.meta.get("database", {})
+    source_major = pga.server_major_of(int(db_meta.get("server_version_num") or 0))
+    marker = f"drtool: restored from snapshot {info.id}"
+    with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
+        version_num = int(admin.execute("SELECT current_setting('server_version_num')::int").fetchone()[0])
+        target_major = pga.server_major_of(version_num)
+        row = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                            (target.dbname,)).fetchone()
+    if source_major and target_major < source_major:
+        raise ConfigError(
+            f"the dump comes from PostgreSQL {db_meta.get('server_version')} but the target server is "
+            f"PostgreSQL {target_major}: a dump cannot be restored into an older major version",
+            hint=f"restore into a PostgreSQL {source_major} (or newer) server")
+    exists = row is not None
+    state: dict[str, Any] = {"target": target.label, "exists": exists}
+    if exists and row[0] == marker:
+        state["action"] = "already restored"
+        result.database = state
+        return
+    tables = 0
+    if exists:
+        with pga.connect(target.pg, autocommit=True) as conn:
+            tables = int(conn.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN "
+                "('r','p','v','m','S') AND n.nspname NOT IN ('pg_catalog','information_schema')"
+                " AND n.nspname NOT LIKE 'pg_toast%%'").fetchone()[0])
+    state["tables_before"] = tables
+    if tables and not yes:
+        raise UsageError(f"target database {target.label} is not empty ({tables} relations)",
+                         hint="pass --yes to replace its objects with the snapshot's (pg_restore --clean)")
+    state["action"] = "replace" if tables else ("restore" if exists else "create and restore")
+    if source_major and target_major > source_major:
+        log.warning("restoring a PostgreSQL %s dump into PostgreSQL %s", source_major, target_major)
+    if dry_run:
+        result.database = state
+        return
+    tool = pga.find_pg_tool("pg_restore", server_major=target_major, bin_dir=settings.snapshot.pg_bin_dir)
+    tool_major, tool_text = pga.tool_version(tool)
+    dump_major = int(db_meta.get("pg_dump_major") or 0)
+    if tool_major < dump_major:
+        raise ConfigError(f"pg_restore is PostgreSQL {tool_major} ({tool_text}) but the dump was written by "
+                          f"pg_dump {dump_major}", hint="use pg_restore of that major version or newer")
+    name = info.meta.get("artifacts", {}).get("dump", mf.DUMP)
+    with tempfile.NamedTemporaryFile(prefix="drtool-dump-", suffix=".dump") as tmp:
+        raw = open_artifact(dest, info.id, name)
+        stream = plaintext(raw, info, identities, f"{info.id}/{name}")
+        while chunk := stream.read(1 << 20):
+            tmp.write(chunk)
+        if isinstance(stream, DecryptingReader):
+            stream.finish()
+        tmp.flush()
+        if raw.sha256.hexdigest() != sums.get(name):
+            raise VerificationFailed(f"snapshot {info.id}: {name} checksum mismatch (corrupted or truncated)",
+                                     hint="run `drtool snapshots verify`; restore another snapshot")
+        if not exists:  # only now: a corrupt dump must not leave an empty database behind
+            with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname)))
+        argv = [tool, "--single-transaction", "--exit-on-error", "--no-password", f"--dbname={target.dbname}"]
+        if tables:
+            argv += ["--clean", "--if-exists"]
+        if no_owner:
+            argv += ["--no-owner", "--no-privileges"]
+        argv.append(tmp.name)
+        proc = subprocess.run(argv, capture_output=True, env=pga.subprocess_env(target.pg, database=target.dbname),
+                              check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise UnavailableError(f"pg_restore into {target.label} failed, nothing was changed (single transaction): "
+                               f"{lines[-1] if lines else 'exit ' + str(proc.returncode)}",
+                               hint="missing roles: pass --no-owner", system=f"postgres {target.pg.host}")
+    with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
+        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(target.dbname),
+                                                                      sql.Literal(marker)))
+    state["action_done"] = state["action"]
+    result.database = state

@@ -1,0 +1,105 @@
+"""`snapshots prune` (grandfather-father-son), `snapshots gc` (leftovers of killed runs) and `snapshots unlock`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from drtool.adapters import s3 as s3a
+from drtool.config import Settings
+from drtool.core import manifest as mf
+from drtool.core.retention import Policy, decide
+from drtool.errors import NotFoundError, UsageError
+from drtool.ops.lock import describe_stale, destination_lock, read_lock
+from drtool.ops.snapshot import Destination
+from drtool.ops.snapshot_catalog import folder_ids, list_snapshots
+
+log = logging.getLogger("drtool.snapshot")
+
+
+@dataclass
+class PruneResult:
+    keep: dict[str, list[str]]
+    remove: list[str]
+    dry_run: bool
+    removed: list[str] = field(default_factory=list)
+
+
+def prune(settings: Settings, dest: Destination, policy: Policy, *, dry_run: bool) -> PruneResult:
+    """Delete committed snapshots the policy does not keep; the newest one always stays."""
+
+    def run() -> PruneResult:
+        snaps = list_snapshots(dest)
+        decision = decide(((s.id, s.fence) for s in snaps), policy)
+        result = PruneResult(keep=decision.keep, remove=decision.remove, dry_run=dry_run)
+        if not dry_run:
+            for sid in decision.remove:
+                _delete_snapshot(dest, sid)
+                result.removed.append(sid)
+                log.info("removed snapshot %s", sid)
+        return result
+
+    if dry_run:
+        return run()
+    with destination_lock(dest.client, dest.bucket, dest.lock_key, holder="snapshots prune",
+                          stale_after_s=settings.snapshot.lock_stale_after):
+        return run()
+
+
+def _delete_snapshot(dest: Destination, snapshot_id: str) -> None:
+    """COMMITTED goes first, so an interrupted delete leaves an uncommitted folder that gc finishes later."""
+    folder = dest.folder(snapshot_id)
+    dest.client.delete_object(Bucket=dest.bucket, Key=folder + mf.COMMITTED)
+    s3a.delete_prefix(dest.client, dest.bucket, folder)
+
+
+@dataclass
+class GcResult:
+    removed: list[str]
+    kept_young: list[str]
+    aborted_uploads: int
+    dry_run: bool
+
+
+def gc(settings: Settings, dest: Destination, *, grace_s: int, dry_run: bool) -> GcResult:
+    """Remove uncommitted snapshot folders older than the grace period, and abandoned multipart uploads."""
+
+    def run() -> GcResult:
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(seconds=grace_s)
+        removed: list[str] = []
+        young: list[str] = []
+        for sid in folder_ids(dest):
+            folder = dest.folder(sid)
+            if s3a.head_or_none(dest.client, dest.bucket, folder + mf.COMMITTED) is not None:
+                continue
+            if mf.snapshot_time(sid) > cutoff:
+                young.append(sid)
+                continue
+            if not dry_run:
+                s3a.delete_prefix(dest.client, dest.bucket, folder)
+            removed.append(sid)
+        aborted = 0 if dry_run else s3a.abort_uploads(dest.client, dest.bucket, dest.snapshots_prefix,
+                                                      older_than=cutoff)
+        return GcResult(removed=removed, kept_young=young, aborted_uploads=aborted, dry_run=dry_run)
+
+    if dry_run:
+        return run()
+    with destination_lock(dest.client, dest.bucket, dest.lock_key, holder="snapshots gc",
+                          stale_after_s=settings.snapshot.lock_stale_after):
+        return run()
+
+
+def unlock(settings: Settings, dest: Destination, *, force: bool) -> dict[str, Any]:
+    """Remove the destination's lock: only a stale one, unless forced."""
+    lock = read_lock(dest.client, dest.bucket, dest.lock_key)
+    if lock is None:
+        raise NotFoundError(f"no lock at s3://{dest.bucket}/{dest.lock_key}")
+    stale = describe_stale(lock, settings.snapshot.lock_stale_after)
+    if stale is None and not force:
+        raise UsageError(f"the lock is held by {lock.describe()} and does not look stale",
+                         hint="if you are sure that run is gone, pass --force")
+    dest.client.delete_object(Bucket=dest.bucket, Key=dest.lock_key)
+    return {"removed": True, "holder": lock.describe(), "stale": stale}

@@ -1,0 +1,520 @@
+"""`drtool snapshot create`: a Postgres dump and the object versions it refers to, taken at one instant.
+
+How the instant is shared: a REPEATABLE READ transaction exports its snapshot (pg_export_snapshot) and records
+clock_timestamp() as the fence; pg_dump runs with --snapshot=<id>, so it sees exactly what drtool's own reads see.
+Every key the rows reference is read in that transaction, then the bucket's version listing is streamed and, for
+each referenced or configured key, the newest version not after the fence is pinned. The dump is streamed to the
+destination while the listing runs, so the wall time is close to pg_dump's alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drtool import __version__
+from drtool.adapters import age as agea
+from drtool.adapters import postgres as pga
+from drtool.adapters import s3 as s3a
+from drtool.config import S3Settings, Settings
+from drtool.core import manifest as mf
+from drtool.core.keys import (
+    KeyPatterns,
+    ReferenceIndex,
+    UnsafeKey,
+    check_key,
+    listing_prefixes,
+    parse_reference_columns,
+)
+from drtool.core.metrics import Metric, write_textfile
+from drtool.core.retention import Policy
+from drtool.errors import ConfigError, DrtoolError, ExitCode, NotFoundError, UnavailableError, VerificationFailed
+from drtool.ops.lock import destination_lock
+
+log = logging.getLogger("drtool.snapshot")
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+def _noop(_event: dict[str, Any]) -> None:
+    return None
+
+
+# --- where snapshots live ---------------------------------------------------------------------------------------
+
+@dataclass
+class Destination:
+    """The bucket and prefix that hold `snapshots/<id>/` folders and the lock."""
+
+    s3: S3Settings
+    client: Any
+    bucket: str
+    prefix: str
+
+    def key(self, *parts: str) -> str:
+        return "/".join([p for p in (self.prefix.strip("/"), *parts) if p])
+
+    @property
+    def snapshots_prefix(self) -> str:
+        return self.key("snapshots") + "/"
+
+    def folder(self, snapshot_id: str) -> str:
+        return self.key("snapshots", snapshot_id) + "/"
+
+    @property
+    def lock_key(self) -> str:
+        return self.key("locks", "snapshots.lock")
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix.strip('/')}"
+
+    def s3_error(self, exc: Exception, what: str) -> DrtoolError:
+        return s3a.translate_error(exc, what=what, endpoint=self.s3.endpoint)
+
+
+def destination_settings(settings: Settings) -> S3Settings:
+    """The snapshot bucket's S3 settings: snapshot.* where set, otherwise the source's s3.* values."""
+    snap, src = settings.snapshot, settings.s3
+    bucket = snap.bucket or src.bucket
+    if not bucket:
+        raise ConfigError("no snapshot bucket configured",
+                          hint="set snapshot.bucket (--dest-bucket, DRTOOL_SNAPSHOT_BUCKET) or s3.bucket")
+    return dataclasses.replace(
+        src, bucket=bucket, endpoint=snap.endpoint or src.endpoint, region=snap.region or src.region,
+        access_key=snap.access_key or src.access_key, secret_key=snap.secret_key or src.secret_key, key_prefix="")
+
+
+def open_destination(settings: Settings, *, check: bool = True) -> Destination:
+    s3 = destination_settings(settings)
+    dest = Destination(s3=s3, client=s3a.make_client(s3), bucket=str(s3.bucket), prefix=settings.snapshot.prefix)
+    if check:
+        try:
+            dest.client.head_bucket(Bucket=dest.bucket)
+        except Exception as exc:
+            err = dest.s3_error(exc, f"snapshot bucket {dest.bucket}")
+            if isinstance(err, NotFoundError) or "404" in str(exc):
+                raise NotFoundError(f"snapshot bucket {dest.bucket} does not exist",
+                                    hint="create it, or set snapshot.bucket to an existing bucket",
+                                    system=err.system) from None
+            raise err from None
+    return dest
+
+
+# --- create ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class CreateOptions:
+    schemas: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+    encrypt_to: str | None = None
+    copy_unversioned: bool = False
+    require_replication: bool = False
+    break_stale_lock: bool = False
+
+
+@dataclass
+class CreateResult:
+    snapshot_id: str
+    fence: str
+    meta: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return int(ExitCode.DEGRADED) if self.warnings else int(ExitCode.OK)
+
+
+def _dump_worker(proc: subprocess.Popen[bytes], sink: s3a.MultipartWriter, recipients: list[Any] | None,
+                 outcome: dict[str, Any]) -> None:
+    """Stream pg_dump's stdout (through age when asked) into a multipart upload; complete it only on success."""
+    try:
+        assert proc.stdout is not None
+        if recipients:
+            agea.encrypt_stream(proc.stdout, sink, recipients)
+        else:
+            while chunk := proc.stdout.read(1 << 20):
+                sink.write(chunk)
+        outcome["returncode"] = proc.wait()
+        if outcome["returncode"] == 0:
+            sink.close()
+        else:
+            sink.abort()
+    except BaseException as exc:
+        outcome["error"] = exc
+        sink.abort()
+
+
+def _replication_verdict(settings: Settings, required: bool) -> dict[str, Any] | None:
+    """The replication verdict for meta.json; with --require-replication a bad verdict stops the snapshot."""
+    if not required and not settings.replication.sites:
+        return None
+    from drtool.ops.replication import replication_summary
+
+    try:
+        summary = replication_summary(settings, probe=False)
+    except DrtoolError as exc:
+        if required:
+            raise
+        log.warning("replication status unknown: %s", exc)
+        return {"verdict": "UNKNOWN", "error": str(exc)}
+    if required and summary.get("verdict") not in ("OK", "WARNING"):
+        reasons = "; ".join(str(r.get("message", r)) for r in summary.get("reasons", [])[:3])
+        raise VerificationFailed(f"replication verdict is {summary.get('verdict')}: {reasons}",
+                                 hint="fix replication (drtool replication status) or run without "
+                                      "--require-replication", system="replication")
+    return summary
+
+
+def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = _noop) -> CreateResult:
+    """Take one consistent snapshot; see the module docstring for the mechanics."""
+    started = time.monotonic()
+    settings.require("postgres.host", "postgres.database")
+    settings.require_s3()
+    source = settings.s3
+    columns = parse_reference_columns(settings.snapshot.reference_columns)
+    patterns = KeyPatterns.parse(settings.snapshot.include_prefixes)
+    recipients = agea.parse_recipients(options.encrypt_to) if options.encrypt_to else None
+    src_client = s3a.make_client(source)
+    src_bucket = str(source.bucket)
+    dest = open_destination(settings)
+    warnings: list[str] = []
+
+    try:
+        versioning = s3a.bucket_versioning(src_client, src_bucket)
+        expiry = s3a.noncurrent_expiry_days(src_client, src_bucket)
+        s3_date = s3a.server_date(src_client, src_bucket)
+    except Exception as exc:
+        raise s3a.translate_error(exc, what=f"source bucket {src_bucket}", endpoint=source.endpoint) from None
+    if versioning != "Enabled":
+        if not options.copy_unversioned:
+            raise ConfigError(
+                f"source bucket {src_bucket} is not versioned ({versioning}): a snapshot cannot pin object versions",
+                hint="enable versioning on the bucket (recommended), or pass --copy-unversioned to copy the "
+                     "referenced objects into the snapshot")
+        if s3_endpoint_key(source) != s3_endpoint_key(dest.s3):
+            raise ConfigError("--copy-unversioned copies server-side: the snapshot bucket must be on the source's "
+                              "endpoint", hint="set snapshot.endpoint to s3.endpoint, or enable versioning")
+        warnings.append(f"source bucket {src_bucket} is not versioned: referenced objects are copied into the "
+                        "snapshot; objects changed after the fence cannot be pinned")
+    horizon = Policy(settings.snapshot.keep_last, settings.snapshot.keep_daily, settings.snapshot.keep_weekly,
+                     settings.snapshot.keep_monthly).horizon_days
+    for rule, days in expiry:
+        if days < horizon:
+            warnings.append(
+                f"lifecycle rule {rule!r} on bucket {src_bucket} expires noncurrent versions after {days} days but "
+                f"retention keeps snapshots up to {horizon} days: older snapshots would lose their pinned objects")
+    replication = _replication_verdict(settings, options.require_replication)
+
+    with destination_lock(dest.client, dest.bucket, dest.lock_key, holder="snapshot create",
+                          stale_after_s=settings.snapshot.lock_stale_after, break_stale=options.break_stale_lock):
+        result = _create_locked(settings, options, dest, src_client, src_bucket, versioning, columns, patterns,
+                                recipients, warnings, emit, replication, s3_date)
+    result.meta["durations"]["total_s"] = round(time.monotonic() - started, 3)
+    for w in result.warnings:
+        log.warning("%s", w)
+    return result
+
+
+def s3_endpoint_key(s3: S3Settings) -> str:
+    return (s3.endpoint or "aws").rstrip("/")
+
+
+def _create_locked(settings: Settings, options: CreateOptions, dest: Destination, src_client: Any, src_bucket: str,
+                   versioning: str, columns: list[tuple[str, ...]], patterns: KeyPatterns,
+                   recipients: list[Any] | None, warnings: list[str], emit: Emit,
+                   replication: dict[str, Any] | None, s3_date: datetime | None) -> CreateResult:
+    pg = settings.postgres
+    encrypted = bool(recipients)
+    t0 = time.monotonic()
+    conn, pg_snapshot, fence, version_num, server_version, window_start = pga.open_exported_snapshot(pg)
+    proc: subprocess.Popen[bytes] | None = None
+    dump_thread: threading.Thread | None = None
+    writers: list[s3a.MultipartWriter] = []
+    snapshot_id = mf.new_snapshot_id()
+    folder = dest.folder(snapshot_id)
+    try:
+        server_major = pga.server_major_of(version_num)
+        pg_dump = pga.find_pg_tool("pg_dump", server_major=server_major, bin_dir=settings.snapshot.pg_bin_dir)
+        dump_major, dump_text = pga.tool_version(pg_dump)
+        pga.check_tool_not_older("pg_dump", dump_major, dump_text, server_major, server_version)
+        if s3_date is not None:
+            skew = abs((s3_date - fence).total_seconds())
+            if skew > 5:
+                warnings.append(f"the object store's clock differs from the database's by about {int(skew)} s: "
+                                "versions written near the fence may be pinned wrongly; synchronise clocks (NTP)")
+        emit({"event": "snapshot.started", "snapshot": snapshot_id, "fence": fence.isoformat(),
+              "destination": dest.url})
+        log.info("snapshot %s: fence %s, server %s", snapshot_id, fence.isoformat(), server_version)
+
+        argv = [pg_dump, "--format=custom", f"--snapshot={pg_snapshot}", "--no-password"]
+        argv += [f"--schema={s}" for s in options.schemas] + [f"--table={t}" for t in options.tables]
+        stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed after pg_dump ends, below
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr_file, env=pga.subprocess_env(pg))
+        part_size = max(5, settings.snapshot.part_size_mb) << 20
+        dump_name = mf.artifact_name(mf.DUMP, encrypted)
+        dump_sink = s3a.MultipartWriter(dest.client, dest.bucket, folder + dump_name, part_size=part_size)
+        writers.append(dump_sink)
+        dump_outcome: dict[str, Any] = {}
+        dump_thread = threading.Thread(target=_dump_worker, args=(proc, dump_sink, recipients, dump_outcome),
+                                       name="pg_dump-upload", daemon=True)
+        dump_thread.start()
+
+        # Referenced keys, read in the exported snapshot's transaction (same instant as the dump).
+        t_refs = time.monotonic()
+        key_prefix = settings.s3.key_prefix
+        with ReferenceIndex() as index:
+            missing_columns: list[str] = []
+            for column in columns:
+                if not pga.column_exists(conn, column):
+                    missing_columns.append(".".join(column))
+                    continue
+                name = ".".join(column)
+                index.add_many((key_prefix + value, name) for value in pga.iter_column_values(conn, column))
+            if missing_columns:
+                log.info("reference columns not in this database (skipped): %s", ", ".join(missing_columns))
+            refs_s = time.monotonic() - t_refs
+
+            # Stream the version listing into the manifest.
+            t_list = time.monotonic()
+            manifest_name = mf.artifact_name(mf.MANIFEST, encrypted)
+            manifest_sink = s3a.MultipartWriter(dest.client, dest.bucket, folder + manifest_name,
+                                                part_size=part_size)
+            writers.append(manifest_sink)
+            inner: Any = agea.EncryptingWriter(manifest_sink, recipients) if recipients else manifest_sink
+            writer = mf.ManifestWriter(inner)
+            listed = _write_manifest(writer, index, patterns, src_client, src_bucket, key_prefix, fence,
+                                     versioning, dest if versioning != "Enabled" else None, folder)
+            writer.close()
+            if recipients:
+                inner.close()
+            manifest_sink.close()
+            list_s = time.monotonic() - t_list
+            referenced = index.count
+
+        dump_thread.join()
+        stderr_file.seek(0)
+        dump_err = stderr_file.read().decode("utf-8", "replace").strip()
+        stderr_file.close()
+        if "error" in dump_outcome:
+            exc = dump_outcome["error"]
+            raise exc if isinstance(exc, DrtoolError) else UnavailableError(
+                f"uploading the dump failed: {exc}", system=f"object store {dest.s3.endpoint}")
+        if dump_outcome.get("returncode") != 0:
+            raise UnavailableError(f"pg_dump failed (exit {dump_outcome.get('returncode')}): "
+                                   f"{dump_err.splitlines()[-1] if dump_err else 'no message'}",
+                                   system=f"postgres {pg.host}:{pg.port}")
+        dump_s = time.monotonic() - t0
+        emit({"event": "snapshot.dumped", "snapshot": snapshot_id, "bytes": dump_sink.size})
+
+        counts = writer.counts
+        dangling = counts.get(mf.STATE_DANGLING, 0)
+        refused = counts.get(mf.STATE_REFUSED, 0)
+        changed = counts.get(mf.STATE_CHANGED, 0)
+        if dangling:
+            warnings.append(f"{dangling} referenced key(s) had no object version at the fence: rows point at "
+                            "missing files (listed in the manifest with state 'dangling')")
+        if refused:
+            warnings.append(f"{refused} key(s) were refused because they could escape their folder ('../', "
+                            "absolute, control characters)")
+        if changed:
+            warnings.append(f"{changed} object(s) of the unversioned bucket changed after the fence and could not "
+                            "be pinned")
+        meta: dict[str, Any] = {
+            "format": mf.MANIFEST_FORMAT,
+            "id": snapshot_id,
+            "fence": fence.astimezone(UTC).isoformat(),
+            "fence_window_start": window_start.astimezone(UTC).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
+            "drtool_version": __version__,
+            "database": {"name": pg.database, "host": pg.host, "port": pg.port, "server_version": server_version,
+                         "server_version_num": version_num, "pg_dump_version": dump_text,
+                         "pg_dump_major": dump_major, "schemas": list(options.schemas),
+                         "tables": list(options.tables)},
+            "source": {"bucket": src_bucket, "endpoint": settings.s3.endpoint, "key_prefix": key_prefix,
+                       "versioning": versioning},
+            "encryption": {"age_recipients": [str(r) for r in recipients]} if recipients else None,
+            "artifacts": {"dump": dump_name, "manifest": manifest_name},
+            "counts": {"referenced_keys": referenced, "listed_versions": listed, "pinned": counts.get("pinned", 0),
+                       "dangling": dangling, "refused": refused, "changed": changed},
+            "bytes": {"dump": dump_sink.size, "manifest": manifest_sink.size, "pinned_objects": writer.pinned_bytes},
+            "durations": {"references_s": round(refs_s, 3), "listing_s": round(list_s, 3),
+                          "dump_s": round(dump_s, 3)},
+            "replication": replication,
+            "warnings": warnings,
+        }
+        meta_bytes = json.dumps(meta, indent=1, default=str).encode()
+        dest.client.put_object(Bucket=dest.bucket, Key=folder + mf.META, Body=meta_bytes,
+                               ContentType="application/json")
+        sums = {dump_name: dump_sink.sha256.hexdigest(), manifest_name: manifest_sink.sha256.hexdigest(),
+                mf.META: hashlib.sha256(meta_bytes).hexdigest()}
+        sums_bytes = mf.format_sums(sums)
+        dest.client.put_object(Bucket=dest.bucket, Key=folder + mf.SUMS, Body=sums_bytes)
+        # The marker goes last: until it exists the snapshot is invisible to every command but gc.
+        dest.client.put_object(Bucket=dest.bucket, Key=folder + mf.COMMITTED, Body=mf.committed_marker(
+            snapshot_id, hashlib.sha256(sums_bytes).hexdigest(), datetime.now(UTC)))
+        emit({"event": "snapshot.committed", "snapshot": snapshot_id, "pinned": meta["counts"]["pinned"],
+              "dangling": dangling, "dump_bytes": dump_sink.size})
+        return CreateResult(snapshot_id=snapshot_id, fence=meta["fence"], meta=meta, warnings=warnings)
+    except BaseException as exc:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if dump_thread is not None:
+            dump_thread.join(timeout=30)
+        for w in writers:
+            w.abort()
+        _cleanup_failed(dest, folder)
+        if isinstance(exc, DrtoolError | KeyboardInterrupt):
+            raise
+        if hasattr(exc, "response"):  # a botocore error
+            raise s3a.translate_error(exc, what="snapshot", endpoint=dest.s3.endpoint) from None
+        if type(exc).__module__.startswith("psycopg"):
+            raise pga.translate_error(exc, pg) from None
+        raise
+    finally:
+        conn.close()
+
+
+def _cleanup_failed(dest: Destination, folder: str) -> None:
+    """Best effort: a failed run removes what it wrote; whatever is left, gc removes after the grace period."""
+    try:
+        s3a.delete_prefix(dest.client, dest.bucket, folder)
+    except Exception as exc:
+        log.warning("could not remove the partial snapshot %s (run `drtool snapshots gc`): %s", folder, exc)
+
+
+def _write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: KeyPatterns, client: Any,
+                    bucket: str, key_prefix: str, fence: datetime, versioning: str, copy_dest: Destination | None,
+                    folder: str) -> int:
+    """Stream the listing, pin versions, write records; returns how many listing entries were read."""
+    listed = 0
+
+    # Only prefixes that something references or includes are listed: a bucket's traces and crawls are skipped.
+    heads = index.first_segments(key_prefix) | set(patterns.literal_heads)
+    # A hostile head ('../') is never sent to the server: its keys end up refused through index.missing() below.
+    prefixes = listing_prefixes(h for h in heads if h == "" or _is_safe(h))
+    log.info("listing %s under %s", bucket, ", ".join(repr(key_prefix + p) for p in prefixes))
+
+    def counted() -> Iterator[mf.ObjectVersion]:
+        nonlocal listed
+        for prefix in prefixes:
+            for v in s3a.iter_object_versions(client, bucket, key_prefix + prefix):
+                listed += 1
+                yield v
+
+    def handle(key: str, version: mf.ObjectVersion | None, later: bool, refs: tuple[str, ...] | None,
+               pattern: str | None) -> None:
+        by = list(refs or ()) + ([f"prefix:{pattern}"] if pattern else [])
+        try:
+            check_key(key)
+        except UnsafeKey as exc:
+            writer.write(mf.ManifestRecord(key=key, state=mf.STATE_REFUSED, referenced_by=by, reason=str(exc)))
+            return
+        if version is None:
+            if refs is not None:
+                writer.write(mf.ManifestRecord(key=key, state=mf.STATE_DANGLING, referenced_by=by,
+                                               reason="no version existed at the fence (deleted or not yet "
+                                                      "written)"))
+            return
+        record = mf.ManifestRecord.pinned(version, by)
+        if copy_dest is not None:
+            if later:
+                writer.write(mf.ManifestRecord(key=key, state=mf.STATE_CHANGED, referenced_by=by,
+                                               reason="changed after the fence in an unversioned bucket"))
+                return
+            record.copy_key = folder + "objects/" + key
+            copy_dest.client.copy_object(Bucket=copy_dest.bucket, Key=record.copy_key,
+                                         CopySource={"Bucket": bucket, "Key": key})
+        writer.write(record)
+
+    def flush(batch: list[tuple[str, mf.ObjectVersion | None, bool]]) -> None:
+        refs = index.lookup_many([k for k, _, _ in batch]) if index.count else {}
+        if refs:
+            index.mark_found(list(refs))
+        for key, version, later in batch:
+            ref = refs.get(key)
+            pattern = patterns.match(key[len(key_prefix):])
+            if ref is not None or pattern is not None:
+                handle(key, version, later, ref, pattern)
+
+    try:
+        batch: list[tuple[str, mf.ObjectVersion | None, bool]] = []
+        for item in mf.pick_versions(counted(), fence):
+            batch.append(item)
+            if len(batch) >= 1000:
+                flush(batch)
+                batch = []
+        flush(batch)
+    except DrtoolError:
+        raise
+    except Exception as exc:
+        if hasattr(exc, "response") or type(exc).__module__.startswith("botocore"):
+            raise s3a.translate_error(exc, what=f"listing bucket {bucket}", endpoint=None) from None
+        raise
+    for ref in index.missing():
+        try:
+            check_key(ref.key)
+            writer.write(mf.ManifestRecord(key=ref.key, state=mf.STATE_DANGLING, referenced_by=list(ref.referenced_by),
+                                           reason="no object with this key"))
+        except UnsafeKey as exc:
+            writer.write(mf.ManifestRecord(key=ref.key, state=mf.STATE_REFUSED, referenced_by=list(ref.referenced_by),
+                                           reason=str(exc)))
+    return listed
+
+
+def _is_safe(key: str) -> bool:
+    try:
+        check_key(key)
+    except UnsafeKey:
+        return False
+    return True
+
+
+# --- metrics for cron --------------------------------------------------------------------------------------------
+
+_LAST_SUCCESS = "drtool_snapshot_last_success_timestamp_seconds"
+
+
+def _previous_success(path: Path) -> float | None:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(_LAST_SUCCESS + " "):
+                return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def write_metrics(path: str, *, outcome: str, exit_code: int, duration_s: float, meta: dict[str, Any] | None) -> None:
+    """Prometheus textfile for node_exporter; a failed run keeps the previous last-success time."""
+    target = Path(path)
+    now = time.time()
+    last_success = now if outcome == "success" else _previous_success(target)
+    metrics = [
+        Metric("drtool_snapshot_last_run_timestamp_seconds", "Unix time the last snapshot run ended", now),
+        Metric("drtool_snapshot_last_exit_code", "Exit code of the last snapshot run", exit_code),
+        Metric("drtool_snapshot_duration_seconds", "Wall time of the last snapshot run", duration_s),
+        Metric("drtool_snapshot_outcome", "1 for the outcome of the last snapshot run", 1, {"outcome": outcome}),
+    ]
+    if last_success is not None:
+        metrics.append(Metric(_LAST_SUCCESS, "Unix time of the last successful snapshot", last_success))
+    if meta:
+        metrics += [
+            Metric("drtool_snapshot_bytes", "Bytes written by the last snapshot (dump + manifest)",
+                   meta["bytes"]["dump"] + meta["bytes"]["manifest"]),
+            Metric("drtool_snapshot_objects", "Object versions pinned by the last snapshot", meta["counts"]["pinned"]),
+            Metric("drtool_snapshot_dangling", "Referenced keys without an object at the fence",
+                   meta["counts"]["dangling"]),
+        ]
+    write_textfile(target, metrics)

@@ -1,0 +1,340 @@
+"""Reading snapshots back: list the committed ones, open one, stream its artifacts, verify it.
+
+A folder without `COMMITTED` is invisible here: only `snapshots gc` looks at those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from drtool.adapters import age as agea
+from drtool.adapters import postgres as pga
+from drtool.adapters import s3 as s3a
+from drtool.config import Settings
+from drtool.core import manifest as mf
+from drtool.core.keys import SNAPSHOT_ID, UnsafeKey, check_snapshot_id
+from drtool.errors import NotFoundError, UsageError, VerificationFailed
+from drtool.ops.snapshot import Destination
+
+log = logging.getLogger("drtool.snapshot")
+
+
+@dataclass
+class SnapshotInfo:
+    id: str
+    committed: dict[str, Any]
+    meta: dict[str, Any]
+    verified: dict[str, Any] | None
+
+    @property
+    def fence(self) -> datetime:
+        return datetime.fromisoformat(self.meta["fence"])
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.meta.get("encryption"))
+
+    @property
+    def size(self) -> int:
+        b = self.meta.get("bytes", {})
+        return int(b.get("dump", 0)) + int(b.get("manifest", 0))
+
+    def summary(self) -> dict[str, Any]:
+        counts = self.meta.get("counts", {})
+        return {
+            "id": self.id, "fence": self.meta.get("fence"), "committed_at": self.committed.get("committed_at"),
+            "age_s": int((datetime.now(UTC) - self.fence).total_seconds()), "bytes": self.size,
+            "pinned": counts.get("pinned", 0), "dangling": counts.get("dangling", 0),
+            "database": self.meta.get("database", {}).get("name"), "encrypted": self.encrypted,
+            "verified": None if not self.verified else
+            {"ok": self.verified.get("ok"), "deep": self.verified.get("deep"), "at": self.verified.get("at")},
+        }
+
+
+def _get_json(dest: Destination, key: str, what: str) -> dict[str, Any] | None:
+    try:
+        data = s3a.get_bytes(dest.client, dest.bucket, key)
+    except Exception as exc:
+        err = dest.s3_error(exc, what)
+        if isinstance(err, NotFoundError):
+            return None
+        raise err from None
+    try:
+        return mf.parse_json_object(data, what)
+    except ValueError:
+        return {"_corrupt": True}
+
+
+def folder_ids(dest: Destination) -> list[str]:
+    """Every snapshot folder (committed or not), oldest first."""
+    try:
+        prefixes = list(s3a.iter_keys(dest.client, dest.bucket, dest.snapshots_prefix, delimiter="/"))
+    except Exception as exc:
+        raise dest.s3_error(exc, f"listing {dest.url}") from None
+    ids = [p[len(dest.snapshots_prefix):].rstrip("/") for p in prefixes]
+    return sorted(i for i in ids if SNAPSHOT_ID.match(i))
+
+
+def load(dest: Destination, snapshot_id: str) -> SnapshotInfo | None:
+    """A committed snapshot, or None when the folder has no (readable) COMMITTED marker."""
+    folder = dest.folder(snapshot_id)
+    committed = _get_json(dest, folder + mf.COMMITTED, f"{snapshot_id}/{mf.COMMITTED}")
+    if committed is None:
+        return None
+    meta = _get_json(dest, folder + mf.META, f"{snapshot_id}/{mf.META}") or {}
+    if meta.get("_corrupt") or "fence" not in meta:
+        meta = {"id": snapshot_id, "fence": mf.snapshot_time(snapshot_id).isoformat(), "_corrupt": True}
+    verified = _get_json(dest, folder + mf.VERIFIED, f"{snapshot_id}/{mf.VERIFIED}")
+    return SnapshotInfo(id=snapshot_id, committed=committed, meta=meta, verified=verified)
+
+
+def list_snapshots(dest: Destination) -> list[SnapshotInfo]:
+    """Committed snapshots, newest first."""
+    out = [info for sid in reversed(folder_ids(dest)) if (info := load(dest, sid)) is not None]
+    return out
+
+
+def resolve(dest: Destination, ref: str) -> SnapshotInfo:
+    """`latest` or a snapshot id -> the committed snapshot; NotFoundError (exit 10) otherwise."""
+    if ref == "latest":
+        snaps = list_snapshots(dest)
+        if not snaps:
+            raise NotFoundError(f"no committed snapshot in {dest.url}", hint="run `drtool snapshot create`")
+        return snaps[0]
+    try:
+        check_snapshot_id(ref)
+    except UnsafeKey as exc:
+        raise UsageError(str(exc)) from None
+    info = load(dest, ref)
+    if info is None:
+        raise NotFoundError(f"snapshot {ref} does not exist in {dest.url} (or was never committed)",
+                            hint="`drtool snapshots list` shows the committed snapshots")
+    return info
+
+
+class HashingReader:
+    """Wraps a readable stream and hashes what passes through."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n if n is not None and n >= 0 else 1 << 20)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def open_artifact(dest: Destination, snapshot_id: str, name: str) -> HashingReader:
+    try:
+        body = dest.client.get_object(Bucket=dest.bucket, Key=dest.folder(snapshot_id) + name)["Body"]
+    except Exception as exc:
+        raise dest.s3_error(exc, f"{snapshot_id}/{name}") from None
+    return HashingReader(body)
+
+
+class DecryptingReader:
+    """A readable plaintext stream over an age-encrypted one (decryption runs in a thread through a pipe)."""
+
+    def __init__(self, source: Any, identities: list[Any], what: str) -> None:
+        read_fd, write_fd = os.pipe()
+        self._reader = os.fdopen(read_fd, "rb")
+        self._writer = os.fdopen(write_fd, "wb")
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                agea.decrypt_stream(source, self._writer, identities, what=what)
+            except BaseException as exc:
+                self.error = exc
+            finally:
+                with contextlib.suppress(OSError):
+                    self._writer.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def read(self, n: int = -1) -> bytes:
+        return self._reader.read(n)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._reader.close()
+        self._thread.join(timeout=60)
+        if self.error:
+            raise self.error
+
+    def finish(self) -> None:
+        self._thread.join()
+        if self.error:
+            raise self.error
+
+
+def plaintext(reader: HashingReader, info: SnapshotInfo, identities: list[Any] | None, what: str) -> Any:
+    if not info.encrypted:
+        return reader
+    if not identities:
+        raise UsageError(f"snapshot {info.id} is encrypted: {what} needs the age identity",
+                         hint="pass --identity KEYFILE (the private key of a recipient)")
+    return DecryptingReader(reader, identities, what)
+
+
+def iter_records(dest: Destination, info: SnapshotInfo, identities: list[Any] | None
+                 ) -> tuple[Iterator[mf.ManifestRecord], HashingReader]:
+    name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
+    raw = open_artifact(dest, info.id, name)
+    stream = plaintext(raw, info, identities, f"{info.id}/{name}")
+
+    def records() -> Iterator[mf.ManifestRecord]:
+        yield from mf.read_manifest(stream)
+        if isinstance(stream, DecryptingReader):
+            stream.finish()
+
+    return records(), raw
+
+
+def expected_sums(dest: Destination, info: SnapshotInfo) -> dict[str, str]:
+    """SHA256SUMS after checking it against the digest the COMMITTED marker carries."""
+    folder = dest.folder(info.id)
+    try:
+        data = s3a.get_bytes(dest.client, dest.bucket, folder + mf.SUMS)
+    except Exception as exc:
+        err = dest.s3_error(exc, f"{info.id}/{mf.SUMS}")
+        if isinstance(err, NotFoundError):
+            raise VerificationFailed(f"snapshot {info.id}: {mf.SUMS} is missing",
+                                     hint="the snapshot cannot be trusted; take a new one") from None
+        raise err from None
+    if hashlib.sha256(data).hexdigest() != info.committed.get("sha256sums"):
+        raise VerificationFailed(f"snapshot {info.id}: {mf.SUMS} does not match the digest in {mf.COMMITTED}",
+                                 hint="the snapshot cannot be trusted; take a new one")
+    try:
+        return mf.parse_sums(data)
+    except ValueError as exc:
+        raise VerificationFailed(f"snapshot {info.id}: {exc}") from None
+
+
+def _check_object(client: Any, bucket: str, rec: mf.ManifestRecord) -> str | None:
+    head = s3a.head_or_none(client, bucket, rec.copy_key or rec.key,
+                            version_id=None if rec.copy_key else rec.version_id)
+    where = f"object {rec.key} (version {rec.version_id})"
+    if head is None:
+        return f"{where}: missing"
+    etag = (head.get("ETag") or "").strip('"')
+    if rec.size is not None and head.get("ContentLength") != rec.size:
+        return f"{where}: size {head.get('ContentLength')} != {rec.size}"
+    if rec.etag and not rec.copy_key and etag != rec.etag:
+        return f"{where}: etag {etag} != {rec.etag}"
+    return None
+
+
+def bounded_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, window: int = 512) -> Iterator[Any]:
+    """Like executor.map, but never more than `window` items in flight: memory stays flat on huge manifests."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: list[Any] = []
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield from (f.result() for f in pending[: window // 2])
+                del pending[: window // 2]
+        yield from (f.result() for f in pending)
+
+
+def verify(settings: Settings, dest: Destination, info: SnapshotInfo, *, deep: bool,
+           identities: list[Any] | None) -> list[str]:
+    """What is broken in a snapshot (empty when it is sound); records the outcome in verified.json."""
+    broken: list[str] = []
+    try:
+        sums = expected_sums(dest, info)
+    except VerificationFailed as exc:
+        sums = {}
+        broken.append(exc.message)
+    for name, digest in sums.items():
+        try:
+            reader = open_artifact(dest, info.id, name)
+            reader.drain()
+        except NotFoundError:
+            broken.append(f"{name}: missing")
+            continue
+        if reader.sha256.hexdigest() != digest:
+            broken.append(f"{name}: checksum mismatch (corrupted or truncated, {reader.size} bytes)")
+    if deep and not broken:
+        broken += _verify_deep(settings, dest, info, identities)
+    record = {"at": datetime.now(UTC).isoformat(), "ok": not broken, "deep": deep, "broken": broken[:100],
+              "broken_count": len(broken)}
+    try:
+        dest.client.put_object(Bucket=dest.bucket, Key=dest.folder(info.id) + mf.VERIFIED,
+                               Body=json.dumps(record, indent=1).encode())
+    except Exception as exc:
+        log.warning("could not record the verification outcome: %s", exc)
+    return broken
+
+
+def _verify_deep(settings: Settings, dest: Destination, info: SnapshotInfo, identities: list[Any] | None
+                 ) -> list[str]:
+    broken: list[str] = []
+    source = info.meta.get("source", {})
+    bucket = source.get("bucket") or settings.s3.bucket
+    client = s3a.make_client(settings.s3)
+    records, _raw = iter_records(dest, info, identities)
+    pinned = (r for r in records if r.state == mf.STATE_PINNED)
+    try:
+        for problem in bounded_map(lambda r: _check_object(
+                dest.client if r.copy_key else client, dest.bucket if r.copy_key else bucket, r),
+                pinned, settings.snapshot.workers):
+            if problem:
+                broken.append(problem)
+    except ValueError as exc:
+        broken.append(f"{info.meta.get('artifacts', {}).get('manifest', mf.MANIFEST)}: {exc}")
+    problem = _dump_readable(settings, dest, info, identities)
+    if problem:
+        broken.append(problem)
+    return broken
+
+
+def _dump_readable(settings: Settings, dest: Destination, info: SnapshotInfo, identities: list[Any] | None
+                   ) -> str | None:
+    """`pg_restore --list` over the streamed dump: proves the archive's table of contents is readable."""
+    name = info.meta.get("artifacts", {}).get("dump", mf.DUMP)
+    major = int(info.meta.get("database", {}).get("pg_dump_major") or 0) or None
+    tool = pga.find_pg_tool("pg_restore", server_major=major, bin_dir=settings.snapshot.pg_bin_dir)
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen([tool, "--list"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+        raw = open_artifact(dest, info.id, name)
+        stream = plaintext(raw, info, identities, f"{info.id}/{name}")
+        assert proc.stdin is not None
+        try:
+            while chunk := stream.read(1 << 20):
+                proc.stdin.write(chunk)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        if isinstance(stream, DecryptingReader):
+            stream.finish()
+        _out, err = proc.communicate()
+        if proc.returncode != 0:
+            text = err.decode("utf-8", "replace").strip().splitlines()
+            return f"{name}: pg_restore cannot read it ({text[-1] if text else 'exit ' + str(proc.returncode)})"
+    return None
