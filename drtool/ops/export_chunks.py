@@ -1,0 +1,164 @@
+"""`drtool export-chunks`: write each Dify dataset's indexed texts to object storage as a processed-chunk file.
+
+After it, `datasets/<id>/processed/chunks.jsonl[.gz|.zst]` in the bucket holds exactly what Dify embedded, so a
+lost vector index can be rebuilt by `drtool rebuild-index` from object storage alone (a stock Dify keeps chunks
+only in Postgres).
+
+Per dataset: stream the rows (server-side cursor) through the writer into a spooled temporary file while hashing
+the uncompressed lines; compare the hash with the one stored on the current object (S3 user metadata); upload only
+when it changed, as one PUT or a multipart upload, both of which S3 shows only when complete; then delete the
+other-compression variants rebuild would otherwise find first. Memory stays flat: the spool moves to disk past a
+few MiB. A run killed at any point leaves every chunk file either as it was or completely replaced, and running
+it again finishes the job (unchanged datasets are skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from drtool.adapters import s3 as s3_adapter
+from drtool.adapters.dify_metadata import DatasetRow, DifyReader, IndexNode
+from drtool.config import Settings
+from drtool.core.chunk_writer import WRITER_FORMAT, ChunkFileWriter, chunk_key, chunk_record, other_chunk_keys
+from drtool.core.chunks import Compression
+from drtool.errors import DrtoolError, UsageError
+
+log = logging.getLogger("drtool.export")
+
+META_SHA = "drtool-content-sha256"
+META_CHUNKS = "drtool-chunks"
+META_FORMAT = "drtool-writer-format"
+SPOOL_IN_MEMORY = 8 << 20  # bytes a dataset's file may take in memory before the spool moves to disk
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class ExportOptions:
+    datasets: tuple[str, ...] = ()
+    all_datasets: bool = False
+    compression: Compression = "none"
+    dry_run: bool = False
+    force: bool = False
+    part_size_mb: int = 16
+
+
+@dataclass
+class DatasetExport:
+    dataset_id: str
+    name: str
+    key: str
+    url: str
+    status: str = "pending"  # written | unchanged | would_write | skipped_external
+    chunks: int = 0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    sha256: str = ""
+    previous_sha256: str | None = None
+    doc_forms: dict[str, int] = field(default_factory=dict)
+    skipped_blank: int = 0
+    removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def node_record(node: IndexNode) -> dict[str, Any]:
+    """The chunk line for one Dify index node: what rebuild-index needs to recreate Dify's vector exactly."""
+    return chunk_record(id=node.id, text=node.text, dataset_id=node.dataset_id, document_id=node.document_id,
+                        doc_hash=node.doc_hash, position=node.position, parent_id=node.parent_id,
+                        answer=node.answer, metadata={"source": node.document_name} if node.document_name else None)
+
+
+def select_datasets(reader: DifyReader, options: ExportOptions) -> list[DatasetRow]:
+    if options.datasets and options.all_datasets:
+        raise UsageError("pass either --dataset or --all, not both")
+    if not options.datasets and not options.all_datasets:
+        raise UsageError("say which datasets to export", hint="pass --dataset ID (repeatable) or --all")
+    return reader.datasets(options.datasets)
+
+
+def export_chunks(settings: Settings, options: ExportOptions, *, emit: Emit) -> list[DatasetExport]:
+    """Export the chosen datasets; raises a DrtoolError (with its exit code) on the first failure."""
+    settings.require_s3()
+    store = s3_adapter.BucketStore(settings.s3)
+    try:
+        store.client.head_bucket(Bucket=store.bucket)
+    except Exception as exc:
+        raise s3_adapter.translate_error(exc, what=f"bucket {store.bucket}", endpoint=settings.s3.endpoint) from None
+    results: list[DatasetExport] = []
+    with DifyReader(settings.postgres) as reader:
+        datasets = select_datasets(reader, options)
+        emit({"event": "export_started", "datasets": len(datasets), "bucket": store.bucket,
+              "compression": options.compression, "dry_run": options.dry_run})
+        for number, dataset in enumerate(datasets, start=1):
+            key = chunk_key(dataset.id, options.compression)
+            result = DatasetExport(dataset_id=dataset.id, name=dataset.name, key=key, url=store.url(key))
+            if dataset.provider == "external":  # an external knowledge base has no segments in Dify
+                result.status = "skipped_external"
+            else:
+                _export_one(reader, store, dataset, result, options, emit)
+            log.info("[%d/%d] %s %s: %s, %d chunks", number, len(datasets), dataset.id, dataset.name,
+                     result.status, result.chunks)
+            emit({"event": "dataset_exported", **result.to_dict()})
+            results.append(result)
+    return results
+
+
+def _export_one(reader: DifyReader, store: s3_adapter.BucketStore, dataset: DatasetRow, result: DatasetExport,
+                options: ExportOptions, emit: Emit) -> None:
+    started = time.monotonic()
+    head = store.head(result.key)
+    metadata = (head or {}).get("Metadata") or {}
+    if head is not None and metadata.get(META_FORMAT) == WRITER_FORMAT:
+        result.previous_sha256 = metadata.get(META_SHA)
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, prefix="drtool-chunks-") as spool:
+        writer = ChunkFileWriter(spool, options.compression)
+        for node in reader.iter_index_nodes(dataset.id):
+            if not node.text.strip():  # Dify does not embed a blank text; the chunk format forbids it
+                result.skipped_blank += 1
+                continue
+            writer.write(node_record(node))
+            result.doc_forms[node.doc_form] = result.doc_forms.get(node.doc_form, 0) + 1
+        result.sha256 = writer.close()
+        result.chunks, result.raw_bytes = writer.count, writer.raw_bytes
+        size = spool.tell()
+        result.stored_bytes = size
+        if result.skipped_blank:
+            log.warning("dataset %s: %d blank segment(s) left out", dataset.id, result.skipped_blank)
+        unchanged = result.previous_sha256 == result.sha256 and not options.force
+        if options.dry_run:
+            result.status = "unchanged" if unchanged else "would_write"
+        elif unchanged:
+            result.status = "unchanged"
+        else:
+            def on_part(part: int, parts: int) -> None:
+                emit({"event": "upload_part", "dataset_id": dataset.id, "part": part, "parts": parts})
+
+            try:
+                s3_adapter.put_file_atomic(
+                    store.client, store.bucket, store.prefix + result.key, spool, size,
+                    metadata={META_SHA: result.sha256, META_CHUNKS: str(result.chunks), META_FORMAT: WRITER_FORMAT},
+                    content_type=_content_type(options.compression), part_size=options.part_size_mb << 20,
+                    on_part=on_part)
+            except DrtoolError:
+                raise
+            except Exception as exc:
+                raise store._error(exc, result.url) from None
+            result.status = "written"
+    if not options.dry_run:
+        for other in other_chunk_keys(dataset.id, options.compression):
+            if store.head(other) is not None:
+                store.delete(other)  # rebuild-index reads the first name that exists: never a stale one
+                result.removed.append(other)
+    result.seconds = round(time.monotonic() - started, 3)
+
+
+def _content_type(compression: Compression) -> str:
+    return {"none": "application/x-ndjson", "gzip": "application/gzip", "zstd": "application/zstd"}[compression]

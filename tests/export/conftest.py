@@ -1,0 +1,26 @@
+"""Export tests: a seeded Dify database in the session's Postgres and a fresh bucket on MinIO site A."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli, new_bucket
+
+
+@pytest.fixture
+def bucket(minio_pair: Any) -> Bucket:
+    return new_bucket(minio_pair.a)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, pg: Any, dify_db: Any, bucket: Bucket) -> dict[str, str]:
+    values = drtool_env(pg, dify_db.dbname, bucket)
+    apply_env(monkeypatch, values)
+    return values
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    return make_run_cli(capsys)

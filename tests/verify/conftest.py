@@ -1,0 +1,101 @@
+"""Verify tests: a seeded Dify database, its files in a MinIO bucket, its chunk files written by export-chunks,
+and its vectors in a real Milvus Lite file or Weaviate server, laid out as Dify lays them out (built with the
+rebuild-index targets, so the layout is the one drtool's own rebuild produces)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from drtool.config import MilvusSettings, WeaviateSettings
+from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli, new_bucket
+
+DIM = 8
+
+
+def unit_vector(rng: random.Random) -> list[float]:
+    v = [rng.uniform(-1, 1) for _ in range(DIM)]
+    norm = math.sqrt(sum(x * x for x in v))
+    return [x / norm for x in v]
+
+
+@dataclass
+class World:
+    db: Any
+    bucket: Bucket
+    env: dict[str, str]
+    target: Any  # MilvusTarget or WeaviateTarget
+
+    @property
+    def seed(self) -> Any:
+        return self.db.seed
+
+    def insert(self, collection: str, text: str, meta: dict[str, Any]) -> None:
+        self.target.insert(collection, [(text, meta, unit_vector(random.Random(text)))])
+        self.target.finish(collection)
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    return make_run_cli(capsys)
+
+
+def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any,
+           monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, target: Any, extra: dict[str, str]) -> World:
+    db = dify_db_factory(vector_type=backend)
+    bucket = new_bucket(minio_pair.a)
+    for key, data in db.seed.files.items():
+        bucket.client.put_object(Bucket=bucket.name, Key=key, Body=data)
+    env = drtool_env(pg, db.dbname, bucket, **extra)
+    apply_env(monkeypatch, env)
+    code, events = run_cli("export-chunks", "--all")
+    assert code == 0, events
+    rng = random.Random(1)
+    for dataset in db.seed.datasets:
+        chunks = bucket.chunks(f"datasets/{dataset.id}/processed/chunks.jsonl")
+        target.create(dataset.collection_name, DIM)
+        target.insert(dataset.collection_name, [(c.text, c.vector_metadata(), unit_vector(rng)) for c in chunks])
+        target.finish(dataset.collection_name)
+    return World(db, bucket, env, target)
+
+
+@pytest.fixture
+def milvus_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
+                 monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[World]:
+    from drtool.adapters.milvus import MilvusTarget
+
+    target = MilvusTarget(MilvusSettings(uri=milvus_uri))
+    try:
+        yield _build("milvus", pg, dify_db_factory, minio_pair, monkeypatch, run_cli, target,
+                     {"DRTOOL_MILVUS_URI": milvus_uri})
+    finally:
+        target.close()
+
+
+@pytest.fixture
+def weaviate_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, weaviate_server: Any,
+                   monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[World]:
+    from drtool.adapters.weaviate import WeaviateTarget
+
+    grpc = f"{weaviate_server.host}:{weaviate_server.grpc_port}"
+    target = WeaviateTarget(WeaviateSettings(endpoint=weaviate_server.http_url, grpc_endpoint=grpc))
+    world = None
+    try:
+        world = _build("weaviate", pg, dify_db_factory, minio_pair, monkeypatch, run_cli, target,
+                       {"DRTOOL_WEAVIATE_ENDPOINT": weaviate_server.http_url, "DRTOOL_WEAVIATE_GRPC_ENDPOINT": grpc})
+        yield world
+    finally:
+        if world is not None:
+            for dataset in world.seed.datasets:
+                if target.exists(dataset.collection_name):
+                    target.drop(dataset.collection_name)
+        target.close()
+
+
+def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(e for e in events if e.get("event") == "verify_summary")
