@@ -90,6 +90,9 @@ class EmbeddingSettings:
     batch_size: int = _opt(64, "texts per embedding request or model batch")
     concurrency: int = _opt(4, "concurrent embedding requests (openai)")
     timeout: int = _opt(60, "seconds before an embedding request times out")
+    requests_per_minute: int = _opt(0, "embedding requests per minute budget (openai; 0 = unlimited)")
+    tokens_per_minute: int = _opt(0, "estimated tokens per minute budget (openai; 0 = unlimited)")
+    max_input_tokens: int = _opt(8191, "longest input the openai endpoint accepts, in tokens (4 chars ~ 1 token)")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,56 @@ class DifySettings:
     hosts: str = _opt("", "docker-compose host names to replace, e.g. 'db_postgres=10.0.0.5,weaviate=10.0.0.6'")
 
 
+@dataclass(frozen=True)
+class ReplicationSettings:
+    sites: str = _opt("", "MinIO sites to ask for replication status, 'ALIAS=URL,ALIAS=URL' (same credentials)")
+    access_key: str | None = _opt(None, "admin access key for the sites; default: s3.access_key", secret=True)
+    secret_key: str | None = _opt(None, "admin secret key for the sites; default: s3.secret_key", secret=True)
+    expected_sites: int | None = _opt(None, "number of sites replication must span; fewer is CRITICAL")
+    max_queued: int = _opt(1000, "objects waiting in a site's replication queue above which the verdict is WARNING")
+    max_failed_last_hour: int = _opt(0, "failed replications in the last hour above which the verdict is WARNING")
+    settle_seconds: int = _opt(120, "verify ignores differences younger than this many seconds (still replicating)")
+    timeout: int = _opt(15, "seconds before one admin or S3 request to a site times out")
+    probe_timeout: int = _opt(120, "seconds probe waits for the canary to appear (and vanish) on the other site")
+
+
+@dataclass(frozen=True)
+class SnapshotSettings:
+    bucket: str | None = _opt(None, "bucket for snapshots; default: s3.bucket (a separate DR bucket is safer)")
+    prefix: str = _opt("drtool", "key prefix of snapshots and locks inside the snapshot bucket")
+    endpoint: str | None = _opt(None, "S3 endpoint of the snapshot bucket; default: s3.endpoint")
+    region: str | None = _opt(None, "region of the snapshot bucket; default: s3.region")
+    access_key: str | None = _opt(None, "access key for the snapshot bucket; default: s3.access_key", secret=True)
+    secret_key: str | None = _opt(None, "secret key for the snapshot bucket; default: s3.secret_key", secret=True)
+    reference_columns: str = _opt("upload_files.key,tool_files.file_key",
+                                  "comma-separated [schema.]table.column whose values are object keys to pin")
+    include_prefixes: str = _opt("privkeys/,keyword_files/,datasets/*/processed/,datasets/*/raw/",
+                                 "comma-separated key prefixes pinned even when no row names them ('*' = one segment)")
+    keep_last: int = _opt(7, "prune keeps the newest N snapshots")
+    keep_daily: int = _opt(7, "prune keeps the newest snapshot of each of the last N days")
+    keep_weekly: int = _opt(4, "prune keeps the newest snapshot of each of the last N ISO weeks")
+    keep_monthly: int = _opt(6, "prune keeps the newest snapshot of each of the last N months")
+    lock_stale_after: int = _opt(21600, "seconds after which a lock whose holder cannot be checked counts as stale")
+    gc_grace: int = _opt(86400, "seconds an uncommitted snapshot folder is left alone before gc removes it")
+    pg_bin_dir: str | None = _opt(None, "folder of pg_dump/pg_restore; default: /usr/lib/postgresql/<major>/bin, PATH")
+    encrypt_to: str | None = _opt(None, "age recipients (age1...) or recipient files, comma-separated: encrypt")
+    part_size_mb: int = _opt(16, "multipart upload part size for the dump and manifest, in MiB (>= 5)")
+    workers: int = _opt(8, "parallel S3 requests for restore and verify --deep")
+
+
+@dataclass(frozen=True)
+class RebuildSettings:
+    max_rejects: int = _opt(0, "rejected chunk lines a dataset may have before its rebuild fails")
+    over_limit: str = _opt("truncate", "text longer than the model accepts: embed its start, or reject the line",
+                           choices=("truncate", "reject"))
+    batch_size: int = _opt(512, "chunks per pipeline unit: one cache lookup, one model call window, one insert "
+                                "and checkpoint (large enough for the local model to sort texts by length)")
+    sample: int = _opt(50, "chunks sampled for the self-retrieval and Dify query checks")
+    top_k: int = _opt(5, "k of the self-retrieval check (recall@k)")
+    min_recall_pct: int = _opt(90, "lowest self-retrieval recall@k, in percent, that passes the verification gate")
+    ledger_prefix: str = _opt("drtool/rebuild", "object-storage prefix of the rebuild checkpoint ledgers")
+
+
 SECTIONS: dict[str, type] = {
     "s3": S3Settings,
     "postgres": PostgresSettings,
@@ -111,6 +164,9 @@ SECTIONS: dict[str, type] = {
     "embedding": EmbeddingSettings,
     "redis": RedisSettings,
     "dify": DifySettings,
+    "rebuild": RebuildSettings,
+    "snapshot": SnapshotSettings,
+    "replication": ReplicationSettings,
 }
 
 
@@ -160,6 +216,9 @@ class Settings:
     embedding: EmbeddingSettings
     redis: RedisSettings
     dify: DifySettings
+    rebuild: RebuildSettings
+    snapshot: SnapshotSettings
+    replication: ReplicationSettings
     sources: Mapping[str, str]
     storage_problem: str | None = None
     notes: tuple[str, ...] = ()
@@ -298,6 +357,8 @@ def _coerce(spec: SettingSpec, value: Any, source: str) -> Any:
 
     if spec.optional and (value is None or value == ""):
         return None
+    if isinstance(value, dict | list | tuple):
+        raise invalid("a single value, not a table or list")
     if spec.kind is bool:
         if isinstance(value, bool):
             return value

@@ -11,6 +11,12 @@ import click
 from drtool import __version__
 from drtool.cli.app import App
 from drtool.cli.config_cmd import config_group
+from drtool.cli.export_cmd import export_chunks_cmd
+from drtool.cli.rebuild_cmd import rebuild_index
+from drtool.cli.replication_cmd import replication_group
+from drtool.cli.restore_cmd import restore_cmd
+from drtool.cli.snapshot_cmd import snapshot_group, snapshots_group
+from drtool.cli.verify_cmd import verify_cmd
 from drtool.errors import DrtoolError, ExitCode
 from drtool.log import LOGGER_NAME, setup_logging
 from drtool.redact import redact_obj
@@ -43,6 +49,13 @@ def cli(ctx: click.Context, config_path: str | None, dify_env_path: str | None, 
 
 
 cli.add_command(config_group)
+cli.add_command(export_chunks_cmd)
+cli.add_command(verify_cmd)
+cli.add_command(snapshot_group)
+cli.add_command(snapshots_group)
+cli.add_command(restore_cmd)
+cli.add_command(rebuild_index)
+cli.add_command(replication_group)
 
 
 def main(argv: list[str] | None = None) -> None:

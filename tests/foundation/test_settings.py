@@ -160,3 +160,8 @@ def test_reference_lists_every_setting_with_its_environment_variable() -> None:
 def test_generated_configuration_doc_is_current() -> None:
     doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
     assert doc.read_text() == render_reference(), "run `make docs` to regenerate docs/configuration.md"
+
+
+def test_toml_tables_and_lists_are_refused_where_a_value_is_expected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"s3\.bucket .*a single value"):
+        load_settings(environ={}, config_path=write(tmp_path, "d.toml", "[s3]\nbucket = ['a', 'b']\n"))
