@@ -31,6 +31,7 @@ from drtool.core.chunks import (
     parse_lines,
 )
 from drtool.core.pipeline import batched, ordered_map
+from drtool.core.streams import CountingRawStream
 from drtool.errors import DrtoolError, ExitCode, NotFoundError, UsageError, VerificationFailed
 from drtool.ops.vector_sidecar import VectorSidecar
 
@@ -131,30 +132,6 @@ class _NoProgress:
 
     def stop(self) -> None:
         pass
-
-
-class _CountingStream(io.RawIOBase):
-    """A raw stream over the object body that counts bytes pulled, for a progress bar over a compressed file."""
-
-    def __init__(self, body: Any) -> None:
-        super().__init__()
-        self.body = body
-        self.bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.body.read(len(buffer))
-        buffer[: len(data)] = data
-        self.bytes += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self.body.close()
-        finally:
-            super().close()
 
 
 # --- ledger ------------------------------------------------------------------------------------------------------
@@ -335,10 +312,10 @@ class Rebuilder:
             return None
         return self.meta.cache(plan.dify_model, plan.dify_provider)
 
-    def _stream(self, plan: Plan, report: DatasetReport, counter: list[_CountingStream]
+    def _stream(self, plan: Plan, report: DatasetReport, counter: list[CountingRawStream]
                 ) -> Iterator[Chunk]:
         """Valid chunks of the file; rejections are recorded and bounded by max_rejects."""
-        body = _CountingStream(self.store.open(plan.chunk_key))
+        body = CountingRawStream(self.store.open(plan.chunk_key))
         counter.append(body)
         source = self.store.url(plan.chunk_key)
         lines = iter_lines(io.BufferedReader(body, 1 << 20), compression_for(plan.chunk_key), source)
@@ -474,7 +451,7 @@ class Rebuilder:
         rng = random.Random(plan.dataset_id)
         self.sample: list[tuple[Chunk, list[float] | None]] = []
         seen_valid = 0
-        counter: list[_CountingStream] = []
+        counter: list[CountingRawStream] = []
         self.progress.start(plan.dataset_id, plan.chunk_size or None)
         t_lookup = t_wait = t_insert = 0.0
         first_after_resume = resume_line > 0

@@ -26,6 +26,7 @@ from drtool.config import Settings
 from drtool.core import naming
 from drtool.core.chunk_writer import text_digest
 from drtool.core.chunks import CHUNK_FILE_NAMES, Chunk, CorruptStream, compression_for, iter_lines, parse_lines
+from drtool.core.streams import CountingRawStream
 from drtool.errors import ConfigError, UsageError
 
 log = logging.getLogger("drtool.verify")
@@ -358,7 +359,7 @@ def _verify_chunk_file(dataset: DatasetRow, store: s3_adapter.BucketStore, expec
 
     seen: set[str] = set()
     lines = 0
-    body = io.BufferedReader(_Raw(store.open(key)), buffer_size=1 << 20)
+    body = io.BufferedReader(CountingRawStream(store.open(key)), buffer_size=1 << 20)
     try:
         for item in parse_lines(iter_lines(body, compression_for(key), url), url, dataset_id=dataset.id):
             lines += 1
@@ -384,23 +385,3 @@ def _verify_chunk_file(dataset: DatasetRow, store: s3_adapter.BucketStore, expec
             stale("indexed segment missing from the file", chunk_id=node_id, document_id=document_id)
 
 
-class _Raw(io.RawIOBase):
-    """An S3 streaming body as a raw stream, so a BufferedReader gives fast readline over it."""
-
-    def __init__(self, body: Any) -> None:
-        super().__init__()
-        self.body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.body.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self.body.close()
-        finally:
-            super().close()
