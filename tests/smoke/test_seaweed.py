@@ -48,3 +48,14 @@ def test_an_object_put_on_a_appears_on_b(seaweed_pair: SeaweedClusters) -> None:
                 raise AssertionError(f"object did not reach cluster B within {WAIT_S} s: {exc!r}") from exc
             time.sleep(0.3)
     assert body == b"replicate me"
+
+
+def test_many_buckets_each_accept_writes(seaweed_pair: SeaweedClusters) -> None:
+    """The whole suite creates dozens of buckets on one cluster; with SeaweedFS's default volume growth the
+    cluster ran out of volume slots after about 28 and answered InternalError."""
+    s3 = seaweed_pair.a.s3_client()
+    for i in range(40):
+        bucket = f"smoke-many-{i}-{uuid.uuid4().hex[:6]}"
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+        assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"

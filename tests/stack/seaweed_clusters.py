@@ -169,14 +169,16 @@ def _start_cluster(
         f"-s3.localSocket={workdir / 's3.sock'}",
         "-master.telemetry=false",
         "-master.volumeSizeLimitMB=64",
-        "-volume.max=200",
+        # Every test bucket is a collection; a collection grows by 7 volumes by default, so 200 slots ran out
+        # after ~28 buckets (InternalError on PUT). One volume per new collection and more slots.
+        "-volume.max=1000",
         "-volume.preStopSeconds=0",
     ]
     proc = ManagedProcess(
         name=f"seaweedfs cluster {name} (s3 127.0.0.1:{s3})",
         argv=argv,
         log_path=workdir / "weed-server.log",
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir)},
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"},
         cwd=workdir,
         stop_timeout=20.0,
     )
