@@ -220,10 +220,19 @@ class Rebuilder:
             if not ids:
                 raise NotFoundError(f"no datasets under {self.store.url('datasets/')}",
                                     hint="check s3.bucket and s3.key_prefix", system="object store")
-            return ids
+            return [i for i in ids if not self._skip_economy(i)]
         if not self.options.datasets:
             raise UsageError("say which datasets to rebuild", hint="pass --dataset ID (repeatable) or --all")
         return list(dict.fromkeys(self.options.datasets))
+
+    def _skip_economy(self, dataset_id: str) -> bool:
+        """export-chunks writes economy datasets too (their chunks feed the keyword index); --all leaves them."""
+        row = self.meta.dataset(dataset_id) if self.meta is not None else None
+        if row is None or row.indexing_technique != "economy":
+            return False
+        self.emit({"event": "dataset_skipped", "dataset": dataset_id,
+                   "reason": "economy (keyword-only) dataset: Dify keeps no vectors for it"})
+        return True
 
     def plan(self, dataset_id: str) -> Plan:
         key, etag, size = find_chunk_file(self.store, dataset_id)
@@ -235,6 +244,9 @@ class Rebuilder:
             if row is None:
                 raise NotFoundError(f"dataset {dataset_id} is not in Dify's datasets table",
                                     hint="check --dataset, or postgres.database", system="postgres")
+            if row.indexing_technique == "economy":
+                raise UsageError(f"dataset {dataset_id} is an economy (keyword-only) dataset: Dify keeps no vectors "
+                                 "for it", hint="rebuild only high_quality datasets")
             kind, class_prefix = naming.from_index_struct(row.index_struct)
             if class_prefix:
                 collection, source = class_prefix, "datasets.index_struct"

@@ -91,3 +91,26 @@ def test_dify_names_and_cache(rebuild_env: dict[str, str], chunk_bucket: ChunkBu
     assert code == 2
     error = next(e for e in events if e["event"] == "dataset_failed")["error"]
     assert "text-embedding-3-large" in error and db.seed.embedding_model in error
+
+
+def test_economy_datasets_have_no_index_to_rebuild(rebuild_env: dict[str, str], chunk_bucket: ChunkBucket,
+                                                    run_cli: RunCli, dify_db_factory: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    db = dify_db_factory(datasets=1, documents_per_dataset=1, segments_per_document=3)
+    seeded = db.seed.datasets[0]
+    with db.connect() as conn:
+        conn.execute("UPDATE datasets SET indexing_technique = 'economy' WHERE id = %s", (seeded.id,))
+        conn.commit()
+    chunk_bucket.put_chunks(seeded.id, [{"id": node, "text": text, "dataset_id": seeded.id, "document_id": "d"}
+                                        for node, text in seeded.index_nodes.items()])
+    _pg_env(monkeypatch, db.dsn)
+
+    code, events = run_cli("rebuild-index", "--dataset", seeded.id)
+    failed = next(e for e in events if e.get("event") == "dataset_failed")
+    assert code == 2 and "economy" in failed["error"]
+
+    code, events = run_cli("rebuild-index", "--all")
+    skipped = [e["dataset"] for e in events if e.get("event") == "dataset_skipped"]
+    assert seeded.id in skipped
+    assert all(d["dataset"] != seeded.id for d in summary(events)["datasets"])
+    assert not MilvusClient(rebuild_env["DRTOOL_MILVUS_URI"]).has_collection(seeded.collection_name)
