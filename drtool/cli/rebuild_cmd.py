@@ -90,7 +90,8 @@ def _build_components(app: App, settings: Any, *, need_target: bool, weaviate_uu
 @click.command("rebuild-index")
 @global_options
 @click.option("--dataset", "datasets", multiple=True, metavar="ID", help="Dataset to rebuild (repeatable).")
-@click.option("--all", "all_datasets", is_flag=True, help="Every dataset with a chunk file under datasets/ (economy datasets skipped when Postgres is configured).")
+@click.option("--all", "all_datasets", is_flag=True,
+              help="Every dataset with a chunk file under datasets/ (with Postgres: economy datasets skipped).")
 @click.option("--target", type=click.Choice(["milvus", "weaviate"]), help="Vector store to write (vector.store).")
 @click.option("--milvus-uri", help="Milvus server URI or Milvus Lite file (milvus.uri).")
 @click.option("--weaviate-endpoint", help="Weaviate HTTP endpoint (weaviate.endpoint).")
