@@ -3,12 +3,10 @@ the CLI run in-process (exit code + JSON events) or as a real subprocess."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from drtool.core.chunks import Chunk, Rejection, compression_for, iter_lines, parse_lines
+from tests.foundation.cli_runner import RunCli, make_run_cli  # noqa: F401  (re-exported for tests/export)
 
 DRTOOL = str(Path(sys.executable).with_name("drtool"))
 
@@ -76,19 +75,6 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
         monkeypatch.setenv(key, value)
 
 
-RunCli = Callable[..., tuple[int, list[dict[str, Any]]]]
-
-
-def make_run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    from drtool.cli.main import run
-
-    def call(*args: str) -> tuple[int, list[dict[str, Any]]]:
-        capsys.readouterr()
-        code = run(["--json", *args])
-        out = capsys.readouterr().out
-        return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-    return call
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:

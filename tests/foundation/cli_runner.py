@@ -6,8 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 DRTOOL = str(Path(sys.executable).with_name("drtool"))
 
@@ -29,3 +33,19 @@ def drtool(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None
     proc = subprocess.run([DRTOOL, *args], capture_output=True, text=True, env=base, cwd=cwd, timeout=timeout,
                           stdin=subprocess.DEVNULL)
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+RunCli = Callable[..., tuple[int, list[dict[str, Any]]]]
+
+
+def make_run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    """`drtool --json ARGS` in this process (fast, and fixtures' monkeypatched env applies); (exit code, events)."""
+    from drtool.cli.main import run
+
+    def call(*args: str) -> tuple[int, list[dict[str, Any]]]:
+        capsys.readouterr()
+        code = run(["--json", *args])
+        out = capsys.readouterr().out
+        return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    return call

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 import zstandard
 
 from drtool.core.chunks import dumps_chunk
+from tests.foundation.cli_runner import RunCli, make_run_cli
 from tests.rebuild.prose import texts
 
 
@@ -83,21 +83,10 @@ def rebuild_env(monkeypatch: pytest.MonkeyPatch, chunk_bucket: ChunkBucket, milv
     return env
 
 
-RunCli = Callable[..., tuple[int, list[dict[str, Any]]]]
-
-
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
     """Run `drtool --json ARGS` in this process; return (exit code, JSON events)."""
-    from drtool.cli.main import run
-
-    def call(*args: str) -> tuple[int, list[dict[str, Any]]]:
-        capsys.readouterr()
-        code = run(["--json", *args])
-        out = capsys.readouterr().out
-        return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-    return call
+    return make_run_cli(capsys)
 
 
 def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
