@@ -12,7 +12,8 @@ import pytest
 
 from tests.stack.minio_sites import MinioSites, admin_request, replication_info
 
-WAIT_S = 30.0
+# Generous: after other tests took site B down and up, MinIO can take ~25 s to resync a new bucket to B.
+WAIT_S = 120.0
 
 
 def _eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
