@@ -32,6 +32,7 @@ from botocore.credentials import Credentials
 from tests.stack.build import ensure_go_binary
 from tests.stack.ports import free_ports
 from tests.stack.process import ManagedProcess, StackStartError, stop_all, wait_ready
+from tests.stack.s3_client import REGION, path_style_client
 from tests.stack.versions import MC, MINIO
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 
 READY_TIMEOUT_S = 120.0
 ROOT_USER = "drtooladmin"
-REGION = "us-east-1"
 
 
 @dataclass(eq=False)
@@ -90,18 +90,7 @@ class MinioSite:
 
     def s3_client(self, **kwargs: Any) -> Any:
         """A boto3 S3 client for this site (path-style, as MinIO needs)."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name=REGION,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-            **kwargs,
-        )
+        return path_style_client(self.endpoint, self.access_key, self.secret_key, **kwargs)
 
     def _require_local(self, action: str) -> _SiteControl:
         if self._control is None:

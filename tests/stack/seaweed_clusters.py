@@ -33,6 +33,7 @@ from typing import Any
 
 from tests.stack.ports import free_port_pair
 from tests.stack.process import ManagedProcess, StackStartError, stop_all
+from tests.stack.s3_client import path_style_client
 
 __all__ = ["SeaweedCluster", "SeaweedClusters", "external_seaweed_pair", "find_weed", "local_seaweed_pair"]
 
@@ -75,18 +76,7 @@ class SeaweedCluster:
 
     def s3_client(self, **kwargs: Any) -> Any:
         """A boto3 S3 client for this cluster (path-style)."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-            **kwargs,
-        )
+        return path_style_client(self.endpoint, self.access_key, self.secret_key, **kwargs)
 
     def _require_local(self, action: str) -> _ClusterControl:
         if self._control is None:
