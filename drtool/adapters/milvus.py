@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from drtool.config import MilvusSettings
@@ -237,6 +238,25 @@ class MilvusTarget:
         return {"fields": info.get("fields"), "auto_id": info.get("auto_id"),
                 "consistency_level": info.get("consistency_level_name"), "index": index,
                 "load_state": str(state.get("state"))}
+
+    def iter_metadata(self, name: str, batch_size: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(primary key, metadata) of every entity, streamed with a query iterator; no vectors are transferred."""
+        self.load(name)  # a collection of a reopened Milvus Lite file, or a renamed one, is released
+        quiet = logging.getLogger("pymilvus")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # Milvus Lite warns on every iterator that it uses a client-side timestamp
+        try:
+            iterator = self._call(f"iterate {name}", self.client.query_iterator, name, batch_size=batch_size,
+                                  filter="", output_fields=[FIELD_ID, "metadata"])
+            try:
+                while batch := self._call(f"iterate {name}", iterator.next):
+                    for row in batch:
+                        meta = row.get("metadata")
+                        yield str(row.get(FIELD_ID)), meta if isinstance(meta, dict) else {}
+            finally:
+                iterator.close()
+        finally:
+            quiet.setLevel(level)
 
     def close(self) -> None:
         self.client.close()

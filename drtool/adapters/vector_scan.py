@@ -8,13 +8,11 @@ rebuild targets' own (drtool.adapters.milvus / weaviate), so both commands reach
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from drtool.config import MilvusSettings, WeaviateSettings
-from drtool.errors import DrtoolError
 
 BATCH = 1000
 _IDENTITY = ("doc_id", "document_id", "dataset_id")
@@ -47,29 +45,9 @@ class MilvusScanner:
         return self.target.exists(name)
 
     def iter_identities(self, name: str) -> Iterator[VectorIdentity]:
-        client = self.target.client
-        self.target.load(name)  # a collection of a reopened Milvus Lite file, or a renamed one, is released
-        quiet = logging.getLogger("pymilvus")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # Milvus Lite warns on every iterator that it uses a client-side timestamp
-        try:
-            iterator = self.target._call(f"iterate {name}", client.query_iterator, name, batch_size=BATCH,
-                                         filter="", output_fields=["id", "metadata"])
-            try:
-                while True:
-                    batch = self.target._call(f"iterate {name}", iterator.next)
-                    if not batch:
-                        return
-                    for row in batch:
-                        meta = row.get("metadata") or {}
-                        if not isinstance(meta, dict):
-                            meta = {}
-                        yield VectorIdentity(str(row.get("id")), _text(meta.get("doc_id")),
-                                             _text(meta.get("document_id")), _text(meta.get("dataset_id")))
-            finally:
-                iterator.close()
-        finally:
-            quiet.setLevel(level)
+        for key, meta in self.target.iter_metadata(name, batch_size=BATCH):
+            yield VectorIdentity(key, _text(meta.get("doc_id")), _text(meta.get("document_id")),
+                                 _text(meta.get("dataset_id")))
 
     def close(self) -> None:
         self.target.close()
@@ -86,36 +64,14 @@ class WeaviateScanner:
     def describe(self) -> str:
         return self.target.describe()
 
-    def _resolve(self, name: str) -> str | None:
-        """The collection behind `name`: itself, or the target of a drtool alias (blue/green switch)."""
-        if self.target.exists(name):
-            return name
-        return self.target._alias_target(name)
-
     def exists(self, name: str) -> bool:
-        return self._resolve(name) is not None
+        """A collection, or a drtool alias (Weaviate blue/green switch) that points at one."""
+        return self.target.exists(name) or self.target.alias_target(name) is not None
 
     def iter_identities(self, name: str) -> Iterator[VectorIdentity]:
-        real = self._resolve(name)
-        if real is None:
-            return
-        collection = self.target.client.collections.get(real)
-        try:
-            present = {p.name for p in collection.config.get().properties}
-        except DrtoolError:
-            raise
-        except Exception as exc:
-            raise self.target._error(f"read the schema of {real}", exc) from None
-        wanted = [p for p in _IDENTITY if p in present]  # auto-schema creates a property only once it is seen
-        try:
-            for obj in collection.iterator(return_properties=wanted or None, cache_size=BATCH):
-                props = obj.properties or {}
-                yield VectorIdentity(str(obj.uuid), _text(props.get("doc_id")), _text(props.get("document_id")),
-                                     _text(props.get("dataset_id")))
-        except DrtoolError:
-            raise
-        except Exception as exc:
-            raise self.target._error(f"iterate {real}", exc) from None
+        for key, props in self.target.iter_properties(name, _IDENTITY, batch_size=BATCH):
+            yield VectorIdentity(key, _text(props.get("doc_id")), _text(props.get("document_id")),
+                                 _text(props.get("dataset_id")))
 
     def close(self) -> None:
         self.target.close()

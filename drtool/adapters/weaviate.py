@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +24,7 @@ def check(weaviate: WeaviateSettings) -> dict[str, Any]:
     url = weaviate.endpoint.rstrip("/") + "/v1/meta"
     system = f"weaviate {weaviate.endpoint}"
     try:
-        response = httpx.get(url, headers=_headers(weaviate), timeout=10)
+        response = httpx.get(url, headers=_headers(weaviate), timeout=min(10, weaviate.timeout))
     except httpx.HTTPError as exc:
         raise UnavailableError(f"cannot reach {url}: {type(exc).__name__}",
                                hint="check weaviate.endpoint and that Weaviate is running", system=system) from None
@@ -74,7 +75,8 @@ class WeaviateTarget:
                 http_host=host, http_port=port, http_secure=secure, grpc_host=grpc_host, grpc_port=grpc_port,
                 grpc_secure=grpc_secure, skip_init_checks=False,
                 auth_credentials=Auth.api_key(settings.api_key) if settings.api_key else None,
-                additional_config=AdditionalConfig(timeout=Timeout(init=20, query=60, insert=120)))
+                additional_config=AdditionalConfig(timeout=Timeout(
+                    init=min(20, settings.timeout), query=settings.timeout, insert=2 * settings.timeout)))
         except Exception as exc:
             raise self._error("connect", exc) from None
         version = str(self.client.get_meta().get("version", "0"))
@@ -100,7 +102,7 @@ class WeaviateTarget:
     def describe(self) -> str:
         return f"weaviate {self.settings.endpoint}"
 
-    def _alias_target(self, name: str) -> str | None:
+    def alias_target(self, name: str) -> str | None:
         alias = self._call("get alias", self.client.alias.get, alias_name=name)
         return alias.collection if alias is not None else None
 
@@ -213,13 +215,13 @@ class WeaviateTarget:
         return sorted(n for n in names if n.startswith(prefix) and n[len(prefix):].isdigit())
 
     def confirm_needed(self, collection: str) -> str | None:
-        if self._alias_target(collection) is None and self.exists(collection):
+        if self.alias_target(collection) is None and self.exists(collection):
             return (f"{collection} is a collection, not a drtool alias: Weaviate cannot rename it, so switching "
                     "deletes it (no --rollback to it)")
         return None
 
     def switch(self, collection: str, build: str, *, drop_old: bool) -> str:
-        current = self._alias_target(collection)
+        current = self.alias_target(collection)
         done: list[str] = []
         if current is None and self.exists(collection):
             self.drop(collection)
@@ -238,7 +240,7 @@ class WeaviateTarget:
         return ", ".join(done)
 
     def rollback(self, collection: str) -> str:
-        current = self._alias_target(collection)
+        current = self.alias_target(collection)
         others = [g for g in self._generations(collection) if g != current]
         if current is None or not others:
             raise NotFoundError(f"no previous generation of {collection} to roll back to",
@@ -247,6 +249,27 @@ class WeaviateTarget:
         self._call("update alias", self.client.alias.update, alias_name=collection,
                    new_target_collection=others[-1])
         return f"alias {collection}: {current} -> {others[-1]}"
+
+    def iter_properties(self, name: str, wanted: tuple[str, ...], batch_size: int = 1000
+                        ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(uuid, properties) of every object behind `name` (a collection or a drtool alias), streamed by cursor.
+
+        Properties the schema does not have yet are skipped: auto-schema creates one only once a value is seen.
+        """
+        real = name if self.exists(name) else self.alias_target(name)
+        if real is None:
+            return
+        collection = self.client.collections.get(real)
+        config = self._call(f"read the schema of {real}", collection.config.get)
+        present = {p.name for p in config.properties}
+        props = [p for p in wanted if p in present]
+        try:
+            for obj in collection.iterator(return_properties=props or None, cache_size=batch_size):
+                yield str(obj.uuid), dict(obj.properties or {})
+        except DrtoolError:
+            raise
+        except Exception as exc:
+            raise self._error(f"iterate {real}", exc) from None
 
     def close(self) -> None:
         self.client.close()

@@ -50,7 +50,7 @@ def test_collection_behind_a_drtool_alias_is_followed(weaviate_world: World, run
     target.insert(build, [(c.text, c.vector_metadata(), unit_vector(rng)) for c in chunks[:-1]])  # one short
     target.switch(dataset.collection_name, build, drop_old=True)
     try:
-        assert target._alias_target(dataset.collection_name) == build  # only an alias answers for the name
+        assert target.alias_target(dataset.collection_name) == build  # only an alias answers for the name
         code, events = run_cli("verify", "--dataset", dataset.id)
         assert code == 4
         result = summary(events)
