@@ -106,6 +106,10 @@ class WeaviateTarget:
         alias = self._call("get alias", self.client.alias.get, alias_name=name)
         return alias.collection if alias is not None else None
 
+    def drop_alias(self, name: str) -> None:
+        """Remove a drtool alias (the drill's scratch names); the collections behind it stay."""
+        self._call("delete alias", self.client.alias.delete, alias_name=name)
+
     def exists(self, name: str) -> bool:
         return bool(self._call("exists", self.client.collections.exists, name))
 

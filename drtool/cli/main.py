@@ -11,6 +11,7 @@ import click
 from drtool import __version__
 from drtool.cli.app import App
 from drtool.cli.config_cmd import config_group
+from drtool.cli.drill_cmd import drill_group
 from drtool.cli.export_cmd import export_chunks_cmd
 from drtool.cli.rebuild_cmd import rebuild_index
 from drtool.cli.replication_cmd import replication_group
@@ -56,6 +57,7 @@ cli.add_command(snapshots_group)
 cli.add_command(restore_cmd)
 cli.add_command(rebuild_index)
 cli.add_command(replication_group)
+cli.add_command(drill_group)
 
 
 def main(argv: list[str] | None = None) -> None:

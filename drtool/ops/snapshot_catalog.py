@@ -333,7 +333,10 @@ def _dump_readable(settings: Settings, dest: Destination, info: SnapshotInfo, id
             pass
         if isinstance(stream, DecryptingReader):
             stream.finish()
-        _out, err = proc.communicate()
+        assert proc.stderr is not None
+        err = proc.stderr.read()  # not communicate(): it flushes stdin, which is already closed
+        proc.stderr.close()
+        proc.wait()
         if proc.returncode != 0:
             text = err.decode("utf-8", "replace").strip().splitlines()
             return f"{name}: pg_restore cannot read it ({text[-1] if text else 'exit ' + str(proc.returncode)})"

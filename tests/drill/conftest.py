@@ -1,0 +1,188 @@
+"""Drill tests: a seeded Dify database, its files and export-chunks' chunk files in a versioned MinIO bucket, a
+committed snapshot of both in a second bucket, and a live index in a real Milvus Lite file, laid out the way the
+verify tests lay it out. The embedder is the OpenAI-compatible test server running the offline model."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from drtool.config import MilvusSettings, WeaviateSettings
+from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli
+from tests.snapshot.conftest import new_bucket
+from tests.verify.conftest import DIM, unit_vector
+
+
+def embed_via(server: Any) -> Callable[[list[str]], list[list[float]]]:
+    """Seed Dify's embedding cache with the vectors the test server makes, as a real Dify would have."""
+    def embed(texts: list[str]) -> list[list[float]]:
+        response = httpx.post(server.base_url + "/embeddings", json={"model": server.model_name, "input": texts},
+                              headers={"Authorization": f"Bearer {server.api_key}"}, timeout=120)
+        response.raise_for_status()
+        return [d["embedding"] for d in sorted(response.json()["data"], key=lambda d: d["index"])]
+    return embed
+
+
+@dataclass
+class DrillWorld:
+    db: Any
+    pg: Any
+    bucket: Bucket
+    dest_bucket: str
+    env: dict[str, str]
+    milvus_uri: str
+    backend: str = "milvus"
+    weaviate: WeaviateSettings | None = None
+
+    @property
+    def client(self) -> Any:
+        return self.bucket.client
+
+    def milvus(self) -> Any:
+        from drtool.adapters.milvus import MilvusTarget
+
+        return MilvusTarget(MilvusSettings(uri=self.milvus_uri))
+
+    def target(self) -> Any:
+        if self.backend == "weaviate":
+            from drtool.adapters.weaviate import WeaviateTarget
+
+            assert self.weaviate is not None
+            return WeaviateTarget(self.weaviate)
+        return self.milvus()
+
+    def live_index(self) -> dict[str, Any]:
+        """Every collection (and Weaviate alias) in the vector store, with its row count and sorted doc_ids."""
+        target = self.target()
+        try:
+            out: dict[str, Any] = {}
+            if self.backend == "weaviate":
+                aliases = target.client.alias.list_all()
+                out.update({f"alias {a}": v.collection for a, v in aliases.items() if a.startswith(("Vector_",
+                                                                                                     "Drill_"))})
+                for name in sorted(target.client.collections.list_all(simple=True)):
+                    if name.startswith(("Vector_", "Drill_")):
+                        ids = sorted(str(p.get("doc_id")) for _u, p in target.iter_properties(name, ("doc_id",)))
+                        out[name] = (target.count(name), ids)
+                return out
+            for name in sorted(target.client.list_collections()):
+                target.load(name)
+                ids = sorted(str(meta.get("doc_id")) for _key, meta in target.iter_metadata(name))
+                out[name] = (target.count(name), ids)
+            return out
+        finally:
+            target.close()
+
+    def release_milvus_lite(self) -> None:
+        """Stop this process's Milvus Lite server for the file, so that a drtool process can open it."""
+        if "://" not in self.milvus_uri:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.milvus_uri)
+
+    def databases(self) -> set[str]:
+        import psycopg
+
+        with psycopg.connect(self.pg.admin_dsn, autocommit=True) as conn:
+            return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+
+    def index_structs(self) -> dict[str, str]:
+        with self.db.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute("SELECT id::text, index_struct FROM datasets")}
+
+    def history_keys(self) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.dest_bucket, Prefix="drtool/drills/")
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    return make_run_cli(capsys)
+
+
+def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
+           embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli,
+           weaviate: WeaviateSettings | None = None) -> DrillWorld:
+    db = dify_db_factory(vector_type=backend, documents_per_dataset=2, segments_per_document=4,
+                         embed=embed_via(embedding_server))
+    site = minio_pair.a
+    client = site.s3_client()
+    source, dest = new_bucket(client), new_bucket(client)
+    bucket = Bucket(client, source, site.endpoint, site.access_key, site.secret_key)
+    for key, data in db.seed.files.items():
+        client.put_object(Bucket=source, Key=key, Body=data)
+    store = {"DRTOOL_MILVUS_URI": milvus_uri} if weaviate is None else {
+        "DRTOOL_WEAVIATE_ENDPOINT": str(weaviate.endpoint),
+        "DRTOOL_WEAVIATE_GRPC_ENDPOINT": str(weaviate.grpc_endpoint)}
+    env = drtool_env(pg, db.dbname, bucket, DRTOOL_SNAPSHOT_BUCKET=dest, DRTOOL_SNAPSHOT_PG_BIN_DIR=str(pg.bin_dir),
+                     DRTOOL_VECTOR_STORE=backend, **store,
+                     DRTOOL_EMBEDDING_PROVIDER="openai", DRTOOL_EMBEDDING_BASE_URL=embedding_server.base_url,
+                     DRTOOL_EMBEDDING_API_KEY=embedding_server.api_key,
+                     DRTOOL_EMBEDDING_MODEL=embedding_server.model_name,
+                     DRTOOL_EMBEDDING_DIMENSIONS=str(embedding_server.dimensions), DRTOOL_REBUILD_SAMPLE="10")
+    apply_env(monkeypatch, env)
+    code, events = run_cli("export-chunks", "--all")
+    assert code == 0, events
+    world = DrillWorld(db=db, pg=pg, bucket=bucket, dest_bucket=dest, env=env, milvus_uri=milvus_uri,
+                       backend=backend, weaviate=weaviate)
+    # The live index: what Dify queries (the drill must never open it for writing).
+    target = world.target()
+    try:
+        rng = random.Random(7)
+        for dataset in db.seed.datasets:
+            key = f"datasets/{dataset.id}/processed/chunks.jsonl"
+            if not bucket.keys(key):
+                continue
+            target.create(dataset.collection_name, DIM)
+            target.insert(dataset.collection_name, [(c.text, c.vector_metadata(), unit_vector(rng))
+                                                    for c in bucket.chunks(key)])
+            target.finish(dataset.collection_name)
+    finally:
+        target.close()
+    code, events = run_cli("snapshot", "create")
+    assert code == 0, events
+    return world
+
+
+@pytest.fixture
+def drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
+                embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[DrillWorld]:
+    world = _build("milvus", pg, dify_db_factory, minio_pair, milvus_uri, embedding_server, monkeypatch, run_cli)
+    before = world.databases()
+    yield world
+    for name in world.databases() - before:  # a failed assertion must not leave scratch databases behind
+        if name.startswith("drtool_drill_"):
+            pg.drop_database(name)
+
+
+@pytest.fixture
+def weaviate_drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
+                         weaviate_server: Any, embedding_server: Any, monkeypatch: pytest.MonkeyPatch,
+                         run_cli: RunCli) -> Iterator[DrillWorld]:
+    settings = WeaviateSettings(endpoint=weaviate_server.http_url,
+                                grpc_endpoint=f"{weaviate_server.host}:{weaviate_server.grpc_port}")
+    world = _build("weaviate", pg, dify_db_factory, minio_pair, milvus_uri, embedding_server, monkeypatch, run_cli,
+                   weaviate=settings)
+    before = world.databases()
+    try:
+        yield world
+    finally:
+        target = world.target()
+        try:
+            for dataset in world.db.seed.datasets:  # the live collections: Weaviate is shared by the session
+                if target.exists(dataset.collection_name):
+                    target.drop(dataset.collection_name)
+        finally:
+            target.close()
+        for name in world.databases() - before:
+            if name.startswith("drtool_drill_"):
+                pg.drop_database(name)
+
+
+def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(e for e in events if e.get("event") == "drill_summary")
