@@ -33,3 +33,10 @@ docs: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The README's first command: the whole disaster-recovery cycle (export chunks, snapshot, lose the index, rebuild,
+# verify, drill) in a throwaway sandbox that is removed afterwards; the drill report stays in ./drill-reports.
+.PHONY: demo
+demo: install system-deps
+	$(PY) -m tests.stack.build minio
+	$(PY) -m demo

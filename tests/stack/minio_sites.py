@@ -41,6 +41,7 @@ __all__ = [
     "admin_request",
     "external_minio_pair",
     "local_minio_pair",
+    "local_minio_site",
     "replication_info",
 ]
 
@@ -268,6 +269,24 @@ def local_minio_pair(workdir: Path, *, ready_timeout: float = READY_TIMEOUT_S) -
         sites.mc("admin", "replicate", "add", sites.a.alias, sites.b.alias, timeout=120.0)
         wait_ready(lambda: _both_enabled(sites), 60.0, what="site replication enabled on both sites")
         yield sites
+    finally:
+        stop_all(procs)
+
+
+@contextmanager
+def local_minio_site(
+    workdir: Path, *, alias: str = "A", ready_timeout: float = READY_TIMEOUT_S
+) -> Iterator[MinioSite]:
+    """Run ONE MinIO server (no replication, no mc) for the duration of the block: what `make demo` needs.
+
+    Same binary, credentials scheme and readiness check as a site of local_minio_pair; the data folder is
+    `workdir`/site-a and is left for the caller to delete.
+    """
+    minio_bin = ensure_go_binary(MINIO)
+    password = "drtool-" + secrets.token_urlsafe(24)
+    procs: list[ManagedProcess] = []
+    try:
+        yield _start_site("site-a", alias, workdir / "site-a", minio_bin, ROOT_USER, password, ready_timeout, procs)
     finally:
         stop_all(procs)
 
