@@ -8,7 +8,7 @@ from typing import Any
 
 from drtool.config import MilvusSettings
 from drtool.core import naming
-from drtool.errors import AuthError, DrtoolError, NotFoundError, UnavailableError
+from drtool.errors import AuthError, DrtoolError, LockedError, NotFoundError, UnavailableError
 
 
 def connect(milvus: MilvusSettings) -> Any:
@@ -26,7 +26,33 @@ def connect(milvus: MilvusSettings) -> Any:
     try:
         return MilvusClient(**kwargs)
     except Exception as exc:
+        if "://" not in milvus.uri and _lite_file_in_use(milvus.uri):
+            raise LockedError(f"the Milvus Lite file {milvus.uri} is open in another process (Milvus Lite serves "
+                              "one process per file)",
+                              hint="wait for that process (another drtool run, or the application using the "
+                                   "file) to finish, or use a Milvus server", system=f"milvus {milvus.uri}") from None
         raise translate_error(exc, milvus) from None
+
+
+def _lite_file_in_use(uri: str) -> bool:
+    """Milvus Lite holds an exclusive flock on <file>/LOCK while a process has the file open."""
+    import fcntl
+    import os
+
+    lock = os.path.join(uri, "LOCK")
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def translate_error(exc: Exception, milvus: MilvusSettings) -> DrtoolError:

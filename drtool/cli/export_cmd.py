@@ -29,20 +29,28 @@ _COMPRESSION = ("gzip", "none", "zstd")
 @click.option("--bucket", help="Bucket holding Dify's files and the chunk files (s3.bucket).")
 @click.option("--metrics-file", type=click.Path(dir_okay=False),
               help="Write Prometheus metrics here (node_exporter textfile collector).")
+@click.option("--break-stale-lock", is_flag=True,
+              help="Replace the bucket's export lock when judged stale (held on another host, or older than "
+                   "snapshot.lock_stale_after); a dead run's lock on this host is taken over without it.")
 @pass_app
 def export_chunks_cmd(app: App, datasets: tuple[str, ...], all_datasets: bool, compression: str, force: bool,
-                      dry_run: bool, part_size_mb: int, bucket: str | None, metrics_file: str | None) -> int:
+                      dry_run: bool, part_size_mb: int, bucket: str | None, metrics_file: str | None,
+                      break_stale_lock: bool) -> int:
     """Write each dataset's indexed chunks to s3://BUCKET/[PREFIX]datasets/<id>/processed/chunks.jsonl[.gz|.zst].
 
     Reads exactly what Dify embeds (completed, enabled, not archived documents; completed, enabled segments;
     child chunks for parent-child datasets; QA answers), in a stable order. A dataset whose content hash equals
     the one stored on its file is skipped; a changed one is replaced atomically. Safe to interrupt and re-run.
 
-    Exit codes: 0 done, 2 usage, 10 bucket or dataset not found, 12 credentials refused, 1 other errors.
+    One writing run per bucket (lock <snapshot.prefix>/locks/export-chunks.lock in it).
+
+    Exit codes: 0 done, 2 usage, 10 bucket or dataset not found, 11 another export holds the bucket's lock,
+    12 credentials refused, 1 other errors.
     """
     settings = app.settings({"s3.bucket": bucket})
     options = ExportOptions(datasets=datasets, all_datasets=all_datasets, compression=cast(Compression, compression),
-                            dry_run=dry_run, force=force, part_size_mb=part_size_mb)
+                            dry_run=dry_run, force=force, part_size_mb=part_size_mb,
+                            break_stale_lock=break_stale_lock)
     results = export_chunks(settings, options, emit=app.emit)
     counts: dict[str, int] = {}
     for r in results:

@@ -118,6 +118,9 @@ def _build_components(app: App, settings: Any, *, need_target: bool, weaviate_uu
 @click.option("--rollback", is_flag=True, help="Swap back to the collection the last switch replaced.")
 @click.option("--drop-old", is_flag=True, help="Drop the replaced collection after the switch (needs --yes).")
 @click.option("--yes", is_flag=True, help="Confirm --drop-old, or deleting a Weaviate collection to alias its name.")
+@click.option("--break-stale-lock", is_flag=True,
+              help="Replace a collection's run lock judged stale (held on another host, or older than "
+                   "snapshot.lock_stale_after); a dead run's lock on this host is taken over without it.")
 @pass_app
 def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, target: str | None,
                   milvus_uri: str | None, weaviate_endpoint: str | None, weaviate_grpc: str | None,
@@ -125,12 +128,14 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, targe
                   dimensions: int | None, concurrency: int | None, rpm: int | None, tpm: int | None,
                   max_rejects: int | None, over_limit: str | None, batch_size: int | None, sample: int | None,
                   top_k: int | None, min_recall: int | None, resume: bool, force: bool, dry_run: bool,
-                  rollback: bool, drop_old: bool, yes: bool) -> int:
+                  rollback: bool, drop_old: bool, yes: bool, break_stale_lock: bool) -> int:
     """Re-embed the chunks at s3://BUCKET/datasets/ID/processed/chunks.jsonl[.gz|.zst] into the collection Dify
     queries: built beside the live one, verified, then switched (blue/green), resumable after any interruption.
 
+    One run per target collection: a second one exits 11 while the first holds its lock.
+
     Exit codes: 0 rebuilt, 1 error, 2 bad input or usage, 4 verification failed (nothing switched),
-    10 chunk file or dataset not found, 12 credentials refused.
+    10 chunk file or dataset not found, 11 another run holds the collection's lock, 12 credentials refused.
     """
     if datasets and all_datasets:
         raise UsageError("--dataset and --all exclude each other")
@@ -150,7 +155,7 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, targe
         "rebuild.sample": sample, "rebuild.top_k": top_k, "rebuild.min_recall_pct": min_recall,
     })
     options = Options(datasets=datasets, all_datasets=all_datasets, resume=resume, force=force, dry_run=dry_run,
-                      rollback=rollback, drop_old=drop_old, yes=yes)
+                      rollback=rollback, drop_old=drop_old, yes=yes, break_stale_lock=break_stale_lock)
     parts = _build_components(app, settings, need_target=True, weaviate_uuid=weaviate_uuid)
     tty = sys.stderr.isatty() and not app.json_mode and not app.quiet
     progress = _RichProgress(len(datasets) or 1) if tty and not (dry_run or rollback) else None

@@ -25,15 +25,20 @@ from drtool.cli.snapshot_cmd import _dest_flags, destination_options
 @click.option("--no-owner", is_flag=True, help="Do not restore ownership and privileges (roles missing there).")
 @click.option("--identity", type=click.Path(dir_okay=False, exists=True),
               help="age identity file, for an encrypted snapshot.")
+@click.option("--break-stale-lock", is_flag=True,
+              help="Replace a target's restore lock judged stale (held on another host, or older than "
+                   "snapshot.lock_stale_after); a dead run's lock on this host is taken over without it.")
 @pass_app
 def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
                 snapshot_id: str, target_db: str | None, objects_to: str | None, no_objects: bool,
-                verify_only: bool, dry_run: bool, yes: bool, no_owner: bool, identity: str | None) -> int:
+                verify_only: bool, dry_run: bool, yes: bool, no_owner: bool, identity: str | None,
+                break_stale_lock: bool) -> int:
     """Restore SNAPSHOT_ID (or `latest`): make every pinned version current in the target bucket (server-side
     copy; objects already current are untouched), then pg_restore into --target-db in one transaction.
 
     Idempotent: a second run copies nothing and skips a database it already restored. Exit 4 when a pinned
-    version is gone or (--verify-only) the target differs; 10 when the snapshot does not exist.
+    version is gone or (--verify-only) the target differs; 10 when the snapshot does not exist; 11 when another
+    restore holds the target bucket's or database's lock (kept in the snapshot bucket under <prefix>/locks/).
     """
     from drtool.adapters.age import load_identities
     from drtool.errors import UsageError
@@ -47,7 +52,7 @@ def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest
     identities = load_identities(identity) if identity else None
     result = restore(settings, dest, snapshot_id, target_db=target_db, objects_to=objects_to, dry_run=dry_run,
                      yes=yes, verify_only=verify_only, identities=identities, no_owner=no_owner,
-                     skip_objects=no_objects, emit=app.emit)
+                     skip_objects=no_objects, emit=app.emit, break_stale_lock=break_stale_lock)
     payload: dict[str, Any] = {"event": "result", "command": "restore", **result.to_dict()}
 
     def render() -> None:

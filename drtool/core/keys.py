@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SNAPSHOT_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (NEL \x85 breaks lines too)
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # only a hand-edited manifest can carry one; S3 cannot encode it
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}$")
 
 
@@ -26,7 +27,7 @@ class UnsafeKey(ValueError):
     """A key that could escape its folder or confuse a tool if it became a path."""
 
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]|^/|^[A-Za-z]:|(?:^|/)\.\.?(?:/|$)")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\\ud800-\udfff]|^/|^[A-Za-z]:|(?:^|/)\.\.?(?:/|$)")
 
 
 def check_key(key: str) -> str:
@@ -39,6 +40,8 @@ def check_key(key: str) -> str:
         raise UnsafeKey("key longer than 1024 bytes")
     if _CONTROL.search(key):
         raise UnsafeKey("key contains a control character")
+    if _SURROGATE.search(key):
+        raise UnsafeKey("key is not valid Unicode (a lone surrogate)")
     if key.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", key):
         raise UnsafeKey("absolute key")
     if "\\" in key:
@@ -105,13 +108,16 @@ class ReferenceIndex:
     """Referenced keys on disk: add them while reading the database, look them up while listing the bucket."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="drtool-refs-", dir=folder)
-        self._db = sqlite3.connect(Path(self._dir.name) / "refs.sqlite", isolation_level=None)
+        where = Path(tempfile.mkdtemp(prefix="drtool-refs-", dir=folder))
+        self._db = sqlite3.connect(where / "refs.sqlite", isolation_level=None)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("PRAGMA cache_size=-8192")  # 8 MiB page cache: bounded memory
         self._db.execute("CREATE TABLE refs (key TEXT PRIMARY KEY, by TEXT NOT NULL, found INTEGER DEFAULT 0)"
                          " WITHOUT ROWID")
+        # Unlinked once open (no journal needs the name): a run killed with SIGKILL leaves nothing on disk.
+        (where / "refs.sqlite").unlink()
+        where.rmdir()
         self.count = 0
 
     def add_many(self, rows: Iterable[tuple[str, str]]) -> None:
@@ -162,7 +168,6 @@ class ReferenceIndex:
 
     def close(self) -> None:
         self._db.close()
-        self._dir.cleanup()
 
     def __enter__(self) -> ReferenceIndex:
         return self

@@ -14,6 +14,7 @@ it again finishes the job (unchanged datasets are skipped).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -27,6 +28,7 @@ from drtool.config import Settings
 from drtool.core.chunk_writer import WRITER_FORMAT, ChunkFileWriter, chunk_key, chunk_record, other_chunk_keys
 from drtool.core.chunks import Compression
 from drtool.errors import DrtoolError, UsageError
+from drtool.ops.lock import store_lock
 
 log = logging.getLogger("drtool.export")
 
@@ -46,6 +48,7 @@ class ExportOptions:
     dry_run: bool = False
     force: bool = False
     part_size_mb: int = 16
+    break_stale_lock: bool = False
 
 
 @dataclass
@@ -93,7 +96,12 @@ def export_chunks(settings: Settings, options: ExportOptions, *, emit: Emit) -> 
     except Exception as exc:
         raise s3_adapter.translate_error(exc, what=f"bucket {store.bucket}", endpoint=settings.s3.endpoint) from None
     results: list[DatasetExport] = []
-    with DifyReader(settings.postgres) as reader:
+    lock: Any = contextlib.nullcontext()
+    if not options.dry_run:  # one writing run per bucket: a second one exits 11 instead of racing the first
+        lock = store_lock(store, f"{settings.snapshot.prefix.strip('/')}/locks/export-chunks.lock",
+                          holder="export-chunks", stale_after_s=settings.snapshot.lock_stale_after,
+                          break_stale=options.break_stale_lock, emit=emit)
+    with lock, DifyReader(settings.postgres) as reader:
         datasets = select_datasets(reader, options)
         emit({"event": "export_started", "datasets": len(datasets), "bucket": store.bucket,
               "compression": options.compression, "dry_run": options.dry_run})
@@ -142,6 +150,18 @@ def _export_one(reader: DifyReader, store: s3_adapter.BucketStore, dataset: Data
                 emit({"event": "upload_part", "dataset_id": dataset.id, "part": part, "parts": parts})
 
             try:
+                # This run holds the bucket's lock: an unfinished multipart upload of this file is a killed run's,
+                # invisible but billed until aborted. Abort it here rather than leave it to a lifecycle rule.
+                # Best effort: without s3:ListBucketMultipartUploads/AbortMultipartUpload the export still works.
+                try:
+                    aborted = s3_adapter.abort_uploads(store.client, store.bucket, store.prefix + result.key)
+                except Exception as exc:
+                    aborted = 0
+                    log.info("dataset %s: could not look for unfinished uploads of %s: %s", dataset.id, result.url,
+                             exc)
+                if aborted:
+                    log.warning("dataset %s: aborted %d unfinished upload(s) of %s left by a killed run", dataset.id,
+                                aborted, result.url)
                 s3_adapter.put_file_atomic(
                     store.client, store.bucket, store.prefix + result.key, spool, size,
                     metadata={META_SHA: result.sha256, META_CHUNKS: str(result.chunks), META_FORMAT: WRITER_FORMAT},

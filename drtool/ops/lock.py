@@ -1,7 +1,11 @@
-"""One lock per snapshot destination, kept as an object next to the snapshots.
+"""Run locks kept as objects in object storage: one per snapshot destination, rebuild collection, export bucket or
+restore target.
 
-It lives in object storage (not on a local disk) because the cron job may run on any of several hosts or pods; a
-conditional PUT (If-None-Match: *) makes taking it atomic on servers that support it.
+They live in object storage (not on a local disk) because the cron job may run on any of several hosts or pods.
+Taking a free lock is a conditional PUT (If-None-Match: *); taking over the lock of a dead run is a PUT with
+If-Match on the ETag that was judged dead, so when two runs find the same dead lock exactly one of them gets it
+and the other sees the winner's live lock (exit 11). Servers without conditional writes fall back to
+check-then-write, which leaves a narrow race (documented in docs/snapshots.md).
 """
 
 from __future__ import annotations
@@ -9,16 +13,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from drtool.adapters import s3 as s3a
-from drtool.core.lock import LockInfo, stale_reason
-from drtool.errors import LockedError
+from drtool.core.lock import LockInfo, holder_gone, stale_reason
+from drtool.errors import AuthError, LockedError
 
 log = logging.getLogger("drtool.lock")
+
+Emit = Callable[[dict[str, Any]], None]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -31,63 +39,163 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def read_lock(client: Any, bucket: str, key: str) -> LockInfo | None:
-    if s3a.head_or_none(client, bucket, key) is None:
-        return None
+def _proc_start(pid: int) -> str:
+    """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat); "" when unknown."""
     try:
-        return LockInfo.from_bytes(s3a.get_bytes(client, bucket, key))
-    except Exception as exc:
-        if "NoSuchKey" in str(exc):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rsplit(") ", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _holder_alive(lock: LockInfo) -> bool:
+    """The lock's process still runs: its pid exists and, when recorded, it is the same process (not a reuse)."""
+    if not _pid_alive(lock.pid):
+        return False
+    if lock.proc_start:
+        now = _proc_start(lock.pid)
+        if now and now != lock.proc_start:
+            return False
+    return True
+
+
+def read_lock(client: Any, bucket: str, key: str) -> LockInfo | None:
+    found = _read_with_etag(client, bucket, key)
+    return found[0] if found else None
+
+
+def _read_with_etag(client: Any, bucket: str, key: str) -> tuple[LockInfo, str] | None:
+    import botocore.exceptions as bex
+
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+    except bex.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404", "NotFound") or exc.response.get("ResponseMetadata", {}).get(
+                "HTTPStatusCode") == 404:
             return None
         raise
+    return LockInfo.from_bytes(response["Body"].read()), str(response.get("ETag", ""))
 
 
 def describe_stale(lock: LockInfo, stale_after_s: int) -> str | None:
     return stale_reason(lock, now=datetime.now(UTC), this_host=socket.gethostname(), pid_alive=_pid_alive,
-                        stale_after_s=stale_after_s)
+                        stale_after_s=stale_after_s, holder_alive=_holder_alive)
+
+
+def _replace_if_match(client: Any, bucket: str, key: str, etag: str, body: bytes) -> bool:
+    """Overwrite the lock only if it is still the version judged dead; False when someone else changed it first."""
+    import botocore.exceptions as bex
+
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=etag)
+        return True
+    except bex.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or status in (404, 409, 412):
+            return False
+        if code not in ("NotImplemented", "501") and status != 501:
+            raise
+    head = s3a.head_or_none(client, bucket, key)  # no conditional writes: check, then write (narrow race)
+    if head is None or str(head.get("ETag", "")) != etag:
+        return False
+    client.put_object(Bucket=bucket, Key=key, Body=body)
+    return True
 
 
 @contextmanager
 def destination_lock(client: Any, bucket: str, key: str, *, holder: str, stale_after_s: int,
-                     break_stale: bool = False) -> Iterator[LockInfo]:
-    """Hold the destination's lock for the block; raise LockedError (exit 11) naming the holder when taken.
+                     break_stale: bool = False, emit: Emit | None = None) -> Iterator[LockInfo]:
+    """Hold the lock object for the block; raise LockedError (exit 11) naming the holder when it is taken.
 
-    With `break_stale` (the operator's explicit --break-stale-lock) a lock judged stale is replaced, with a
-    warning naming the previous holder; a live one never is.
+    A lock whose holder is a dead process on this host is taken over automatically, with a warning and a
+    `lock_taken_over` event naming it. A lock that is only presumed stale (other host, or older than
+    `stale_after_s`) is replaced only with `break_stale` (the operator's explicit --break-stale-lock); a live one
+    never is.
     """
-    mine = LockInfo.new(holder, socket.gethostname(), os.getpid())
-    _acquire(client, bucket, key, mine, stale_after_s=stale_after_s, break_stale=break_stale)
+    pid = os.getpid()
+    mine = LockInfo.new(holder, socket.gethostname(), pid, proc_start=_proc_start(pid))
+    import botocore.exceptions as bex
+
+    try:
+        _acquire(client, bucket, key, mine, stale_after_s=stale_after_s, break_stale=break_stale, emit=emit)
+    except bex.ClientError as exc:  # e.g. a policy without s3:PutObject on the lock: exit 12 naming it
+        raise s3a.translate_error(exc, what=f"taking the lock s3://{bucket}/{key}",
+                                  endpoint=client.meta.endpoint_url) from None
     try:
         yield mine
-    finally:
-        try:
-            current = read_lock(client, bucket, key)
-            if current is not None and current.token == mine.token:
-                client.delete_object(Bucket=bucket, Key=key)
-            else:
-                log.warning("the lock %s was removed or replaced while this run held it", key)
-        except Exception as exc:  # never hide the run's own outcome behind a release problem
-            log.warning("could not release the lock %s: %s", key, exc)
+    except BaseException:
+        _release(client, bucket, key, mine, strict=False)
+        raise
+    _release(client, bucket, key, mine, strict=True)
 
 
-def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, *, stale_after_s: int, break_stale: bool) -> None:
-    for _attempt in range(3):
+def _release(client: Any, bucket: str, key: str, mine: LockInfo, *, strict: bool) -> None:
+    """Delete our lock. After a successful run a refused release is an error (exit 12): the lock would block
+    every later run, so cron must hear about it now; after a failed run it never hides the run's own error."""
+    import botocore.exceptions as bex
+
+    try:
+        current = read_lock(client, bucket, key)
+        if current is not None and current.token == mine.token:
+            client.delete_object(Bucket=bucket, Key=key)
+        else:
+            log.warning("the lock %s was removed or replaced while this run held it", key)
+    except bex.ClientError as exc:
+        error = s3a.translate_error(exc, what=f"the run finished, but releasing its lock s3://{bucket}/{key}",
+                                    endpoint=client.meta.endpoint_url)
+        if strict and isinstance(error, AuthError):
+            error.hint = f"{error.hint}; until then the lock blocks the next run (remove it by hand)"
+            raise error from None
+        log.warning("could not release the lock %s: %s", key, exc)
+    except Exception as exc:  # never hide the run's own outcome behind a release problem
+        log.warning("could not release the lock %s: %s", key, exc)
+
+
+def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, *, stale_after_s: int, break_stale: bool,
+             emit: Emit | None) -> None:
+    url = f"s3://{bucket}/{key}"
+    for _attempt in range(4):
         if s3a.put_if_absent(client, bucket, key, mine.to_bytes()):
             return
-        other = read_lock(client, bucket, key)
-        if other is None:  # released between our PUT and our read
+        found = _read_with_etag(client, bucket, key)
+        if found is None:  # released between our PUT and our read
             continue
-        stale = describe_stale(other, stale_after_s)
-        if stale and break_stale:
-            log.warning("breaking the stale lock held by %s: %s", other.describe(), stale)
-            client.delete_object(Bucket=bucket, Key=key)
-            continue
+        other, etag = found
+        gone = holder_gone(other, this_host=mine.host, holder_alive=_holder_alive)
+        stale = gone or describe_stale(other, stale_after_s)
+        if gone or (stale and break_stale):
+            if not _replace_if_match(client, bucket, key, etag, mine.to_bytes()):
+                continue  # another run took it (or it was released) first: look again
+            check = read_lock(client, bucket, key)
+            if check is None or check.token != mine.token:  # a server that ignored If-Match: we lost
+                continue
+            how = "taking over" if gone else "breaking"
+            log.warning("%s the stale lock %s held by %s: %s", how, url, other.describe(), stale,
+                        extra={"fields": {"event": "lock_taken_over", "lock": url}})
+            if emit is not None:
+                previous = {k: v for k, v in asdict(other).items() if k != "token"}
+                emit({"event": "lock_taken_over", "lock": url, "previous_holder": previous, "reason": stale,
+                      "automatic": bool(gone)})
+            return
         if stale:
             raise LockedError(
                 f"a stale lock blocks this run: held by {other.describe()}; {stale}",
-                hint="make sure no drtool runs against this destination, then `drtool snapshots unlock` or "
-                     f"pass --break-stale-lock (lock object s3://{bucket}/{key})")
-        raise LockedError(f"another run holds the lock: {other.describe()}",
-                          hint="wait for it to finish; cron runs must not overlap")
-    raise LockedError(f"could not take the lock s3://{bucket}/{key}: it keeps changing hands",
+                hint="make sure no drtool runs against this destination (on that host), then pass "
+                     f"--break-stale-lock or remove the lock object {url} (`drtool snapshots unlock` for the "
+                     "snapshot lock)")
+        raise LockedError(f"another run holds the lock {url}: {other.describe()}",
+                          hint="wait for it to finish; runs of the same command against the same target must "
+                               "not overlap")
+    raise LockedError(f"could not take the lock {url}: it keeps changing hands",
                       hint="another run is starting at the same moment; try again")
+
+
+def store_lock(store: Any, key: str, *, holder: str, stale_after_s: int, break_stale: bool = False,
+               emit: Emit | None = None) -> Any:
+    """`destination_lock` on a BucketStore key (below its s3.key_prefix): the run lock of rebuild-index and
+    export-chunks, kept in the bucket they write."""
+    return destination_lock(store.client, store.bucket, store.prefix + key, holder=holder,
+                            stale_after_s=stale_after_s, break_stale=break_stale, emit=emit)

@@ -76,6 +76,7 @@ class Options:
     drop_old: bool = False
     yes: bool = False
     verify: bool = True
+    break_stale_lock: bool = False
 
 
 @dataclass
@@ -150,9 +151,11 @@ class Ledger:
             return None
         try:
             data = json.loads(raw)
-        except ValueError:
-            raise UsageError(f"checkpoint ledger {self.store.url(self.key)} is not valid JSON",
-                             hint="rerun with --force to start this dataset over") from None
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict):
+            raise UsageError(f"checkpoint ledger {self.store.url(self.key)} is not a JSON object",
+                             hint="rerun with --force to start this dataset over")
         if data.get("version") != LEDGER_VERSION:
             raise UsageError(f"checkpoint ledger {self.store.url(self.key)} has version {data.get('version')}",
                              hint="rerun with --force to start this dataset over")
@@ -300,12 +303,14 @@ class Rebuilder:
                                    chunk_file=self.store.url(plan.chunk_key))
             reports.append(report)
             try:
-                if self.options.rollback:
-                    self.rollback(plan, report)
-                elif self.options.dry_run:
+                if self.options.dry_run:
                     self.dry_run(plan, report)
                 else:
-                    self.rebuild(plan, report)
+                    with self._run_lock(plan):
+                        if self.options.rollback:
+                            self.rollback(plan, report)
+                        else:
+                            self.rebuild(plan, report)
             except DrtoolError as exc:
                 report.status, report.error, report.exit_code = "failed", str(exc), int(exc.exit_code)
                 self.emit({"event": "dataset_failed", "dataset": dataset_id, "error": str(exc),
@@ -313,6 +318,16 @@ class Rebuilder:
             finally:
                 self.progress.stop()
         return reports
+
+    def _run_lock(self, plan: Plan) -> Any:
+        """One run per target collection: a second rebuild (or rollback) of it exits 11 instead of interleaving
+        its writes; kept next to the checkpoint ledger."""
+        from drtool.ops.lock import store_lock
+
+        backend = self.target.backend if self.target is not None else "none"
+        return store_lock(self.store, f"{self.rs.ledger_prefix.rstrip('/')}/{backend}/{plan.collection}.lock",
+                          holder="rebuild-index", stale_after_s=self.settings.snapshot.lock_stale_after,
+                          break_stale=self.options.break_stale_lock, emit=self.emit)
 
     def _sidecar(self, plan: Plan, dim: int) -> VectorSidecar:
         sidecar = VectorSidecar(self.store, plan.dataset_id, self.embedder.model_id, dim)
@@ -386,7 +401,13 @@ class Rebuilder:
         assert self.target is not None
         target = self.target
         ledger = Ledger(self.store, self.rs.ledger_prefix, target.backend, plan.collection)
-        state = ledger.load()
+        try:
+            state = ledger.load()
+        except UsageError:
+            if not self.options.force or self.options.resume:
+                raise
+            ledger.delete()  # unreadable, so nothing to resume from: --force starts over as its hint promises
+            state = None
         timings = report.stage_seconds
         t0 = time.monotonic()
         dim = self.dimension(plan)

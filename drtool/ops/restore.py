@@ -8,11 +8,13 @@ makes a second run change nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,7 @@ from drtool.config import PostgresSettings, Settings
 from drtool.core import manifest as mf
 from drtool.core.keys import UnsafeKey, check_key
 from drtool.errors import ConfigError, NotFoundError, UnavailableError, UsageError, VerificationFailed
+from drtool.ops.lock import destination_lock
 from drtool.ops.snapshot import Destination, Emit, _noop
 from drtool.ops.snapshot_catalog import (
     DecryptingReader,
@@ -93,7 +96,7 @@ class RestoreResult:
 
 def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str | None, objects_to: str | None,
             dry_run: bool, yes: bool, verify_only: bool, identities: list[Any] | None, no_owner: bool,
-            skip_objects: bool = False, emit: Emit = _noop) -> RestoreResult:
+            skip_objects: bool = False, emit: Emit = _noop, break_stale_lock: bool = False) -> RestoreResult:
     info = resolve(dest, ref)
     if info.meta.get("_corrupt"):
         raise VerificationFailed(f"snapshot {info.id}: meta.json is unreadable", hint="restore another snapshot")
@@ -106,6 +109,53 @@ def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str |
     if hashlib.sha256(meta_bytes).hexdigest() != sums.get(mf.META):
         raise VerificationFailed(f"snapshot {info.id}: meta.json checksum mismatch",
                                  hint="run `drtool snapshots verify`; restore another snapshot")
+    with _target_locks(settings, dest, info, objects_to=objects_to, skip_objects=skip_objects, target_db=target_db,
+                       enabled=not (dry_run or verify_only), break_stale=break_stale_lock, emit=emit):
+        _restore_locked(settings, dest, info, sums, result, target_db=target_db, objects_to=objects_to,
+                        dry_run=dry_run, yes=yes, verify_only=verify_only, identities=identities, no_owner=no_owner,
+                        skip_objects=skip_objects, emit=emit)
+    if verify_only and result.problems:
+        raise VerificationFailed(
+            f"{len(result.problems)} object(s) in the target differ from snapshot {info.id}: "
+            + "; ".join(result.problems[:10]), hint="run `drtool restore` without --verify-only to fix them")
+    return result
+
+
+def _lock_name(kind: str, target: str) -> str:
+    """A readable, bounded lock object name for a target, unique by hash."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", target)[:60]
+    return f"restore-{kind}-{slug}-{hashlib.sha256(target.encode()).hexdigest()[:10]}.lock"
+
+
+def _target_locks(settings: Settings, dest: Destination, info: SnapshotInfo, *, objects_to: str | None,
+                  skip_objects: bool, target_db: str | None, enabled: bool, break_stale: bool,
+                  emit: Emit) -> contextlib.ExitStack:
+    """One restore per target bucket and per target database: a second one exits 11 instead of copying and
+    pg_restoring into the same place at once. The locks live next to the snapshots' own lock."""
+    stack = contextlib.ExitStack()
+    if not enabled:
+        return stack
+    names: list[str] = []
+    if not skip_objects:
+        bucket = objects_to or settings.s3.bucket or info.meta.get("source", {}).get("bucket") or ""
+        names.append(_lock_name("bucket", f"{settings.s3.endpoint or 'aws'}/{bucket}"))
+    if target_db:
+        names.append(_lock_name("db", parse_target(settings, target_db).label))
+    try:
+        for name in sorted(names):
+            stack.enter_context(destination_lock(dest.client, dest.bucket, dest.key("locks", name),
+                                                 holder="restore", stale_after_s=settings.snapshot.lock_stale_after,
+                                                 break_stale=break_stale, emit=emit))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
+                    result: RestoreResult, *, target_db: str | None, objects_to: str | None, dry_run: bool, yes: bool,
+                    verify_only: bool, identities: list[Any] | None, no_owner: bool, skip_objects: bool,
+                    emit: Emit) -> None:
     if not skip_objects:
         _restore_objects(settings, dest, info, sums, objects_to, dry_run=dry_run, verify_only=verify_only,
                          identities=identities, result=result)
@@ -114,11 +164,6 @@ def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str |
         _restore_database(settings, dest, info, sums, parse_target(settings, target_db), dry_run=dry_run, yes=yes,
                           identities=identities, no_owner=no_owner, result=result)
         emit({"event": "restore.database", **result.database})
-    if verify_only and result.problems:
-        raise VerificationFailed(
-            f"{len(result.problems)} object(s) in the target differ from snapshot {info.id}: "
-            + "; ".join(result.problems[:10]), hint="run `drtool restore` without --verify-only to fix them")
-    return result
 
 
 # --- objects -----------------------------------------------------------------------------------------------------
@@ -134,7 +179,7 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
         client.head_bucket(Bucket=target_bucket)
     except Exception as exc:
         err = s3a.translate_error(exc, what=f"target bucket {target_bucket}", endpoint=settings.s3.endpoint)
-        if isinstance(err, NotFoundError) or "404" in str(exc):
+        if isinstance(err, NotFoundError) or s3a.http_status(exc) == 404:
             raise NotFoundError(f"target bucket {target_bucket} does not exist",
                                 hint="create it (with versioning enabled) or pass --objects-to an existing bucket",
                                 system=err.system) from None
@@ -169,6 +214,14 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
         client.copy(copy_source, target_bucket, rec.key, ExtraArgs=extra)
         return "copied", None
 
+    # The manifest's checksum is checked again after the copies, but a tampered manifest must not change the target
+    # at all: read it once before the first copy (it is small next to the objects it names).
+    manifest_name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
+    precheck = open_artifact(dest, info.id, manifest_name)
+    precheck.drain()
+    if precheck.sha256.hexdigest() != sums.get(manifest_name):
+        raise VerificationFailed(f"snapshot {info.id}: {manifest_name} checksum mismatch (nothing was copied)",
+                                 hint="run `drtool snapshots verify`; restore another snapshot")
     records, raw = iter_records(dest, info, identities)
 
     def pinned() -> Iterator[mf.ManifestRecord]:
@@ -197,6 +250,11 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
         raise VerificationFailed(f"snapshot {info.id}: {name} checksum mismatch",
                                  hint="run `drtool snapshots verify`; restore another snapshot")
     result.objects = {"bucket": target_bucket, **counts}
+    if counts.get("refused"):  # snapshot create never pins such a key: the manifest was forged and resealed
+        refused = [p for p in result.problems if p.startswith("object ") and "'" in p][:5]
+        raise VerificationFailed(f"{counts['refused']} key(s) in the manifest of snapshot {info.id} could escape "
+                                 f"their folder and were not restored: " + "; ".join(refused),
+                                 hint="the manifest was edited after the snapshot was taken; restore another one")
     if counts.get("missing_source"):
         raise VerificationFailed(f"{counts['missing_source']} pinned version(s) no longer exist in {src_bucket}: "
                                  + "; ".join(result.problems[:5]),
@@ -215,12 +273,31 @@ def _is_current(head: dict[str, Any], rec: mf.ManifestRecord, *, same_bucket: bo
 
 # --- database ----------------------------------------------------------------------------------------------------
 
+PENDING_PREFIX = "drtool: restoring snapshot "
+PENDING_SUFFIX = " (incomplete)"
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function for the pg_restore child: be killed when drtool dies (kill -9 included), so its
+    transaction rolls back instead of committing behind a run that no longer exists (Linux PR_SET_PDEATHSIG).
+    libc is looked up here, before the fork, so the child only makes the call."""
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: no parent-death signal
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
                       target: Target, *, dry_run: bool, yes: bool, identities: list[Any] | None, no_owner: bool,
                       result: RestoreResult) -> None:
     db_meta = info.meta.get("database", {})
     source_major = pga.server_major_of(int(db_meta.get("server_version_num") or 0))
     marker = f"drtool: restored from snapshot {info.id}"
+    pending = f"{PENDING_PREFIX}{info.id}{PENDING_SUFFIX}"
     with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
         version_num = int(admin.execute("SELECT current_setting('server_version_num')::int").fetchone()[0])
         target_major = pga.server_major_of(version_num)
@@ -237,6 +314,12 @@ def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo,
         state["action"] = "already restored"
         result.database = state
         return
+    # A restore killed after pg_restore committed but before the marker, or while pg_restore ran: the database is
+    # drtool's own work in progress, so the re-run replaces it without --yes (the runbook says: run it again).
+    interrupted = exists and bool(row[0]) and str(row[0]).startswith(PENDING_PREFIX) \
+        and str(row[0]).endswith(PENDING_SUFFIX)
+    if interrupted:
+        state["interrupted_restore"] = str(row[0])
     tables = 0
     if exists:
         with pga.connect(target.pg, autocommit=True) as conn:
@@ -245,7 +328,7 @@ def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo,
                 "('r','p','v','m','S') AND n.nspname NOT IN ('pg_catalog','information_schema')"
                 " AND n.nspname NOT LIKE 'pg_toast%%'").fetchone()[0])
     state["tables_before"] = tables
-    if tables and not yes:
+    if tables and not yes and not interrupted:
         raise UsageError(f"target database {target.label} is not empty ({tables} relations)",
                          hint="pass --yes to replace its objects with the snapshot's (pg_restore --clean)")
     state["action"] = "replace" if tables else ("restore" if exists else "create and restore")
@@ -261,7 +344,8 @@ def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo,
         raise ConfigError(f"pg_restore is PostgreSQL {tool_major} ({tool_text}) but the dump was written by "
                           f"pg_dump {dump_major}", hint="use pg_restore of that major version or newer")
     name = info.meta.get("artifacts", {}).get("dump", mf.DUMP)
-    with tempfile.NamedTemporaryFile(prefix="drtool-dump-", suffix=".dump") as tmp:
+    # An anonymous file, handed to pg_restore as /dev/fd/N: a killed run leaves no copy of the dump on disk.
+    with tempfile.TemporaryFile(prefix="drtool-dump-", suffix=".dump") as tmp:
         raw = open_artifact(dest, info.id, name)
         stream = plaintext(raw, info, identities, f"{info.id}/{name}")
         while chunk := stream.read(1 << 20):
@@ -275,14 +359,17 @@ def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo,
         if not exists:  # only now: a corrupt dump must not leave an empty database behind
             with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
                 admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname)))
+        with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
+            admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(target.dbname),
+                                                                          sql.Literal(pending)))
         argv = [tool, "--single-transaction", "--exit-on-error", "--no-password", f"--dbname={target.dbname}"]
         if tables:
             argv += ["--clean", "--if-exists"]
         if no_owner:
             argv += ["--no-owner", "--no-privileges"]
-        argv.append(tmp.name)
+        argv.append(f"/dev/fd/{tmp.fileno()}")
         proc = subprocess.run(argv, capture_output=True, env=pga.subprocess_env(target.pg, database=target.dbname),
-                              check=False)
+                              check=False, pass_fds=(tmp.fileno(),), preexec_fn=_die_with_parent())
     if proc.returncode != 0:
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise UnavailableError(f"pg_restore into {target.label} failed, nothing was changed (single transaction): "

@@ -212,3 +212,18 @@ def test_failed_gate_switches_nothing_and_exits_4(rebuild_env: dict[str, str], c
     assert len(doc_ids(uri, build)) == 46, "the build is kept for inspection"
     code, events = run_cli("rebuild-index", "--dataset", ds, "--force")
     assert code == 0 and len(doc_ids(uri, name)) == 45
+
+
+def test_damaged_checkpoint_ledger_is_refused_with_a_hint(rebuild_env: dict[str, str], chunk_bucket: ChunkBucket,
+                                                          run_cli: RunCli) -> None:
+    ds = new_dataset()
+    chunk_bucket.put_chunks(ds, make_chunks(ds, 5))
+    key = f"drtool/rebuild/milvus/{dify_collection_name(ds)}.json"
+    for damaged in (b"[]", b"[" * 100_000, b"{not json"):
+        chunk_bucket.client.put_object(Bucket=chunk_bucket.name, Key=key, Body=damaged)
+        code, events = run_cli("rebuild-index", "--dataset", ds, "--resume")
+        assert code == 2, summary(events)
+        error = next(e for e in events if e["event"] == "dataset_failed")["error"]
+        assert "not a JSON object" in error and "--force" in error
+    code, events = run_cli("rebuild-index", "--dataset", ds, "--force")
+    assert code == 0, [e for e in events if e["event"] == "dataset_failed"]

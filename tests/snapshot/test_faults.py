@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -88,6 +88,31 @@ def test_lock_held_exit_11(minio_env: SnapshotEnv) -> None:
     assert e.run("snapshot", "create").code == 0
 
 
+def test_lock_of_another_host_needs_the_explicit_flag(minio_env: SnapshotEnv) -> None:
+    """drtool cannot tell whether a run on another host is alive: it reports, and replaces only when told."""
+    e = minio_env
+    key = "drtool/locks/snapshots.lock"
+    young = {"holder": "snapshot create", "host": "other-host.example", "pid": 1,
+             "started_at": datetime.now(UTC).isoformat(), "token": "t1"}
+    e.client.put_object(Bucket=e.dest_bucket, Key=key, Body=json.dumps(young).encode())
+    run = e.run("snapshot", "create", "--break-stale-lock")
+    assert run.code == 11 and "other-host.example" in run.stderr and "stale" not in run.stderr
+
+    old = dict(young, started_at=(datetime.now(UTC) - timedelta(hours=7)).isoformat(), token="t2")
+    e.client.put_object(Bucket=e.dest_bucket, Key=key, Body=json.dumps(old).encode())
+    run = e.run("snapshot", "create")
+    assert run.code == 11 and "a stale lock blocks this run" in run.stderr
+    assert "lock_stale_after" in run.stderr and "--break-stale-lock" in run.stderr
+    assert _folders(e) == []
+    assert json.loads(e.client.get_object(Bucket=e.dest_bucket, Key=key)["Body"].read())["token"] == "t2"
+    ok = e.run("snapshot", "create", "--json", "--break-stale-lock")
+    assert ok.code == 0, ok.stderr
+    assert "breaking the stale lock" in ok.stderr and "other-host.example" in ok.stderr
+    taken = [ev for ev in ok.events() if ev.get("event") == "lock_taken_over"]
+    assert len(taken) == 1 and taken[0]["automatic"] is False
+    assert e.keys(e.dest_bucket, "drtool/locks/") == []  # released after the run
+
+
 def _add_bulk(e: SnapshotEnv, megabytes: int) -> None:
     """Incompressible rows, so that the dump takes a moment and goes up in several parts."""
     with psycopg.connect(e.db.dsn, autocommit=True) as conn:
@@ -148,14 +173,15 @@ def test_killed_run_invisible_next_run_succeeds_gc_cleans(minio_env: SnapshotEnv
     assert listed.result()["snapshots"] == []  # invisible
     assert e.run("restore", "latest", "--verify-only").code == 10
 
-    blocked = e.run("snapshot", "create")  # the dead run's lock is reported, not stolen
-    assert blocked.code == 11 and "stale lock" in blocked.stderr and f"process {proc.pid}" in blocked.stderr
-    if point == "locked":  # the operator removes it ...
+    if point == "locked":  # the operator may remove a dead run's lock ...
         assert e.run("snapshots", "unlock").code == 0
         ok = e.run("snapshot", "create", "--json")
-    else:  # ... or lets cron replace a stale lock explicitly
-        ok = e.run("snapshot", "create", "--json", "--break-stale-lock")
-        assert "breaking the stale lock" in ok.stderr and f"pid {proc.pid}" in ok.stderr
+    else:  # ... but the next run takes it over by itself: its holder is a dead process on this host
+        ok = e.run("snapshot", "create", "--json")
+        assert "taking over the stale lock" in ok.stderr and f"pid {proc.pid}" in ok.stderr
+        taken = [ev for ev in ok.events() if ev.get("event") == "lock_taken_over"]
+        assert len(taken) == 1 and taken[0]["previous_holder"]["pid"] == proc.pid and taken[0]["automatic"]
+        assert f"process {proc.pid} no longer runs" in taken[0]["reason"]
     assert ok.code == 0, ok.stderr
     good = ok.result()["snapshot"]
 

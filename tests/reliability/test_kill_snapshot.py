@@ -1,0 +1,117 @@
+"""kill -9 at seeded random moments during `drtool snapshot create`; after each: nothing half-written is visible,
+the next run (a new process on the same host) succeeds without operator help, and the sources are unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.reliability.conftest import InProcess, bucket_fingerprint, db_fingerprint
+from tests.reliability.harness import (
+    Kill,
+    KillPoint,
+    Trials,
+    delays_over,
+    reap_group,
+    record_extra,
+    rng_for,
+    run_and_kill,
+    temp_leftovers,
+    timed_run,
+    trials,
+)
+from tests.snapshot.conftest import fill_source, make_env, new_bucket
+
+
+def _folders(client: Any, bucket: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="drtool/snapshots/"):
+        for o in page.get("Contents", ()):
+            _, _, sid, name = o["Key"].split("/", 3)
+            out.setdefault(sid, set()).add(name)
+    return out
+
+
+def test_snapshot_create_survives_kill_9(minio_pair: Any, dify_db: Any, pg: Any, cli: InProcess,
+                                         tmp_path: Path) -> None:
+    client = minio_pair.a.s3_client()
+    source, dest = new_bucket(client), new_bucket(client)
+    fill_source(client, source, dify_db)
+    with psycopg.connect(dify_db.dsn, autocommit=True) as conn:  # ~6 MiB of incompressible rows: a 2-part dump
+        conn.execute("CREATE TABLE bulk (id int, payload bytea)")
+        conn.execute("INSERT INTO bulk SELECT g, decode(string_agg(md5(random()::text), ''), 'hex') "
+                     "FROM generate_series(1, 96) g, generate_series(1, 4096) h GROUP BY g")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    site = minio_pair.a
+    env = make_env(endpoint=site.endpoint, access_key=site.access_key, secret_key=site.secret_key,
+                   source_bucket=source, dest_bucket=dest, db=dify_db, pg=pg)
+    env = {k: v for k, v in env.items() if k.startswith("DRTOOL_")}
+    env.update({"DRTOOL_SNAPSHOT_PART_SIZE_MB": "5", "TMPDIR": str(tmp)})
+    db_before, bucket_before = db_fingerprint(dify_db.dsn), bucket_fingerprint(client, source)
+
+    calibration = timed_run(["snapshot", "create"], env)
+    assert calibration.code == 0, calibration.stderr
+    record_extra("calibration", command="snapshot create", seconds=round(calibration.seconds, 3),
+                 first_event_s=calibration.first_event_s)
+    n = trials()
+    delays = delays_over(rng_for("snapshot create"), n, calibration)
+    runner = Trials("snapshot create")
+
+    def one(i: int, point: KillPoint) -> tuple[Kill, list[str]]:
+        before = set(_folders(client, dest))
+        kill = run_and_kill(["snapshot", "create"], env, point.delay_s, after_first_event=point.after_first_event)
+        problems: list[str] = []
+        folders = _folders(client, dest)
+        if kill.killed:  # where it died, from what it left: its folder's artifacts and any open upload
+            mine = [folders[f] for f in set(folders) - before]
+            uploads = [u for u in client.list_multipart_uploads(Bucket=dest).get("Uploads", [])
+                       if u["Key"].split("/")[2] not in before]  # earlier trials' stay until gc
+            kill.last_event = ("folder: " + "+".join(sorted(mine[0])) if mine else "no folder yet") + \
+                (", dump upload open" if uploads else "")
+        committed = {sid for sid, names in folders.items() if "COMMITTED" in names}
+        listed = cli(["snapshots", "list"], env)
+        ids = {s["id"] for s in listed.result()["snapshots"]} if listed.code == 0 else set()
+        if listed.code != 0 or ids != committed:
+            problems.append(f"snapshots list shows {sorted(ids)} but committed folders are {sorted(committed)}")
+        for sid in committed:  # a COMMITTED marker is only ever written after every artifact and the checksums
+            if not {"meta.json", "SHA256SUMS"} <= folders[sid]:
+                problems.append(f"{sid} is committed without all its artifacts: {sorted(folders[sid])}")
+        nxt = cli(["snapshot", "create"], env)  # the next run: no --break-stale-lock, no unlock
+        if nxt.code != 0:
+            problems.append(f"next run exit {nxt.code}: {nxt.stderr.strip()[-400:]}")
+        elif i % 4 == 0 or not kill.killed:  # the next run's snapshot verifies (every 4th trial: it reads the dump)
+            sid = nxt.result()["snapshot"]
+            verified = cli(["snapshots", "verify", sid], env)
+            if verified.code != 0:
+                problems.append(f"verify {sid} exit {verified.code}: {verified.stderr.strip()[-300:]}")
+        if client.list_objects_v2(Bucket=dest, Prefix="drtool/locks/").get("KeyCount", 0):
+            problems.append("a lock is left after the next run")
+        reap_group(kill.pgid)
+        leftovers = temp_leftovers(tmp)
+        if leftovers:
+            problems.append(f"temporary files left in TMPDIR: {leftovers}")
+            for p in tmp.iterdir():
+                _remove(p)
+        return kill, problems
+
+    runner.run(n, delays, one)
+    record_extra("phases", command="snapshot create", phases=runner.phases())
+    gc = cli(["snapshots", "gc", "--grace", "0"], env)
+    assert gc.code == 0, gc.stderr
+    folders = _folders(client, dest)
+    assert all("COMMITTED" in names for names in folders.values()), "gc left an uncommitted folder"
+    assert db_fingerprint(dify_db.dsn) == db_before, "the source database changed"
+    assert bucket_fingerprint(client, source) == bucket_before, "the source bucket changed"
+    runner.assert_ok()
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
