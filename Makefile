@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	./scripts/install-system-deps.sh
 
-# Builds MinIO, mc and Weaviate from their Go modules once, into ~/.cache/drtool/bin (outside the repo).
+# Builds MinIO, mc, Weaviate and toxiproxy from their Go modules once, into ~/.cache/drtool/bin (outside the repo).
 stack: install
 	$(PY) -m tests.stack.build
 

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from drtool.core.dify_env import map_dify_env
-from drtool.core.dotenv import parse_dotenv
+from drtool.core.dotenv import decode_dotenv, parse_dotenv
 from drtool.errors import ConfigError
 from drtool.redact import register_secret
 
@@ -42,6 +42,9 @@ class S3Settings:
     use_instance_credentials: bool = _opt(False, "ignore keys and use the AWS default credential chain")
     verify_tls: bool = _opt(True, "verify the endpoint's TLS certificate (turning it off prints a warning)")
     ca_bundle: str | None = _opt(None, "path of a CA bundle for an endpoint with a private CA")
+    connect_timeout: int = _opt(10, "seconds to wait for a TCP/TLS connection to the S3 endpoint")
+    read_timeout: int = _opt(60, "seconds without a byte from the S3 endpoint before a try is abandoned")
+    max_attempts: int = _opt(5, "tries per S3 request (first try included) on timeouts, resets, throttling and 5xx")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class WeaviateSettings:
     endpoint: str | None = _opt(None, "Weaviate HTTP endpoint (http://host:8080)")
     grpc_endpoint: str | None = _opt(None, "Weaviate gRPC endpoint (host:50051); default: HTTP host, port 50051")
     api_key: str | None = _opt(None, "Weaviate API key", secret=True)
+    timeout: int = _opt(60, "seconds before a Weaviate request (connect check, query; inserts get twice) times out")
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class EmbeddingSettings:
     batch_size: int = _opt(64, "texts per embedding request or model batch")
     concurrency: int = _opt(4, "concurrent embedding requests (openai)")
     timeout: int = _opt(60, "seconds before an embedding request times out")
+    max_attempts: int = _opt(6, "tries per embedding request (openai) on timeouts, resets, 429 and 5xx")
     requests_per_minute: int = _opt(0, "embedding requests per minute budget (openai; 0 = unlimited)")
     tokens_per_minute: int = _opt(0, "estimated tokens per minute budget (openai; 0 = unlimited)")
     max_input_tokens: int = _opt(8191, "longest input the openai endpoint accepts, in tokens (4 chars ~ 1 token)")
@@ -268,7 +273,7 @@ def load_settings(
     if dify_env_path:
         path = Path(dify_env_path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = decode_dotenv(path.read_bytes(), str(path))
         except OSError as exc:
             raise ConfigError(f"cannot read Dify env file {path}: {exc.strerror}") from None
         mapping = map_dify_env(parse_dotenv(text, str(path)), _parse_host_map(str(host_map_raw)))
@@ -301,7 +306,10 @@ def load_settings(
             register_secret(values[section].get(name))
         value = values[section].get(name)
         if isinstance(value, str) and "://" in value:
-            register_secret(urlsplit(value).password)  # a URL setting may carry a password
+            try:
+                register_secret(urlsplit(value).password)  # a URL setting may carry a password
+            except ValueError as exc:  # e.g. an unbalanced IPv6 bracket; the value itself may hold a secret
+                raise ConfigError(f"invalid URL for setting {key} (from {sources[key]}): {exc}") from None
     return Settings(
         **{name: SECTIONS[name](**vals) for name, vals in values.items()},
         sources=sources, storage_problem=storage_problem, notes=tuple(notes),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,6 +39,8 @@ def check(weaviate: WeaviateSettings) -> dict[str, Any]:
 # --- rebuild-index target ----------------------------------------------------------------------------------------
 
 GENERATION_MARK = "_drtool_"
+_AUTH_TEXT = re.compile(
+    r"\b(?:status(?: code)?|code|HTTP)\W{0,3}(?:401|403)\b|unauthori[sz]ed|unauthenticated|forbidden", re.I)
 
 
 def _split_endpoint(url: str, default_port: int) -> tuple[str, int, bool]:
@@ -85,10 +88,19 @@ class WeaviateTarget:
     def _error(self, what: str, exc: Exception) -> DrtoolError:
         text = str(exc)
         system = f"weaviate {self.settings.endpoint}"
-        if "401" in text or "403" in text or "unauthor" in text.lower():
+        # A status code, not any "401" in the text: a URL such as http://127.0.0.1:40129 contains one too, and a
+        # refused connection to it was reported as exit 12 "check weaviate.api_key".
+        status = getattr(exc, "status_code", None)
+        if status in (401, 403) or _AUTH_TEXT.search(text):
             return AuthError(f"{what}: refused: {text[:300]}", hint="check weaviate.api_key", system=system)
-        return UnavailableError(f"{what}: {type(exc).__name__}: {text[:300]}",
-                                hint="check weaviate.endpoint/grpc_endpoint and that Weaviate is running",
+        # The client's messages run to several paragraphs; the first non-empty lines carry the reason.
+        brief = " ".join(line.strip() for line in text.splitlines() if line.strip())[:300]
+        if "grpc" in (type(exc).__name__ + text).lower():
+            grpc = self.settings.grpc_endpoint or f"{_split_endpoint(self.settings.endpoint or '', 8080)[0]}:50051"
+            brief = f"over gRPC at {grpc}: {brief}"
+        return UnavailableError(f"{what}: {type(exc).__name__}: {brief}",
+                                hint="check weaviate.endpoint/grpc_endpoint, the network and that Weaviate is "
+                                     "running; on a slow link raise weaviate.timeout; then re-run (--resume)",
                                 system=system)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

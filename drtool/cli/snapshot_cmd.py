@@ -23,10 +23,14 @@ def s3_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except DrtoolError:
             raise
         except Exception as exc:
-            if type(exc).__module__.startswith(("botocore", "boto3", "s3transfer")):
+            if type(exc).__module__.startswith(("botocore", "boto3", "s3transfer", "urllib3")):
                 from drtool.adapters.s3 import translate_error
 
-                raise translate_error(exc, what="snapshot storage", endpoint=None) from None
+                # Name the endpoint the command used (a stream cut mid-read lands here), not "AWS S3".
+                context = click.get_current_context(silent=True)
+                loaded = getattr(context.find_object(App) if context else None, "_settings", None)
+                endpoint = (loaded.snapshot.endpoint or loaded.s3.endpoint) if loaded is not None else None
+                raise translate_error(exc, what="snapshot storage", endpoint=endpoint) from None
             raise
 
     return wrapper

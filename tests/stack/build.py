@@ -1,4 +1,4 @@
-"""Build (once) and cache the Go servers of the test stack: MinIO, mc and Weaviate.
+"""Build (once) and cache the Go servers of the test stack: MinIO, mc, Weaviate and toxiproxy.
 
 None of them can be downloaded as a prebuilt binary here, so they are built from the Go module proxy with
 ``CGO_ENABLED=0 go install package@version``. A build takes minutes cold (mostly Go compiling MinIO's and
@@ -11,8 +11,8 @@ A file lock makes concurrent sessions wait for one build instead of racing. Go's
 (~/go/pkg/mod, ~/.cache/go-build) make a rebuild after a cache wipe fast.
 
 Run ``python -m tests.stack.build`` before pytest (``make test`` does) so the one-time build shows its
-progress in the terminal instead of inside a fixture. Pass tool names (minio, mc, weaviate-server) to build
-only those.
+progress in the terminal instead of inside a fixture. Pass tool names (minio, mc, weaviate-server,
+toxiproxy) to build only those.
 """
 
 from __future__ import annotations

