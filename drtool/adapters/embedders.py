@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from drtool.config import EmbeddingSettings
 from drtool.core.pipeline import RateBudget
@@ -33,7 +33,9 @@ class RetryableHTTPError(Exception):
 
 def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
-    backoff = wait_random_exponential(multiplier=0.5, max=30)(state)
+    # 0.5, 1, 2, 4 ... s plus up to 0.5 s of jitter: N tries always outlast a known minimum window, whereas a
+    # fully random wait could spend every try within a second of a network blip.
+    backoff = wait_exponential_jitter(initial=0.5, max=30, jitter=0.5)(state)
     if isinstance(exc, RetryableHTTPError) and exc.retry_after is not None:
         return max(exc.retry_after, 0.0)
     return backoff
@@ -46,7 +48,7 @@ def _retryable(exc: BaseException) -> bool:
 class OpenAIEmbedder:
     """`POST {base_url}/embeddings` as OpenAI, Azure OpenAI, Ollama, vLLM, TEI, Xinference and LocalAI speak it."""
 
-    def __init__(self, settings: EmbeddingSettings, *, max_attempts: int = 6) -> None:
+    def __init__(self, settings: EmbeddingSettings, *, max_attempts: int | None = None) -> None:
         if not settings.base_url or not settings.model:
             raise ConfigError("the openai embedding provider needs embedding.base_url and embedding.model")
         self._settings = settings
@@ -54,7 +56,7 @@ class OpenAIEmbedder:
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self._client = httpx.Client(headers=headers, timeout=settings.timeout)
         self._dimension = settings.dimensions
-        self._max_attempts = max_attempts
+        self._max_attempts = max(1, settings.max_attempts if max_attempts is None else max_attempts)
         self.budget = RateBudget(settings.requests_per_minute, settings.tokens_per_minute)
         self.requests = 0
 
@@ -105,9 +107,17 @@ class OpenAIEmbedder:
         except RetryableHTTPError as exc:
             raise UnavailableError(f"embedding endpoint kept failing: {exc}",
                                    hint="retry later or lower embedding.concurrency", system=self._system) from None
+        except httpx.TimeoutException as exc:
+            raise UnavailableError(f"{self._url} did not answer within embedding.timeout={self._settings.timeout} s, "
+                                   f"{self._max_attempts} tries ({type(exc).__name__})",
+                                   hint="check that the endpoint is running and not overloaded; on a slow one "
+                                        "raise embedding.timeout or lower embedding.batch_size; then re-run "
+                                        "(rebuild-index --resume)",
+                                   system=self._system) from None
         except httpx.HTTPError as exc:
             raise UnavailableError(f"cannot reach {self._url}: {type(exc).__name__}",
-                                   hint="check embedding.base_url", system=self._system) from None
+                                   hint="check embedding.base_url and that the endpoint is running; then re-run "
+                                        "(rebuild-index --resume)", system=self._system) from None
         vectors = [self._decode(item["embedding"]) for item in sorted(data, key=lambda d: d["index"])]
         if len(vectors) != len(texts):
             raise UnavailableError(f"asked for {len(texts)} embeddings, got {len(vectors)}", system=self._system)
@@ -246,11 +256,36 @@ class LocalEmbedder:
         return text
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Batches of texts with similar token counts, so that little of the model's work is padding.
+
+        sentence-transformers sorts a call's texts by character length; token counts differ from that enough that
+        its batches of a 512-text unit held about 20% padding more than the same texts sorted by tokens (measured
+        on prose, bench/rebuild). Tokenising once more to sort costs well under 1% of the model's time.
+        """
         if not texts:
             return []
-        array = self._model.encode(list(texts), batch_size=self._batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False)
-        return array.tolist()
+        items = list(texts)
+        size = max(1, self._batch_size)
+        if len(items) <= size:
+            return self._encode(items).tolist()
+        lengths = self._token_counts(items)
+        order = sorted(range(len(items)), key=lengths.__getitem__)
+        out: list[list[float]] = [[] for _ in items]
+        for start in range(0, len(order), size):
+            batch = order[start:start + size]
+            for i, row in zip(batch, self._encode([items[i] for i in batch]).tolist(), strict=True):
+                out[i] = row
+        return out
+
+    def _encode(self, texts: list[str]) -> Any:
+        return self._model.encode(texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False)
+
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens the model will read per text (capped at its max_seq_length, as encode() truncates)."""
+        encoded = self._model.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.max_tokens,
+                                        return_attention_mask=False, return_token_type_ids=False)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def close(self) -> None:
         pass

@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
+import urllib3.exceptions
 from botocore.config import Config
 
 from drtool.config import S3Settings
@@ -24,18 +25,45 @@ _AUTH_CODES = {
     "AllAccessDisabled", "AccountProblem", "403", "Forbidden", "XMinioAdminNoSuchUser",
 }
 _NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+# The IAM permission each S3 call needs, so a refusal names what to grant (docs/iam.md).
+IAM_ACTIONS = {
+    "HeadBucket": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket",
+    "ListObjectVersions": "s3:ListBucketVersions (MinIO: s3:ListBucket)", "ListBuckets": "s3:ListAllMyBuckets",
+    "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject", "CompleteMultipartUpload": "s3:PutObject",
+    "UploadPartCopy": "s3:PutObject on the target and s3:GetObject on the source",
+    "CopyObject": "s3:PutObject on the target and s3:GetObject on the source",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload", "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "DeleteObject": "s3:DeleteObject", "DeleteObjects": "s3:DeleteObject",
+    "GetBucketVersioning": "s3:GetBucketVersioning", "PutBucketVersioning": "s3:PutBucketVersioning",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "GetBucketReplication": "s3:GetReplicationConfiguration",
+}
+
+# A body cut after the response headers arrived: botocore does not retry these (the call had returned).
+_CUT_ERRORS: tuple[type[Exception], ...] = (
+    botocore.exceptions.ResponseStreamingError, botocore.exceptions.IncompleteReadError,
+    urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, ConnectionError,
+)
 
 
-def make_client(s3: S3Settings, *, max_attempts: int = 5, connect_timeout: float = 10, read_timeout: float = 60
-                ) -> Any:
-    """A boto3 S3 client configured for self-hosted endpoints (path-style when asked, TLS verification on)."""
+def make_client(s3: S3Settings, *, max_attempts: int | None = None, connect_timeout: float | None = None,
+                read_timeout: float | None = None) -> Any:
+    """A boto3 S3 client configured for self-hosted endpoints (path-style when asked, TLS verification on).
+
+    Timeouts and tries default to s3.connect_timeout / s3.read_timeout / s3.max_attempts: without a read timeout
+    a server that accepts the connection and then goes silent would hang the command forever.
+    """
+    max_attempts = s3.max_attempts if max_attempts is None else max_attempts
+    connect_timeout = s3.connect_timeout if connect_timeout is None else connect_timeout
+    read_timeout = s3.read_timeout if read_timeout is None else read_timeout
     if not s3.verify_tls:
         log.warning("TLS certificate verification is OFF for %s (s3.verify_tls=false)", s3.endpoint)
     config = Config(
         region_name=s3.region,
         signature_version="s3v4",
         s3={"addressing_style": s3.address_style},
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max(1, max_attempts)},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         tcp_keepalive=True,
@@ -45,7 +73,67 @@ def make_client(s3: S3Settings, *, max_attempts: int = 5, connect_timeout: float
         credentials = {"aws_access_key_id": s3.access_key, "aws_secret_access_key": s3.secret_key or ""}
     verify: bool | str = s3.ca_bundle if (s3.ca_bundle and s3.verify_tls) else s3.verify_tls
     session = boto3.session.Session()
-    return session.client("s3", endpoint_url=s3.endpoint or None, config=config, verify=verify, **credentials)
+    client = session.client("s3", endpoint_url=s3.endpoint or None, config=config, verify=verify, **credentials)
+    _use_backoff(client, max(1, max_attempts))
+    return client
+
+
+RETRY_BASE_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 10.0
+
+
+def _use_backoff(client: Any, max_attempts: int) -> None:
+    """Back off 0.5, 1, 2, 4, 8 s (jittered down to half) between tries instead of botocore's 50 ms base.
+
+    botocore's standard mode waits rand(0, 0.05 * 2**i) s after a connection error, so its five tries are spent
+    in well under a second and a network blip of two seconds fails a nightly snapshot. Its own rules still decide
+    WHAT is retried (timeouts, resets, throttling, 5xx, never 4xx/auth); this handler, registered first on the
+    client's needs-retry event, only sets HOW LONG to wait (the first non-None answer wins).
+    """
+    import random
+
+    from botocore.retries import standard
+
+    adapter = standard.RetryEventAdapter()
+    conditions = standard.StandardRetryConditions(max_attempts=max_attempts)
+
+    def delay(**kwargs: Any) -> float | None:
+        context = adapter.create_retry_context(**kwargs)
+        if not conditions.is_retryable(context):
+            return None
+        wait = min(RETRY_BASE_DELAY_S * 2 ** (context.attempt_number - 1), RETRY_MAX_DELAY_S)
+        wait *= random.uniform(0.5, 1.0)
+        log.info("S3 request failed (%s); try %d of %d in %.1f s", type(kwargs.get("caught_exception")).__name__
+                 if kwargs.get("caught_exception") else "HTTP error", context.attempt_number + 1, max_attempts, wait)
+        return wait
+
+    client.meta.events.register_first("needs-retry.s3", delay, unique_id="drtool-backoff")
+
+
+TLS_HINT = ("if the endpoint uses a private or self-signed CA, pass that CA's certificate with --ca-bundle FILE "
+            "(s3.ca_bundle, DRTOOL_S3_CA_BUNDLE); --no-verify-tls (s3.verify_tls=false) turns verification off, "
+            "for tests only; an https URL on a plain-HTTP port fails like this too")
+
+
+def tls_reason(exc: Exception) -> str:
+    """Say plainly when the certificate was not trusted, keeping OpenSSL's own reason for the operator."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = text.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip(" :)")
+        return f"TLS certificate verification failed: {detail or 'untrusted certificate'} (CERTIFICATE_VERIFY_FAILED)"
+    return text if len(text) < 240 else text[:237] + "..."
+
+
+def http_status(exc: Exception) -> int | None:
+    """The HTTP status of an S3 error answer; None for errors without one (refused, timed out, cut).
+
+    Test this, never ``"404" in str(exc)``: a connection error's text holds the endpoint URL, whose port may
+    contain 404 (http://host:40412), and an unreachable bucket would be reported as a missing one.
+    """
+    if isinstance(exc, botocore.exceptions.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status is not None else None
+    return None
 
 
 def translate_error(exc: Exception, *, what: str, endpoint: str | None) -> DrtoolError:
@@ -59,6 +147,11 @@ def translate_error(exc: Exception, *, what: str, endpoint: str | None) -> Drtoo
             return AuthError(f"{what}: the server refused the request because this machine's clock is off",
                              hint="synchronise the clock (NTP) and retry", system=system)
         if code in _AUTH_CODES:
+            needed = IAM_ACTIONS.get(exc.operation_name or "")
+            if needed and code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+                return AuthError(f"{what}: access refused ({code}: {message}): {exc.operation_name} needs {needed}",
+                                 hint=f"grant {needed} to this user (docs/iam.md lists each command's policy)",
+                                 system=system)
             return AuthError(f"{what}: access refused ({code}: {message})",
                              hint="check the access key, secret key and the policy of that user", system=system)
         if code in _NOT_FOUND_CODES:
@@ -66,17 +159,23 @@ def translate_error(exc: Exception, *, what: str, endpoint: str | None) -> Drtoo
                                  hint="check the bucket name and key prefix", system=system)
         return UnavailableError(f"{what}: {code}: {message}", system=system)
     if isinstance(exc, botocore.exceptions.SSLError):
-        return UnavailableError(f"{what}: TLS handshake failed: {exc}",
-                                hint="set s3.ca_bundle to the CA that signed the endpoint's certificate",
-                                system=system)
+        return UnavailableError(f"{what}: TLS handshake failed: {tls_reason(exc)}", hint=TLS_HINT, system=system)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AuthError(f"{what}: no credentials configured", hint="set s3.access_key and s3.secret_key",
                          system=system)
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionClosedError
-                  | botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError):
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError):
+        return UnavailableError(f"{what}: the endpoint did not answer in time, every try ({type(exc).__name__})",
+                                hint="check that the server is running and the network; on a slow link raise "
+                                     "s3.read_timeout / s3.connect_timeout, on a flaky one s3.max_attempts; "
+                                     "then re-run", system=system)
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionClosedError):
         return UnavailableError(f"{what}: cannot reach the endpoint ({type(exc).__name__})",
-                                hint="check s3.endpoint, the network and that the server is running",
+                                hint="check s3.endpoint, the network and that the server is running; then re-run",
                                 system=system)
+    if isinstance(exc, _CUT_ERRORS):
+        return UnavailableError(f"{what}: the connection was cut mid-transfer ({type(exc).__name__})",
+                                hint="check the network and the server's health, then re-run: nothing half-read "
+                                     "or half-written was kept", system=system)
     return UnavailableError(f"{what}: {type(exc).__name__}: {exc}", system=system)
 
 
@@ -84,7 +183,7 @@ def check(s3: S3Settings) -> dict[str, Any]:
     """Prove the bucket is reachable and readable; report its versioning state (snapshots depend on it)."""
     if not s3.bucket:
         raise NotFoundError("s3.bucket is not set", system="object store")
-    client = make_client(s3, max_attempts=2, read_timeout=20)
+    client = make_client(s3, max_attempts=min(2, max(1, s3.max_attempts)), read_timeout=min(20, s3.read_timeout))
     try:
         client.head_bucket(Bucket=s3.bucket)
         client.list_objects_v2(Bucket=s3.bucket, MaxKeys=1, Prefix=s3.key_prefix)
@@ -128,7 +227,7 @@ class BucketStore:
         if byte_range is not None:
             kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         try:
-            return bytes(self.client.get_object(**kwargs)["Body"].read())
+            return read_whole(self.client, **kwargs)
         except botocore.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND_CODES:
                 return None
@@ -238,31 +337,94 @@ def bucket_replication_setup(client: Any, bucket: str) -> dict[str, Any]:
 def iter_object_versions(client: Any, bucket: str, prefix: str = "", *, page_size: int = 1000) -> Any:
     """Every object version and delete marker under `prefix`, page by page, grouped by key as S3 lists them.
 
-    boto3 returns a page's versions and delete markers as two lists; both are in key order, so a merge on the key
-    restores the listing order without holding more than one page.
+    Pages are fetched as presigned GETs and parsed with ElementTree straight into ObjectVersion records, in a
+    prefetch thread: botocore's shape-driven parser (dicts, dateutil timestamps) cost more CPU than everything a
+    snapshot does with the listing, and held the GIL against the manifest compressor and the dump upload. The
+    XML lists versions and delete markers interleaved in key order, so document order is listing order.
     """
-    import heapq
+    yield from _chain_pages(prefetch(_version_pages(client, bucket, prefix, page_size)))
+
+
+def _chain_pages(pages: Any) -> Any:
+    for page in pages:
+        yield from page
+
+
+def _version_pages(client: Any, bucket: str, prefix: str, page_size: int) -> Iterator[list[Any]]:
+    """ListObjectVersions pages as lists of ObjectVersion; errors raised as the botocore exceptions
+    `translate_error` knows. TLS verification, timeouts and retries follow the client's own configuration."""
+    import xml.etree.ElementTree as ET
+    from datetime import datetime
+    from urllib.parse import unquote_plus
+
+    import urllib3
 
     from drtool.core.manifest import ObjectVersion
 
-    paginator = client.get_paginator("list_object_versions")
-    pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
-    for page in prefetch(pages):
-        versions = (
-            ObjectVersion(key=v["Key"], version_id=v.get("VersionId") or "null", last_modified=v["LastModified"],
-                          is_latest=bool(v.get("IsLatest")), etag=(v.get("ETag") or "").strip('"') or None,
-                          size=v.get("Size"))
-            for v in page.get("Versions", ())
-        )
-        if not page.get("DeleteMarkers"):
-            yield from versions
-            continue
-        markers = (
-            ObjectVersion(key=m["Key"], version_id=m.get("VersionId") or "null", last_modified=m["LastModified"],
-                          is_latest=bool(m.get("IsLatest")), is_delete_marker=True)
-            for m in page.get("DeleteMarkers", ())
-        )
-        yield from heapq.merge(versions, markers, key=lambda o: o.key)
+    verify = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None), "_verify", True)
+    if verify is False:
+        http = urllib3.PoolManager(cert_reqs="CERT_NONE", maxsize=2)
+    elif isinstance(verify, str):
+        http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=verify, maxsize=2)
+    else:
+        from botocore.httpsession import get_cert_path
+
+        http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=get_cert_path(True), maxsize=2)
+    config = client.meta.config
+    attempts = int((config.retries or {}).get("max_attempts") or (config.retries or {}).get("total_max_attempts")
+                   or 5)
+    retries = urllib3.Retry(total=max(0, attempts - 1), backoff_factor=0.5, status_forcelist=(500, 502, 503, 504),
+                            allowed_methods=frozenset({"GET"}), raise_on_status=False)
+    timeout = urllib3.Timeout(connect=config.connect_timeout or 10, read=config.read_timeout or 60)
+    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size, "EncodingType": "url"}
+    fromiso = datetime.fromisoformat
+    while True:
+        url = client.generate_presigned_url("list_object_versions", Params=params, ExpiresIn=900)
+        try:
+            resp = http.request("GET", url, retries=retries, timeout=timeout, preload_content=True)
+        except urllib3.exceptions.SSLError as exc:
+            raise botocore.exceptions.SSLError(endpoint_url=url.split("?", 1)[0], error=exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=url.split("?", 1)[0], error=exc) from None
+        try:
+            root = ET.fromstring(resp.data)
+        except ET.ParseError:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": str(resp.status), "Message": "the listing answer is not XML"},
+                 "ResponseMetadata": {"HTTPStatusCode": resp.status}}, "ListObjectVersions") from None
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        if resp.status != 200:
+            code = root.findtext("Code") or root.findtext(ns + "Code") or str(resp.status)
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": code, "Message": root.findtext("Message") or root.findtext(ns + "Message") or ""},
+                 "ResponseMetadata": {"HTTPStatusCode": resp.status}}, "ListObjectVersions")
+        version_tag, marker_tag, cut = ns + "Version", ns + "DeleteMarker", len(ns)
+        raw: list[tuple[dict[str, str], bool]] = []
+        top: dict[str, str] = {}
+        for child in root:
+            tag = child.tag
+            if tag in (version_tag, marker_tag):
+                raw.append(({sub.tag[cut:]: sub.text or "" for sub in child}, tag == marker_tag))
+            else:
+                top[tag[cut:]] = child.text or ""
+        # Keys are URL-encoded only when the server says so (SeaweedFS ignores EncodingType), like botocore.
+        decode = unquote_plus if top.get("EncodingType") == "url" else str
+        page = []
+        for f, is_marker in raw:
+            etag = f.get("ETag")
+            size = f.get("Size")
+            page.append(ObjectVersion(
+                key=decode(f["Key"]), version_id=f.get("VersionId") or "null",
+                last_modified=fromiso(f["LastModified"]), is_latest=f.get("IsLatest") == "true",
+                is_delete_marker=is_marker, etag=None if is_marker else ((etag.strip('"') or None) if etag else None),
+                size=None if is_marker else (int(size) if size else (0 if size is not None else None))))
+        yield page
+        if top.get("IsTruncated") != "true":
+            return
+        params["KeyMarker"] = decode(top.get("NextKeyMarker", ""))
+        params["VersionIdMarker"] = top.get("NextVersionIdMarker", "")
+        if not params["VersionIdMarker"]:
+            params.pop("VersionIdMarker")
 
 
 def prefetch(iterable: Any, depth: int = 2) -> Any:
@@ -341,7 +503,30 @@ def server_date(client: Any, bucket: str) -> Any:
 
 def get_bytes(client: Any, bucket: str, key: str, *, version_id: str | None = None) -> bytes:
     extra = {"VersionId": version_id} if version_id else {}
-    return client.get_object(Bucket=bucket, Key=key, **extra)["Body"].read()
+    return read_whole(client, Bucket=bucket, Key=key, **extra)
+
+
+def read_whole(client: Any, **get_args: Any) -> bytes:
+    """GET an object and read all of its body, asking again when the body is cut mid-way.
+
+    botocore retries a request only until the response headers arrive; a connection reset or stall while the body
+    streams raises from read(). For a whole small object (manifest, ledger, sidecar page) asking again is safe.
+    """
+    import random
+    import time
+
+    attempts = max(1, int((getattr(client.meta.config, "retries", None) or {}).get("total_max_attempts", 3)))
+    for attempt in range(1, attempts + 1):
+        try:
+            return bytes(client.get_object(**get_args)["Body"].read())
+        except _CUT_ERRORS:
+            if attempt == attempts:
+                raise
+            wait = min(RETRY_BASE_DELAY_S * 2 ** (attempt - 1), RETRY_MAX_DELAY_S) * random.uniform(0.5, 1.0)
+            log.info("body of %s cut mid-transfer; try %d of %d in %.1f s", get_args.get("Key"), attempt + 1,
+                     attempts, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def head_or_none(client: Any, bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:

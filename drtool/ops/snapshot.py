@@ -17,9 +17,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ def open_destination(settings: Settings, *, check: bool = True) -> Destination:
             dest.client.head_bucket(Bucket=dest.bucket)
         except Exception as exc:
             err = dest.s3_error(exc, f"snapshot bucket {dest.bucket}")
-            if isinstance(err, NotFoundError) or "404" in str(exc):
+            if isinstance(err, NotFoundError) or s3a.http_status(exc) == 404:
                 raise NotFoundError(f"snapshot bucket {dest.bucket} does not exist",
                                     hint="create it, or set snapshot.bucket to an existing bucket",
                                     system=err.system) from None
@@ -136,23 +137,102 @@ class CreateResult:
         return int(ExitCode.DEGRADED) if self.warnings else int(ExitCode.OK)
 
 
+class _Decoupled:
+    """A write-only file object that hands bytes to `sink.write` on its own thread, at most `limit` bytes ahead.
+
+    Why: a multipart part upload blocks its caller for a while; if that caller is the one draining pg_dump's pipe,
+    pg_dump stalls on a full 64 KiB pipe for every part. With the upload on another thread the pipe keeps draining
+    and the dump runs at pg_dump's own pace. Memory is bounded by `limit`.
+    """
+
+    def __init__(self, sink: Any, limit: int = 48 << 20) -> None:
+        self._sink = sink
+        self._limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._pending = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="dump-upload", daemon=True)
+        self._thread.start()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        chunk = bytes(data)
+        with self._cond:
+            while self._pending >= self._limit and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._chunks.append(chunk)
+            self._pending += len(chunk)
+            self._cond.notify_all()
+        return len(chunk)
+
+    def flush(self) -> None:
+        pass
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._chunks and not self._done:
+                    self._cond.wait()
+                if not self._chunks:
+                    return
+                chunk = self._chunks.popleft()
+            try:
+                self._sink.write(chunk)
+            except BaseException as exc:
+                with self._cond:
+                    self._error = exc
+                    self._chunks.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._pending -= len(chunk)
+                self._cond.notify_all()
+
+    def finish(self) -> None:
+        """Wait until every byte reached the sink; raise what the upload thread raised."""
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """Drop what is queued and wait for the part upload in progress (the caller aborts the upload)."""
+        with self._cond:
+            self._chunks.clear()
+            self._done = True
+            self._cond.notify_all()
+        self._thread.join()
+
+
 def _dump_worker(proc: subprocess.Popen[bytes], sink: s3a.MultipartWriter, recipients: list[Any] | None,
                  outcome: dict[str, Any]) -> None:
     """Stream pg_dump's stdout (through age when asked) into a multipart upload; complete it only on success."""
+    ahead = _Decoupled(sink)
     try:
         assert proc.stdout is not None
         if recipients:
-            agea.encrypt_stream(proc.stdout, sink, recipients)
+            agea.encrypt_stream(proc.stdout, ahead, recipients)
         else:
             while chunk := proc.stdout.read(1 << 20):
-                sink.write(chunk)
+                ahead.write(chunk)
         outcome["returncode"] = proc.wait()
         if outcome["returncode"] == 0:
+            ahead.finish()
             sink.close()
         else:
+            ahead.cancel()
             sink.abort()
     except BaseException as exc:
         outcome["error"] = exc
+        ahead.cancel()
         sink.abort()
 
 
@@ -195,6 +275,7 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
         versioning = s3a.bucket_versioning(src_client, src_bucket)
         expiry = s3a.noncurrent_expiry_days(src_client, src_bucket)
         s3_date = s3a.server_date(src_client, src_bucket)
+        s3_date_at = time.monotonic()
     except Exception as exc:
         raise s3a.translate_error(exc, what=f"source bucket {src_bucket}", endpoint=source.endpoint) from None
     if versioning != "Enabled":
@@ -218,9 +299,13 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
     replication = _replication_verdict(settings, options.require_replication)
 
     with destination_lock(dest.client, dest.bucket, dest.lock_key, holder="snapshot create",
-                          stale_after_s=settings.snapshot.lock_stale_after, break_stale=options.break_stale_lock):
+                          stale_after_s=settings.snapshot.lock_stale_after, break_stale=options.break_stale_lock,
+                          emit=emit):
         result = _create_locked(settings, options, dest, src_client, src_bucket, versioning, columns, patterns,
-                                recipients, warnings, emit, replication, s3_date)
+                                recipients, warnings, emit, replication,
+                                # The store's clock, carried forward to now: the replication check and the lock
+                                # take a while, and that time is not clock skew.
+                                None if s3_date is None else s3_date + timedelta(seconds=time.monotonic() - s3_date_at))
     result.meta["durations"]["total_s"] = round(time.monotonic() - started, 3)
     for w in result.warnings:
         log.warning("%s", w)
