@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import pyrage
 
-from drtool.errors import AuthError, ConfigError, UsageError
+from drtool.errors import AuthError, ConfigError, UsageError, VerificationFailed
 
 
 def parse_recipients(spec: str) -> list[Any]:
@@ -79,6 +79,14 @@ def decrypt_stream(source: Any, sink: Any, identities: list[Any], *, what: str) 
                             ) from None
         raise AuthError(f"{what}: cannot be decrypted ({exc})",
                         hint="the file is corrupt or not an age file; run `drtool snapshots verify`") from None
+    except OSError as exc:
+        # The age stream's authentication failed part-way (pyrage reports it as an I/O error): the ciphertext
+        # was modified or truncated after it was written. Other I/O errors are not ours to rename.
+        if "decryption error" not in str(exc).lower():
+            raise
+        raise VerificationFailed(f"{what}: decryption failed: the encrypted file was modified or truncated "
+                                 "(age authentication failed)",
+                                 hint="run `drtool snapshots verify`; restore another snapshot") from None
 
 
 class EncryptingWriter:

@@ -50,6 +50,10 @@ class SiteUnreachable(UnavailableError):
     """The site could not be reached at all: a CRITICAL finding for status, not a crash."""
 
 
+class MalformedAnswer(UnavailableError):
+    """The site answered JSON whose shape drtool cannot read (a proxy, a future MinIO, a damaged answer)."""
+
+
 class _SkewedS3SigV4Auth(S3SigV4Auth):
     """S3SigV4Auth whose signing time can be offset, to prove the clock-skew diagnosis against a real server."""
 
@@ -95,6 +99,9 @@ class MinioAdmin:
         self._credentials = Credentials(access_key or "", secret_key or "") if access_key else None
         self._auth_region = region
         self._offset = clock_offset
+        if verify is False and parts.scheme == "https":
+            log.warning("TLS certificate verification is OFF for site %s (%s) (s3.verify_tls=false)", alias,
+                        self.endpoint)
         self._http = URLLib3Session(verify=verify, timeout=timeout, max_pool_connections=4)
 
     @property
@@ -123,10 +130,13 @@ class MinioAdmin:
             raw = self._http.send(req.prepare())
             body = raw.content
         except botocore.exceptions.SSLError as exc:
+            from drtool.adapters.s3 import tls_reason
+
             raise UnavailableError(
-                f"{what}: TLS handshake failed ({_short(exc)})", system=self.system,
-                hint="check the URL scheme (https on a plain-HTTP port fails like this) or set s3.ca_bundle to the "
-                     "CA that signed the site's certificate") from None
+                f"{what}: TLS handshake failed ({tls_reason(exc)})", system=self.system,
+                hint="check the URL scheme (https on a plain-HTTP port fails like this), or pass the CA that signed "
+                     "the site's certificate with --ca-bundle FILE (s3.ca_bundle, DRTOOL_S3_CA_BUNDLE); "
+                     "--no-verify-tls turns verification off, for tests only") from None
         except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
                 botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError,
                 botocore.exceptions.HTTPClientError) as exc:
@@ -140,7 +150,7 @@ class MinioAdmin:
             raise self._error(resp, what)
         try:
             data = resp.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # ValueError covers UnicodeDecodeError
             raise self._not_minio(resp, what) from None
         if not isinstance(data, dict):
             raise self._not_minio(resp, what)
@@ -149,11 +159,21 @@ class MinioAdmin:
     # -- API -----------------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """GET site-replication/info: `{"enabled": false}` when site replication is off."""
-        return self._admin_json("/site-replication/info", {"api-version": "1"}, "site replication info")
+        data = self._admin_json("/site-replication/info", {"api-version": "1"}, "site replication info")
+        self._check(info_problem(data), "site replication info")
+        return data
 
     def status(self) -> dict[str, Any]:
         """GET site-replication/status with every section and metrics."""
-        return self._admin_json("/site-replication/status", STATUS_QUERY, "site replication status")
+        data = self._admin_json("/site-replication/status", STATUS_QUERY, "site replication status")
+        self._check(status_problem(data), "site replication status")
+        return data
+
+    def _check(self, problem: str | None, what: str) -> None:
+        if problem:
+            raise MalformedAnswer(f"{what}: unexpected answer: {problem}", system=self.system,
+                                  hint="check that the endpoint is the MinIO server itself (not a proxy that "
+                                       "rewrites answers) and that its version is supported")
 
     def health(self) -> dict[str, int | None]:
         """Unauthenticated health probes: path -> HTTP status, None when the site did not answer."""
@@ -198,8 +218,8 @@ def _error_code(resp: Response) -> tuple[str | None, str]:
     try:
         data = json.loads(text)
         if isinstance(data, dict) and data.get("Code"):
-            return str(data["Code"]), str(data.get("Message") or "")
-    except ValueError:
+            return str(data["Code"])[:200], str(data.get("Message") or "")[:500]
+    except (ValueError, RecursionError):
         pass
     if "<Code>" in text:
         code = text.split("<Code>", 1)[1].split("</Code>", 1)[0]
@@ -211,3 +231,102 @@ def _error_code(resp: Response) -> tuple[str | None, str]:
 def _short(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) < 240 else text[:237] + "..."
+
+
+# -- shape of the answers ----------------------------------------------------------------------------------------
+# Everything downstream (verdict, table, metrics) reads these fields with plain dict access; checking their types
+# once here means a damaged or foreign answer is reported naming the field instead of crashing halfway through.
+
+def _where(path: tuple[str, ...]) -> str:
+    """`Metrics.replMetrics.'6e7f…'.failed`: names as MinIO spells them, odd keys quoted, list items as [i]."""
+    out = ""
+    for p in path:
+        out += p if p.startswith("[") else ("." if out else "") + (p if p.isidentifier() else repr(p[:40]))
+    return out
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+class _Shape:
+    def __init__(self) -> None:
+        self.problem: str | None = None
+
+    def fail(self, path: tuple[str, ...], value: Any, expected: str) -> None:
+        if self.problem is None:
+            self.problem = f"field {_where(path)} is {_kind(value)}, expected {expected}"
+
+    def obj(self, value: Any, path: tuple[str, ...]) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.fail(path, value, "an object")
+            return {}
+        return value
+
+    def text(self, value: Any, path: tuple[str, ...]) -> None:
+        if value is not None and not isinstance(value, str):
+            self.fail(path, value, "a string")
+
+    def number(self, value: Any, path: tuple[str, ...]) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value \
+                or value in (float("inf"), float("-inf")):
+            self.fail(path, value, "a finite number")
+
+
+def info_problem(data: Mapping[str, Any]) -> str | None:
+    """The first field of a site-replication/info answer with a type drtool cannot use, or None."""
+    shape = _Shape()
+    shape.text(data.get("name"), ("name",))
+    sites = data.get("sites")
+    if sites is not None and not isinstance(sites, list):
+        shape.fail(("sites",), sites, "a list")
+    for i, peer in enumerate(sites if isinstance(sites, list) else []):
+        if not isinstance(peer, Mapping):
+            shape.fail(("sites", f"[{i}]"), peer, "an object")
+            continue
+        for name in ("deploymentID", "name", "endpoint"):
+            shape.text(peer.get(name), ("sites", f"[{i}]", name))
+    return shape.problem
+
+
+_ENTITY_SECTIONS = ("BucketStats", "PolicyStats", "UserStats", "GroupStats", "ILMExpiryStats")
+
+
+def status_problem(data: Mapping[str, Any]) -> str | None:
+    """The first field of a site-replication/status answer with a type drtool cannot use, or None."""
+    shape = _Shape()
+    for dep, peer in shape.obj(data.get("Sites"), ("Sites",)).items():
+        if not isinstance(peer, Mapping):
+            shape.fail(("Sites", dep), peer, "an object")
+            continue
+        for name in ("name", "endpoint"):
+            if name in peer and not isinstance(peer[name], str):  # the table sorts by name: None would not sort
+                shape.fail(("Sites", dep, name), peer[name], "a string")
+    shape.obj(data.get("StatsSummary"), ("StatsSummary",))
+    for section in _ENTITY_SECTIONS:
+        for entity, per_site in shape.obj(data.get(section), (section,)).items():
+            for dep, stats in shape.obj(per_site, (section, entity)).items():
+                if not isinstance(stats, Mapping):
+                    shape.fail((section, entity, dep), stats, "an object")
+    metrics = shape.obj(data.get("Metrics"), ("Metrics",))
+    curr = shape.obj(shape.obj(metrics.get("queued"), ("Metrics", "queued")).get("curr"),
+                     ("Metrics", "queued", "curr"))
+    for name in ("count", "bytes"):
+        shape.number(curr.get(name), ("Metrics", "queued", "curr", name))
+    for dep, metric in shape.obj(metrics.get("replMetrics"), ("Metrics", "replMetrics")).items():
+        path = ("Metrics", "replMetrics", dep)
+        if not isinstance(metric, Mapping):
+            shape.fail(path, metric, "an object")
+            continue
+        shape.text(metric.get("endpoint"), (*path, "endpoint"))
+        shape.number(metric.get("replicatedCount"), (*path, "replicatedCount"))
+        last_hour = shape.obj(shape.obj(metric.get("failed"), (*path, "failed")).get("lastHour"),
+                              (*path, "failed", "lastHour"))
+        shape.number(last_hour.get("count"), (*path, "failed", "lastHour", "count"))
+        shape.number(shape.obj(metric.get("latency"), (*path, "latency")).get("avg"), (*path, "latency", "avg"))
+    return shape.problem

@@ -22,11 +22,13 @@ class App:
     json_mode: bool = False
     verbosity: int = 0
     quiet: bool = False
+    # --ca-bundle / --no-verify-tls: TLS trust is global, so every command takes them
+    tls_overrides: dict[str, Any] = field(default_factory=dict)
     _settings: Settings | None = field(default=None, repr=False)
 
     def settings(self, flags: Mapping[str, Any] | None = None) -> Settings:
         """Load settings once per run; a command passes the flags it owns as `section.key` overrides."""
-        merged = dict(flags or {})
+        merged = {**self.tls_overrides, **(flags or {})}
         if self.dify_hosts:
             merged["dify.hosts"] = ",".join(self.dify_hosts)
         if self._settings is None or merged:
@@ -53,6 +55,9 @@ class App:
 
 pass_app = click.make_pass_decorator(App)
 
+CA_BUNDLE_HELP = "CA certificate(s) that signed the S3/MinIO endpoint's TLS certificate (s3.ca_bundle)."
+NO_VERIFY_TLS_HELP = "Do not verify TLS certificates (s3.verify_tls=false; prints a warning; tests only)."
+
 
 def _global_option_callback(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
     """Store a global option given after the subcommand on the run's App, as if given before it."""
@@ -65,6 +70,10 @@ def _global_option_callback(attr: str) -> Callable[[click.Context, click.Paramet
             return value
         if attr == "dify_hosts":
             app.dify_hosts = (*app.dify_hosts, *value)
+        elif attr == "ca_bundle":
+            app.tls_overrides["s3.ca_bundle"] = value
+        elif attr == "no_verify_tls":
+            app.tls_overrides["s3.verify_tls"] = False
         elif attr == "verbosity":
             app.verbosity += int(value)
         else:
@@ -87,6 +96,10 @@ def global_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      callback=_global_option_callback("dify_env_path"), help="A Dify docker/.env to read."),
         click.option("--dify-host", multiple=True, metavar="NAME=HOST", expose_value=False,
                      callback=_global_option_callback("dify_hosts"), help="Replace a Dify compose host name."),
+        click.option("--ca-bundle", type=click.Path(dir_okay=False), expose_value=False,
+                     callback=_global_option_callback("ca_bundle"), help=CA_BUNDLE_HELP),
+        click.option("--no-verify-tls", is_flag=True, expose_value=False,
+                     callback=_global_option_callback("no_verify_tls"), help=NO_VERIFY_TLS_HELP),
         click.option("--json", is_flag=True, expose_value=False, callback=_global_option_callback("json_mode"),
                      help="One JSON object per event or result on stdout."),
         click.option("-v", "--verbose", count=True, expose_value=False,

@@ -9,7 +9,7 @@ import sys
 import click
 
 from drtool import __version__
-from drtool.cli.app import App
+from drtool.cli.app import CA_BUNDLE_HELP, NO_VERIFY_TLS_HELP, App
 from drtool.cli.config_cmd import config_group
 from drtool.cli.drill_cmd import drill_group
 from drtool.cli.export_cmd import export_chunks_cmd
@@ -33,12 +33,14 @@ log = logging.getLogger(LOGGER_NAME)
               help="A Dify docker/.env whose storage, database and vector settings drtool should use.")
 @click.option("--dify-host", "dify_hosts", multiple=True, metavar="NAME=HOST",
               help="Replace a docker-compose host name from the Dify .env (repeatable), e.g. db_postgres=10.0.0.5.")
+@click.option("--ca-bundle", type=click.Path(dir_okay=False), help=CA_BUNDLE_HELP)
+@click.option("--no-verify-tls", is_flag=True, help=NO_VERIFY_TLS_HELP)
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per event or result on stdout.")
 @click.option("-v", "--verbose", count=True, help="More output on stderr (-v progress, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, dify_env_path: str | None, dify_hosts: tuple[str, ...],
-        json_mode: bool, verbose: int, quiet: bool) -> None:
+        ca_bundle: str | None, no_verify_tls: bool, json_mode: bool, verbose: int, quiet: bool) -> None:
     """Disaster recovery for self-hosted RAG platforms such as Dify.
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 degraded/warning, 4 critical/verification failed,
@@ -47,6 +49,10 @@ def cli(ctx: click.Context, config_path: str | None, dify_env_path: str | None, 
     setup_logging(verbosity=verbose, quiet=quiet, json_mode=json_mode)
     ctx.obj = App(config_path=config_path, dify_env_path=dify_env_path, dify_hosts=dify_hosts,
                   json_mode=json_mode, verbosity=verbose, quiet=quiet)
+    if ca_bundle:
+        ctx.obj.tls_overrides["s3.ca_bundle"] = ca_bundle
+    if no_verify_tls:
+        ctx.obj.tls_overrides["s3.verify_tls"] = False
 
 
 cli.add_command(config_group)

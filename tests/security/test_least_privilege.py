@@ -1,0 +1,257 @@
+"""Least privilege against a real MinIO: each command runs with a user holding exactly the policy docs/iam.md gives
+for it (parsed from the document, so the document cannot drift), and then once per (statement, action) with that
+one action removed: every removal must make drtool exit 12 naming the missing permission. An action whose removal
+does not break the command is not needed, and the test says so. By default a seeded sample of SAMPLE removals per
+command runs (DRTOOL_TEST_SEED picks it); DRTOOL_TEST_IAM_ALL=1 runs every removal."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.rebuild.conftest import make_chunks
+from tests.security.conftest import REPO, Run, add_minio_user, drtool, new_bucket
+from tests.snapshot.conftest import fill_source
+from tests.stack.dify_db import DifyDatabase
+from tests.stack.minio_sites import MinioSites
+from tests.stack.pg_server import PostgresServer
+
+IAM_DOC = REPO / "docs" / "iam.md"
+SAMPLE = 3  # removals per command by default
+_POLICY = re.compile(r"<!-- iam-policy: (?P<name>[a-z-]+) -->\s*```json\n(?P<body>.*?)\n```", re.S)
+
+
+def doc_policies() -> dict[str, str]:
+    """Policy templates of docs/iam.md by name (placeholders still in)."""
+    found = {m["name"]: m["body"] for m in _POLICY.finditer(IAM_DOC.read_text())}
+    for body in found.values():
+        json.loads(body)  # every block is valid JSON
+    return found
+
+
+def render(template: str, **buckets: str) -> dict[str, Any]:
+    for placeholder, value in buckets.items():
+        template = template.replace(placeholder, value)
+    assert "_BUCKET" not in template, f"unreplaced placeholder in {template}"
+    return dict(json.loads(template))
+
+
+def without(policy: dict[str, Any], index: int, action: str) -> dict[str, Any]:
+    reduced = copy.deepcopy(policy)
+    statement = reduced["Statement"][index]
+    statement["Action"] = [a for a in statement["Action"] if a != action]
+    if not statement["Action"]:
+        del reduced["Statement"][index]
+    return reduced
+
+
+def removals(policy: dict[str, Any]) -> list[tuple[int, str]]:
+    return [(i, action) for i, st in enumerate(policy["Statement"]) for action in st["Action"]]
+
+
+def check_policy(sites: MinioSites, name: str, attempt: Callable[[dict[str, Any], str, str], Run],
+                 works: frozenset[int] = frozenset({0}), parallel: int = 3) -> None:
+    """`attempt(with_policy)` runs the command in a fresh scenario (its own buckets and user) and returns the run;
+    scenarios that share nothing run `parallel` at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    template = doc_policies()[name]
+    first = attempt_with(sites, template, attempt, None)
+    assert first.code in works, f"{name}: the documented policy is not enough (exit {first.code}):\n{first.stderr}"
+    problems: list[str] = []
+    policy_probe = json.loads(template)
+    cases = removals(policy_probe)
+    if os.environ.get("DRTOOL_TEST_IAM_ALL") != "1" and len(cases) > SAMPLE:
+        # A seeded sample keeps the suite fast; DRTOOL_TEST_IAM_ALL=1 removes every action in turn.
+        seed = int(os.environ.get("DRTOOL_TEST_SEED", "7"))
+        cases = sorted(random.Random(f"{seed}:{name}").sample(cases, SAMPLE))
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        runs = list(pool.map(lambda case: attempt_with(sites, template, attempt, case), cases))
+    for (index, action), run in zip(cases, runs, strict=True):
+        print(f"{name} without {action}: exit {run.code}: {run.stderr.strip().splitlines()[-1:]}")
+        sid = policy_probe["Statement"][index].get("Sid", index)
+        if run.code in works:
+            problems.append(f"{name}: {action} in statement {sid} is not needed (still exit {run.code})")
+        elif run.code != 12:
+            problems.append(f"{name} without {action} ({sid}): exit {run.code}, not 12:\n{run.stderr[-800:]}")
+        elif action not in run.stderr + run.stdout:  # rebuild-index reports per dataset on stdout
+            problems.append(f"{name} without {action} ({sid}): the message does not name it:\n{run.stderr[-800:]}")
+    assert not problems, "\n\n".join(problems)
+
+
+def attempt_with(sites: MinioSites, template: str, attempt: Callable[..., Run],
+                 removal: tuple[int, str] | None) -> Run:
+    def with_policy(**buckets: str) -> tuple[str, str]:
+        policy = render(template, **buckets)
+        if removal is not None:
+            policy = without(policy, *removal)
+        return add_minio_user(sites, policy)
+
+    return attempt(with_policy)
+
+
+@pytest.fixture
+def scratch_dbs(pg: PostgresServer) -> Iterator[Callable[[], str]]:
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"iam_{uuid.uuid4().hex[:10]}")
+        return names[-1]
+
+    yield make
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as conn:
+        for name in names:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _base_env(sites: MinioSites, pg: PostgresServer, db: DifyDatabase | None) -> dict[str, str]:
+    env = {"DRTOOL_S3_ENDPOINT": sites.a.endpoint, "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_S3_MAX_ATTEMPTS": "2"}
+    if db is not None:
+        env.update({"DRTOOL_SNAPSHOT_PG_BIN_DIR": str(pg.bin_dir), "DRTOOL_POSTGRES_HOST": pg.host,
+                    "DRTOOL_POSTGRES_PORT": str(pg.port), "DRTOOL_POSTGRES_USER": pg.user,
+                    "DRTOOL_POSTGRES_PASSWORD": pg.password, "DRTOOL_POSTGRES_DATABASE": db.dbname,
+                    "DRTOOL_POSTGRES_SSLMODE": "disable"})
+    return env
+
+
+def _creds(access: str, secret: str) -> dict[str, str]:
+    return {"DRTOOL_S3_ACCESS_KEY": access, "DRTOOL_S3_SECRET_KEY": secret}
+
+
+def test_documented_policies_are_complete() -> None:
+    assert {"snapshot-create", "restore", "replication-status", "rebuild-index", "export-chunks",
+            "snapshots-verify"} <= set(doc_policies())
+
+
+def test_snapshot_create(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path) -> None:
+    client = minio_pair.a.s3_client()
+    source = new_bucket(client, "iamsrc")
+    fill_source(client, source, dify_db)
+    env = _base_env(minio_pair, pg, dify_db)
+
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+        dest = new_bucket(client, "iamdst")
+        access, secret = with_policy(SOURCE_BUCKET=source, SNAPSHOT_BUCKET=dest)
+        return drtool("snapshot", "create", env=dict(env, DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest,
+                                                     **_creds(access, secret)), cwd=tmp_path)
+
+    check_policy(minio_pair, "snapshot-create", attempt)
+
+
+def _root_env(sites: MinioSites) -> dict[str, str]:
+    return _creds(sites.a.access_key, sites.a.secret_key)
+
+
+def _drop_locks(client: Any, bucket: str) -> None:
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(".lock") or "/locks/" in obj["Key"]:
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
+def test_restore(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path,
+                 scratch_dbs: Callable[[], str]) -> None:
+    client = minio_pair.a.s3_client()
+    source, dest = new_bucket(client, "iamsrc"), new_bucket(client, "iamdst")
+    fill_source(client, source, dify_db)
+    env = dict(_base_env(minio_pair, pg, dify_db), DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest)
+    made = drtool("snapshot", "create", env=dict(env, **_root_env(minio_pair)), cwd=tmp_path)
+    assert made.code == 0, made.stderr
+
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+        target = new_bucket(client, "iamtgt")
+        access, secret = with_policy(SOURCE_BUCKET=source, SNAPSHOT_BUCKET=dest, TARGET_BUCKET=target)
+        user_env = dict(env, **_creds(access, secret))
+        run = drtool("restore", "latest", "--target-db", scratch_dbs(), "--objects-to", target, env=user_env,
+                     cwd=tmp_path)
+        if run.code == 0:  # what a re-run and an audit do: HEAD what is already in the target
+            run = drtool("restore", "latest", "--objects-to", target, "--verify-only", env=user_env, cwd=tmp_path)
+        _drop_locks(client, dest)  # a run refused before it could release its lock leaves it behind
+        return run
+
+    check_policy(minio_pair, "restore", attempt, parallel=1)  # the runs share the snapshot bucket's lock
+
+
+def test_snapshots_verify(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
+                          tmp_path: Path) -> None:
+    client = minio_pair.a.s3_client()
+    source, dest = new_bucket(client, "iamsrc"), new_bucket(client, "iamdst")
+    fill_source(client, source, dify_db)
+    env = dict(_base_env(minio_pair, pg, dify_db), DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest)
+    made = drtool("snapshot", "create", env=dict(env, **_root_env(minio_pair)), cwd=tmp_path)
+    assert made.code == 0, made.stderr
+
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+        access, secret = with_policy(SNAPSHOT_BUCKET=dest)
+        return drtool("snapshots", "verify", "--latest", env=dict(env, **_creds(access, secret)), cwd=tmp_path)
+
+    check_policy(minio_pair, "snapshots-verify", attempt)
+
+
+def test_export_chunks(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path) -> None:
+    client = minio_pair.a.s3_client()
+    env = _base_env(minio_pair, pg, dify_db)
+
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+        bucket = new_bucket(client, "iamexp", versioned=False)
+        access, secret = with_policy(SOURCE_BUCKET=bucket)
+        user_env = dict(env, DRTOOL_S3_BUCKET=bucket, **_creds(access, secret))
+        run = drtool("export-chunks", "--all", env=user_env, cwd=tmp_path)
+        if run.code == 0:  # the nightly re-run: read the stored files, replace .jsonl by .jsonl.gz
+            run = drtool("export-chunks", "--all", "--compression", "gzip", env=user_env, cwd=tmp_path)
+        return run
+
+    check_policy(minio_pair, "export-chunks", attempt)
+
+
+def test_rebuild_index(minio_pair: MinioSites, embedding_server: Any, tmp_path: Path) -> None:
+    client = minio_pair.a.s3_client()
+    dataset = str(uuid.uuid4())
+    body = b"".join(json.dumps(c).encode() + b"\n" for c in make_chunks(dataset, 12))
+    env = dict(_base_env(minio_pair, None, None), DRTOOL_VECTOR_STORE="milvus", DRTOOL_EMBEDDING_PROVIDER="openai",
+               DRTOOL_EMBEDDING_BASE_URL=embedding_server.base_url, DRTOOL_EMBEDDING_API_KEY=embedding_server.api_key,
+               DRTOOL_EMBEDDING_MODEL=embedding_server.model_name,
+               DRTOOL_EMBEDDING_DIMENSIONS=str(embedding_server.dimensions), DRTOOL_REBUILD_SAMPLE="5")
+
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+        bucket = new_bucket(client, "iamreb", versioned=False)
+        client.put_object(Bucket=bucket, Key=f"datasets/{dataset}/processed/chunks.jsonl", Body=body)
+        access, secret = with_policy(SOURCE_BUCKET=bucket)
+        milvus = tmp_path / f"{bucket}.db"
+        return drtool("rebuild-index", "--dataset", dataset,
+                      env=dict(env, DRTOOL_S3_BUCKET=bucket, DRTOOL_MILVUS_URI=str(milvus), **_creds(access, secret)),
+                      cwd=tmp_path)
+
+    check_policy(minio_pair, "rebuild-index", attempt)
+
+
+def test_replication_status(minio_pair: MinioSites, tmp_path: Path) -> None:
+    """Both sites are asked; the user and policy made on site A reach site B through site replication."""
+    import time
+
+    env = {"DRTOOL_REPLICATION_SITES": f"A={minio_pair.a.endpoint},B={minio_pair.b.endpoint}",
+           "DRTOOL_S3_MAX_ATTEMPTS": "2"}
+
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+        access, secret = with_policy()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until site B knows the user (IAM is replicated)
+            info = minio_pair.mc("admin", "user", "info", "B", access, "--json", check=False)
+            if info.returncode == 0 and '"policyName"' in info.stdout:
+                break
+            time.sleep(0.5)
+        return drtool("replication", "status", env=dict(env, DRTOOL_REPLICATION_ACCESS_KEY=access,
+                                                        DRTOOL_REPLICATION_SECRET_KEY=secret), cwd=tmp_path)
+
+    check_policy(minio_pair, "replication-status", attempt, works=frozenset({0, 3}))

@@ -1,0 +1,245 @@
+"""Every drtool command, run with known and distinctive secrets, in success and failure modes: no secret may appear
+in stdout, stderr (logs, JSON events, tracebacks with -vv), metrics files, or any object drtool wrote to a bucket
+(meta.json, manifests, checksums, ledgers, chunk files, decrypted artifacts), raw, URL-encoded or base64."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+import zstandard
+from psycopg import sql
+
+from tests.security.conftest import Run, add_minio_user, drtool, find_leaks, leak_forms, new_bucket
+from tests.snapshot.conftest import fill_source
+from tests.stack.dify_db import DifyDatabase
+from tests.stack.embedding_server import EmbeddingServer
+from tests.stack.minio_sites import MinioSites
+from tests.stack.pg_server import PostgresServer
+
+# Distinctive values with URL metacharacters, so an unescaped or escaped echo is both found.
+S3_SECRET = "S3sec+Kq9/Zm4vLw2Xy7Rt5Pn3"
+S3_WRONG = "S3bad+Bq8/Jh3uKe1Wz6Qs4Vd7"
+PG_PASSWORD = "PGpw/Secr3t+Lq8@Zx#9"
+PG_WRONG = "PGbad/Tq4@Vx#2+Mn7"
+EMBED_WRONG = "sk-WRONGembedKey-Zq93LmX0"
+REDIS_PASSWORD = "RDpw/Hy6+Fz2@Kc8"
+WEAVIATE_KEY = "wv-secretKey-Nm5Rs8Tq2Wx"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def pg_role(pg: PostgresServer, dify_db: DifyDatabase) -> Iterator[str]:
+    """A login role whose password is PG_PASSWORD (superuser: snapshot, restore and create database)."""
+    role = f"sec_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(PG_PASSWORD)))
+    yield role
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'secrestore_%'").fetchall():
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("REASSIGN OWNED BY {} TO {}").format(sql.Identifier(role), sql.Identifier(pg.user)))
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def _objects(client: Any, identity: Any) -> Iterator[tuple[str, bytes]]:
+    """(where, bytes) of every object version in every bucket, decrypted and decompressed where drtool packed it."""
+    import pyrage
+
+    for bucket in client.list_buckets()["Buckets"]:
+        name = bucket["Name"]
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
+            for v in page.get("Versions", []):
+                body = client.get_object(Bucket=name, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
+                where = f"s3://{name}/{v['Key']}"
+                yield where, body
+                key = v["Key"]
+                if key.endswith(".age"):
+                    try:
+                        body = pyrage.decrypt(body, [identity])
+                    except pyrage.DecryptError:  # another test's snapshot, encrypted to its own key
+                        continue
+                    key = key[:-4]
+                    yield where + " (decrypted)", body
+                if key.endswith(".zst"):
+                    yield where + " (decompressed)", zstandard.ZstdDecompressor().stream_reader(body).read()
+                elif key.endswith(".gz"):
+                    yield where + " (decompressed)", gzip.decompress(body)
+
+
+def test_no_secret_in_any_output_or_artifact(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
+                                             pg_role: str, embedding_server: EmbeddingServer, redis_url: str,
+                                             weaviate_server: Any, milvus_uri: str, tmp_path: Path) -> None:
+    import pyrage
+
+    identity, wrong_identity = pyrage.x25519.Identity.generate(), pyrage.x25519.Identity.generate()
+    secrets = {
+        "s3.secret_key": S3_SECRET, "wrong s3.secret_key": S3_WRONG, "postgres.password": PG_PASSWORD,
+        "wrong postgres.password": PG_WRONG, "embedding.api_key": embedding_server.api_key,
+        "wrong embedding.api_key": EMBED_WRONG, "redis password": REDIS_PASSWORD, "weaviate.api_key": WEAVIATE_KEY,
+        "age identity": str(identity), "wrong age identity": str(wrong_identity),
+    }
+    inputs = tmp_path / "inputs"  # files that hold secrets on purpose: never scanned
+    inputs.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    (inputs / "key.txt").write_text(f"{identity}\n")
+    (inputs / "wrong.txt").write_text(f"{wrong_identity}\n")
+
+    site = minio_pair.a
+    user, _ = add_minio_user(minio_pair, builtin="consoleAdmin", secret=S3_SECRET)
+    client = site.s3_client()
+    source, dest = new_bucket(client, "secsrc"), new_bucket(client, "secdst")
+    fill_source(client, source, dify_db)
+    closed = _closed_port()
+    env = {
+        "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_ACCESS_KEY": user, "DRTOOL_S3_SECRET_KEY": S3_SECRET,
+        "DRTOOL_S3_BUCKET": source, "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_SNAPSHOT_BUCKET": dest,
+        "DRTOOL_SNAPSHOT_PG_BIN_DIR": str(pg.bin_dir), "DRTOOL_POSTGRES_HOST": pg.host,
+        "DRTOOL_POSTGRES_PORT": str(pg.port), "DRTOOL_POSTGRES_USER": pg_role,
+        "DRTOOL_POSTGRES_PASSWORD": PG_PASSWORD, "DRTOOL_POSTGRES_DATABASE": dify_db.dbname,
+        "DRTOOL_POSTGRES_SSLMODE": "disable", "DRTOOL_VECTOR_STORE": "milvus", "DRTOOL_MILVUS_URI": milvus_uri,
+        "DRTOOL_EMBEDDING_PROVIDER": "openai", "DRTOOL_EMBEDDING_BASE_URL": embedding_server.base_url,
+        "DRTOOL_EMBEDDING_API_KEY": embedding_server.api_key, "DRTOOL_EMBEDDING_MODEL": embedding_server.model_name,
+        "DRTOOL_EMBEDDING_DIMENSIONS": str(embedding_server.dimensions), "DRTOOL_EMBEDDING_BATCH_SIZE": "32",
+        "DRTOOL_REBUILD_SAMPLE": "10", "DRTOOL_REPLICATION_SITES": f"A={site.endpoint},B={minio_pair.b.endpoint}",
+        "DRTOOL_REPLICATION_SETTLE_SECONDS": "0",
+        # Retries are not under test here: one try keeps the unreachable cases quick.
+        "DRTOOL_S3_MAX_ATTEMPTS": "1", "DRTOOL_EMBEDDING_MAX_ATTEMPTS": "1", "DRTOOL_POSTGRES_CONNECT_TIMEOUT": "5",
+    }
+    runs: list[tuple[Run, set[int]]] = []
+
+    def run(*args: str, expect: set[int], label: str = "", **overrides: str) -> Run:
+        result = drtool(*args, env=dict(env, **overrides), cwd=work, label=label, timeout=400)
+        runs.append((result, expect))
+        return result
+
+    key, wrong = str(inputs / "key.txt"), str(inputs / "wrong.txt")
+    redis_with_password = redis_url.replace("redis://", f"redis://:{quote(REDIS_PASSWORD, safe='')}@")
+
+    # --- success modes ---------------------------------------------------------------------------------------
+    run("config", "show", expect={0})
+    run("config", "show", "--json", "-vv", expect={0})
+    run("config", "check", "-vv", expect={0, 3})
+    run("export-chunks", "--all", "--json", "-vv", "--metrics-file", str(work / "export.prom"), expect={0})
+    run("snapshot", "create", "--encrypt-to", str(identity.to_public()), "--json", "-vv",
+        "--metrics-file", str(work / "snapshot.prom"), expect={0})
+    run("snapshots", "list", "--json", "-vv", expect={0})
+    run("snapshots", "verify", "--latest", "--deep", "--identity", key, "-vv", expect={0})
+    run("snapshots", "prune", "--dry-run", "--json", "-vv", expect={0})
+    run("snapshots", "gc", "--dry-run", "-vv", expect={0})
+    run("snapshots", "unlock", "-vv", expect={0, 10})
+    run("restore", "latest", "--target-db", f"secrestore_{uuid.uuid4().hex[:6]}", "--objects-to",
+        new_bucket(client, "secrst"), "--identity", key, "--json", "-vv", expect={0})
+    # Refused and unreachable embedders first, while no vector is cached yet and every chunk needs a call.
+    # (--force from the second run on: a refused run leaves a checkpoint that a plain run would refuse to ignore)
+    for flags in ((), ("--force", "-vv", "--json")):
+        run("rebuild-index", "--all", *flags, expect={12}, label="rebuild wrong embedding key",
+            DRTOOL_EMBEDDING_API_KEY=EMBED_WRONG)
+    run("rebuild-index", "--all", "--force", "-vv", expect={1}, label="rebuild embedder unreachable",
+        DRTOOL_EMBEDDING_BASE_URL=f"http://127.0.0.1:{closed}/v1")
+    run("rebuild-index", "--all", "--force", "--json", "-vv", expect={0})
+    run("verify", "--json", "-vv", "--metrics-file", str(work / "verify.prom"), expect={0})
+    run("verify", "--snapshot", "latest", "--identity", key, "--skip-vectors", "-vv", expect={0})
+    run("drill", "--identity", key, "--report-dir", str(work / "drills"), "--json", "-vv",
+        "--metrics-file", str(work / "drill.prom"), expect={0})
+    run("drill", "history", "--json", "-vv", expect={0})
+    run("replication", "status", "--json", "-vv", "--metrics-file", str(work / "replication.prom"),
+        expect={0, 3, 4})
+    run("replication", "verify", "--bucket", source, "--json", "-vv", expect={0, 3, 4})
+    run("replication", "probe", "--bucket", source, "--timeout", "60", "--json", "-vv", expect={0, 3})
+
+    # --- the same secrets from drtool.toml and from a Dify .env ------------------------------------------------
+    (inputs / "drtool.toml").write_text(
+        f'[s3]\nsecret_key = "{S3_SECRET}"\n[postgres]\npassword = "{PG_PASSWORD}"\n'
+        f'[embedding]\napi_key = "{embedding_server.api_key}"\n[weaviate]\napi_key = "{WEAVIATE_KEY}"\n'
+        f'[redis]\nurl = "{redis_with_password}"\n')
+    bare = {k: "" for k in ("DRTOOL_S3_SECRET_KEY", "DRTOOL_POSTGRES_PASSWORD", "DRTOOL_EMBEDDING_API_KEY")}
+    run("config", "show", "--config", str(inputs / "drtool.toml"), "--json", expect={0}, **bare)
+    (inputs / "dify.env").write_text(
+        f"STORAGE_TYPE=s3\nS3_ENDPOINT={site.endpoint}\nS3_BUCKET_NAME={source}\nS3_ACCESS_KEY={user}\n"
+        f"S3_SECRET_KEY={S3_SECRET}\nDB_USERNAME={pg_role}\nDB_PASSWORD={PG_PASSWORD}\nDB_HOST={pg.host}\n"
+        f"DB_PORT={pg.port}\nREDIS_PASSWORD={REDIS_PASSWORD}\nWEAVIATE_API_KEY={WEAVIATE_KEY}\n"
+        f"VECTOR_STORE=weaviate\nWEAVIATE_ENDPOINT={weaviate_server.http_url}\n")
+    run("config", "show", "--dify-env", str(inputs / "dify.env"), expect={0}, **bare)
+    run("config", "check", "--dify-env", str(inputs / "dify.env"), "--json", "-vv", expect={0, 1, 3, 4, 12}, **bare)
+
+    # --- failure modes: refused credentials, unreachable systems, in human, -vv and --json output --------------
+    for flags in ((), ("-vv", "--json")):
+        run("snapshot", "create", *flags, expect={12}, label="snapshot wrong s3 key", DRTOOL_S3_SECRET_KEY=S3_WRONG)
+        run("snapshot", "create", *flags, expect={12}, label="snapshot wrong pg password",
+            DRTOOL_POSTGRES_PASSWORD=PG_WRONG)
+    run("config", "check", "--json", "-vv", expect={1, 3, 4, 12}, label="check wrong everything",
+        DRTOOL_S3_SECRET_KEY=S3_WRONG, DRTOOL_POSTGRES_PASSWORD=PG_WRONG, DRTOOL_EMBEDDING_API_KEY=EMBED_WRONG,
+        DRTOOL_REDIS_URL=redis_with_password, DRTOOL_WEAVIATE_API_KEY=WEAVIATE_KEY,
+        DRTOOL_WEAVIATE_ENDPOINT=weaviate_server.http_url)
+    run("config", "check", "-vv", expect={0, 1, 3, 4, 12}, label="check redis password",
+        DRTOOL_REDIS_URL=redis_with_password)
+    run("snapshots", "list", "-vv", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("snapshots", "verify", "--latest", "--json", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("snapshots", "prune", "-vv", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("snapshots", "gc", "--json", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("snapshots", "unlock", "-vv", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("restore", "latest", "--target-db", f"secrestore_{uuid.uuid4().hex[:6]}", "--no-objects", "--identity",
+        wrong, "-vv", expect={12}, label="restore wrong identity")
+    run("restore", "latest", "--target-db", f"secrestore_{uuid.uuid4().hex[:6]}", "--no-objects", "--json",
+        expect={2}, label="restore no identity")
+    dsn = f"postgresql://{pg_role}:{quote(PG_WRONG, safe='')}@{pg.host}:{pg.port}/secrestore_dsn"
+    run("restore", "latest", "--target-db", dsn, "--no-objects", "--identity", key, "-vv", expect={12},
+        label="restore DSN with wrong password")
+    run("drill", "--identity", key, "--report-dir", str(work / "drills"), "-vv", expect={12},
+        DRTOOL_POSTGRES_PASSWORD=PG_WRONG)
+    run("drill", "--identity", wrong, "--report-dir", str(work / "drills"), "--json", expect={4, 12})
+    run("export-chunks", "--all", "-vv", expect={12}, DRTOOL_POSTGRES_PASSWORD=PG_WRONG)
+    run("export-chunks", "--all", "--json", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("verify", "--json", "-vv", expect={12}, DRTOOL_POSTGRES_PASSWORD=PG_WRONG)
+    run("verify", "-vv", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("replication", "status", "-vv", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("replication", "verify", "--bucket", source, "--json", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("replication", "probe", "--bucket", source, "-vv", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
+    run("snapshot", "create", "-vv", expect={1}, label="snapshot pg unreachable", DRTOOL_POSTGRES_PORT=str(closed))
+    run("snapshots", "list", "--json", "-vv", expect={1}, label="list s3 unreachable",
+        DRTOOL_S3_ENDPOINT=f"http://127.0.0.1:{closed}")
+    run("replication", "status", "--json", "-vv", expect={4}, label="status site unreachable",
+        DRTOOL_REPLICATION_SITES=f"A={site.endpoint},GONE=http://127.0.0.1:{closed}")
+
+    # --- the scan ------------------------------------------------------------------------------------------
+    leaks: list[str] = []
+    for result, _ in runs:
+        leaks += find_leaks(secrets, result.stdout, f"stdout of {result.label} {result.args}")
+        leaks += find_leaks(secrets, result.stderr, f"stderr of {result.label} {result.args}")
+    scanned_files = 0
+    for path in sorted(tmp_path.rglob("*")):
+        if path.is_file() and inputs not in path.parents:
+            leaks += find_leaks(secrets, path.read_bytes(), str(path))
+            scanned_files += 1
+    scanned_objects = 0
+    for where, body in _objects(client, identity):
+        leaks += find_leaks(secrets, body, where)
+        scanned_objects += 1
+
+    print(f"secret scan: {len(runs)} runs, {len(secrets)} secrets x {len(leak_forms(S3_SECRET))} forms, "
+          f"{scanned_files} local files, {scanned_objects} objects, {len(leaks)} leaks")
+    slowest = sorted(runs, key=lambda pair: -pair[0].seconds)[:8]
+    print("slowest runs:", [(r.label, r.args[:3], round(r.seconds, 1)) for r, _ in slowest])
+    wrong_codes = [f"{r.label} {r.args}: exit {r.code}, expected {sorted(e)}\n{r.stderr[-600:]}{r.stdout[-300:]}"
+                   for r, e in runs if r.code not in e]
+    assert not leaks, "\n".join(leaks)
+    assert not wrong_codes, "\n\n".join(wrong_codes)
+    # The scan saw real work: metrics files, the snapshot's artifacts, chunk files and the rebuild ledger.
+    assert scanned_files >= 4 and scanned_objects >= 20, (scanned_files, scanned_objects)
+    assert len(runs) >= 45
