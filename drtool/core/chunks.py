@@ -190,6 +190,8 @@ def parse_line(raw: bytes, number: int, source: str, *, dataset_id: str | None =
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return reject(f"malformed JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:  # a line of 100k '[' fits in MAX_LINE_BYTES and would otherwise crash the run
+        return reject("malformed JSON: nested too deeply")
     if not isinstance(obj, dict):
         return reject(f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("v", SCHEMA_VERSION)

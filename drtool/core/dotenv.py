@@ -13,12 +13,26 @@ from drtool.errors import ConfigError
 _LINE = re.compile(r"^(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(?P<value>.*)$")
 
 
+def decode_dotenv(data: bytes, source: str) -> str:
+    """The file's text; bytes that are not UTF-8 are refused with the line they are on, not a codec traceback."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{source}:{lineno}: not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+                          hint="save the .env file as UTF-8") from None
+
+
 def parse_dotenv(text: str, source: str) -> dict[str, str]:
     values: dict[str, str] = {}
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    # Split on newlines only: str.splitlines() also breaks at form feeds and other separators, and the line
+    # numbers in errors would then differ from the ones the operator's editor shows.
+    for lineno, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        if "\x00" in line:
+            raise ConfigError(f"{source}:{lineno}: contains a NUL byte", hint="the file is damaged; fix that line")
         match = _LINE.match(line)
         if not match:
             raise ConfigError(

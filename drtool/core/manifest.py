@@ -64,6 +64,11 @@ class ObjectVersion:
     size: int | None = None
 
 
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "key": str, "state": str, "version_id": str, "etag": str, "size": int, "last_modified": str,
+    "referenced_by": list, "copy_key": str, "reason": str}
+
+
 @dataclass
 class ManifestRecord:
     key: str
@@ -91,9 +96,25 @@ class ManifestRecord:
     def from_line(cls, line: bytes | str, lineno: int = 0) -> ManifestRecord:
         try:
             data = json.loads(line)
-            return cls(**data)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"manifest line {lineno}: not a manifest record ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"manifest line {lineno}: not a manifest record ({type(exc).__name__})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"manifest line {lineno}: not a manifest record (a JSON {type(data).__name__})")
+        # A wrongly typed field would only fail later, deep inside a restore: name it here instead.
+        for name, value in data.items():
+            kind = _FIELD_TYPES.get(name)
+            if kind is None:
+                raise ValueError(f"manifest line {lineno}: unknown field {name[:64]!r}")
+            if value is None and name not in ("key", "state", "referenced_by"):
+                continue
+            if not isinstance(value, kind) or isinstance(value, bool) or (
+                    name == "referenced_by" and not all(isinstance(v, str) for v in value)):
+                raise ValueError(f"manifest line {lineno}: field '{name}' has the wrong type")
+        if "key" not in data or "state" not in data:
+            raise ValueError(f"manifest line {lineno}: field '{'state' if 'key' in data else 'key'}' is missing")
+        if data["state"] == STATE_PINNED and not (data.get("version_id") or data.get("copy_key")):
+            raise ValueError(f"manifest line {lineno}: field 'version_id' is missing from a pinned record")
+        return cls(**data)
 
     @classmethod
     def pinned(cls, version: ObjectVersion, referenced_by: list[str]) -> ManifestRecord:
@@ -212,7 +233,7 @@ def committed_marker(snapshot_id: str, sums_digest: str, when: datetime) -> byte
 def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: '[' * 100_000 is valid-looking but too deep
         raise ValueError(f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise ValueError(f"{what} is not a JSON object")
