@@ -353,15 +353,46 @@ def _chain_pages(pages: Any) -> Any:
 def _version_pages(client: Any, bucket: str, prefix: str, page_size: int) -> Iterator[list[Any]]:
     """ListObjectVersions pages as lists of ObjectVersion; errors raised as the botocore exceptions
     `translate_error` knows. TLS verification, timeouts and retries follow the client's own configuration."""
-    import xml.etree.ElementTree as ET
     from datetime import datetime
-    from urllib.parse import unquote_plus
 
     import urllib3
 
     from drtool.core.manifest import ObjectVersion
 
     verify = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None), "_verify", True)
+    config = client.meta.config
+    attempts = int((config.retries or {}).get("max_attempts") or (config.retries or {}).get("total_max_attempts")
+                   or 5)
+    timeout = urllib3.Timeout(connect=config.connect_timeout or 10, read=config.read_timeout or 60)
+    fromiso = datetime.fromisoformat
+    for items, decode in _xml_listing_pages(client, bucket, prefix, versions=True, verify=verify, attempts=attempts,
+                                            timeout=timeout, page_size=page_size):
+        page = []
+        for f, is_marker in items:
+            etag = f.get("ETag")
+            size = f.get("Size")
+            page.append(ObjectVersion(
+                key=decode(f["Key"]), version_id=f.get("VersionId") or "null",
+                last_modified=fromiso(f["LastModified"]), is_latest=f.get("IsLatest") == "true",
+                is_delete_marker=is_marker, etag=None if is_marker else ((etag.strip('"') or None) if etag else None),
+                size=None if is_marker else (int(size) if size else (0 if size is not None else None))))
+        yield page
+
+
+def _xml_listing_pages(client: Any, bucket: str, prefix: str, *, versions: bool, verify: bool | str, attempts: int,
+                       timeout: Any, page_size: int) -> Iterator[tuple[list[tuple[dict[str, str], bool]], Any]]:
+    """Raw listing pages, fetched as presigned GETs and parsed with ElementTree: ([(fields, is_delete_marker)],
+    key decoder) per page, pagination followed.
+
+    Why: botocore's response parser (shape-driven dicts, dateutil timestamps) costs several times the CPU of the
+    listing itself. The client still does what it is good at: endpoint, addressing style, credentials and signing.
+    Errors are raised as the botocore exceptions `translate_error` knows.
+    """
+    import xml.etree.ElementTree as ET
+    from urllib.parse import unquote_plus
+
+    import urllib3
+
     if verify is False:
         http = urllib3.PoolManager(cert_reqs="CERT_NONE", maxsize=2)
     elif isinstance(verify, str):
@@ -370,16 +401,13 @@ def _version_pages(client: Any, bucket: str, prefix: str, page_size: int) -> Ite
         from botocore.httpsession import get_cert_path
 
         http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=get_cert_path(True), maxsize=2)
-    config = client.meta.config
-    attempts = int((config.retries or {}).get("max_attempts") or (config.retries or {}).get("total_max_attempts")
-                   or 5)
     retries = urllib3.Retry(total=max(0, attempts - 1), backoff_factor=0.5, status_forcelist=(500, 502, 503, 504),
                             allowed_methods=frozenset({"GET"}), raise_on_status=False)
-    timeout = urllib3.Timeout(connect=config.connect_timeout or 10, read=config.read_timeout or 60)
+    operation = "list_object_versions" if versions else "list_objects_v2"
+    error_operation = "ListObjectVersions" if versions else "ListObjectsV2"
     params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size, "EncodingType": "url"}
-    fromiso = datetime.fromisoformat
     while True:
-        url = client.generate_presigned_url("list_object_versions", Params=params, ExpiresIn=900)
+        url = client.generate_presigned_url(operation, Params=params, ExpiresIn=900)
         try:
             resp = http.request("GET", url, retries=retries, timeout=timeout, preload_content=True)
         except urllib3.exceptions.SSLError as exc:
@@ -391,40 +419,35 @@ def _version_pages(client: Any, bucket: str, prefix: str, page_size: int) -> Ite
         except ET.ParseError:
             raise botocore.exceptions.ClientError(
                 {"Error": {"Code": str(resp.status), "Message": "the listing answer is not XML"},
-                 "ResponseMetadata": {"HTTPStatusCode": resp.status}}, "ListObjectVersions") from None
+                 "ResponseMetadata": {"HTTPStatusCode": resp.status}}, error_operation) from None
         ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
         if resp.status != 200:
             code = root.findtext("Code") or root.findtext(ns + "Code") or str(resp.status)
             raise botocore.exceptions.ClientError(
                 {"Error": {"Code": code, "Message": root.findtext("Message") or root.findtext(ns + "Message") or ""},
-                 "ResponseMetadata": {"HTTPStatusCode": resp.status}}, "ListObjectVersions")
-        version_tag, marker_tag, cut = ns + "Version", ns + "DeleteMarker", len(ns)
-        raw: list[tuple[dict[str, str], bool]] = []
+                 "ResponseMetadata": {"HTTPStatusCode": resp.status}}, error_operation)
+        item_tags = {ns + "Version": False, ns + "DeleteMarker": True} if versions else {ns + "Contents": False}
+        cut = len(ns)
+        items: list[tuple[dict[str, str], bool]] = []
         top: dict[str, str] = {}
-        for child in root:
-            tag = child.tag
-            if tag in (version_tag, marker_tag):
-                raw.append(({sub.tag[cut:]: sub.text or "" for sub in child}, tag == marker_tag))
+        for child in root:  # versions and delete markers come interleaved in key order, as listed
+            marker = item_tags.get(child.tag)
+            if marker is None:
+                top[child.tag[cut:]] = child.text or ""
             else:
-                top[tag[cut:]] = child.text or ""
-        # Keys are URL-encoded only when the server says so (SeaweedFS ignores EncodingType), like botocore.
+                items.append(({sub.tag[cut:]: sub.text or "" for sub in child}, marker))
+        # Like botocore: keys are URL-encoded only when the server says so (SeaweedFS ignores EncodingType).
         decode = unquote_plus if top.get("EncodingType") == "url" else str
-        page = []
-        for f, is_marker in raw:
-            etag = f.get("ETag")
-            size = f.get("Size")
-            page.append(ObjectVersion(
-                key=decode(f["Key"]), version_id=f.get("VersionId") or "null",
-                last_modified=fromiso(f["LastModified"]), is_latest=f.get("IsLatest") == "true",
-                is_delete_marker=is_marker, etag=None if is_marker else ((etag.strip('"') or None) if etag else None),
-                size=None if is_marker else (int(size) if size else (0 if size is not None else None))))
-        yield page
+        yield items, decode
         if top.get("IsTruncated") != "true":
             return
-        params["KeyMarker"] = decode(top.get("NextKeyMarker", ""))
-        params["VersionIdMarker"] = top.get("NextVersionIdMarker", "")
-        if not params["VersionIdMarker"]:
-            params.pop("VersionIdMarker")
+        if versions:
+            params["KeyMarker"] = decode(top.get("NextKeyMarker", ""))
+            params["VersionIdMarker"] = top.get("NextVersionIdMarker", "")
+            if not params["VersionIdMarker"]:
+                params.pop("VersionIdMarker")
+        else:
+            params["ContinuationToken"] = top.get("NextContinuationToken", "")
 
 
 def prefetch(iterable: Any, depth: int = 2) -> Any:
@@ -740,78 +763,22 @@ def put_file_atomic(client: Any, bucket: str, key: str, fileobj: Any, size: int,
 
 def iter_listing_pages_fast(client: Any, bucket: str, prefix: str = "", *, versions: bool, verify: bool | str = True,
                             timeout: float = 60, page_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
-    """The pages of `iter_listing_pages`, fetched as presigned GETs and parsed with ElementTree.
+    """The pages of `iter_listing_pages`, fetched and parsed like the snapshot's version listing.
 
-    Why: botocore's response parser (shape-driven dicts, dateutil timestamps) costs several times the CPU of the
-    listing itself, and `replication verify` lists two sites at once under one GIL. The client still does what
-    it is good at: endpoint, addressing style, credentials and signing (a presigned URL per page). Errors are
-    raised as the botocore exceptions `translate_error` knows.
+    `replication verify` lists two sites at once under one GIL, so the parser's CPU is what limits it.
     """
-    import xml.etree.ElementTree as ET
     from datetime import datetime
-    from urllib.parse import unquote_plus
 
     import urllib3
 
-    if verify is False:
-        http = urllib3.PoolManager(cert_reqs="CERT_NONE", maxsize=2)
-    elif isinstance(verify, str):
-        http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=verify, maxsize=2)
-    else:
-        from botocore.httpsession import get_cert_path
-
-        http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=get_cert_path(True), maxsize=2)
-    retries = urllib3.Retry(total=4, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504),
-                            allowed_methods=frozenset({"GET"}), raise_on_status=False)
-    operation = "list_object_versions" if versions else "list_objects_v2"
-    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size, "EncodingType": "url"}
-    while True:
-        url = client.generate_presigned_url(operation, Params=params, ExpiresIn=900)
-        try:
-            resp = http.request("GET", url, retries=retries, timeout=urllib3.Timeout(connect=10, read=timeout),
-                                preload_content=True)
-        except urllib3.exceptions.SSLError as exc:
-            raise botocore.exceptions.SSLError(endpoint_url=url.split("?", 1)[0], error=exc) from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise botocore.exceptions.EndpointConnectionError(endpoint_url=url.split("?", 1)[0], error=exc) from None
-        root = ET.fromstring(resp.data)
-        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-        if resp.status != 200:
-            code = root.findtext("Code") or str(resp.status)
-            raise botocore.exceptions.ClientError(
-                {"Error": {"Code": code, "Message": root.findtext("Message") or ""},
-                 "ResponseMetadata": {"HTTPStatusCode": resp.status}}, operation)
-        page: list[dict[str, Any]] = []
-        item_tags = {ns + "Version": False, ns + "DeleteMarker": True} if versions else {ns + "Contents": False}
-        cut = len(ns)
-        top: dict[str, str] = {}
-        for child in root:
-            marker = item_tags.get(child.tag)
-            if marker is None:
-                top[child.tag[cut:]] = child.text or ""
-                continue
-            fields = {sub.tag[cut:]: sub.text or "" for sub in child}
-            page.append({
-                "Key": fields["Key"],
-                "VersionId": fields.get("VersionId") if versions else None,
-                "ETag": None if marker else fields.get("ETag"),
-                "Size": 0 if marker else int(fields.get("Size") or 0),
-                "LastModified": datetime.fromisoformat(fields["LastModified"]),
-                "IsDeleteMarker": marker,
-                "IsLatest": fields.get("IsLatest", "true") == "true",
-            })
-        # Like botocore: keys are URL-encoded only when the server says so (SeaweedFS ignores EncodingType).
-        decode = unquote_plus if top.get("EncodingType") == "url" else str
-        if decode is unquote_plus:
-            for item in page:
-                item["Key"] = unquote_plus(item["Key"])
-        yield page
-        if top.get("IsTruncated") != "true":
-            return
-        if versions:
-            params["KeyMarker"] = decode(top.get("NextKeyMarker", ""))
-            params["VersionIdMarker"] = top.get("NextVersionIdMarker", "")
-            if not params["VersionIdMarker"]:
-                params.pop("VersionIdMarker")
-        else:
-            params["ContinuationToken"] = top.get("NextContinuationToken", "")
+    for items, decode in _xml_listing_pages(client, bucket, prefix, versions=versions, verify=verify, attempts=5,
+                                            timeout=urllib3.Timeout(connect=10, read=timeout), page_size=page_size):
+        yield [{
+            "Key": decode(fields["Key"]),
+            "VersionId": fields.get("VersionId") if versions else None,
+            "ETag": None if marker else fields.get("ETag"),
+            "Size": 0 if marker else int(fields.get("Size") or 0),
+            "LastModified": datetime.fromisoformat(fields["LastModified"]),
+            "IsDeleteMarker": marker,
+            "IsLatest": fields.get("IsLatest", "true") == "true",
+        } for fields, marker in items]
