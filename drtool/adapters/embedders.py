@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from drtool.config import EmbeddingSettings
 from drtool.core.pipeline import RateBudget
@@ -35,7 +35,7 @@ def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     # 0.5, 1, 2, 4 ... s plus up to 0.5 s of jitter: N tries always outlast a known minimum window, whereas a
     # fully random wait could spend every try within a second of a network blip.
-    backoff = wait_exponential_jitter(initial=0.5, max=30, jitter=0.5)(state)
+    backoff = (wait_exponential(multiplier=0.5, max=30) + wait_random(0, 0.5))(state)
     if isinstance(exc, RetryableHTTPError) and exc.retry_after is not None:
         return max(exc.retry_after, 0.0)
     return backoff
