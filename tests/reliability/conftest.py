@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -73,3 +75,36 @@ def bucket_fingerprint(client: Any, bucket: str, *, versions: bool = True,
                 if keep(o["Key"]):
                     out.append((o["Key"], "", o["ETag"].strip('"')))
     return sorted(out)
+
+
+@dataclass
+class SnapshotSource:
+    """A seeded Dify database with its files in a versioned source bucket, an empty snapshot bucket, and the
+    DRTOOL_* environment of a snapshot run with TMPDIR of its own (checked for leftovers after each kill)."""
+
+    client: Any
+    source: str
+    dest: str
+    files: dict[str, bytes]
+    env: dict[str, str]
+    tmp: Path
+
+
+def snapshot_source(site: Any, dify_db: Any, pg: Any, tmp_path: Path, *, bulk_groups: int) -> SnapshotSource:
+    """`bulk_groups` x 64 KiB of incompressible rows more, so the dump (and pg_restore) take a moment."""
+    from tests.snapshot.conftest import fill_source, make_env, new_bucket
+
+    client = site.s3_client()
+    source, dest = new_bucket(client), new_bucket(client)
+    files = fill_source(client, source, dify_db)
+    with psycopg.connect(dify_db.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bulk (id int, payload bytea)")
+        conn.execute("INSERT INTO bulk SELECT g, decode(string_agg(md5(random()::text), ''), 'hex') "
+                     "FROM generate_series(1, %s) g, generate_series(1, 4096) h GROUP BY g", (bulk_groups,))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = make_env(endpoint=site.endpoint, access_key=site.access_key, secret_key=site.secret_key,
+                   source_bucket=source, dest_bucket=dest, db=dify_db, pg=pg)
+    env = {k: v for k, v in env.items() if k.startswith("DRTOOL_")}
+    env["TMPDIR"] = str(tmp)
+    return SnapshotSource(client, source, dest, files, env, tmp)

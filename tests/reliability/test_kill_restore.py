@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tests.reliability.conftest import InProcess, bucket_fingerprint, db_fingerprint
+from tests.reliability.conftest import InProcess, bucket_fingerprint, db_fingerprint, snapshot_source
 from tests.reliability.harness import (
     Kill,
     KillPoint,
@@ -30,7 +30,7 @@ from tests.reliability.harness import (
     timed_run,
     trials,
 )
-from tests.snapshot.conftest import fill_source, make_env, new_bucket
+from tests.snapshot.conftest import new_bucket
 
 NOT_PINNED = "website_files/not-pinned.html"
 
@@ -74,20 +74,8 @@ def _db_state(pg: Any, dbname: str) -> str:
 
 
 def test_restore_survives_kill_9(minio_pair: Any, dify_db: Any, pg: Any, cli: InProcess, tmp_path: Path) -> None:
-    client = minio_pair.a.s3_client()
-    source, dest = new_bucket(client), new_bucket(client)
-    files = fill_source(client, source, dify_db)
-    with psycopg.connect(dify_db.dsn, autocommit=True) as conn:  # ~1 MiB of rows more: pg_restore takes a moment
-        conn.execute("CREATE TABLE bulk (id int, payload bytea)")
-        conn.execute("INSERT INTO bulk SELECT g, decode(string_agg(md5(random()::text), ''), 'hex') "
-                     "FROM generate_series(1, 16) g, generate_series(1, 4096) h GROUP BY g")
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    site = minio_pair.a
-    env = make_env(endpoint=site.endpoint, access_key=site.access_key, secret_key=site.secret_key,
-                   source_bucket=source, dest_bucket=dest, db=dify_db, pg=pg)
-    env = {k: v for k, v in env.items() if k.startswith("DRTOOL_")}
-    env["TMPDIR"] = str(tmp)
+    src = snapshot_source(minio_pair.a, dify_db, pg, tmp_path, bulk_groups=16)  # ~1 MiB: pg_restore takes a moment
+    client, source, dest, files, env, tmp = src.client, src.source, src.dest, src.files, src.env, src.tmp
     made = cli(["snapshot", "create"], env)
     assert made.code == 0, made.stderr
     sid = made.result()["snapshot"]

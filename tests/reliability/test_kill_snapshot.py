@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from tests.reliability.conftest import InProcess, bucket_fingerprint, db_fingerprint
+from tests.reliability.conftest import InProcess, bucket_fingerprint, db_fingerprint, snapshot_source
 from tests.reliability.harness import (
     Kill,
     KillPoint,
@@ -22,7 +20,6 @@ from tests.reliability.harness import (
     timed_run,
     trials,
 )
-from tests.snapshot.conftest import fill_source, make_env, new_bucket
 
 
 def _folders(client: Any, bucket: str) -> dict[str, set[str]]:
@@ -36,20 +33,9 @@ def _folders(client: Any, bucket: str) -> dict[str, set[str]]:
 
 def test_snapshot_create_survives_kill_9(minio_pair: Any, dify_db: Any, pg: Any, cli: InProcess,
                                          tmp_path: Path) -> None:
-    client = minio_pair.a.s3_client()
-    source, dest = new_bucket(client), new_bucket(client)
-    fill_source(client, source, dify_db)
-    with psycopg.connect(dify_db.dsn, autocommit=True) as conn:  # ~6 MiB of incompressible rows: a 2-part dump
-        conn.execute("CREATE TABLE bulk (id int, payload bytea)")
-        conn.execute("INSERT INTO bulk SELECT g, decode(string_agg(md5(random()::text), ''), 'hex') "
-                     "FROM generate_series(1, 96) g, generate_series(1, 4096) h GROUP BY g")
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    site = minio_pair.a
-    env = make_env(endpoint=site.endpoint, access_key=site.access_key, secret_key=site.secret_key,
-                   source_bucket=source, dest_bucket=dest, db=dify_db, pg=pg)
-    env = {k: v for k, v in env.items() if k.startswith("DRTOOL_")}
-    env.update({"DRTOOL_SNAPSHOT_PART_SIZE_MB": "5", "TMPDIR": str(tmp)})
+    src = snapshot_source(minio_pair.a, dify_db, pg, tmp_path, bulk_groups=96)  # ~6 MiB: a 2-part dump
+    client, source, dest, env, tmp = src.client, src.source, src.dest, src.env, src.tmp
+    env["DRTOOL_SNAPSHOT_PART_SIZE_MB"] = "5"
     db_before, bucket_before = db_fingerprint(dify_db.dsn), bucket_fingerprint(client, source)
 
     calibration = timed_run(["snapshot", "create"], env)
