@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 
 
-def _chunks(dataset_id: str, texts: list[str]) -> bytes:
+def chunk_file(dataset_id: str, texts: list[str]) -> bytes:
     from drtool.core.chunks import dumps_chunk
 
     return b"".join(dumps_chunk({"id": f"n{i}", "text": t, "dataset_id": dataset_id, "document_id": f"d{i % 50}",
@@ -105,7 +105,7 @@ def main() -> None:
             for n in (args.rss_small, args.rss_large):
                 ds = str(uuid.uuid4())
                 client.put_object(Bucket="bench", Key=f"datasets/{ds}/processed/chunks.jsonl.gz",
-                                  Body=gzip.compress(_chunks(ds, texts[:n])))
+                                  Body=gzip.compress(chunk_file(ds, texts[:n])))
                 rss[str(n)] = _rss_child(rss_env, "--dataset", ds, "--dry-run")
             results["peak_rss_mib_dry_run"] = rss
     _write(results)
@@ -136,7 +136,7 @@ def _throughput(env: dict[str, str], client: Any, main_ds: str, texts: list[str]
         model.encode(sample, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
         raws.append((time.monotonic() - t, time.process_time() - cpu))
         ds = main_ds if i == 0 else str(uuid.uuid4())
-        body = _chunks(ds, sample)
+        body = chunk_file(ds, sample)
         client.put_object(Bucket="bench", Key=f"datasets/{ds}/processed/chunks.jsonl", Body=body)
         cold, cold_wall, _ = _run(env, "--dataset", ds)
         colds.append(cold["datasets"][0])
