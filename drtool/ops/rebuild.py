@@ -438,8 +438,10 @@ class Rebuilder:
                 return
             resume_line = int(state.get("lines_done", 0))
             if not target.exists(build):
-                raise UsageError(f"cannot resume: collection {build} named in the checkpoint is gone",
-                                 hint="rerun with --force to start this dataset over")
+                if resume_line or state.get("phase") != "building":
+                    raise UsageError(f"cannot resume: collection {build} named in the checkpoint is gone",
+                                     hint="rerun with --force to start this dataset over")
+                target.create(build, dim)  # killed between the first checkpoint and the collection's creation
             report.resumed_from_line = resume_line
             self.emit({"event": "resume", "dataset": plan.dataset_id, "collection": build, "line": resume_line})
         else:
@@ -471,11 +473,11 @@ class Rebuilder:
 
         # Also after a kill during verification ("built"): re-reading the file (every line already stored) gives
         # the valid count and the verification sample again.
-        self._build(plan, report, ledger, build, dim, dify_cache, resume_line)
+        self._build(plan, report, ledger, build, dim, dify_cache, resume_line, resuming=state is not None)
         self._verify_and_switch(plan, report, ledger, build, dim, dify_cache)
 
     def _build(self, plan: Plan, report: DatasetReport, ledger: Ledger, build: str, dim: int, dify_cache: Any,
-               resume_line: int) -> None:
+               resume_line: int, *, resuming: bool) -> None:
         target = self.target
         assert target is not None
         timings = report.stage_seconds
@@ -487,7 +489,8 @@ class Rebuilder:
         counter: list[CountingRawStream] = []
         self.progress.start(plan.dataset_id, plan.chunk_size or None)
         t_lookup = t_wait = t_insert = 0.0
-        first_after_resume = resume_line > 0
+        # A killed run may have stored the batch after its checkpoint, also before its first checkpoint (line 0).
+        first_after_resume = resuming
         base_late = int(ledger.data.get("late_rejected", 0)) if resume_line else 0
 
         keys_seen: set[bytes] = set()

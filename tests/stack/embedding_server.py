@@ -227,11 +227,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _send_json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(body).encode()
+        """Hold the answer until the request is recorded (`_answer`): a client that reads `requests` right after
+        its response must find the request counted."""
+        self._pending = (status, json.dumps(body).encode(), headers or {})
+
+    def _answer(self, method: str, status: int, inputs: int) -> None:
+        self.server.state.record(method, self.path, status, inputs)
+        pending = getattr(self, "_pending", None)
+        if pending is None:
+            return
+        self._pending = None
+        status, payload, headers = pending
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
-        for key, value in (headers or {}).items():
+        for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(payload)
@@ -273,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         handled, status = self._preamble()
         if not handled:
             status = self._get()
-        self.server.state.record("GET", self.path, status, 0)
+        self._answer("GET", status, 0)
 
     def _get(self) -> int:
         if self.path.rstrip("/") != "/v1/models":
@@ -297,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
         inputs = 0
         if not handled:
             status, inputs = self._post(raw)
-        self.server.state.record("POST", self.path, status, inputs)
+        self._answer("POST", status, inputs)
 
     def _post(self, raw: bytes) -> tuple[int, int]:
         state = self.server.state
