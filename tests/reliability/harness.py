@@ -276,9 +276,18 @@ def record_extra(kind: str, **fields: Any) -> None:
             fh.write(json.dumps({"kind": kind, **fields}) + "\n")
 
 
-def temp_leftovers(tmpdir: Path) -> list[str]:
-    """What drtool left in its TMPDIR (a killed run must not leave dumps or key indexes behind)."""
-    return sorted(p.name for p in tmpdir.iterdir()) if tmpdir.exists() else []
+def temp_problems(tmpdir: Path) -> list[str]:
+    """What drtool left in its TMPDIR (a killed run must not leave dumps or key indexes behind), as a problem;
+    the leftovers are removed so the next trial starts clean."""
+    import shutil
+
+    left = sorted(tmpdir.iterdir()) if tmpdir.exists() else []
+    for path in left:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return [f"temporary files left in TMPDIR: {[p.name for p in left]}"] if left else []
 
 
 @dataclass

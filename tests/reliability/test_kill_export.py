@@ -24,7 +24,7 @@ from tests.reliability.harness import (
     record_extra,
     rng_for,
     run_and_kill,
-    temp_leftovers,
+    temp_problems,
     timed_run,
     trials,
 )
@@ -122,11 +122,7 @@ def test_export_chunks_survives_kill_9(minio_pair: Any, pg: Any, dify_db_factory
         if client.list_objects_v2(Bucket=bucket, Prefix="drtool/").get("KeyCount"):
             problems.append("a lock is left after the re-run")
         reap_group(kill.pgid)
-        leftovers = temp_leftovers(tmp)
-        if leftovers:
-            problems.append(f"temporary files left in TMPDIR: {leftovers}")
-            for p in tmp.iterdir():
-                p.unlink(missing_ok=True)
+        problems += temp_problems(tmp)
         return kill, problems
 
     runner.run(n, delays, one)

@@ -26,7 +26,7 @@ from tests.reliability.harness import (
     record_extra,
     rng_for,
     run_and_kill,
-    temp_leftovers,
+    temp_problems,
     timed_run,
     trials,
 )
@@ -117,9 +117,7 @@ def test_rebuild_index_resume_after_kill_9(minio_pair: Any, embedding_server: An
         left = [k for k, *_ in bucket_fingerprint(client, bucket, versions=False) if k.startswith("drtool/")]
         if left:
             problems.append(f"ledger or lock left behind: {left}")
-        leftovers = temp_leftovers(tmp)
-        if leftovers:
-            problems.append(f"temporary files left in TMPDIR: {leftovers}")
+        problems += temp_problems(tmp)
         return kill, problems
 
     runner.run(n, delays, one)

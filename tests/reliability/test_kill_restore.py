@@ -26,7 +26,7 @@ from tests.reliability.harness import (
     record_extra,
     rng_for,
     run_and_kill,
-    temp_leftovers,
+    temp_problems,
     timed_run,
     trials,
 )
@@ -127,11 +127,7 @@ def test_restore_survives_kill_9(minio_pair: Any, dify_db: Any, pg: Any, cli: In
                 if twice.code != 0 or twice.result()["objects"].get("copied"):
                     problems.append(f"a third run changed something (exit {twice.code})")
             reap_group(kill.pgid)
-            leftovers = temp_leftovers(tmp)
-            if leftovers:
-                problems.append(f"temporary files left in TMPDIR: {leftovers}")
-                for p in tmp.iterdir():
-                    p.unlink(missing_ok=True)
+            problems += temp_problems(tmp)
             return kill, problems
 
         runner.run(n, delays, one)

@@ -16,7 +16,7 @@ from tests.reliability.harness import (
     record_extra,
     rng_for,
     run_and_kill,
-    temp_leftovers,
+    temp_problems,
     timed_run,
     trials,
 )
@@ -76,11 +76,7 @@ def test_snapshot_create_survives_kill_9(minio_pair: Any, dify_db: Any, pg: Any,
         if client.list_objects_v2(Bucket=dest, Prefix="drtool/locks/").get("KeyCount", 0):
             problems.append("a lock is left after the next run")
         reap_group(kill.pgid)
-        leftovers = temp_leftovers(tmp)
-        if leftovers:
-            problems.append(f"temporary files left in TMPDIR: {leftovers}")
-            for p in tmp.iterdir():
-                _remove(p)
+        problems += temp_problems(tmp)
         return kill, problems
 
     runner.run(n, delays, one)
@@ -92,12 +88,3 @@ def test_snapshot_create_survives_kill_9(minio_pair: Any, dify_db: Any, pg: Any,
     assert db_fingerprint(dify_db.dsn) == db_before, "the source database changed"
     assert bucket_fingerprint(client, source) == bucket_before, "the source bucket changed"
     runner.assert_ok()
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
