@@ -82,6 +82,8 @@ class WeaviateSettings:
     grpc_endpoint: str | None = _opt(None, "Weaviate gRPC endpoint (host:50051); default: HTTP host, port 50051")
     api_key: str | None = _opt(None, "Weaviate API key", secret=True)
     timeout: int = _opt(60, "seconds before a Weaviate request (connect check, query; inserts get twice) times out")
+    max_attempts: int = _opt(4, "tries per Weaviate connect, read, insert or delete on resets, timeouts and "
+                                "unavailability (auth errors are never retried)")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import re
 import time
 import uuid
@@ -14,9 +16,33 @@ import httpx
 from drtool.config import WeaviateSettings
 from drtool.errors import AuthError, DrtoolError, NotFoundError, UnavailableError
 
+log = logging.getLogger("drtool.weaviate")
+
 
 def _headers(weaviate: WeaviateSettings) -> dict[str, str]:
     return {"Authorization": f"Bearer {weaviate.api_key}"} if weaviate.api_key else {}
+
+
+_TRANSIENT_TEXT = re.compile(r"UNAVAILABLE|DEADLINE_EXCEEDED|connection (reset|refused|aborted)|timed? ?out|"
+                             r"health check|broken pipe", re.IGNORECASE)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A fault that a later try may not meet: the network or an overloaded server, not a refused request."""
+    from weaviate.exceptions import (
+        WeaviateConnectionError,
+        WeaviateGRPCUnavailableError,
+        WeaviateStartUpError,
+        WeaviateTimeoutError,
+    )
+
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status >= 500 or status == 429
+    if isinstance(exc, WeaviateConnectionError | WeaviateGRPCUnavailableError | WeaviateStartUpError
+                  | WeaviateTimeoutError | httpx.TransportError | TimeoutError | ConnectionError):
+        return True
+    return bool(_TRANSIENT_TEXT.search(str(exc)))
 
 
 def check(weaviate: WeaviateSettings) -> dict[str, Any]:
@@ -73,15 +99,12 @@ class WeaviateTarget:
         grpc_host, grpc_port, grpc_secure = _split_endpoint(settings.grpc_endpoint or f"{host}:50051", 50051)
         if not settings.grpc_endpoint:
             grpc_secure = secure
-        try:
-            self.client = weaviate.connect_to_custom(
-                http_host=host, http_port=port, http_secure=secure, grpc_host=grpc_host, grpc_port=grpc_port,
-                grpc_secure=grpc_secure, skip_init_checks=False,
-                auth_credentials=Auth.api_key(settings.api_key) if settings.api_key else None,
-                additional_config=AdditionalConfig(timeout=Timeout(
-                    init=min(20, settings.timeout), query=settings.timeout, insert=2 * settings.timeout)))
-        except Exception as exc:
-            raise self._error("connect", exc) from None
+        self.client = self._call("connect", weaviate.connect_to_custom,
+            http_host=host, http_port=port, http_secure=secure, grpc_host=grpc_host, grpc_port=grpc_port,
+            grpc_secure=grpc_secure, skip_init_checks=False,
+            auth_credentials=Auth.api_key(settings.api_key) if settings.api_key else None,
+            additional_config=AdditionalConfig(timeout=Timeout(
+                init=min(20, settings.timeout), query=settings.timeout, insert=2 * settings.timeout)))
         version = str(self.client.get_meta().get("version", "0"))
         self.version = version
 
@@ -103,13 +126,25 @@ class WeaviateTarget:
                                      "running; on a slow link raise weaviate.timeout; then re-run (--resume)",
                                 system=system)
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DrtoolError:
-            raise
-        except Exception as exc:
-            raise self._error(what, exc) from None
+    def _call(self, what: str, fn: Any, *args: Any, retry: bool = True, **kwargs: Any) -> Any:
+        """Run one client call; a reset, timeout or unavailable server is tried again up to weaviate.max_attempts
+        times with jittered exponential backoff. Only idempotent calls retry: inserts are (object UUIDs are
+        deterministic), creating a collection or an alias is not (`retry=False`)."""
+        attempts = max(1, self.settings.max_attempts) if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except DrtoolError:
+                raise
+            except Exception as exc:
+                error = self._error(what, exc)
+                if attempt == attempts or isinstance(error, AuthError) or not _transient(exc):
+                    raise error from None
+                wait = min(8.0, 0.5 * 2 ** (attempt - 1)) + random.uniform(0, 0.5)
+                log.warning("%s: %s failed (%s), try %d of %d in %.1f s", self.describe(), what,
+                            type(exc).__name__, attempt + 1, attempts, wait)
+                time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def describe(self) -> str:
         return f"weaviate {self.settings.endpoint}"
@@ -145,7 +180,7 @@ class WeaviateTarget:
             Property(name="doc_type", data_type=DataType.TEXT),
             Property(name="chunk_index", data_type=DataType.INT),
         ]
-        self._call(f"create {name}", self.client.collections.create, name, properties=properties,
+        self._call(f"create {name}", self.client.collections.create, name, retry=False, properties=properties,
                    vector_config=[Configure.Vectors.self_provided(name="default")])
 
     def drop(self, name: str) -> None:
@@ -243,7 +278,8 @@ class WeaviateTarget:
             self.drop(collection)
             done.append(f"deleted collection {collection} (Weaviate cannot rename; confirmed with --yes)")
         if current is None:
-            self._call("create alias", self.client.alias.create, alias_name=collection, target_collection=build)
+            self._call("create alias", self.client.alias.create, alias_name=collection, target_collection=build,
+                       retry=False)
             done.append(f"alias {collection} -> {build}")
         else:
             self._call("update alias", self.client.alias.update, alias_name=collection, new_target_collection=build)

@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,50 @@ def run_drtool(env: dict[str, str], *args: str, timeout: float = COMMAND_TIMEOUT
     run = Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
     _record(args, run)
     return run
+
+
+def run_drtool_reacting(env: dict[str, str], *args: str, marker: str, action: Callable[[], Any],
+                        timeout: float = COMMAND_TIMEOUT_S) -> tuple[Run, bool]:
+    """Like run_drtool, but call `action` (e.g. clear a fault) as soon as `marker` appears on stderr: a fault that
+    must still be there when drtool first meets it, however slowly the interpreter starts. Returns whether the
+    marker was seen."""
+    import threading
+    import time
+
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "drtool", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    err_lines: list[str] = []
+    seen = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err_lines.append(line)
+            if not seen.is_set() and marker in line:
+                seen.set()
+                action()
+
+    out_parts: list[str] = []
+    readers = [threading.Thread(target=read_stderr, daemon=True),
+               threading.Thread(target=lambda: out_parts.append(proc.stdout.read() if proc.stdout else ""),
+                                daemon=True)]
+    for reader in readers:
+        reader.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"drtool {' '.join(args)} hung for {timeout:.0f} s; stderr: {''.join(err_lines)[-3000:]!r}")
+    for reader in readers:
+        reader.join(10)
+    out = "".join(out_parts)
+    if not seen.is_set():
+        action()  # never leave the fault behind for the next run
+    run = Run(proc.returncode, out, "".join(err_lines), time.monotonic() - started)
+    _record(args, run)
+    return run, seen.is_set()
 
 
 def _record(args: tuple[str, ...], run: Run) -> None:

@@ -9,6 +9,7 @@ A fault that does not: exit 1, a `dataset_failed` event naming the system, the c
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,10 @@ from typing import Any
 import pytest
 import weaviate
 
+from drtool.adapters.weaviate import WeaviateTarget
+from drtool.config import WeaviateSettings
 from drtool.core.naming import dify_collection_name
+from drtool.errors import DrtoolError
 from tests.network.conftest import (
     FAST_EMBEDDING,
     FAST_S3,
@@ -27,6 +31,7 @@ from tests.network.conftest import (
     free_port_containing,
     host_port,
     run_drtool,
+    run_drtool_reacting,
 )
 from tests.rebuild.conftest import make_chunks
 from tests.stack.minio_sites import MinioSites
@@ -150,13 +155,34 @@ def test_resets_and_cut_answers_that_clear_within_budget(net: RebuildNet) -> Non
 
 
 def test_weaviate_grpc_resets_clear_within_budget(wnet: RebuildNet) -> None:
-    assert wnet.weaviate_grpc is not None
-    toxic = wnet.weaviate_grpc.reset_peer()
-    wnet.weaviate_grpc.later(1.0, wnet.weaviate_grpc.remove_toxic, toxic)
-    _complete(wnet.run())
+    """Every gRPC connection is reset until drtool has met the fault and announced its second try (a timer could
+    clear it before a slow interpreter even connects: CI saw the opposite race fail the run at the connect check
+    before drtool retried Weaviate calls)."""
+    grpc = wnet.weaviate_grpc
+    assert grpc is not None
+    toxic = grpc.reset_peer()
+    run, retried = run_drtool_reacting(
+        wnet.env, "--json", "rebuild-index", "--dataset", wnet.dataset, marker="try 2 of",
+        action=lambda: grpc.remove_toxic(toxic))
+    assert retried, run.stderr[-3000:]
+    assert "weaviate" in run.stderr.lower()
+    _complete(run)
     assert sorted(wnet.stored_ids()) == sorted(c["id"] for c in wnet.chunks)
 
 
+def test_weaviate_refused_request_is_not_retried(wnet: RebuildNet, caplog: pytest.LogCaptureFixture) -> None:
+    """Only the network and overloaded servers are retried: a request Weaviate refuses (a collection that does not
+    exist) fails on the first try, through the same proxies."""
+    settings = WeaviateSettings(endpoint=wnet.env["DRTOOL_WEAVIATE_ENDPOINT"],
+                                grpc_endpoint=wnet.env["DRTOOL_WEAVIATE_GRPC_ENDPOINT"], timeout=3, max_attempts=4)
+    target = WeaviateTarget(settings)
+    try:
+        with caplog.at_level(logging.WARNING, logger="drtool.weaviate"), pytest.raises(DrtoolError) as caught:
+            target.count(f"Missing_{uuid.uuid4().hex}")
+    finally:
+        target.client.close()
+    assert "count Missing_" in str(caught.value)
+    assert not [r for r in caplog.records if "try 2 of" in r.getMessage()], caplog.text
 # --- faults that outlast the budget: exit 1 naming the system, then --resume finishes ------------------------
 
 
