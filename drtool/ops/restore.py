@@ -1,6 +1,9 @@
 """`drtool restore`: a snapshot's pinned object versions made current in a bucket, then its dump restored.
 
-Objects go first: they are additive (a server-side copy makes the pinned version the newest one, older versions
+Everything that can refuse the database restore is checked before the first object is copied: the target's
+version and emptiness (--yes), the pg_restore binary, and the dump itself (downloaded, decrypted, its checksum and
+`pg_restore --list` checked), so a corrupt dump or a missing --yes leaves the bucket untouched too.
+Objects then go first: they are additive (a server-side copy makes the pinned version the newest one, older versions
 stay), so when the database restore later fails nothing points at a missing file. The database restore runs in a
 single transaction, so a failure leaves the target as it was. Both steps skip what is already in place, which
 makes a second run change nothing.
@@ -16,7 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
@@ -156,14 +159,20 @@ def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, s
                     result: RestoreResult, *, target_db: str | None, objects_to: str | None, dry_run: bool, yes: bool,
                     verify_only: bool, identities: list[Any] | None, no_owner: bool, skip_objects: bool,
                     emit: Emit) -> None:
-    if not skip_objects:
-        _restore_objects(settings, dest, info, sums, objects_to, dry_run=dry_run, verify_only=verify_only,
-                         identities=identities, result=result)
-        emit({"event": "restore.objects", **result.objects})
-    if target_db and not verify_only:
-        _restore_database(settings, dest, info, sums, parse_target(settings, target_db), dry_run=dry_run, yes=yes,
-                          identities=identities, no_owner=no_owner, result=result)
-        emit({"event": "restore.database", **result.database})
+    with contextlib.ExitStack() as stack:
+        prepared = None
+        if target_db and not verify_only:
+            prepared = _prepare_database(settings, dest, info, sums, parse_target(settings, target_db),
+                                         dry_run=dry_run, yes=yes, identities=identities, result=result,
+                                         stack=stack)
+        if not skip_objects:
+            _restore_objects(settings, dest, info, sums, objects_to, dry_run=dry_run, verify_only=verify_only,
+                             identities=identities, result=result)
+            emit({"event": "restore.objects", **result.objects})
+        if target_db and not verify_only:
+            if prepared is not None:
+                _apply_database(prepared, info, no_owner=no_owner, result=result)
+            emit({"event": "restore.database", **result.database})
 
 
 # --- objects -----------------------------------------------------------------------------------------------------
@@ -291,13 +300,27 @@ def _die_with_parent() -> Callable[[], None] | None:
     return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
-def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
-                      target: Target, *, dry_run: bool, yes: bool, identities: list[Any] | None, no_owner: bool,
-                      result: RestoreResult) -> None:
+@dataclass
+class _PreparedDump:
+    """A database restore that passed every check: what remains is creating the database and running pg_restore
+    on `dump`, a verified plaintext copy in an anonymous temporary file."""
+
+    target: Target
+    state: dict[str, Any]
+    exists: bool
+    tables: int
+    tool: str
+    dump: IO[bytes]
+
+
+def _prepare_database(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
+                      target: Target, *, dry_run: bool, yes: bool, identities: list[Any] | None,
+                      result: RestoreResult, stack: contextlib.ExitStack) -> _PreparedDump | None:
+    """Every check of the database restore, before anything is changed anywhere. None: nothing left to do (already
+    restored, or a dry run; `result.database` says which)."""
     db_meta = info.meta.get("database", {})
     source_major = pga.server_major_of(int(db_meta.get("server_version_num") or 0))
     marker = f"drtool: restored from snapshot {info.id}"
-    pending = f"{PENDING_PREFIX}{info.id}{PENDING_SUFFIX}"
     with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
         version_num = int(admin.execute("SELECT current_setting('server_version_num')::int").fetchone()[0])
         target_major = pga.server_major_of(version_num)
@@ -310,10 +333,10 @@ def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo,
             hint=f"restore into a PostgreSQL {source_major} (or newer) server")
     exists = row is not None
     state: dict[str, Any] = {"target": target.label, "exists": exists}
+    result.database = state
     if exists and row[0] == marker:
         state["action"] = "already restored"
-        result.database = state
-        return
+        return None
     # A restore killed after pg_restore committed but before the marker, or while pg_restore ran: the database is
     # drtool's own work in progress, so the re-run replaces it without --yes (the runbook says: run it again).
     interrupted = exists and bool(row[0]) and str(row[0]).startswith(PENDING_PREFIX) \
@@ -329,14 +352,13 @@ def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo,
                 " AND n.nspname NOT LIKE 'pg_toast%%'").fetchone()[0])
     state["tables_before"] = tables
     if tables and not yes and not interrupted:
-        raise UsageError(f"target database {target.label} is not empty ({tables} relations)",
+        raise UsageError(f"target database {target.label} is not empty ({tables} relations); nothing was changed",
                          hint="pass --yes to replace its objects with the snapshot's (pg_restore --clean)")
     state["action"] = "replace" if tables else ("restore" if exists else "create and restore")
     if source_major and target_major > source_major:
         log.warning("restoring a PostgreSQL %s dump into PostgreSQL %s", source_major, target_major)
     if dry_run:
-        result.database = state
-        return
+        return None
     tool = pga.find_pg_tool("pg_restore", server_major=target_major, bin_dir=settings.snapshot.pg_bin_dir)
     tool_major, tool_text = pga.tool_version(tool)
     dump_major = int(db_meta.get("pg_dump_major") or 0)
@@ -345,31 +367,46 @@ def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo,
                           f"pg_dump {dump_major}", hint="use pg_restore of that major version or newer")
     name = info.meta.get("artifacts", {}).get("dump", mf.DUMP)
     # An anonymous file, handed to pg_restore as /dev/fd/N: a killed run leaves no copy of the dump on disk.
-    with tempfile.TemporaryFile(prefix="drtool-dump-", suffix=".dump") as tmp:
-        raw = open_artifact(dest, info.id, name)
-        stream = plaintext(raw, info, identities, f"{info.id}/{name}")
-        while chunk := stream.read(1 << 20):
-            tmp.write(chunk)
-        if isinstance(stream, DecryptingReader):
-            stream.finish()
-        tmp.flush()
-        if raw.sha256.hexdigest() != sums.get(name):
-            raise VerificationFailed(f"snapshot {info.id}: {name} checksum mismatch (corrupted or truncated)",
-                                     hint="run `drtool snapshots verify`; restore another snapshot")
-        if not exists:  # only now: a corrupt dump must not leave an empty database behind
-            with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
-                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname)))
+    tmp = stack.enter_context(tempfile.TemporaryFile(prefix="drtool-dump-", suffix=".dump"))  # noqa: SIM115
+    raw = open_artifact(dest, info.id, name)
+    stream = plaintext(raw, info, identities, f"{info.id}/{name}")
+    while chunk := stream.read(1 << 20):
+        tmp.write(chunk)
+    if isinstance(stream, DecryptingReader):
+        stream.finish()
+    tmp.flush()
+    if raw.sha256.hexdigest() != sums.get(name):
+        raise VerificationFailed(f"snapshot {info.id}: {name} checksum mismatch (corrupted or truncated); nothing "
+                                 "was changed", hint="run `drtool snapshots verify`; restore another snapshot")
+    listing = subprocess.run([tool, "--list", f"/dev/fd/{tmp.fileno()}"], capture_output=True, check=False,
+                             pass_fds=(tmp.fileno(),), preexec_fn=_die_with_parent())
+    if listing.returncode != 0:
+        lines = listing.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise VerificationFailed(f"snapshot {info.id}: {name} is not a dump pg_restore can read "
+                                 f"({lines[-1] if lines else 'exit ' + str(listing.returncode)}); nothing was "
+                                 "changed", hint="run `drtool snapshots verify --deep`; restore another snapshot")
+    return _PreparedDump(target=target, state=state, exists=exists, tables=tables, tool=tool, dump=tmp)
+
+
+def _apply_database(prepared: _PreparedDump, info: SnapshotInfo, *, no_owner: bool, result: RestoreResult) -> None:
+    target, tmp = prepared.target, prepared.dump
+    marker = f"drtool: restored from snapshot {info.id}"
+    pending = f"{PENDING_PREFIX}{info.id}{PENDING_SUFFIX}"
+    if not prepared.exists:  # only now: a refused restore must not leave an empty database behind
         with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
-            admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(target.dbname),
-                                                                          sql.Literal(pending)))
-        argv = [tool, "--single-transaction", "--exit-on-error", "--no-password", f"--dbname={target.dbname}"]
-        if tables:
-            argv += ["--clean", "--if-exists"]
-        if no_owner:
-            argv += ["--no-owner", "--no-privileges"]
-        argv.append(f"/dev/fd/{tmp.fileno()}")
-        proc = subprocess.run(argv, capture_output=True, env=pga.subprocess_env(target.pg, database=target.dbname),
-                              check=False, pass_fds=(tmp.fileno(),), preexec_fn=_die_with_parent())
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname)))
+    with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
+        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(target.dbname),
+                                                                      sql.Literal(pending)))
+    argv = [prepared.tool, "--single-transaction", "--exit-on-error", "--no-password", f"--dbname={target.dbname}"]
+    if prepared.tables:
+        argv += ["--clean", "--if-exists"]
+    if no_owner:
+        argv += ["--no-owner", "--no-privileges"]
+    argv.append(f"/dev/fd/{tmp.fileno()}")
+    tmp.seek(0)
+    proc = subprocess.run(argv, capture_output=True, env=pga.subprocess_env(target.pg, database=target.dbname),
+                          check=False, pass_fds=(tmp.fileno(),), preexec_fn=_die_with_parent())
     if proc.returncode != 0:
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise UnavailableError(f"pg_restore into {target.label} failed, nothing was changed (single transaction): "
@@ -378,5 +415,5 @@ def _restore_database(settings: Settings, dest: Destination, info: SnapshotInfo,
     with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
         admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(target.dbname),
                                                                       sql.Literal(marker)))
-    state["action_done"] = state["action"]
-    result.database = state
+    prepared.state["action_done"] = prepared.state["action"]
+    result.database = prepared.state

@@ -52,18 +52,16 @@ def _seal(e: SnapshotEnv, sid: str, sums: bytes) -> None:
     _put(e, folder + mf.COMMITTED, mf.committed_marker(sid, hashlib.sha256(sums).hexdigest(), datetime.now(UTC)))
 
 
-def _assert_refused(e: SnapshotEnv, sid: str, expected: str, new_database: object, *,
-                    objects_untouched: bool = True) -> None:
-    """Exit 4 naming `expected`; no database created; no object copied unless the damage is in the dump only
-    (objects go first and are the snapshot's own pinned versions: correct, additive, and a re-run skips them)."""
+def _assert_refused(e: SnapshotEnv, sid: str, expected: str, new_database: object) -> None:
+    """Exit 4 naming `expected`; no database created; no object copied (the dump is checked before the first
+    copy, so even a damaged dump leaves the target bucket as it was)."""
     verify = e.run("snapshots", "verify", sid)
     assert verify.code == 4 and expected in error_message(verify.stderr), verify.stderr
     target, dbname = new_bucket(e.client), new_database()  # type: ignore[operator]
     restore = e.run("restore", sid, "--target-db", dbname, "--objects-to", target)
     assert restore.code == 4, restore.stderr
     assert "Traceback" not in restore.stderr and "unexpected error" not in restore.stderr
-    if objects_untouched:
-        assert e.keys(target) == [], "a refused restore copied objects"
+    assert e.keys(target) == [], "a refused restore copied objects"
     with psycopg.connect(e.pg.admin_dsn) as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None
 
@@ -82,7 +80,18 @@ def test_tampered_artifacts_detected_by_verify_and_refused_by_restore(minio_env:
 
     # 1. One bit flipped in the middle of the dump.
     _put(e, folder + mf.DUMP, flip(originals[mf.DUMP], len(originals[mf.DUMP]) // 2, 3))
-    _assert_refused(e, sid, "db.dump: checksum mismatch", new_database, objects_untouched=False)
+    _assert_refused(e, sid, "db.dump: checksum mismatch", new_database)
+    repair()
+
+    # 1b. A dump replaced by something pg_restore cannot read, resealed so the checksums agree.
+    junk = b"PGDMP" + bytes(range(256)) * 64
+    _put(e, folder + mf.DUMP, junk)
+    _seal(e, sid, _sums(e, folder, db_dump=junk))
+    target, dbname = new_bucket(e.client), new_database()
+    restore = e.run("restore", sid, "--target-db", dbname, "--objects-to", target)
+    assert restore.code == 4 and "is not a dump pg_restore can read" in error_message(restore.stderr), \
+        restore.stderr
+    assert e.keys(target) == [], "a refused restore copied objects"
     repair()
 
     # 2. A valid-looking manifest whose first pinned object points at another (existing) version.

@@ -291,8 +291,10 @@ def test_non_empty_target_needs_yes(minio_env: SnapshotEnv) -> None:
     with psycopg.connect(e.db.dsn, autocommit=True) as conn:
         before = conn.execute("SELECT count(*) FROM upload_files").fetchone()[0]
         conn.execute("DELETE FROM tool_files")
-    refused = e.run("restore", "latest", "--target-db", e.db.dbname, "--no-objects")
+    target = new_bucket(e.client)
+    refused = e.run("restore", "latest", "--target-db", e.db.dbname, "--objects-to", target)
     assert refused.code == 2 and "is not empty" in refused.stderr and "--yes" in refused.stderr
+    assert e.keys(target) == [], "the refusal came after objects were copied"
     with psycopg.connect(e.db.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM tool_files").fetchone()[0] == 0  # untouched
     dry = e.run("restore", "latest", "--target-db", e.db.dbname, "--no-objects", "--yes", "--dry-run", "--json")
