@@ -202,8 +202,11 @@ def _write(results: dict[str, Any]) -> None:
         "Pairs (raw model, then a cold rebuild of a fresh dataset with the same texts): "
         + "; ".join(f"CPU {x['raw_cpu_s']} s / {x['cold_build_cpu_s']} s = {x['cpu_ratio']}, wall {x['wall_ratio']}"
                     for x in results.get("pairs", []))
-        + f". Load average at the end: {results.get('load_average', '?')} "
-        "on this 2-CPU machine (other sessions' test suites), so wall ratios are noisy. The cold figure is the "
+        + f". Load average at the end: {results.get('load_average', '?')} on this {results.get('cpus', '?')}-CPU "
+        + ("machine (other work running), so wall ratios are noisy. "
+           if float(results.get("load_average") or 0) > float(results.get("cpus") or 2) + 0.5
+           else "machine (nothing else running). ")
+        + "The cold figure is the "
         "pipeline's build stage (read, parse, cache lookups, embed, insert, checkpoint), without interpreter start, "
         "model load and verification, which cost the same for any tool. With `--only`, the rows of the other part "
         "are those of an earlier run merged from the same JSON.",
