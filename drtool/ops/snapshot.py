@@ -234,6 +234,9 @@ def _dump_worker(proc: subprocess.Popen[bytes], sink: s3a.MultipartWriter, recip
         outcome["error"] = exc
         ahead.cancel()
         sink.abort()
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()  # on an upload failure this also stops pg_dump (EPIPE)
 
 
 def _replication_verdict(settings: Settings, required: bool) -> dict[str, Any] | None:
