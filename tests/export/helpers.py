@@ -15,6 +15,7 @@ import pytest
 
 from drtool.core.chunks import Chunk, Rejection, compression_for, iter_lines, parse_lines
 from tests.foundation.cli_runner import RunCli, make_run_cli  # noqa: F401  (re-exported for tests/export)
+from tests.stack.process import interruptible
 
 DRTOOL = str(Path(sys.executable).with_name("drtool"))
 
@@ -82,7 +83,7 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DRTOOL_")}
     base.update(env)
     return subprocess.Popen([DRTOOL, "--json", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=base, stdin=subprocess.DEVNULL)
+                            env=base, stdin=subprocess.DEVNULL, preexec_fn=interruptible)
 
 
 def events_of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from tests.playbooks.conftest import REPO
 from tests.stack.dify_db import apply_dify_schema
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
+from tests.stack.process import interruptible
 
 
 def test_pydoc_knowledge_base_exports_as_seeded(pg: PostgresServer, minio_pair: MinioSites) -> None:
@@ -68,7 +69,7 @@ def _refused(host: str, port: int) -> bool:
 
 def test_interrupted_demo_stops_its_servers_and_removes_its_folder(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "demo", "--report-dir", str(tmp_path)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible)
     assert proc.stdout is not None
     seen: list[str] = []
     try:

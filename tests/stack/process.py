@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-__all__ = ["ManagedProcess", "StackStartError", "log_tail", "stop_all", "wait_ready"]
+__all__ = ["ManagedProcess", "StackStartError", "interruptible", "log_tail", "stop_all", "wait_ready"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -44,6 +44,13 @@ def _die_with_parent() -> None:
 
 class StackStartError(RuntimeError):
     """A test service did not start or did not become ready; the message carries its log tail."""
+
+
+def interruptible() -> None:
+    """preexec_fn for a child that a test interrupts with SIGINT as Ctrl-C would: a shell without job control
+    starts background commands (a CI run launched with `&`) with SIGINT ignored, children inherit that, and Python
+    then installs no KeyboardInterrupt handler, so the signal would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
