@@ -160,14 +160,21 @@ def _drop_locks(client: Any, bucket: str) -> None:
                 client.delete_object(Bucket=bucket, Key=obj["Key"])
 
 
-def test_restore(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path,
-                 scratch_dbs: Callable[[], str]) -> None:
-    client = minio_pair.a.s3_client()
+def _snapshot_made(sites: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
+                   tmp_path: Path) -> tuple[Any, str, str, dict[str, str]]:
+    """A Dify source bucket and a snapshot of it taken with root credentials: (client, source, dest, env)."""
+    client = sites.a.s3_client()
     source, dest = new_bucket(client, "iamsrc"), new_bucket(client, "iamdst")
     fill_source(client, source, dify_db)
-    env = dict(_base_env(minio_pair, pg, dify_db), DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest)
-    made = drtool("snapshot", "create", env=dict(env, **_root_env(minio_pair)), cwd=tmp_path)
+    env = dict(_base_env(sites, pg, dify_db), DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest)
+    made = drtool("snapshot", "create", env=dict(env, **_root_env(sites)), cwd=tmp_path)
     assert made.code == 0, made.stderr
+    return client, source, dest, env
+
+
+def test_restore(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path,
+                 scratch_dbs: Callable[[], str]) -> None:
+    client, source, dest, env = _snapshot_made(minio_pair, pg, dify_db, tmp_path)
 
     def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
         target = new_bucket(client, "iamtgt")
@@ -185,12 +192,7 @@ def test_restore(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDataba
 
 def test_snapshots_verify(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
                           tmp_path: Path) -> None:
-    client = minio_pair.a.s3_client()
-    source, dest = new_bucket(client, "iamsrc"), new_bucket(client, "iamdst")
-    fill_source(client, source, dify_db)
-    env = dict(_base_env(minio_pair, pg, dify_db), DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest)
-    made = drtool("snapshot", "create", env=dict(env, **_root_env(minio_pair)), cwd=tmp_path)
-    assert made.code == 0, made.stderr
+    _, _, dest, env = _snapshot_made(minio_pair, pg, dify_db, tmp_path)
 
     def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
         access, secret = with_policy(SNAPSHOT_BUCKET=dest)
