@@ -257,7 +257,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import pymilvus
 
-    from bench.rebuild.run import chunk_file
+    from bench.rebuild.run import chunk_file, seaweed_env
     from tests.rebuild.prose import texts as prose
     from tests.stack.seaweed_clusters import local_seaweed_pair
 
@@ -271,10 +271,7 @@ def main() -> None:
             site = clusters.a
             client = site.s3_client()
             client.create_bucket(Bucket="bench")
-            env = {**os.environ, "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_BUCKET": "bench",
-                   "DRTOOL_S3_ACCESS_KEY": site.access_key, "DRTOOL_S3_SECRET_KEY": site.secret_key,
-                   "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_VECTOR_STORE": "milvus",
-                   "DRTOOL_EMBEDDING_PROVIDER": "local"}
+            env = seaweed_env(site)
             for i in range(max(1, args.repeat)):
                 for name in runs:
                     run = (_run_drtool(env, client, texts, work) if name == "drtool"

@@ -42,6 +42,15 @@ def chunk_file(dataset_id: str, texts: list[str]) -> bytes:
                                  "position": i}) for i, t in enumerate(texts))
 
 
+def seaweed_env(site: Any, **settings: str) -> dict[str, str]:
+    """The environment of a benchmarked drtool run: the bench bucket on a SeaweedFS site, Milvus Lite, the local
+    model; `settings` are more DRTOOL_* variables."""
+    return {**os.environ, "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_BUCKET": "bench",
+            "DRTOOL_S3_ACCESS_KEY": site.access_key, "DRTOOL_S3_SECRET_KEY": site.secret_key,
+            "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_VECTOR_STORE": "milvus", "DRTOOL_EMBEDDING_PROVIDER": "local",
+            **settings}
+
+
 def _run(env: dict[str, str], *args: str) -> tuple[dict[str, Any], float, int]:
     """drtool in a child process: (summary, wall seconds, peak RSS in MiB)."""
     started = time.monotonic()
@@ -91,10 +100,7 @@ def main() -> None:
         site = clusters.a
         client = site.s3_client()
         client.create_bucket(Bucket="bench")
-        env = {**os.environ, "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_BUCKET": "bench",
-               "DRTOOL_S3_ACCESS_KEY": site.access_key, "DRTOOL_S3_SECRET_KEY": site.secret_key,
-               "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_VECTOR_STORE": "milvus",
-               "DRTOOL_MILVUS_URI": str(work / "milvus.db"), "DRTOOL_EMBEDDING_PROVIDER": "local"}
+        env = seaweed_env(site, DRTOOL_MILVUS_URI=str(work / "milvus.db"))
         main_ds = str(uuid.uuid4())
         if args.only != "rss":
             _throughput(env, client, main_ds, texts, args.chunks, results, args.repeat)
