@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.reliability.harness import Run, _Reader, _spawn
 from tests.snapshot.conftest import fill_source, make_env, new_bucket
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
@@ -41,28 +44,8 @@ FAST_WEAVIATE = {"DRTOOL_WEAVIATE_TIMEOUT": "3"}
 COMMAND_TIMEOUT_S = 180.0  # a run that takes longer than this is a hang: the test fails instead of waiting
 
 
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
-
-    def result(self) -> dict[str, Any]:
-        return self.events()[-1]
-
-    @property
-    def no_traceback(self) -> bool:
-        return "Traceback" not in self.stderr and "Traceback" not in self.stdout
-
-
 def run_drtool(env: dict[str, str], *args: str, timeout: float = COMMAND_TIMEOUT_S) -> Run:
     """`python -m drtool ARGS` as cron would run it; a hang beyond `timeout` fails the test with what it said."""
-    import time
-
     started = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, "-m", "drtool", *args], env=env, capture_output=True, text=True,
@@ -76,45 +59,29 @@ def run_drtool(env: dict[str, str], *args: str, timeout: float = COMMAND_TIMEOUT
 
 def run_drtool_reacting(env: dict[str, str], *args: str, marker: str, action: Callable[[], Any],
                         timeout: float = COMMAND_TIMEOUT_S) -> tuple[Run, bool]:
-    """Like run_drtool, but call `action` (e.g. clear a fault) as soon as `marker` appears on stderr: a fault that
-    must still be there when drtool first meets it, however slowly the interpreter starts. Returns whether the
+    """`drtool --json ARGS`, calling `action` (e.g. clear a fault) as soon as `marker` appears on stderr: a fault
+    that must still be there when drtool first meets it, however slowly the interpreter starts. Returns whether the
     marker was seen."""
-    import threading
-    import time
-
-    started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "drtool", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None and proc.stderr is not None
-    err_lines: list[str] = []
     seen = threading.Event()
 
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            err_lines.append(line)
-            if not seen.is_set() and marker in line:
-                seen.set()
-                action()
+    def react(line: str) -> None:
+        if not seen.is_set() and marker in line:
+            seen.set()
+            action()
 
-    out_parts: list[str] = []
-    readers = [threading.Thread(target=read_stderr, daemon=True),
-               threading.Thread(target=lambda: out_parts.append(proc.stdout.read() if proc.stdout else ""),
-                                daemon=True)]
-    for reader in readers:
-        reader.start()
+    proc = _spawn(list(args), env)
+    reader = _Reader(proc, on_stderr=react)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        pytest.fail(f"drtool {' '.join(args)} hung for {timeout:.0f} s; stderr: {''.join(err_lines)[-3000:]!r}")
-    for reader in readers:
-        reader.join(10)
-    out = "".join(out_parts)
+        pytest.fail(f"drtool {' '.join(args)} hung for {timeout:.0f} s; stderr: {reader.stderr()[-3000:]!r}")
+    reader.join()
     if not seen.is_set():
         action()  # never leave the fault behind for the next run
-    run = Run(proc.returncode, out, "".join(err_lines), time.monotonic() - started)
-    _record(args, run)
+    run = Run(proc.returncode, "".join(line for _, line in reader.lines), reader.stderr(),
+              time.monotonic() - reader.started)
+    _record(("--json", *args), run)
     return run, seen.is_set()
 
 

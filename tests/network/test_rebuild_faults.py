@@ -162,7 +162,7 @@ def test_weaviate_grpc_resets_clear_within_budget(wnet: RebuildNet) -> None:
     assert grpc is not None
     toxic = grpc.reset_peer()
     run, retried = run_drtool_reacting(
-        wnet.env, "--json", "rebuild-index", "--dataset", wnet.dataset, marker="try 2 of",
+        wnet.env, "rebuild-index", "--dataset", wnet.dataset, marker="try 2 of",
         action=lambda: grpc.remove_toxic(toxic))
     assert retried, run.stderr[-3000:]
     assert "weaviate" in run.stderr.lower()

@@ -59,6 +59,10 @@ class Run:
     def result(self) -> dict[str, Any]:
         return self.events()[-1]
 
+    @property
+    def no_traceback(self) -> bool:
+        return "Traceback" not in self.stderr and "Traceback" not in self.stdout
+
 
 def _env(env: dict[str, str]) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG", "AWS_"))}
@@ -93,10 +97,12 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 class _Reader:
-    """Collects stdout lines with their arrival time, and stderr, without ever blocking the child."""
+    """Collects stdout lines with their arrival time, and stderr, without ever blocking the child; `on_stderr`
+    sees each stderr line as it arrives (a test that reacts to what drtool logs)."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], on_stderr: Callable[[str], None] | None = None) -> None:
         self.started = time.monotonic()
+        self._on_stderr = on_stderr
         self.lines: list[tuple[float, str]] = []
         self.closed = 0.0
         self._err: list[str] = []
@@ -114,6 +120,8 @@ class _Reader:
     def _errs(self, stream: Any) -> None:
         for line in stream:
             self._err.append(line)
+            if self._on_stderr is not None:
+                self._on_stderr(line)
 
     def join(self) -> None:
         for t in self._threads:
