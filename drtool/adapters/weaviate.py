@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import re
 import time
 import uuid
@@ -12,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from drtool.config import WeaviateSettings
 from drtool.errors import AuthError, DrtoolError, NotFoundError, UnavailableError
@@ -128,23 +128,29 @@ class WeaviateTarget:
 
     def _call(self, what: str, fn: Any, *args: Any, retry: bool = True, **kwargs: Any) -> Any:
         """Run one client call; a reset, timeout or unavailable server is tried again up to weaviate.max_attempts
-        times with jittered exponential backoff. Only idempotent calls retry: inserts are (object UUIDs are
-        deterministic), creating a collection or an alias is not (`retry=False`)."""
+        times (0.5, 1, 2 … s, capped at 8 s, plus up to 0.5 s of jitter, as for embeddings). Only idempotent calls
+        retry: inserts are (object UUIDs are deterministic), creating a collection or an alias is not
+        (`retry=False`)."""
         attempts = max(1, self.settings.max_attempts) if retry else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return fn(*args, **kwargs)
-            except DrtoolError:
-                raise
-            except Exception as exc:
-                error = self._error(what, exc)
-                if attempt == attempts or isinstance(error, AuthError) or not _transient(exc):
-                    raise error from None
-                wait = min(8.0, 0.5 * 2 ** (attempt - 1)) + random.uniform(0, 0.5)
-                log.warning("%s: %s failed (%s), try %d of %d in %.1f s", self.describe(), what,
-                            type(exc).__name__, attempt + 1, attempts, wait)
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+
+        def retryable(exc: BaseException) -> bool:
+            return (isinstance(exc, Exception) and not isinstance(exc, DrtoolError) and _transient(exc)
+                    and not isinstance(self._error(what, exc), AuthError))
+
+        def announce(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning("%s: %s failed (%s), try %d of %d in %.1f s", self.describe(), what, type(exc).__name__,
+                        state.attempt_number + 1, attempts, wait)
+
+        try:
+            return Retrying(retry=retry_if_exception(retryable), stop=stop_after_attempt(attempts),
+                            wait=wait_exponential(multiplier=0.5, max=8) + wait_random(0, 0.5),
+                            before_sleep=announce, reraise=True)(fn, *args, **kwargs)
+        except DrtoolError:
+            raise
+        except Exception as exc:
+            raise self._error(what, exc) from None
 
     def describe(self) -> str:
         return f"weaviate {self.settings.endpoint}"
