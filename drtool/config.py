@@ -123,6 +123,8 @@ class ReplicationSettings:
     settle_seconds: int = _opt(120, "verify ignores differences younger than this many seconds (still replicating)")
     timeout: int = _opt(15, "seconds before one admin or S3 request to a site times out")
     probe_timeout: int = _opt(120, "seconds probe waits for the canary to appear (and vanish) on the other site")
+    max_failed_age: int = _opt(900, "seconds after which an object that failed to replicate makes status CRITICAL")
+    backlog_check: bool = _opt(True, "status lists each bucket's unreplicated objects (MinIO replication diff)")
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,21 @@ class SnapshotSettings:
     encrypt_to: str | None = _opt(None, "age recipients (age1...) or recipient files, comma-separated: encrypt")
     part_size_mb: int = _opt(16, "multipart upload part size for the dump and manifest, in MiB (>= 5)")
     workers: int = _opt(8, "parallel S3 requests for restore and verify --deep")
+    signing_key_file: str | None = _opt(None, "Ed25519 private key file (`drtool keys generate`, mode 0600) that "
+                                              "signs every new snapshot; keep it on the snapshot host, never in the "
+                                              "bucket")
+    signing_key: str | None = _opt(None, "the Ed25519 private key itself (PKCS#8 PEM or its base64 body), for a "
+                                         "secret injected as an environment variable; signing_key_file is preferred",
+                                   secret=True)
+    trusted_keys: str | None = _opt(None, "public keys (`drtool-ed25519:...`, from `drtool keys public`) or files of "
+                                          "them, comma-separated: when set, verify, restore and drill refuse (exit 4) "
+                                          "a snapshot not signed by one of them")
+    object_lock_days: int = _opt(0, "S3 Object Lock: every artifact of a new snapshot is locked for N days "
+                                    "(0 = off; --retain-until overrides; the bucket needs Object Lock enabled)")
+    object_lock_mode: str = _opt("compliance", "Object Lock mode of snapshot artifacts: compliance (nobody, root "
+                                               "included, can shorten or delete) or governance (a user with "
+                                               "s3:BypassGovernanceRetention can)",
+                                 choices=("compliance", "governance"))
 
 
 @dataclass(frozen=True)
@@ -312,10 +329,34 @@ def load_settings(
                 register_secret(urlsplit(value).password)  # a URL setting may carry a password
             except ValueError as exc:  # e.g. an unbalanced IPv6 bracket; the value itself may hold a secret
                 raise ConfigError(f"invalid URL for setting {key} (from {sources[key]}): {exc}") from None
+            # 'ALIAS=URL,ALIAS=URL' (replication.sites) is no single URL; a password may hold unencoded '/' or '@'.
+            for item in value.split(",") if key == "replication.sites" else [value]:
+                for credential in _url_credentials(item.partition("=")[2] if key == "replication.sites" else item,
+                                                   user_too=key == "replication.sites"):
+                    register_secret(credential)
     return Settings(
         **{name: SECTIONS[name](**vals) for name, vals in values.items()},
         sources=sources, storage_problem=storage_problem, notes=tuple(notes),
     )
+
+
+def _url_credentials(url: str, *, user_too: bool) -> list[str]:
+    """The password (and, for a site whose user is an access key, the user) of a URL, raw and %-decoded.
+
+    The userinfo runs to the last '@' before any later whitespace: urlsplit stops at the first '/', which cuts a
+    pasted password like 'pw/with@signs' short and would leave its tail unregistered.
+    """
+    from urllib.parse import unquote
+
+    _, sep, rest = url.strip().partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0:
+        return []
+    user, colon, password = rest[:at].partition(":")
+    found = [password, unquote(password)] if colon else []
+    if user_too:
+        found += [user, unquote(user)]
+    return [c for c in found if c]
 
 
 def _parse_host_map(text: str) -> dict[str, str]:

@@ -16,7 +16,8 @@ import urllib3.exceptions
 from botocore.config import Config
 
 from drtool.config import S3Settings
-from drtool.errors import AuthError, DrtoolError, NotFoundError, UnavailableError
+from drtool.core.object_lock import Retention
+from drtool.errors import AuthError, DrtoolError, KeyRefusedError, NotFoundError, UnavailableError, VerificationFailed
 
 log = logging.getLogger("drtool.s3")
 
@@ -38,7 +39,11 @@ IAM_ACTIONS = {
     "GetBucketVersioning": "s3:GetBucketVersioning", "PutBucketVersioning": "s3:PutBucketVersioning",
     "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
     "GetBucketReplication": "s3:GetReplicationConfiguration",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "GetObjectRetention": "s3:GetObjectRetention", "PutObjectRetention": "s3:PutObjectRetention",
 }
+# A write that carries Object Lock retention is also authorised as s3:PutObjectRetention (MinIO and AWS).
+LOCKED_WRITE_ACTIONS = "s3:PutObject and s3:PutObjectRetention"
 
 # A body cut after the response headers arrived: botocore does not retry these (the call had returned).
 _CUT_ERRORS: tuple[type[Exception], ...] = (
@@ -136,8 +141,12 @@ def http_status(exc: Exception) -> int | None:
     return None
 
 
-def translate_error(exc: Exception, *, what: str, endpoint: str | None) -> DrtoolError:
-    """Turn a botocore exception into an error that names the system and what the operator should do."""
+def translate_error(exc: Exception, *, what: str, endpoint: str | None, needed: str | None = None) -> DrtoolError:
+    """Turn a botocore exception into an error that names the system and what the operator should do.
+
+    `needed` overrides the permission named for a refusal, for calls whose IAM action depends on their arguments
+    (a PUT with Object Lock retention also needs s3:PutObjectRetention).
+    """
     system = f"object store {endpoint or 'AWS S3'}"
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
@@ -147,7 +156,7 @@ def translate_error(exc: Exception, *, what: str, endpoint: str | None) -> Drtoo
             return AuthError(f"{what}: the server refused the request because this machine's clock is off",
                              hint="synchronise the clock (NTP) and retry", system=system)
         if code in _AUTH_CODES:
-            needed = IAM_ACTIONS.get(exc.operation_name or "")
+            needed = needed or IAM_ACTIONS.get(exc.operation_name or "")
             if needed and code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
                 return AuthError(f"{what}: access refused ({code}: {message}): {exc.operation_name} needs {needed}",
                                  hint=f"grant {needed} to this user (docs/iam.md lists each command's policy)",
@@ -172,6 +181,9 @@ def translate_error(exc: Exception, *, what: str, endpoint: str | None) -> Drtoo
         return UnavailableError(f"{what}: cannot reach the endpoint ({type(exc).__name__})",
                                 hint="check s3.endpoint, the network and that the server is running; then re-run",
                                 system=system)
+    if isinstance(exc, ObjectTooLarge):
+        return VerificationFailed(f"{what}: {exc}", hint="delete or restore that object; do not trust its folder",
+                                  system=system)
     if isinstance(exc, _CUT_ERRORS):
         return UnavailableError(f"{what}: the connection was cut mid-transfer ({type(exc).__name__})",
                                 hint="check the network and the server's health, then re-run: nothing half-read "
@@ -212,12 +224,21 @@ class BucketStore:
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def head(self, key: str) -> dict[str, Any] | None:
+        """Metadata of an object, None when it does not exist; KeyRefusedError when the key itself is refused."""
         try:
             return dict(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key))
         except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND_CODES:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in _NOT_FOUND_CODES:
                 return None
+            if http_status(exc) == 400 and code not in _AUTH_CODES:
+                reason = f"{code}: {exc.response.get('Error', {}).get('Message') or 'Bad Request'}"
+                raise KeyRefusedError(self.url(key), reason,
+                                      system=f"object store {self.settings.endpoint or 'AWS S3'}") from None
             raise self._error(exc, self.url(key)) from None
+        except botocore.exceptions.ParamValidationError as exc:  # e.g. an empty key: never sent
+            raise KeyRefusedError(self.url(key), f"refused by the S3 client: {exc}",
+                                  system=f"object store {self.settings.endpoint or 'AWS S3'}") from None
         except Exception as exc:
             raise self._error(exc, self.url(key)) from None
 
@@ -524,24 +545,52 @@ def server_date(client: Any, bucket: str) -> Any:
     return parsedate_to_datetime(date) if date else None
 
 
-def get_bytes(client: Any, bucket: str, key: str, *, version_id: str | None = None) -> bytes:
+SMALL_OBJECT_MAX_BYTES = 8 * 1024 * 1024  # meta.json, COMMITTED, SHA256SUMS, locks, drill records: a few KiB
+
+
+class ObjectTooLarge(ValueError):
+    """An object read whole is bigger than anything drtool writes there: it was planted or is not drtool's."""
+
+
+def get_bytes(client: Any, bucket: str, key: str, *, version_id: str | None = None,
+              max_bytes: int | None = SMALL_OBJECT_MAX_BYTES) -> bytes:
+    """A small artifact's bytes; ObjectTooLarge past `max_bytes`, so a planted 5 GB object never fills memory."""
     extra = {"VersionId": version_id} if version_id else {}
-    return read_whole(client, Bucket=bucket, Key=key, **extra)
+    return read_whole(client, Bucket=bucket, Key=key, max_bytes=max_bytes, **extra)
 
 
-def read_whole(client: Any, **get_args: Any) -> bytes:
+def read_capped(body: Any, max_bytes: int, what: str) -> bytes:
+    """Read a streaming body of at most `max_bytes`; ObjectTooLarge (and the connection closed) past it."""
+    data = bytes(body.read(max_bytes + 1))
+    if len(data) > max_bytes:
+        body.close()
+        raise ObjectTooLarge(f"{what} is larger than {max_bytes} bytes, far more than drtool ever writes there; "
+                             "it was not written by drtool")
+    return data
+
+
+def read_whole(client: Any, *, max_bytes: int | None = None, **get_args: Any) -> bytes:
     """GET an object and read all of its body, asking again when the body is cut mid-way.
 
     botocore retries a request only until the response headers arrive; a connection reset or stall while the body
     streams raises from read(). For a whole small object (manifest, ledger, sidecar page) asking again is safe.
+    With `max_bytes`, a bigger object is refused (ObjectTooLarge) from its Content-Length or after max_bytes + 1.
     """
     import random
     import time
 
+    what = f"s3://{get_args.get('Bucket')}/{get_args.get('Key')}"
     attempts = max(1, int((getattr(client.meta.config, "retries", None) or {}).get("total_max_attempts", 3)))
     for attempt in range(1, attempts + 1):
         try:
-            return bytes(client.get_object(**get_args)["Body"].read())
+            response = client.get_object(**get_args)
+            if max_bytes is None:
+                return bytes(response["Body"].read())
+            if int(response.get("ContentLength") or 0) > max_bytes:
+                response["Body"].close()
+                raise ObjectTooLarge(f"{what} is {response['ContentLength']} bytes, more than the {max_bytes} "
+                                     "drtool reads for a small artifact; it was not written by drtool")
+            return read_capped(response["Body"], max_bytes, what)
         except _CUT_ERRORS:
             if attempt == attempts:
                 raise
@@ -595,18 +644,92 @@ def put_if_absent(client: Any, bucket: str, key: str, body: bytes) -> bool:
     return True
 
 
+# --- Object Lock: immutable snapshot artifacts ---------------------------------------------------------------------
+
+def lock_args(retention: Retention | None) -> dict[str, Any]:
+    """The request arguments that put Object Lock retention on a new object version (none when off).
+
+    PutObject, CreateMultipartUpload and CopyObject take the same two. A locked PUT also needs an integrity
+    checksum (Content-MD5 or x-amz-checksum-*): botocore sends x-amz-checksum-crc32 by default.
+    """
+    if retention is None:
+        return {}
+    return {"ObjectLockMode": retention.mode, "ObjectLockRetainUntilDate": retention.until}
+
+
+def locked_call(client: Any, key: str, retention: Retention | None, call: Any, **kwargs: Any) -> Any:
+    """Run a write with `retention` added; a refusal names s3:PutObjectRetention too, as the server checks both."""
+    try:
+        return call(**kwargs, **lock_args(retention))
+    except botocore.exceptions.ClientError as exc:
+        if retention is not None and str(exc.response.get("Error", {}).get("Code", "")) in _AUTH_CODES:
+            raise translate_error(exc, what=f"writing {key} with Object Lock retention",
+                                  endpoint=client.meta.endpoint_url, needed=LOCKED_WRITE_ACTIONS) from None
+        raise
+
+
+def put_bytes(client: Any, bucket: str, key: str, body: bytes, *, content_type: str = "application/octet-stream",
+              retention: Retention | None = None) -> dict[str, Any]:
+    """One PUT of a small object, with Object Lock retention when given."""
+    return dict(locked_call(client, key, retention, client.put_object, Bucket=bucket, Key=key, Body=body,
+                            ContentType=content_type))
+
+
+_NO_LOCK_CODES = {"ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration", "NotImplemented",
+                  "InvalidBucketState", "MethodNotAllowed"}
+
+
+def object_lock_configuration(client: Any, bucket: str) -> dict[str, Any] | None:
+    """The bucket's Object Lock configuration; None when the bucket was created without Object Lock.
+
+    Object Lock can only be turned on when a bucket is created (`mc mb --with-lock`, or CreateBucket with
+    ObjectLockEnabledForBucket=true), and it turns versioning on for good.
+    """
+    try:
+        config = client.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration") or {}
+    except botocore.exceptions.ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in _NO_LOCK_CODES:
+            return None
+        raise
+    return dict(config) if config.get("ObjectLockEnabled") == "Enabled" else None
+
+
+def version_locks(client: Any, bucket: str, prefix: str) -> list[tuple[str, str, Any, bool]]:
+    """(key, version id, retain-until or None, legal hold) of every object version under `prefix`, one HEAD each.
+
+    A server returns the lock headers only to a caller allowed s3:GetObjectRetention and s3:GetObjectLegalHold;
+    without them every version looks unlocked here, and the server itself still refuses the delete.
+    """
+    out: list[tuple[str, str, Any, bool]] = []
+    for v in iter_object_versions(client, bucket, prefix):
+        if v.is_delete_marker:
+            continue
+        head = head_or_none(client, bucket, v.key, version_id=None if v.version_id == "null" else v.version_id)
+        if head is None:
+            continue
+        out.append((v.key, v.version_id, head.get("ObjectLockRetainUntilDate"),
+                    head.get("ObjectLockLegalHoldStatus") == "ON"))
+    return out
+
+
+class DeleteRefused(AuthError):
+    """The server refused to delete some versions (Object Lock retention, a legal hold, or a missing permission)."""
+
+
 class MultipartWriter:
     """A write-only file object that uploads while it is written: parts of `part_size` bytes, sha256 on the fly.
 
     Small outputs go up with one PUT. On failure call abort(): an unfinished multipart upload costs storage until
-    it is aborted (`drtool snapshots gc` also aborts ones a killed run left behind).
+    it is aborted (`drtool snapshots gc` also aborts ones a killed run left behind). With `retention` the object
+    is created under Object Lock (S3 takes the retention when the upload starts, not when it completes).
     """
 
     def __init__(self, client: Any, bucket: str, key: str, *, part_size: int = 16 << 20,
-                 content_type: str = "application/octet-stream") -> None:
+                 content_type: str = "application/octet-stream", retention: Retention | None = None) -> None:
         import hashlib
 
         self._client, self._bucket, self._key = client, bucket, key
+        self._retention = retention
         self._part_size = max(part_size, 5 << 20)
         self._buf = bytearray()
         self._parts: list[dict[str, Any]] = []
@@ -635,8 +758,9 @@ class MultipartWriter:
 
     def _upload_part(self, chunk: bytes) -> None:
         if self._upload_id is None:
-            self._upload_id = self._client.create_multipart_upload(
-                Bucket=self._bucket, Key=self._key, ContentType=self._content_type)["UploadId"]
+            self._upload_id = locked_call(self._client, self._key, self._retention,
+                                          self._client.create_multipart_upload, Bucket=self._bucket, Key=self._key,
+                                          ContentType=self._content_type)["UploadId"]
         number = len(self._parts) + 1
         response = self._client.upload_part(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
                                             PartNumber=number, Body=chunk)
@@ -646,8 +770,8 @@ class MultipartWriter:
         if self.closed:
             return
         if self._upload_id is None:
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buf),
-                                    ContentType=self._content_type)
+            put_bytes(self._client, self._bucket, self._key, bytes(self._buf), content_type=self._content_type,
+                      retention=self._retention)
         else:
             if self._buf:
                 self._upload_part(bytes(self._buf))
@@ -680,15 +804,23 @@ def iter_keys(client: Any, bucket: str, prefix: str, *, delimiter: str | None = 
 
 
 def delete_prefix(client: Any, bucket: str, prefix: str) -> int:
-    """Delete every object (and every version and delete marker) under `prefix`, 1000 per request."""
+    """Delete every object (and every version and delete marker) under `prefix`, 1000 per request.
+
+    DeleteObjects answers 200 even when it refused some keys (a version under Object Lock retention, a missing
+    permission): those are raised as DeleteRefused once the rest is deleted, never passed over in silence.
+    """
     batch: list[dict[str, str]] = []
     deleted = 0
+    refused: list[str] = []
 
     def flush() -> None:
         nonlocal deleted, batch
         if batch:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-            deleted += len(batch)
+            answer = client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            errors = answer.get("Errors") or []
+            refused.extend(f"{e.get('Key')} (version {e.get('VersionId') or '-'}): {e.get('Code')} "
+                           f"{e.get('Message') or ''}".rstrip() for e in errors)
+            deleted += len(batch) - len(errors)
             batch = []
 
     for v in iter_object_versions(client, bucket, prefix):
@@ -699,6 +831,12 @@ def delete_prefix(client: Any, bucket: str, prefix: str) -> int:
         if len(batch) >= 1000:
             flush()
     flush()
+    if refused:
+        raise DeleteRefused(f"s3://{bucket}/{prefix}: {len(refused)} version(s) could not be deleted: "
+                            + "; ".join(refused[:5]),
+                            hint="a version under Object Lock retention or legal hold cannot be deleted before its "
+                                 "date; otherwise grant s3:DeleteObject",
+                            system=f"object store {client.meta.endpoint_url}")
     return deleted
 
 

@@ -11,6 +11,7 @@ import click
 from drtool.cli.app import App, global_options, pass_app
 from drtool.core import drill_report as dr
 from drtool.core.metrics import Metric, write_textfile
+from drtool.core.terminal import one_line
 from drtool.errors import UsageError
 
 
@@ -37,12 +38,15 @@ def _duration(flag: str, text: str | None) -> float | None:
                    "exist and must not be postgres.database.")
 @click.option("--identity", type=click.Path(dir_okay=False, exists=True),
               help="age identity file, for an encrypted snapshot.")
+@click.option("--expect-digest", metavar="HEX",
+              help="Refuse (exit 4) unless the snapshot's digest (sha256 of its SHA256SUMS, printed by `snapshot "
+                   "create`) is exactly this.")
 @click.option("--metrics-file", type=click.Path(dir_okay=False),
               help="Write Prometheus metrics here (node_exporter textfile collector).")
 @click.pass_context
 def drill_group(ctx: click.Context, snapshot_ref: str, rto_slo: str | None, rpo_slo: str | None,
                 report_dir: Path, keep: bool, scratch_db: str | None, identity: str | None,
-                metrics_file: str | None) -> int | None:
+                expect_digest: str | None, metrics_file: str | None) -> int | None:
     """Restore a snapshot into scratch targets and measure RTO and RPO.
 
     Phases, each timed: snapshot_check (checksums, pinned object versions, dump readable), restore_database
@@ -54,18 +58,24 @@ def drill_group(ctx: click.Context, snapshot_ref: str, rto_slo: str | None, rpo_
     afterwards, also on failure, Ctrl-C or SIGTERM, unless --keep. Reports go to --report-dir; the record is
     appended to <snapshot prefix>/drills/ in the snapshot bucket (`drtool drill history`).
 
-    Exit codes: 0 passed, 4 a phase failed, cleanup failed or an SLO was breached, 2 usage (also: the scratch
-    database exists or is the live one), 10 no such snapshot, 12 credentials refused, 1 other errors.
+    A snapshot no trusted key signed (snapshot.trusted_keys set), or not matching --expect-digest, is refused before
+    any scratch target exists.
+
+    Exit codes: 0 passed, 4 a phase failed, cleanup failed or an SLO was breached (or the snapshot is not
+    authenticated), 2 usage (also: the scratch database exists or is the live one), 10 no such snapshot,
+    12 credentials refused, 1 other errors.
     """
     if ctx.invoked_subcommand is not None:
         return None
     app = ctx.find_object(App)
     assert app is not None
     from drtool.ops.drill import DrillOptions, run_drill
+    from drtool.ops.snapshot_auth import parse_expect_digest
 
     options = DrillOptions(snapshot=snapshot_ref, rto_slo=_duration("--rto-slo", rto_slo),
                            rpo_slo=_duration("--rpo-slo", rpo_slo), report_dir=report_dir, keep=keep,
-                           scratch_db=scratch_db, identity=identity)
+                           scratch_db=scratch_db, identity=identity,
+                           expect_digest=parse_expect_digest(expect_digest))
     settings = app.settings()
     outcome = run_drill(settings, options, emit=app.emit)
     record = outcome.record
@@ -83,7 +93,7 @@ def _render(app: App, record: dict[str, Any], reports: dict[str, str], history_k
     app.echo(f"drill {record['drill_id']} of snapshot {record['snapshot']['id']}: {record['outcome'].upper()}")
     for p in record["phases"]:
         line = f"  {p['name']:<17} {p['status']:<8} {dr.format_duration(p['seconds']):>9}"
-        app.echo(line + (f"  {p['error']}" if p.get("error") else ""))
+        app.echo(line + (f"  {one_line(p['error'])}" if p.get("error") else ""))
     slo = "" if rto["slo_seconds"] is None else f"  ({rto['verdict']}, SLO {dr.format_duration(rto['slo_seconds'])})"
     app.echo(f"  RTO {dr.format_duration(rto['seconds'])}{slo}")
     lag = ("replication lag unknown" if rpo["replication_lag_seconds"] is None
@@ -91,7 +101,7 @@ def _render(app: App, record: dict[str, Any], reports: dict[str, str], history_k
     slo = "" if rpo["slo_seconds"] is None else f"  ({rpo['verdict']}, SLO {dr.format_duration(rpo['slo_seconds'])})"
     app.echo(f"  RPO {dr.format_duration(rpo['seconds'])} ({lag}){slo}")
     for problem in record["problems"][:10]:
-        app.echo(f"  problem: {problem}")
+        app.echo(f"  problem: {one_line(problem)}")
     if record["kept"]:
         app.echo(f"  kept: database {record['scratch']['database']}, collections {record['scratch']['collections']}")
     for ext in ("html", "md", "json"):
@@ -100,7 +110,7 @@ def _render(app: App, record: dict[str, Any], reports: dict[str, str], history_k
     if history_key:
         app.echo(f"  history: {history_key}")
     if history_error:
-        app.echo(f"  warning: {history_error}")
+        app.echo(f"  warning: {one_line(history_error)}")
 
 
 def _metrics(record: dict[str, Any]) -> list[Metric]:

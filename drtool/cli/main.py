@@ -13,6 +13,7 @@ from drtool.cli.app import CA_BUNDLE_HELP, NO_VERIFY_TLS_HELP, App
 from drtool.cli.config_cmd import config_group
 from drtool.cli.drill_cmd import drill_group
 from drtool.cli.export_cmd import export_chunks_cmd
+from drtool.cli.keys_cmd import keys_group
 from drtool.cli.rebuild_cmd import rebuild_index
 from drtool.cli.replication_cmd import replication_group
 from drtool.cli.restore_cmd import restore_cmd
@@ -64,6 +65,7 @@ cli.add_command(restore_cmd)
 cli.add_command(rebuild_index)
 cli.add_command(replication_group)
 cli.add_command(drill_group)
+cli.add_command(keys_group)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,4 +113,4 @@ def _report(message: str, event: dict[str, object] | None, json_mode: bool, code
     payload = event or {"event": "error", "exit_code": int(code), "message": message}
     log.error("%s", message, extra={"fields": {k: v for k, v in payload.items() if k != "message"}})
     if json_mode:
-        click.echo(json.dumps(redact_obj(payload)))
+        click.echo(json.dumps(redact_obj(payload), ensure_ascii=True))

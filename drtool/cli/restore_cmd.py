@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from drtool.cli.app import App, global_options, pass_app
-from drtool.cli.snapshot_cmd import _dest_flags, destination_options
+from drtool.cli.snapshot_cmd import _dest_flags, destination_options, expect_digest_option
 
 
 @click.command("restore")
@@ -27,32 +27,39 @@ from drtool.cli.snapshot_cmd import _dest_flags, destination_options
               help="age identity file, for an encrypted snapshot.")
 @click.option("--break-stale-lock", is_flag=True,
               help="Replace a target's restore lock judged stale (held on another host, or older than "
-                   "snapshot.lock_stale_after); a dead run's lock on this host is taken over without it.")
+                   "snapshot.lock_stale_after, or unverifiable: this host name but another PID namespace); a "
+                   "dead run's lock in this host and PID namespace is taken over without it.")
+@expect_digest_option
 @pass_app
 def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
                 snapshot_id: str, target_db: str | None, objects_to: str | None, no_objects: bool,
                 verify_only: bool, dry_run: bool, yes: bool, no_owner: bool, identity: str | None,
-                break_stale_lock: bool) -> int:
+                break_stale_lock: bool, expect_digest: str | None) -> int:
     """Restore SNAPSHOT_ID (or `latest`): make every pinned version current in the target bucket (server-side
     copy; objects already current are untouched), then pg_restore into --target-db in one transaction.
 
     Idempotent: a second run copies nothing and skips a database it already restored. Exit 4 when a pinned
     version is gone or (--verify-only) the target differs; 10 when the snapshot does not exist; 11 when another
     restore holds the target bucket's or database's lock (kept in the snapshot bucket under <prefix>/locks/).
+    Also exit 4, with nothing copied or restored, when snapshot.trusted_keys is set and no trusted key signed the
+    snapshot, when --expect-digest does not match, or when a manifest record would write or copy outside its place.
     """
     from drtool.adapters.age import load_identities
     from drtool.errors import UsageError
     from drtool.ops.restore import restore
     from drtool.ops.snapshot import open_destination
+    from drtool.ops.snapshot_auth import parse_expect_digest
 
     if no_objects and not target_db:
         raise UsageError("nothing to restore", hint="pass --target-db and/or drop --no-objects")
+    expect_digest = parse_expect_digest(expect_digest)
     settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     dest = open_destination(settings)
     identities = load_identities(identity) if identity else None
     result = restore(settings, dest, snapshot_id, target_db=target_db, objects_to=objects_to, dry_run=dry_run,
                      yes=yes, verify_only=verify_only, identities=identities, no_owner=no_owner,
-                     skip_objects=no_objects, emit=app.emit, break_stale_lock=break_stale_lock)
+                     skip_objects=no_objects, emit=app.emit, break_stale_lock=break_stale_lock,
+                     expect_digest=expect_digest)
     payload: dict[str, Any] = {"event": "result", "command": "restore", **result.to_dict()}
 
     def render() -> None:

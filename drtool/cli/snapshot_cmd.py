@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from drtool.cli.app import App, global_options, pass_app
+from drtool.core.terminal import one_line
 from drtool.errors import DrtoolError, ExitCode, VerificationFailed
 
 
@@ -48,6 +49,14 @@ def destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def expect_digest_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--expect-digest for the commands that read a snapshot back (verify, restore, drill)."""
+    return click.option(
+        "--expect-digest", metavar="HEX",
+        help="Refuse (exit 4) unless the snapshot's digest (the sha256 of its SHA256SUMS, printed by `snapshot "
+             "create`) is exactly this: pins one snapshot out of band, also against a replayed older one.")(command)
 
 
 def _dest_flags(dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None) -> dict[str, Any]:
@@ -92,19 +101,24 @@ def snapshot_group() -> None:
 @click.option("--require-replication", is_flag=True,
               help="Refuse to snapshot unless the replication verdict (replication.sites) is OK or WARNING.")
 @click.option("--break-stale-lock", is_flag=True,
-              help="Replace a lock judged stale (its process is gone, or older than snapshot.lock_stale_after), "
-                   "with a warning; a live lock is never replaced.")
+              help="Replace a lock judged stale (older than snapshot.lock_stale_after, or unverifiable: held from "
+                   "another PID namespace or boot of this host name), with a warning; a live lock is never replaced.")
 @click.option("--metrics-file", type=click.Path(dir_okay=False),
               help="Write Prometheus metrics (node_exporter textfile collector) here.")
+@click.option("--retain-until", metavar="DATE|DURATION",
+              help="S3 Object Lock: no one can delete or overwrite the snapshot's artifacts before this date "
+                   "(2027-01-31, or 30d / 12h / 2w from now; overrides snapshot.object_lock_days). The snapshot "
+                   "bucket must have Object Lock enabled, else exit 2 and nothing is written.")
 @pass_app
 def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
            schemas: tuple[str, ...], tables: tuple[str, ...], encrypt_to: tuple[str, ...], copy_unversioned: bool,
-           require_replication: bool, break_stale_lock: bool, metrics_file: str | None) -> int:
+           require_replication: bool, break_stale_lock: bool, metrics_file: str | None,
+           retain_until: str | None) -> int:
     """Dump Postgres and pin every object version its rows reference, as of one fence time.
 
     Writes <prefix>/snapshots/<id>/ (dump, manifest.jsonl.zst, meta.json, SHA256SUMS, COMMITTED last). Silent on
     success unless -v. Exit 0 ok, 3 committed with warnings (dangling references, lifecycle rule, clock skew),
-    11 another run holds the lock, 12 credentials refused.
+    2 --retain-until on a bucket without Object Lock, 11 another run holds the lock, 12 credentials refused.
     """
     from drtool.ops.snapshot import CreateOptions, create_snapshot, write_metrics
 
@@ -119,7 +133,7 @@ def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
         settings = app.settings(flags)
         options = CreateOptions(schemas=schemas, tables=tables, encrypt_to=settings.snapshot.encrypt_to,
                                 copy_unversioned=copy_unversioned, require_replication=require_replication,
-                                break_stale_lock=break_stale_lock)
+                                break_stale_lock=break_stale_lock, retain_until=retain_until)
         result = create_snapshot(settings, options, emit=app.emit)
         meta = result.meta
         code = result.exit_code
@@ -134,13 +148,16 @@ def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
                           meta=meta)
     payload = {"event": "result", "command": "snapshot create", "snapshot": result.snapshot_id,
                "fence": result.fence, "fence_window_start": meta["fence_window_start"], "counts": meta["counts"],
-               "bytes": meta["bytes"], "warnings": result.warnings, "exit_code": code}
+               "bytes": meta["bytes"], "retention": meta.get("retention"), "warnings": result.warnings,
+               "digest": result.digest, "signed_by": result.signed_by, "exit_code": code}
 
     def render() -> None:
         if app.verbosity:
             c = meta["counts"]
             app.echo(f"snapshot {result.snapshot_id} committed: fence {result.fence}, {c['pinned']} object "
                      f"versions pinned, {c['dangling']} dangling, dump {_human_bytes(meta['bytes']['dump'])}")
+            signed = f"signed by key {result.signed_by}" if result.signed_by else "NOT signed"
+            app.echo(f"digest {result.digest} ({signed}; pin it with --expect-digest)")
 
     app.result(payload, render)
     return code
@@ -172,13 +189,16 @@ def list_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_en
             app.echo(f"no committed snapshot in {dest.url}")
             return
         app.echo(f"{'ID':<24} {'FENCE (UTC)':<20} {'AGE':>5} {'SIZE':>10} {'OBJECTS':>8} {'DANGLING':>8} "
-                 f"{'ENC':<4} VERIFIED")
+                 f"{'ENC':<4} {'SIGNED BY':<16} VERIFIED")
         for r in rows:
             v = r["verified"]
             verified = "never" if not v else (("ok" if v["ok"] else "BROKEN") + (" (deep)" if v["deep"] else ""))
+            if r.get("retain_until"):
+                verified += f", locked until {r['retain_until'][:10]}"
             fence = str(r["fence"])[:19].replace("T", " ")
             app.echo(f"{r['id']:<24} {fence:<20} {_human_age(r['age_s']):>5} {_human_bytes(r['bytes']):>10} "
-                     f"{r['pinned']:>8} {r['dangling']:>8} {'age' if r['encrypted'] else '-':<4} {verified}")
+                     f"{r['pinned']:>8} {r['dangling']:>8} {'age' if r['encrypted'] else '-':<4} "
+                     f"{r.get('signed_by') or '-':<16} {verified}")
 
     app.result(payload, render)
     return 0
@@ -194,26 +214,34 @@ def list_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_en
                                            "pg_restore can read the dump.")
 @click.option("--identity", type=click.Path(dir_okay=False, exists=True),
               help="age identity file; --deep of an encrypted snapshot needs it.")
+@expect_digest_option
 @pass_app
 def verify_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
-               snapshot_id: str | None, latest: bool, all_: bool, deep: bool, identity: str | None) -> int:
-    """Check artifact checksums (and with --deep the pinned objects and the dump). Exit 4 naming what is broken."""
+               snapshot_id: str | None, latest: bool, all_: bool, deep: bool, identity: str | None,
+               expect_digest: str | None) -> int:
+    """Check who signed the snapshot (snapshot.trusted_keys), its artifact checksums and that its manifest stays
+    inside its folder (and with --deep the pinned objects and the dump). Exit 4 naming what is broken."""
     from drtool.adapters.age import load_identities
     from drtool.errors import UsageError
     from drtool.ops.snapshot import open_destination
+    from drtool.ops.snapshot_auth import parse_expect_digest
     from drtool.ops.snapshot_catalog import list_snapshots, resolve, verify
 
     if sum(bool(x) for x in (snapshot_id, latest, all_)) != 1:
         raise UsageError("name one snapshot: ID, --latest or --all")
+    if expect_digest and all_:
+        raise UsageError("--expect-digest names one snapshot: use it with ID or --latest, not --all")
+    expect_digest = parse_expect_digest(expect_digest)
     settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     dest = open_destination(settings)
     identities = load_identities(identity) if identity else None
     targets = list_snapshots(dest) if all_ else [resolve(dest, "latest" if latest else str(snapshot_id))]
     results: list[dict[str, Any]] = []
     for info in targets:
-        broken = verify(settings, dest, info, deep=deep, identities=identities)
-        results.append({"snapshot": info.id, "ok": not broken, "broken": broken})
-        app.emit({"event": "snapshot.verified", "snapshot": info.id, "ok": not broken, "deep": deep,
+        broken = verify(settings, dest, info, deep=deep, identities=identities, expect_digest=expect_digest)
+        auth = info.authentication.to_dict() if info.authentication else {"authenticated": False}
+        results.append({"snapshot": info.id, "ok": not broken, "broken": broken, **auth})
+        app.emit({"event": "snapshot.verified", "snapshot": info.id, "ok": not broken, "deep": deep, **auth,
                   "broken": broken[:100]})
     failed = [r for r in results if not r["ok"]]
     if failed:
@@ -222,7 +250,8 @@ def verify_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_
                                  hint="do not rely on them; take a new snapshot")
     if not app.json_mode and app.verbosity:
         for r in results:
-            app.echo(f"{r['snapshot']}: ok{' (deep)' if deep else ''}")
+            signed = f"signed by trusted key {r['signed_by']}" if r["authenticated"] else "NOT authenticated"
+            app.echo(f"{r['snapshot']}: ok{' (deep)' if deep else ''}, {signed}")
     return 0
 
 
@@ -238,7 +267,8 @@ def verify_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_
 def prune_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
               keep_last: int | None, keep_daily: int | None, keep_weekly: int | None, keep_monthly: int | None,
               dry_run: bool) -> int:
-    """Delete committed snapshots outside the grandfather-father-son policy; the newest one always stays."""
+    """Delete committed snapshots outside the grandfather-father-son policy; the newest one always stays, and so
+    does one still under Object Lock retention (reported as kept, exit 0)."""
     from drtool.core.retention import Policy
     from drtool.ops.retention import prune
     from drtool.ops.snapshot import open_destination
@@ -251,7 +281,7 @@ def prune_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_e
     policy = Policy(s.keep_last, s.keep_daily, s.keep_weekly, s.keep_monthly)
     result = prune(settings, open_destination(settings), policy, dry_run=dry_run)
     payload = {"event": "result", "command": "snapshots prune", "dry_run": dry_run, "keep": result.keep,
-               "remove": result.remove, "removed": result.removed}
+               "remove": result.remove, "removed": result.removed, "locked": result.locked}
 
     def render() -> None:
         if dry_run:
@@ -262,6 +292,9 @@ def prune_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_e
         elif app.verbosity:
             for sid in result.removed:
                 app.echo(f"removed {sid}")
+        if not dry_run:  # the policy would drop these: say why they stay, even without -v
+            for sid, until in result.locked.items():
+                app.echo(f"kept {sid}: Object Lock retention until {until}")
 
     app.result(payload, render)
     return 0
@@ -284,7 +317,8 @@ def gc_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
     settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {"snapshot.gc_grace": grace})
     result = gc(settings, open_destination(settings), grace_s=settings.snapshot.gc_grace, dry_run=dry_run)
     payload = {"event": "result", "command": "snapshots gc", "dry_run": dry_run, "removed": result.removed,
-               "kept_young": result.kept_young, "aborted_uploads": result.aborted_uploads}
+               "kept_young": result.kept_young, "kept_locked": result.kept_locked,
+               "aborted_uploads": result.aborted_uploads}
 
     def render() -> None:
         if dry_run or app.verbosity:
@@ -293,6 +327,8 @@ def gc_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
                 app.echo(f"{verb} uncommitted {sid}")
             for sid in result.kept_young:
                 app.echo(f"left {sid} (younger than the grace period: may still be running)")
+            for sid, until in result.kept_locked.items():
+                app.echo(f"left {sid} (Object Lock retention until {until})")
 
     app.result(payload, render)
     return 0
@@ -312,5 +348,5 @@ def unlock_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_
     settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     result = unlock(settings, open_destination(settings), force=force)
     app.result({"event": "result", "command": "snapshots unlock", **result},
-               lambda: app.echo(f"removed the lock held by {result['holder']}"))
+               lambda: app.echo(f"removed the lock held by {one_line(result['holder'])}"))
     return 0

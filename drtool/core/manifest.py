@@ -123,6 +123,37 @@ class ManifestRecord:
                    referenced_by=referenced_by)
 
 
+def copy_key_for(snapshot_folder: str, key: str) -> str:
+    """Where an unversioned bucket's object is copied inside its snapshot (`<folder>objects/<key>`)."""
+    return snapshot_folder + "objects/" + key
+
+
+def confinement_problem(rec: ManifestRecord, *, snapshot_folder: str, key_prefix: str) -> str | None:
+    """Why a record would make a restore write or read outside its place (None: it is confined).
+
+    A restore writes `key` into the target bucket and copies from `key` at `version_id` in the source bucket, or
+    from `copy_key` in the snapshot bucket. `snapshot create` only pins safe keys under the source's key_prefix, and
+    only sets copy_key to `<snapshot folder>objects/<key>`; anything else was written by someone else (a tampered
+    manifest), such as a copy_key naming another snapshot's dump. Records restore skips (dangling, refused,
+    changed) may hold hostile keys, since they record what the rows named; only their copy_key is checked.
+    """
+    from drtool.core.keys import UnsafeKey, check_key
+
+    shown = repr(rec.key[:200])
+    if rec.copy_key is not None and rec.copy_key != copy_key_for(snapshot_folder, rec.key):
+        return f"object {shown}: copy_key {rec.copy_key[:200]!r} is not this snapshot's copy of it " \
+               f"({snapshot_folder}objects/<key>)"
+    if rec.state != STATE_PINNED:
+        return None
+    try:
+        check_key(rec.key)
+    except UnsafeKey as exc:
+        return f"object {shown}: {exc}"
+    if not rec.key.startswith(key_prefix):
+        return f"object {shown}: outside the source's key prefix {key_prefix!r}"
+    return None
+
+
 def utc_text(when: datetime) -> str:
     """ISO 8601 in UTC, without a tz conversion for the zero-offset datetimes S3 listings carry.
 
@@ -197,11 +228,21 @@ class ManifestWriter:
 
 
 def read_manifest(source: IO[bytes]) -> Iterator[ManifestRecord]:
-    """Stream records out of a manifest; a corrupt line raises ValueError naming its line number."""
+    """Stream records out of a manifest; a corrupt line raises ValueError naming its line number.
+
+    Lines are read with a limit (the chunk files' MAX_LINE_BYTES), so a manifest that decompresses to one endless
+    line is refused after 16 MiB instead of growing memory until the host runs out.
+    """
+    from drtool.core.chunks import MAX_LINE_BYTES
+
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(source, closefd=False)
         text = io.BufferedReader(reader, buffer_size=1 << 16)  # type: ignore[arg-type]
-        for lineno, line in enumerate(text, 1):
+        lineno = 0
+        while line := text.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
+            if len(line) > MAX_LINE_BYTES:
+                raise ValueError(f"manifest line {lineno} is longer than {MAX_LINE_BYTES} bytes")
             if line.strip():
                 yield ManifestRecord.from_line(line, lineno)
     except zstandard.ZstdError as exc:
@@ -225,9 +266,14 @@ def parse_sums(data: bytes) -> dict[str, str]:
     return out
 
 
-def committed_marker(snapshot_id: str, sums_digest: str, when: datetime) -> bytes:
-    return json.dumps({"snapshot": snapshot_id, "committed_at": when.astimezone(UTC).isoformat(),
-                       "sha256sums": sums_digest}, indent=1).encode()
+def committed_marker(snapshot_id: str, sums_digest: str, when: datetime,
+                     signature: dict[str, str] | None = None) -> bytes:
+    """The marker; `signature` (drtool.core.signing.sign) authenticates the id and the SHA256SUMS digest."""
+    marker: dict[str, Any] = {"snapshot": snapshot_id, "committed_at": when.astimezone(UTC).isoformat(),
+                              "sha256sums": sums_digest}
+    if signature is not None:
+        marker["signature"] = signature
+    return json.dumps(marker, indent=1).encode()
 
 
 def parse_json_object(data: bytes, what: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from drtool.core import manifest as mf
 from drtool.core import naming
 from drtool.errors import DrtoolError, NotFoundError, UsageError
 from drtool.ops.snapshot import Destination, open_destination
+from drtool.ops.snapshot_auth import authenticate
 from drtool.ops.snapshot_catalog import SnapshotInfo, iter_records, resolve
 from drtool.redact import redact_obj
 
@@ -61,6 +62,7 @@ class DrillOptions:
     keep: bool = False
     scratch_db: str | None = None
     identity: str | None = None
+    expect_digest: str | None = None  # --expect-digest: the snapshot must be exactly the one pinned out of band
 
 
 @dataclass
@@ -196,9 +198,12 @@ def _chunk_pins(dest: Destination, info: SnapshotInfo, identities: list[Any] | N
                 ) -> dict[str, mf.ManifestRecord]:
     records, _raw = iter_records(dest, info, identities)
     pins: dict[str, mf.ManifestRecord] = {}
+    folder = dest.folder(info.id)
     for rec in records:
         if rec.state != mf.STATE_PINNED or not rec.key.startswith(key_prefix):
             continue
+        if mf.confinement_problem(rec, snapshot_folder=folder, key_prefix=key_prefix):
+            continue  # never read from outside the snapshot (snapshot_check has already failed the drill)
         key = rec.key[len(key_prefix):]
         if _CHUNK_FILE.match(key):
             pins[key] = rec
@@ -259,6 +264,8 @@ class Drill:
             self.identities = load_identities(self.options.identity)
         dest = open_destination(s)
         info = resolve(dest, self.options.snapshot)
+        # Before any scratch target exists: an unauthenticated snapshot (with trusted keys set) is refused, exit 4.
+        authenticate(s, dest, info, expect_digest=self.options.expect_digest)
         if info.encrypted and not self.identities:
             raise UsageError(f"snapshot {info.id} is encrypted", hint="pass --identity KEYFILE")
         with pga.connect(s.postgres, database="postgres", autocommit=True) as admin:
@@ -305,7 +312,8 @@ class Drill:
         from drtool.errors import VerificationFailed
         from drtool.ops.snapshot_catalog import verify as verify_snapshot
 
-        broken = verify_snapshot(self.settings, dest, info, deep=True, identities=self.identities)
+        broken = verify_snapshot(self.settings, dest, info, deep=True, identities=self.identities,
+                                 expect_digest=self.options.expect_digest)
         counts = info.meta.get("counts", {})
         detail.update(pinned=counts.get("pinned", 0), broken=len(broken), examples=broken[:20])
         if broken:
@@ -320,7 +328,7 @@ class Drill:
         self.scratch.db_created = True  # from here on the database may exist: cleanup drops it if it does
         result = restore(self.settings, dest, info.id, target_db=self.scratch.database, objects_to=None,
                          dry_run=False, yes=False, verify_only=False, identities=self.identities, no_owner=True,
-                         skip_objects=True)
+                         skip_objects=True, expect_digest=self.options.expect_digest)
         detail["database"] = result.database
         detail["collections"] = self._point_at_scratch_collections()
 
@@ -542,7 +550,8 @@ class Drill:
                    "rebuild_ledgers": self.scratch.ledger_prefix}
         record = dr.build_record(
             drill_id=self.drill_id, started_at=self.started, finished_at=datetime.now(UTC),
-            snapshot={"id": info.id, "fence": info.meta.get("fence"), "encrypted": info.encrypted},
+            snapshot={"id": info.id, "fence": info.meta.get("fence"), "encrypted": info.encrypted,
+                      **(info.authentication.to_dict() if info.authentication else {"authenticated": False})},
             fence=info.fence, phases=self.phases, rto_slo=self.options.rto_slo, rpo_slo=self.options.rpo_slo,
             lag=lag, lag_source=lag_source, scratch=scratch, cleanup=cleanup, kept=self.options.keep,
             problems=self.problems, version=__version__)

@@ -29,19 +29,20 @@ from drtool.adapters import postgres as pga
 from drtool.adapters import s3 as s3a
 from drtool.config import PostgresSettings, Settings
 from drtool.core import manifest as mf
-from drtool.core.keys import UnsafeKey, check_key
 from drtool.errors import ConfigError, NotFoundError, UnavailableError, UsageError, VerificationFailed
 from drtool.ops.lock import destination_lock
 from drtool.ops.snapshot import Destination, Emit, _noop
+from drtool.ops.snapshot_auth import authenticate
 from drtool.ops.snapshot_catalog import (
     DecryptingReader,
     SnapshotInfo,
     bounded_map,
     expected_sums,
-    iter_records,
+    local_records,
     open_artifact,
     plaintext,
     resolve,
+    spool_verified,
 )
 from drtool.redact import register_secret
 
@@ -91,21 +92,27 @@ class RestoreResult:
     database: dict[str, Any] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    authentication: dict[str, Any] = field(default_factory=dict)  # authenticated, signed_by, digest
 
     def to_dict(self) -> dict[str, Any]:
         return {"snapshot": self.snapshot_id, "dry_run": self.dry_run, "verify_only": self.verify_only,
-                "database": self.database, "objects": self.objects, "problems": self.problems[:100]}
+                **self.authentication, "database": self.database, "objects": self.objects,
+                "problems": self.problems[:100]}
 
 
 def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str | None, objects_to: str | None,
             dry_run: bool, yes: bool, verify_only: bool, identities: list[Any] | None, no_owner: bool,
-            skip_objects: bool = False, emit: Emit = _noop, break_stale_lock: bool = False) -> RestoreResult:
+            skip_objects: bool = False, emit: Emit = _noop, break_stale_lock: bool = False,
+            expect_digest: str | None = None) -> RestoreResult:
     info = resolve(dest, ref)
+    # Before anything else: a snapshot a trusted key did not sign (or not the pinned digest) is refused, exit 4.
+    auth = authenticate(settings, dest, info, expect_digest=expect_digest)
     if info.meta.get("_corrupt"):
         raise VerificationFailed(f"snapshot {info.id}: meta.json is unreadable", hint="restore another snapshot")
     if info.encrypted and not identities:
         raise UsageError(f"snapshot {info.id} is encrypted", hint="pass --identity KEYFILE")
-    result = RestoreResult(snapshot_id=info.id, dry_run=dry_run, verify_only=verify_only)
+    result = RestoreResult(snapshot_id=info.id, dry_run=dry_run, verify_only=verify_only,
+                           authentication=auth.to_dict())
     emit({"event": "restore.started", "snapshot": info.id, "fence": info.meta.get("fence")})
     sums = expected_sums(dest, info)
     meta_bytes = s3a.get_bytes(dest.client, dest.bucket, dest.folder(info.id) + mf.META)
@@ -196,11 +203,13 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
     counts = {"pinned": 0, "copied": 0, "already_current": 0, "to_copy": 0, "differ": 0, "skipped_dangling": 0,
               "missing_source": 0}
 
+    folder, key_prefix = dest.folder(info.id), str(source.get("key_prefix") or "")
+
     def one(rec: mf.ManifestRecord) -> tuple[str, str | None]:
-        try:
-            check_key(rec.key)
-        except UnsafeKey as exc:
-            return "refused", f"object {rec.key!r}: {exc}"
+        # Every record was checked before the first copy; checked again here as the copy's own precondition.
+        problem = mf.confinement_problem(rec, snapshot_folder=folder, key_prefix=key_prefix)
+        if problem:
+            return "refused", problem
         head = s3a.head_or_none(client, target_bucket, rec.key)
         if head is not None and _is_current(head, rec, same_bucket=target_bucket == src_bucket):
             return "already_current", None
@@ -223,41 +232,32 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
         client.copy(copy_source, target_bucket, rec.key, ExtraArgs=extra)
         return "copied", None
 
-    # The manifest's checksum is checked again after the copies, but a tampered manifest must not change the target
-    # at all: read it once before the first copy (it is small next to the objects it names).
+    # A tampered manifest must not change the target at all: it is downloaded once, its checksum checked and every
+    # record checked for confinement before the first copy, and the copy pass reads that same verified copy.
     manifest_name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
-    precheck = open_artifact(dest, info.id, manifest_name)
-    precheck.drain()
-    if precheck.sha256.hexdigest() != sums.get(manifest_name):
-        raise VerificationFailed(f"snapshot {info.id}: {manifest_name} checksum mismatch (nothing was copied)",
-                                 hint="run `drtool snapshots verify`; restore another snapshot")
-    records, raw = iter_records(dest, info, identities)
+    with spool_verified(dest, info, manifest_name, sums.get(manifest_name)) as local:
+        _check_confinement(local_records(local, info, identities), info, folder=folder, key_prefix=key_prefix)
 
-    def pinned() -> Iterator[mf.ManifestRecord]:
-        for r in records:
-            if r.state == mf.STATE_PINNED:
-                yield r
-            elif r.state == mf.STATE_DANGLING:
-                counts["skipped_dangling"] += 1
+        def pinned() -> Iterator[mf.ManifestRecord]:
+            for r in local_records(local, info, identities):
+                if r.state == mf.STATE_PINNED:
+                    yield r
+                elif r.state == mf.STATE_DANGLING:
+                    counts["skipped_dangling"] += 1
 
-    try:
-        for outcome, problem in bounded_map(one, pinned(), settings.snapshot.workers):
-            counts["pinned"] += 1
-            counts[outcome] = counts.get(outcome, 0) + 1
-            if problem:
-                result.problems.append(problem)
-    except ValueError as exc:
-        raise VerificationFailed(f"snapshot {info.id}: manifest unreadable: {exc}") from None
-    except Exception as exc:
-        if hasattr(exc, "response"):
-            raise s3a.translate_error(exc, what=f"restoring objects into {target_bucket}",
-                                      endpoint=settings.s3.endpoint) from None
-        raise
-    name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
-    raw.drain()
-    if raw.sha256.hexdigest() != sums.get(name):
-        raise VerificationFailed(f"snapshot {info.id}: {name} checksum mismatch",
-                                 hint="run `drtool snapshots verify`; restore another snapshot")
+        try:
+            for outcome, problem in bounded_map(one, pinned(), settings.snapshot.workers):
+                counts["pinned"] += 1
+                counts[outcome] = counts.get(outcome, 0) + 1
+                if problem:
+                    result.problems.append(problem)
+        except ValueError as exc:
+            raise VerificationFailed(f"snapshot {info.id}: manifest unreadable: {exc}") from None
+        except Exception as exc:
+            if hasattr(exc, "response"):
+                raise s3a.translate_error(exc, what=f"restoring objects into {target_bucket}",
+                                          endpoint=settings.s3.endpoint) from None
+            raise
     result.objects = {"bucket": target_bucket, **counts}
     if counts.get("refused"):  # snapshot create never pins such a key: the manifest was forged and resealed
         refused = [p for p in result.problems if p.startswith("object ") and "'" in p][:5]
@@ -268,6 +268,28 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
         raise VerificationFailed(f"{counts['missing_source']} pinned version(s) no longer exist in {src_bucket}: "
                                  + "; ".join(result.problems[:5]),
                                  hint="a lifecycle rule or a manual delete removed them; restore another snapshot")
+
+
+def _check_confinement(records: Iterator[mf.ManifestRecord], info: SnapshotInfo, *, folder: str,
+                       key_prefix: str) -> None:
+    """Parse every record before the first copy: one record that would write or copy outside its place (an unsafe
+    key, a key outside the source prefix, a copy_key outside this snapshot's objects/) refuses the whole restore."""
+    bad: list[str] = []
+    count = 0
+    try:
+        for rec in records:
+            problem = mf.confinement_problem(rec, snapshot_folder=folder, key_prefix=key_prefix)
+            if problem:
+                count += 1
+                if len(bad) < 5:
+                    bad.append(problem)
+    except ValueError as exc:
+        raise VerificationFailed(f"snapshot {info.id}: manifest unreadable: {exc} (nothing was copied)",
+                                 hint="run `drtool snapshots verify`; restore another snapshot") from None
+    if count:
+        raise VerificationFailed(f"{count} record(s) in the manifest of snapshot {info.id} could escape their folder "
+                                 "or this snapshot; nothing was copied: " + "; ".join(bad),
+                                 hint="the manifest was edited after the snapshot was taken; restore another one")
 
 
 def _is_current(head: dict[str, Any], rec: mf.ManifestRecord, *, same_bucket: bool) -> bool:

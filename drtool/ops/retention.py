@@ -10,6 +10,7 @@ from typing import Any
 from drtool.adapters import s3 as s3a
 from drtool.config import Settings
 from drtool.core import manifest as mf
+from drtool.core import object_lock as ol
 from drtool.core.retention import Policy, decide
 from drtool.errors import NotFoundError, UsageError
 from drtool.ops.lock import describe_stale, destination_lock, read_lock
@@ -25,15 +26,47 @@ class PruneResult:
     remove: list[str]
     dry_run: bool
     removed: list[str] = field(default_factory=list)
+    locked: dict[str, str] = field(default_factory=dict)  # id -> retain-until: the policy drops it, the lock keeps it
+
+
+def locked_until(dest: Destination, snapshot_id: str, meta: dict[str, Any] | None = None) -> datetime | None:
+    """Until when Object Lock protects anything in a snapshot folder (None: nothing is locked, it may go).
+
+    The server's answer for every version (HEAD) decides, with the date meta.json recorded as a floor for a caller
+    the server does not show retention to: deleting half a snapshot and then meeting a locked version is what
+    this check exists to prevent.
+    """
+    dates: list[datetime | None] = [ol.recorded_until(meta or {})]
+    hold = False
+    try:
+        for _key, _version, until, legal_hold in s3a.version_locks(dest.client, dest.bucket, dest.folder(snapshot_id)):
+            dates.append(until)
+            hold = hold or legal_hold
+    except Exception as exc:
+        raise dest.s3_error(exc, f"retention of snapshot {snapshot_id}") from None
+    return ol.locked_until(dates, legal_hold=hold, now=datetime.now(UTC))
+
+
+def _until_text(until: datetime) -> str:
+    return "a legal hold is removed" if until.year == datetime.max.year else until.isoformat()
 
 
 def prune(settings: Settings, dest: Destination, policy: Policy, *, dry_run: bool) -> PruneResult:
-    """Delete committed snapshots the policy does not keep; the newest one always stays."""
+    """Delete committed snapshots the policy does not keep; the newest one always stays, and so does every
+    snapshot still under Object Lock retention (kept whole, never half-deleted)."""
 
     def run() -> PruneResult:
         snaps = list_snapshots(dest)
         decision = decide(((s.id, s.fence) for s in snaps), policy)
-        result = PruneResult(keep=decision.keep, remove=decision.remove, dry_run=dry_run)
+        metas = {s.id: s.meta for s in snaps}
+        locked: dict[str, str] = {}
+        for sid in list(decision.remove):
+            until = locked_until(dest, sid, metas.get(sid))
+            if until is not None:
+                locked[sid] = _until_text(until)
+                decision.remove.remove(sid)
+                decision.keep[sid] = [f"locked until {locked[sid]}"]
+        result = PruneResult(keep=decision.keep, remove=decision.remove, dry_run=dry_run, locked=locked)
         if not dry_run:
             for sid in decision.remove:
                 _delete_snapshot(dest, sid)
@@ -61,6 +94,7 @@ class GcResult:
     kept_young: list[str]
     aborted_uploads: int
     dry_run: bool
+    kept_locked: dict[str, str] = field(default_factory=dict)  # id -> retain-until of locked leftovers
 
 
 def gc(settings: Settings, dest: Destination, *, grace_s: int, dry_run: bool) -> GcResult:
@@ -71,6 +105,7 @@ def gc(settings: Settings, dest: Destination, *, grace_s: int, dry_run: bool) ->
         cutoff = now - timedelta(seconds=grace_s)
         removed: list[str] = []
         young: list[str] = []
+        locked: dict[str, str] = {}
         for sid in folder_ids(dest):
             folder = dest.folder(sid)
             if s3a.head_or_none(dest.client, dest.bucket, folder + mf.COMMITTED) is not None:
@@ -78,12 +113,21 @@ def gc(settings: Settings, dest: Destination, *, grace_s: int, dry_run: bool) ->
             if mf.snapshot_time(sid) > cutoff:
                 young.append(sid)
                 continue
+            until = locked_until(dest, sid)  # a killed run's locked artifacts stay until their date
+            if until is not None:
+                locked[sid] = _until_text(until)
+                continue
             if not dry_run:
-                s3a.delete_prefix(dest.client, dest.bucket, folder)
+                try:
+                    s3a.delete_prefix(dest.client, dest.bucket, folder)
+                except s3a.DeleteRefused as exc:  # locked, with the retention hidden from this caller
+                    locked[sid] = f"unknown (the server refused the delete: {exc.message})"
+                    continue
             removed.append(sid)
         aborted = 0 if dry_run else s3a.abort_uploads(dest.client, dest.bucket, dest.snapshots_prefix,
                                                       older_than=cutoff)
-        return GcResult(removed=removed, kept_young=young, aborted_uploads=aborted, dry_run=dry_run)
+        return GcResult(removed=removed, kept_young=young, aborted_uploads=aborted, dry_run=dry_run,
+                        kept_locked=locked)
 
     if dry_run:
         return run()

@@ -39,8 +39,18 @@ from drtool.core.keys import (
     parse_reference_columns,
 )
 from drtool.core.metrics import Metric, write_textfile
+from drtool.core.object_lock import Retention, retention_for
 from drtool.core.retention import Policy
-from drtool.errors import ConfigError, DrtoolError, ExitCode, NotFoundError, UnavailableError, VerificationFailed
+from drtool.errors import (
+    ConfigError,
+    DrtoolError,
+    ExitCode,
+    NotFoundError,
+    UnavailableError,
+    UsageError,
+    VerificationFailed,
+)
+from drtool.ops import snapshot_auth
 from drtool.ops.lock import destination_lock
 
 log = logging.getLogger("drtool.snapshot")
@@ -62,6 +72,18 @@ class Destination:
     client: Any
     bucket: str
     prefix: str
+    # Object Lock retention of snapshot artifacts, set by `snapshot create` once the bucket is checked.
+    # Every artifact goes through put_artifact / artifact_writer, so a new artifact is locked like the others;
+    # the lock objects, verified.json and drills/ are written with `client` directly and stay mutable.
+    retention: Retention | None = None
+
+    def put_artifact(self, key: str, body: bytes, *, content_type: str = "application/octet-stream") -> None:
+        """Write one small snapshot artifact (meta.json, SHA256SUMS, COMMITTED, signatures) under the retention."""
+        s3a.put_bytes(self.client, self.bucket, key, body, content_type=content_type, retention=self.retention)
+
+    def artifact_writer(self, key: str, *, part_size: int) -> s3a.MultipartWriter:
+        """A streaming upload of a large snapshot artifact (dump, manifest) under the retention."""
+        return s3a.MultipartWriter(self.client, self.bucket, key, part_size=part_size, retention=self.retention)
 
     def key(self, *parts: str) -> str:
         return "/".join([p for p in (self.prefix.strip("/"), *parts) if p])
@@ -123,6 +145,8 @@ class CreateOptions:
     copy_unversioned: bool = False
     require_replication: bool = False
     break_stale_lock: bool = False
+    retain_until: str | None = None  # Object Lock: a date or a duration (30d); overrides snapshot.object_lock_days
+    signing_key: Any = field(default=None, repr=False)  # Ed25519 private key (ops.snapshot_auth.signing_key)
 
 
 @dataclass
@@ -131,6 +155,8 @@ class CreateResult:
     fence: str
     meta: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    digest: str = ""  # sha256 of SHA256SUMS: what --expect-digest pins out of band
+    signed_by: str | None = None  # key id of the signing key, None when unsigned
 
     @property
     def exit_code(self) -> int:
@@ -260,6 +286,36 @@ def _replication_verdict(settings: Settings, required: bool) -> dict[str, Any] |
     return summary
 
 
+def _object_lock(settings: Settings, options: CreateOptions, dest: Destination) -> Retention | None:
+    """The retention every artifact gets, after checking the snapshot bucket can enforce it.
+
+    Asked for on a bucket without Object Lock it is a configuration error, not a warning: an operator who asked
+    for immutable restore points must not get mutable ones in silence.
+    """
+    try:
+        retention = retention_for(settings.snapshot.object_lock_mode, retain_until=options.retain_until,
+                                  days=settings.snapshot.object_lock_days, now=datetime.now(UTC))
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="e.g. --retain-until 30d or --retain-until 2027-01-31") from None
+    if retention is None:
+        return None
+    try:
+        config = s3a.object_lock_configuration(dest.client, dest.bucket)
+    except Exception as exc:
+        raise dest.s3_error(exc, f"Object Lock configuration of snapshot bucket {dest.bucket}") from None
+    if config is None:
+        raise ConfigError(
+            f"retention was asked for (until {retention.until.isoformat()}) but snapshot bucket {dest.bucket} "
+            "does not have Object Lock enabled",
+            hint="Object Lock can only be enabled when a bucket is created: create a new bucket with it "
+                 "(`mc mb --with-lock ALIAS/BUCKET`, or `aws s3api create-bucket --object-lock-enabled-for-bucket`) "
+                 "and point snapshot.bucket at it; or drop --retain-until / set snapshot.object_lock_days = 0")
+    if (config.get("Rule") or {}).get("DefaultRetention"):
+        log.info("snapshot bucket %s has a default retention rule: the lock objects and verified.json are locked "
+                 "too (only new versions can replace them)", dest.bucket)
+    return retention
+
+
 def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = _noop) -> CreateResult:
     """Take one consistent snapshot; see the module docstring for the mechanics."""
     started = time.monotonic()
@@ -269,9 +325,12 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
     columns = parse_reference_columns(settings.snapshot.reference_columns)
     patterns = KeyPatterns.parse(settings.snapshot.include_prefixes)
     recipients = agea.parse_recipients(options.encrypt_to) if options.encrypt_to else None
+    if options.signing_key is None:  # read before any work: a bad key file stops the run with nothing written
+        options = dataclasses.replace(options, signing_key=snapshot_auth.signing_key(settings))
     src_client = s3a.make_client(source)
     src_bucket = str(source.bucket)
     dest = open_destination(settings)
+    dest.retention = _object_lock(settings, options, dest)  # before the lock: a refusal writes nothing
     warnings: list[str] = []
 
     try:
@@ -352,7 +411,7 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr_file, env=pga.subprocess_env(pg))
         part_size = max(5, settings.snapshot.part_size_mb) << 20
         dump_name = mf.artifact_name(mf.DUMP, encrypted)
-        dump_sink = s3a.MultipartWriter(dest.client, dest.bucket, folder + dump_name, part_size=part_size)
+        dump_sink = dest.artifact_writer(folder + dump_name, part_size=part_size)
         writers.append(dump_sink)
         dump_outcome: dict[str, Any] = {}
         dump_thread = threading.Thread(target=_dump_worker, args=(proc, dump_sink, recipients, dump_outcome),
@@ -377,8 +436,7 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             # Stream the version listing into the manifest.
             t_list = time.monotonic()
             manifest_name = mf.artifact_name(mf.MANIFEST, encrypted)
-            manifest_sink = s3a.MultipartWriter(dest.client, dest.bucket, folder + manifest_name,
-                                                part_size=part_size)
+            manifest_sink = dest.artifact_writer(folder + manifest_name, part_size=part_size)
             writers.append(manifest_sink)
             inner: Any = agea.EncryptingWriter(manifest_sink, recipients) if recipients else manifest_sink
             writer = mf.ManifestWriter(inner)
@@ -397,6 +455,8 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
         stderr_file.close()
         if "error" in dump_outcome:
             exc = dump_outcome["error"]
+            if not isinstance(exc, DrtoolError) and hasattr(exc, "response"):  # a botocore error: name the cause
+                exc = s3a.translate_error(exc, what="uploading the dump", endpoint=dest.s3.endpoint)
             raise exc if isinstance(exc, DrtoolError) else UnavailableError(
                 f"uploading the dump failed: {exc}", system=f"object store {dest.s3.endpoint}")
         if dump_outcome.get("returncode") != 0:
@@ -440,21 +500,26 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             "durations": {"references_s": round(refs_s, 3), "listing_s": round(list_s, 3),
                           "dump_s": round(dump_s, 3)},
             "replication": replication,
+            "retention": dest.retention.to_meta() if dest.retention else None,
             "warnings": warnings,
         }
         meta_bytes = json.dumps(meta, indent=1, default=str).encode()
-        dest.client.put_object(Bucket=dest.bucket, Key=folder + mf.META, Body=meta_bytes,
-                               ContentType="application/json")
+        dest.put_artifact(folder + mf.META, meta_bytes, content_type="application/json")
         sums = {dump_name: dump_sink.sha256.hexdigest(), manifest_name: manifest_sink.sha256.hexdigest(),
                 mf.META: hashlib.sha256(meta_bytes).hexdigest()}
         sums_bytes = mf.format_sums(sums)
-        dest.client.put_object(Bucket=dest.bucket, Key=folder + mf.SUMS, Body=sums_bytes)
+        dest.put_artifact(folder + mf.SUMS, sums_bytes)
         # The marker goes last: until it exists the snapshot is invisible to every command but gc.
-        dest.client.put_object(Bucket=dest.bucket, Key=folder + mf.COMMITTED, Body=mf.committed_marker(
-            snapshot_id, hashlib.sha256(sums_bytes).hexdigest(), datetime.now(UTC)))
+        digest = hashlib.sha256(sums_bytes).hexdigest()
+        signature = snapshot_auth.sign_commit(options.signing_key, snapshot_id, digest)
+        dest.put_artifact(folder + mf.COMMITTED, mf.committed_marker(
+            snapshot_id, digest, datetime.now(UTC), signature=signature))
         emit({"event": "snapshot.committed", "snapshot": snapshot_id, "pinned": meta["counts"]["pinned"],
               "dangling": dangling, "dump_bytes": dump_sink.size})
-        return CreateResult(snapshot_id=snapshot_id, fence=meta["fence"], meta=meta, warnings=warnings)
+        if signature is None:
+            log.info("snapshot %s is not signed (set snapshot.signing_key_file to authenticate it)", snapshot_id)
+        return CreateResult(snapshot_id=snapshot_id, fence=meta["fence"], meta=meta, warnings=warnings,
+                            digest=digest, signed_by=signature["key_id"] if signature else None)
     except BaseException as exc:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -522,8 +587,8 @@ def _write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: 
                                                reason="changed after the fence in an unversioned bucket"))
                 return
             record.copy_key = folder + "objects/" + key
-            copy_dest.client.copy_object(Bucket=copy_dest.bucket, Key=record.copy_key,
-                                         CopySource={"Bucket": bucket, "Key": key})
+            s3a.locked_call(copy_dest.client, record.copy_key, copy_dest.retention, copy_dest.client.copy_object,
+                            Bucket=copy_dest.bucket, Key=record.copy_key, CopySource={"Bucket": bucket, "Key": key})
         writer.write(record)
 
     def flush(batch: list[tuple[str, mf.ObjectVersion | None, bool]]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from drtool.adapters import age as agea
 from drtool.adapters import postgres as pga
@@ -37,10 +37,26 @@ class SnapshotInfo:
     committed: dict[str, Any]
     meta: dict[str, Any]
     verified: dict[str, Any] | None
+    authentication: Any = None  # ops.snapshot_auth.Authentication, once `authenticate` has run
+
+    @property
+    def signed_by(self) -> str | None:
+        """The key id COMMITTED claims (checked only by `authenticate`, against snapshot.trusted_keys)."""
+        signature = self.committed.get("signature")
+        key_id = signature.get("key_id") if isinstance(signature, dict) else None
+        return key_id if isinstance(key_id, str) and len(key_id) == 16 and key_id.isalnum() else None
 
     @property
     def fence(self) -> datetime:
         return datetime.fromisoformat(self.meta["fence"])
+
+    @property
+    def retain_until(self) -> str | None:
+        """The Object Lock date meta.json recorded, re-formatted (a parsed date, never the raw string)."""
+        from drtool.core.object_lock import recorded_until
+
+        until = recorded_until(self.meta)
+        return until.isoformat() if until else None
 
     @property
     def encrypted(self) -> bool:
@@ -58,6 +74,8 @@ class SnapshotInfo:
             "age_s": int((datetime.now(UTC) - self.fence).total_seconds()), "bytes": self.size,
             "pinned": counts.get("pinned", 0), "dangling": counts.get("dangling", 0),
             "database": self.meta.get("database", {}).get("name"), "encrypted": self.encrypted,
+            "signed_by": self.signed_by,
+            "retain_until": self.retain_until,
             "verified": None if not self.verified else
             {"ok": self.verified.get("ok"), "deep": self.verified.get("deep"), "at": self.verified.get("at")},
         }
@@ -66,6 +84,9 @@ class SnapshotInfo:
 def _get_json(dest: Destination, key: str, what: str) -> dict[str, Any] | None:
     try:
         data = s3a.get_bytes(dest.client, dest.bucket, key)
+    except s3a.ObjectTooLarge as exc:  # planted, never drtool's: unreadable like invalid JSON, not a crash
+        log.warning("%s", exc)
+        return {"_corrupt": True}
     except Exception as exc:
         err = dest.s3_error(exc, what)
         if isinstance(err, NotFoundError):
@@ -87,6 +108,14 @@ def folder_ids(dest: Destination) -> list[str]:
     return sorted(i for i in ids if SNAPSHOT_ID.match(i))
 
 
+def _valid_time(value: Any) -> bool:
+    """An ISO date-time with a zone, as drtool writes the fence; anything else marks meta.json corrupt."""
+    try:
+        return isinstance(value, str) and datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
 def load(dest: Destination, snapshot_id: str) -> SnapshotInfo | None:
     """A committed snapshot, or None when the folder has no (readable) COMMITTED marker."""
     folder = dest.folder(snapshot_id)
@@ -94,7 +123,7 @@ def load(dest: Destination, snapshot_id: str) -> SnapshotInfo | None:
     if committed is None:
         return None
     meta = _get_json(dest, folder + mf.META, f"{snapshot_id}/{mf.META}") or {}
-    if meta.get("_corrupt") or "fence" not in meta:
+    if meta.get("_corrupt") or not _valid_time(meta.get("fence")):  # a forged newer meta.json must not crash list
         meta = {"id": snapshot_id, "fence": mf.snapshot_time(snapshot_id).isoformat(), "_corrupt": True}
     verified = _get_json(dest, folder + mf.VERIFIED, f"{snapshot_id}/{mf.VERIFIED}")
     return SnapshotInfo(id=snapshot_id, committed=committed, meta=meta, verified=verified)
@@ -202,6 +231,37 @@ def plaintext(reader: HashingReader, info: SnapshotInfo, identities: list[Any] |
     return DecryptingReader(reader, identities, what)
 
 
+def spool_verified(dest: Destination, info: SnapshotInfo, name: str, expected: str | None) -> IO[bytes]:
+    """The artifact downloaded once into an anonymous temporary file and checked against its checksum.
+
+    Every later pass reads this copy, so what was checked is what is used: a second GET could be answered with other
+    bytes by whoever can write the bucket in between. The file is gone when closed (or when the process dies).
+    """
+    local = tempfile.TemporaryFile(prefix="drtool-artifact-")  # noqa: SIM115 - returned to the caller, who closes it
+    try:
+        reader = open_artifact(dest, info.id, name)
+        while chunk := reader.read(1 << 20):
+            local.write(chunk)
+        if reader.sha256.hexdigest() != expected:
+            raise VerificationFailed(f"snapshot {info.id}: {name} checksum mismatch (nothing was changed)",
+                                     hint="run `drtool snapshots verify`; restore another snapshot")
+        local.seek(0)
+    except BaseException:
+        local.close()
+        raise
+    return local
+
+
+def local_records(local: IO[bytes], info: SnapshotInfo, identities: list[Any] | None) -> Iterator[mf.ManifestRecord]:
+    """Manifest records out of a spooled, verified copy (see spool_verified), from its start."""
+    name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
+    local.seek(0)
+    stream = plaintext(HashingReader(local), info, identities, f"{info.id}/{name}")
+    yield from mf.read_manifest(stream)
+    if isinstance(stream, DecryptingReader):
+        stream.finish()
+
+
 def iter_records(dest: Destination, info: SnapshotInfo, identities: list[Any] | None
                  ) -> tuple[Iterator[mf.ManifestRecord], HashingReader]:
     name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
@@ -263,25 +323,37 @@ def bounded_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, wi
 
 
 def verify(settings: Settings, dest: Destination, info: SnapshotInfo, *, deep: bool,
-           identities: list[Any] | None) -> list[str]:
-    """What is broken in a snapshot (empty when it is sound); records the outcome in verified.json."""
+           identities: list[Any] | None, expect_digest: str | None = None) -> list[str]:
+    """What is broken in a snapshot (empty when it is sound); records the outcome in verified.json.
+
+    First whether a trusted key signed it (ops.snapshot_auth; `info.authentication` holds the outcome), then the
+    checksums; a manifest readable without the age identity is also checked for records that would make a restore
+    write or copy outside their place (core.manifest.confinement_problem)."""
+    from drtool.ops.snapshot_auth import authenticate
+
     broken: list[str] = []
     try:
-        sums = expected_sums(dest, info)
+        sums = authenticate(settings, dest, info, expect_digest=expect_digest).sums
     except VerificationFailed as exc:
         sums = {}
         broken.append(exc.message)
+    manifest_name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
     for name, digest in sums.items():
+        confinement: list[str] = []
         try:
             reader = open_artifact(dest, info.id, name)
+            if name == manifest_name and not info.encrypted:
+                confinement = _confinement_problems(dest, info, mf.read_manifest(reader), name)
             reader.drain()
         except NotFoundError:
             broken.append(f"{name}: missing")
             continue
         if reader.sha256.hexdigest() != digest:
             broken.append(f"{name}: checksum mismatch (corrupted or truncated, {reader.size} bytes)")
+        else:
+            broken += confinement
     if deep and not broken:
-        broken += _verify_deep(settings, dest, info, identities)
+        broken += _verify_deep(settings, dest, info, identities, sums)
     record = {"at": datetime.now(UTC).isoformat(), "ok": not broken, "deep": deep, "broken": broken[:100],
               "broken_count": len(broken)}
     try:
@@ -292,22 +364,65 @@ def verify(settings: Settings, dest: Destination, info: SnapshotInfo, *, deep: b
     return broken
 
 
-def _verify_deep(settings: Settings, dest: Destination, info: SnapshotInfo, identities: list[Any] | None
-                 ) -> list[str]:
+def _confinement_problems(dest: Destination, info: SnapshotInfo, records: Iterable[mf.ManifestRecord], name: str,
+                          limit: int = 20) -> list[str]:
+    """Every record that is not confined to its snapshot folder or source prefix, as `broken` lines (at most
+    `limit` named, then a count); an unreadable manifest is one line."""
+    folder = dest.folder(info.id)
+    key_prefix = str(info.meta.get("source", {}).get("key_prefix") or "")
+    problems: list[str] = []
+    count = 0
+    try:
+        for rec in records:
+            problem = mf.confinement_problem(rec, snapshot_folder=folder, key_prefix=key_prefix)
+            if problem:
+                count += 1
+                if len(problems) < limit:
+                    problems.append(f"{name}: tampered record: {problem}")
+    except ValueError as exc:
+        problems.append(f"{name}: {exc}")
+    if count > limit:
+        problems.append(f"{name}: {count - limit} more tampered record(s)")
+    return problems
+
+
+def _verify_deep(settings: Settings, dest: Destination, info: SnapshotInfo, identities: list[Any] | None,
+                 sums: dict[str, str] | None = None) -> list[str]:
     broken: list[str] = []
     source = info.meta.get("source", {})
     bucket = source.get("bucket") or settings.s3.bucket
     client = s3a.make_client(settings.s3)
-    records, _raw = iter_records(dest, info, identities)
-    pinned = (r for r in records if r.state == mf.STATE_PINNED)
+    name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
+    records, raw = iter_records(dest, info, identities)
+    folder = dest.folder(info.id)
+    key_prefix = str(source.get("key_prefix") or "")
+    confinement: list[str] = []
+    tampered = 0
+
+    def pinned() -> Iterator[mf.ManifestRecord]:
+        # A record that is not confined is reported, never looked up: its key is not this snapshot's to probe.
+        nonlocal tampered
+        for r in records:
+            problem = mf.confinement_problem(r, snapshot_folder=folder, key_prefix=key_prefix)
+            if problem:
+                tampered += 1
+                if len(confinement) < 20:
+                    confinement.append(f"{name}: tampered record: {problem}")
+            elif r.state == mf.STATE_PINNED:
+                yield r
+
     try:
         for problem in bounded_map(lambda r: _check_object(
                 dest.client if r.copy_key else client, dest.bucket if r.copy_key else bucket, r),
-                pinned, settings.snapshot.workers):
+                pinned(), settings.snapshot.workers):
             if problem:
                 broken.append(problem)
+        raw.drain()
+        if sums is not None and raw.sha256.hexdigest() != sums.get(name):
+            broken.append(f"{name}: checksum mismatch (it changed while verify read it)")
     except ValueError as exc:
-        broken.append(f"{info.meta.get('artifacts', {}).get('manifest', mf.MANIFEST)}: {exc}")
+        broken.append(f"{name}: {exc}")
+    broken[:0] = confinement + ([f"{name}: {tampered - 20} more tampered record(s)"] if tampered > 20 else [])
     problem = _dump_readable(settings, dest, info, identities)
     if problem:
         broken.append(problem)

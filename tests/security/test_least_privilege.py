@@ -130,8 +130,8 @@ def _creds(access: str, secret: str) -> dict[str, str]:
 
 
 def test_documented_policies_are_complete() -> None:
-    assert {"snapshot-create", "restore", "replication-status", "rebuild-index", "export-chunks",
-            "snapshots-verify"} <= set(doc_policies())
+    assert {"snapshot-create", "snapshot-create-object-lock", "restore", "replication-status", "rebuild-index",
+            "export-chunks", "snapshots-verify"} <= set(doc_policies())
 
 
 def test_snapshot_create(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path) -> None:
@@ -147,6 +147,25 @@ def test_snapshot_create(minio_pair: MinioSites, pg: PostgresServer, dify_db: Di
                                                      **_creds(access, secret)), cwd=tmp_path)
 
     check_policy(minio_pair, "snapshot-create", attempt)
+
+
+def test_snapshot_create_object_lock(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
+                                     tmp_path: Path) -> None:
+    """`--retain-until` into a bucket created with Object Lock: the lock configuration is read, retention put."""
+    client = minio_pair.a.s3_client()
+    source = new_bucket(client, "iamsrc")
+    fill_source(client, source, dify_db)
+    env = _base_env(minio_pair, pg, dify_db)
+
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+        dest = f"iamlock-{uuid.uuid4().hex[:10]}"
+        client.create_bucket(Bucket=dest, ObjectLockEnabledForBucket=True)
+        access, secret = with_policy(SOURCE_BUCKET=source, SNAPSHOT_BUCKET=dest)
+        return drtool("snapshot", "create", "--retain-until", "1d",
+                      env=dict(env, DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest, **_creds(access, secret)),
+                      cwd=tmp_path)
+
+    check_policy(minio_pair, "snapshot-create-object-lock", attempt)
 
 
 def _root_env(sites: MinioSites) -> dict[str, str]:
