@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from drtool.adapters import s3 as s3a
-from drtool.core.lock import LockInfo, holder_gone, stale_reason
+from drtool.core.lock import Judgement, LockInfo, Origin, judge
 from drtool.errors import AuthError, LockedError
 
 log = logging.getLogger("drtool.lock")
@@ -39,7 +39,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _proc_start(pid: int) -> str:
+# A lock record is a few hundred bytes; a bigger object under the lock key is not ours and is never read whole.
+MAX_LOCK_BYTES = 64 * 1024
+
+
+def _proc_start(pid: int | str) -> str:
     """Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat); "" when unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -47,6 +51,35 @@ def _proc_start(pid: int) -> str:
         return ""
     fields = stat.rsplit(") ", 1)[-1].split()
     return fields[19] if len(fields) > 19 else ""
+
+
+def _boot_id() -> str:
+    """This kernel's boot id: a pid and a process start time only mean something within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_ns() -> str:
+    """This process's PID namespace ("pid:[4026531836]"), or "" when it cannot be trusted.
+
+    The pid checks read /proc/PID/stat, which only describes our pids if /proc was mounted for our own PID
+    namespace (`unshare --pid` without --mount-proc keeps the parent's): then /proc/self does not name our pid,
+    and no holder is judged dead from here.
+    """
+    try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return ""
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def here() -> Origin:
+    """Where this run executes: host name, boot id and PID namespace, recorded in its locks and compared with
+    a holder's before its pid is believed."""
+    return Origin(socket.gethostname(), _boot_id(), _pid_ns())
 
 
 def _holder_alive(lock: LockInfo) -> bool:
@@ -76,12 +109,21 @@ def _read_with_etag(client: Any, bucket: str, key: str) -> tuple[LockInfo, str] 
                 "HTTPStatusCode") == 404:
             return None
         raise
-    return LockInfo.from_bytes(response["Body"].read()), str(response.get("ETag", ""))
+    data = response["Body"].read(MAX_LOCK_BYTES + 1)
+    response["Body"].close()
+    return LockInfo.from_bytes(data if len(data) <= MAX_LOCK_BYTES else b""), str(response.get("ETag", ""))
+
+
+def judge_lock(lock: LockInfo, stale_after_s: int, origin: Origin | None = None) -> Judgement:
+    """The verdict on a held lock from this run's place (dead, unverifiable, stale or held)."""
+    return judge(lock, now=datetime.now(UTC), here=origin or here(), stale_after_s=stale_after_s,
+                 holder_alive=_holder_alive)
 
 
 def describe_stale(lock: LockInfo, stale_after_s: int) -> str | None:
-    return stale_reason(lock, now=datetime.now(UTC), this_host=socket.gethostname(), pid_alive=_pid_alive,
-                        stale_after_s=stale_after_s, holder_alive=_holder_alive)
+    """Why the operator may remove the lock (dead, unverifiable or too old holder), None when it looks live."""
+    judged = judge_lock(lock, stale_after_s)
+    return judged.reason if judged.replaceable else None
 
 
 def _replace_if_match(client: Any, bucket: str, key: str, etag: str, body: bytes) -> bool:
@@ -110,17 +152,19 @@ def destination_lock(client: Any, bucket: str, key: str, *, holder: str, stale_a
                      break_stale: bool = False, emit: Emit | None = None) -> Iterator[LockInfo]:
     """Hold the lock object for the block; raise LockedError (exit 11) naming the holder when it is taken.
 
-    A lock whose holder is a dead process on this host is taken over automatically, with a warning and a
-    `lock_taken_over` event naming it. A lock that is only presumed stale (other host, or older than
-    `stale_after_s`) is replaced only with `break_stale` (the operator's explicit --break-stale-lock); a live one
-    never is.
+    A lock whose holder is provably dead (same host, boot and PID namespace, pid gone) is taken over
+    automatically, with a warning and a `lock_taken_over` event naming it. One whose holder cannot be checked
+    (same host name but another boot or PID namespace, e.g. a hostNetwork pod) or that is older than
+    `stale_after_s` is replaced only with `break_stale` (the operator's explicit --break-stale-lock); a live one,
+    or a young one of another host, never is.
     """
-    pid = os.getpid()
-    mine = LockInfo.new(holder, socket.gethostname(), pid, proc_start=_proc_start(pid))
+    origin = here()
+    mine = LockInfo.new(holder, origin.host, os.getpid(), proc_start=_proc_start("self"), boot_id=origin.boot_id,
+                        pid_ns=origin.pid_ns)
     import botocore.exceptions as bex
 
     try:
-        _acquire(client, bucket, key, mine, stale_after_s=stale_after_s, break_stale=break_stale, emit=emit)
+        _acquire(client, bucket, key, mine, origin, stale_after_s=stale_after_s, break_stale=break_stale, emit=emit)
     except bex.ClientError as exc:  # e.g. a policy without s3:PutObject on the lock: exit 12 naming it
         raise s3a.translate_error(exc, what=f"taking the lock s3://{bucket}/{key}",
                                   endpoint=client.meta.endpoint_url) from None
@@ -154,8 +198,8 @@ def _release(client: Any, bucket: str, key: str, mine: LockInfo, *, strict: bool
         log.warning("could not release the lock %s: %s", key, exc)
 
 
-def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, *, stale_after_s: int, break_stale: bool,
-             emit: Emit | None) -> None:
+def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, origin: Origin, *, stale_after_s: int,
+             break_stale: bool, emit: Emit | None) -> None:
     url = f"s3://{bucket}/{key}"
     for _attempt in range(4):
         if s3a.put_if_absent(client, bucket, key, mine.to_bytes()):
@@ -164,9 +208,10 @@ def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, *, stale_after_
         if found is None:  # released between our PUT and our read
             continue
         other, etag = found
-        gone = holder_gone(other, this_host=mine.host, holder_alive=_holder_alive)
-        stale = gone or describe_stale(other, stale_after_s)
-        if gone or (stale and break_stale):
+        judged = judge_lock(other, stale_after_s, origin)
+        gone = judged.verdict == "dead"
+        stale = judged.reason
+        if gone or (judged.replaceable and break_stale):
             if not _replace_if_match(client, bucket, key, etag, mine.to_bytes()):
                 continue  # another run took it (or it was released) first: look again
             check = read_lock(client, bucket, key)
@@ -180,6 +225,13 @@ def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, *, stale_after_
                 emit({"event": "lock_taken_over", "lock": url, "previous_holder": previous, "reason": stale,
                       "automatic": bool(gone)})
             return
+        if judged.verdict == "unverifiable":
+            raise LockedError(
+                f"the lock {url} is held by {other.describe()}, a holder drtool cannot check (unverifiable): "
+                f"{stale}",
+                hint=f"that run may still go on in another container, pod or boot that uses the host name "
+                     f"{other.host}; once sure it is gone, pass --break-stale-lock or remove the lock object {url} "
+                     "(`drtool snapshots unlock` for the snapshot lock)")
         if stale:
             raise LockedError(
                 f"a stale lock blocks this run: held by {other.describe()}; {stale}",

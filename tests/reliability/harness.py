@@ -305,6 +305,10 @@ class RaceRun:
     stderr: str
     first_event: float  # monotonic time of its first JSON event (after start-up)
     ended: float
+    event_times: list[float] = field(default_factory=list)  # monotonic arrival time of each of `events`
+
+    def times_of(self, names: set[str]) -> list[float]:
+        return [t for t, e in zip(self.event_times, self.events, strict=True) if e.get("event") in names]
 
 
 def race(args: list[str], env: dict[str, str], *, copies: int = 2, timeout: float = 300) -> list[RaceRun]:
@@ -318,5 +322,7 @@ def race(args: list[str], env: dict[str, str], *, copies: int = 2, timeout: floa
         ended = reader.closed or time.monotonic()
         events = Run(0, "".join(line for _, line in reader.lines), "", 0).events()
         first = reader.lines[0][0] if reader.lines else ended
-        out.append(RaceRun(proc.returncode, events, reader.stderr(), first, ended))
+        times = [at for at, line in reader.lines if line.startswith("{")]
+        out.append(RaceRun(proc.returncode, events, reader.stderr(), first, ended,
+                           times if len(times) == len(events) else []))
     return out

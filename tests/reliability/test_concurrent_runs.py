@@ -25,13 +25,22 @@ from tests.snapshot.conftest import fill_source, make_env, new_bucket
 
 
 def _one_wins(runs: list[RaceRun], command: str, writes: Callable[[RaceRun], bool],
-              says: str = "holds the lock") -> RaceRun:
-    """The run that did the work; asserts the other exited 11 without writing, or ran strictly after it."""
+              says: str = "holds the lock", locked: set[str] | None = None) -> RaceRun:
+    """The run that did the work; asserts the other exited 11 without writing, or ran strictly after it.
+
+    `locked` names the events a run emits only while it holds the lock: with them, "after" means the second run's
+    first such event came after the first run's last one. Without them the first run's exit is the bound, which a
+    loaded machine can cross legitimately (the lock is released before the interpreter has finished exiting).
+    """
     codes = sorted(r.code for r in runs)
     record_extra("concurrency", command=command, codes=codes)
     if codes == [0, 0]:
         a, b = sorted(runs, key=lambda r: r.first_event)
-        assert a.ended <= b.first_event, f"{command}: both runs succeeded while overlapping"
+        if locked and a.times_of(locked) and b.times_of(locked):
+            a_end, b_start = max(a.times_of(locked)), min(b.times_of(locked))
+        else:
+            a_end, b_start = a.ended, b.first_event
+        assert a_end <= b_start, f"{command}: both runs succeeded while overlapping"
         return b
     assert codes == [0, 11], f"{command}: exit codes {codes}: " + " | ".join(r.stderr[-300:] for r in runs)
     winner = next(r for r in runs if r.code == 0)
@@ -40,6 +49,9 @@ def _one_wins(runs: list[RaceRun], command: str, writes: Callable[[RaceRun], boo
     assert says in told, told[-600:]
     assert not writes(loser), f"{command}: the run that exited 11 wrote something: {loser.events}"
     return winner
+
+
+_SNAPSHOT_LOCKED = {"snapshot.started", "snapshot.dumped", "snapshot.committed"}
 
 
 def _snapshot_env(minio_pair: Any, dify_db: Any, pg: Any) -> tuple[Any, str, str, dict[str, str]]:
@@ -56,7 +68,8 @@ def test_two_snapshot_creates_and_two_restores_at_once(minio_pair: Any, dify_db:
                                                        cli: InProcess) -> None:
     client, _, dest, env = _snapshot_env(minio_pair, dify_db, pg)
     runs = race(["snapshot", "create"], env)
-    _one_wins(runs, "snapshot create", lambda r: any(e.get("event") == "result" for e in r.events))
+    _one_wins(runs, "snapshot create", lambda r: any(e.get("event") == "result" for e in r.events),
+              locked=_SNAPSHOT_LOCKED)
     listed = cli(["snapshots", "list"], env).result()["snapshots"]
     assert len(listed) == sum(r.code == 0 for r in runs)
     assert not client.list_objects_v2(Bucket=dest, Prefix="drtool/locks/").get("KeyCount")
@@ -65,7 +78,8 @@ def test_two_snapshot_creates_and_two_restores_at_once(minio_pair: Any, dify_db:
     try:
         runs = race(["restore", listed[0]["id"], "--target-db", dbname, "--objects-to", target], env)
         winner = _one_wins(runs, "restore", lambda r: any(e.get("event") in ("restore.objects", "restore.database")
-                                                          for e in r.events))
+                                                          for e in r.events),
+                           locked={"restore.objects", "restore.database"})
         assert winner.events[-1]["database"]["action_done"] == "create and restore"
         again = cli(["restore", listed[0]["id"], "--target-db", dbname, "--objects-to", target], env)
         assert again.code == 0 and again.result()["objects"]["copied"] == 0
@@ -161,15 +175,20 @@ def test_a_dead_runs_lock_is_taken_over_by_exactly_one_of_two(minio_pair: Any, d
     import subprocess
     from datetime import UTC, datetime
 
+    from drtool.ops.lock import here
+
     client, _, dest, env = _snapshot_env(minio_pair, dify_db, pg)
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that no longer runs on this host
+    place = here()  # same host, boot and PID namespace: the only place where a gone pid proves a dead holder
     dead = {"holder": "snapshot create", "host": socket.gethostname(), "pid": gone.pid,
-            "started_at": datetime.now(UTC).isoformat(), "token": "dead"}
+            "started_at": datetime.now(UTC).isoformat(), "token": "dead", "boot_id": place.boot_id,
+            "pid_ns": place.pid_ns}
     client.put_object(Bucket=dest, Key="drtool/locks/snapshots.lock", Body=json.dumps(dead).encode())
     runs = race(["snapshot", "create"], env)
     takeovers = [e for r in runs for e in r.events if e.get("event") == "lock_taken_over"]
     assert len(takeovers) == 1, [r.stderr[-300:] for r in runs]
     assert takeovers[0]["previous_holder"]["pid"] == gone.pid and takeovers[0]["automatic"] is True
-    _one_wins(runs, "snapshot create (dead lock)", lambda r: any(e.get("event") == "result" for e in r.events))
+    _one_wins(runs, "snapshot create (dead lock)", lambda r: any(e.get("event") == "result" for e in r.events),
+              locked=_SNAPSHOT_LOCKED)
     assert not client.list_objects_v2(Bucket=dest, Prefix="drtool/locks/").get("KeyCount")

@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from drtool.ops.lock import here
 from tests.snapshot.conftest import SnapshotEnv, new_bucket
 from tests.stack.minio_sites import MinioSites
 
@@ -71,8 +72,10 @@ def test_access_denied_exit_12(minio_env: SnapshotEnv, minio_pair: MinioSites) -
 
 def test_lock_held_exit_11(minio_env: SnapshotEnv) -> None:
     e = minio_env
+    place = here()  # a live holder in this very host, boot and PID namespace: its pid check is believed
     held = {"holder": "snapshot create", "host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": datetime.now(UTC).isoformat(), "token": "t"}
+            "started_at": datetime.now(UTC).isoformat(), "token": "t", "boot_id": place.boot_id,
+            "pid_ns": place.pid_ns}
     e.client.put_object(Bucket=e.dest_bucket, Key="drtool/locks/snapshots.lock", Body=json.dumps(held).encode())
     run = e.run("snapshot", "create")
     assert run.code == 11, run.stderr

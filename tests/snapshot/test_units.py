@@ -19,7 +19,7 @@ from drtool.core.keys import (
     check_snapshot_id,
     listing_prefixes,
 )
-from drtool.core.lock import LockInfo, holder_gone, stale_reason
+from drtool.core.lock import LockInfo, Origin, holder_gone, stale_reason
 from drtool.core.retention import Policy, decide
 from drtool.errors import ConfigError
 
@@ -153,26 +153,27 @@ def test_sums_format_is_sha256sum_compatible() -> None:
 
 
 def test_lock_staleness() -> None:
-    lock = LockInfo.new("snapshot create", "host-a", 4242, now=T0)
+    a, b = Origin("host-a", "boot-1", "pid:[1]"), Origin("host-b", "boot-2", "pid:[2]")
+    lock = LockInfo.new("snapshot create", "host-a", 4242, now=T0, boot_id="boot-1", pid_ns="pid:[1]")
     assert LockInfo.from_bytes(lock.to_bytes()) == lock
-    alive = stale_reason(lock, now=T0 + timedelta(minutes=5), this_host="host-a", pid_alive=lambda p: True,
+    alive = stale_reason(lock, now=T0 + timedelta(minutes=5), here=a, holder_alive=lambda lk: True,
                          stale_after_s=3600)
     assert alive is None
-    dead = stale_reason(lock, now=T0, this_host="host-a", pid_alive=lambda p: False, stale_after_s=3600)
+    dead = stale_reason(lock, now=T0, here=a, holder_alive=lambda lk: False, stale_after_s=3600)
     assert dead and "4242" in dead
-    other_host = stale_reason(lock, now=T0 + timedelta(hours=2), this_host="host-b", pid_alive=lambda p: False,
+    other_host = stale_reason(lock, now=T0 + timedelta(hours=2), here=b, holder_alive=lambda lk: False,
                               stale_after_s=3600)
     assert other_host and "lock_stale_after" in other_host
-    assert stale_reason(lock, now=T0, this_host="host-b", pid_alive=lambda p: False, stale_after_s=3600) is None
+    assert stale_reason(lock, now=T0, here=b, holder_alive=lambda lk: False, stale_after_s=3600) is None
     # Only a dead holder on this host is provably dead (taken over automatically); age alone is a presumption.
-    assert holder_gone(lock, this_host="host-a", holder_alive=lambda lk: False) == "process 4242 no longer runs on " \
-        "this host"
-    assert holder_gone(lock, this_host="host-a", holder_alive=lambda lk: True) is None
-    assert holder_gone(lock, this_host="host-b", holder_alive=lambda lk: False) is None
+    assert holder_gone(lock, here=a, holder_alive=lambda lk: False) == "process 4242 no longer runs on this host"
+    assert holder_gone(lock, here=a, holder_alive=lambda lk: True) is None
+    assert holder_gone(lock, here=b, holder_alive=lambda lk: False) is None
     unreadable = LockInfo.from_bytes(b"not json")
     for hostile in (b"[" * 100_000, b"[]", b'{"holder": {"x": 1}}'):  # nesting, wrong shape: no crash, no takeover
         assert LockInfo.from_bytes(hostile).host == "unknown"
-    assert unreadable.pid == 0 and holder_gone(unreadable, this_host="unknown", holder_alive=lambda lk: False) is None
+    assert unreadable.pid == 0 and holder_gone(unreadable, here=Origin("unknown", "boot-1", "pid:[1]"),
+                                               holder_alive=lambda lk: False) is None
     reused = LockInfo.new("snapshot create", "host-a", 4242, now=T0, proc_start="1000")
     assert LockInfo.from_bytes(reused.to_bytes()).proc_start == "1000"
 
