@@ -57,6 +57,16 @@ class UnavailableError(DrtoolError):
     """A system could not be reached or answered with a server-side error after retries."""
 
 
+class KeyRefusedError(UnavailableError):
+    """The object store (or its client) refused a request for one key as malformed (HTTP 400, an empty key): a fact
+    about that key, which a checker such as `drtool verify` reports as a finding instead of stopping on it."""
+
+    def __init__(self, url: str, reason: str, *, system: str | None = None) -> None:
+        super().__init__(f"{url}: the object store refused the key ({reason})", system=system)
+        self.url = url
+        self.reason = reason
+
+
 class VerificationFailed(DrtoolError):
     exit_code = ExitCode.CRITICAL
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
+from drtool.core.terminal import for_terminal
 from drtool.redact import redact
 
 LOGGER_NAME = "drtool"
@@ -35,15 +37,25 @@ class _JsonFormatter(logging.Formatter):
             payload.update(fields)
         if record.exc_info:
             payload["traceback"] = redact(self.formatException(record.exc_info))
-        return json.dumps(payload, default=str)
+        # ensure_ascii: controls, bidi and every non-ASCII character as \uNNNN; values stay exact for a parser
+        return json.dumps(payload, default=str, ensure_ascii=True)
+
+
+# A line break inside a message that is not followed by indentation: indented, so that no record (and no value from
+# data inside one) can start a line that looks like the start of another record ("error: ...").
+_UNINDENTED_CONTINUATION = re.compile(r"\n(?=[^ \t\n])")
 
 
 class _HumanFormatter(logging.Formatter):
+    """Plain text for a terminal: values from data (keys, holders, server errors) reach it inside messages, so every
+    control and bidi character is escaped (drtool.core.terminal) before the terminal can act on it."""
+
     def format(self, record: logging.LogRecord) -> str:
         prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        text = f"{prefix}{record.getMessage()}"
+        message = _UNINDENTED_CONTINUATION.sub("\n  ", for_terminal(record.getMessage()))
+        text = f"{prefix}{message}"
         if record.exc_info:
-            text += "\n" + redact(self.formatException(record.exc_info))
+            text += "\n" + for_terminal(redact(self.formatException(record.exc_info)))
         return text
 
 

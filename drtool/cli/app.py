@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from drtool.config import Settings, load_settings
+from drtool.core.terminal import for_terminal
 from drtool.redact import redact, redact_obj
 
 
@@ -40,7 +41,8 @@ class App:
     def emit(self, event: Mapping[str, Any]) -> None:
         """One JSON object per line on stdout, only in --json mode; human output is the renderer's job."""
         if self.json_mode:
-            sys.stdout.write(json.dumps(redact_obj(dict(event)), default=str) + "\n")
+            # ensure_ascii: no control or bidi character reaches a terminal that shows the JSON, values exact
+            sys.stdout.write(json.dumps(redact_obj(dict(event)), default=str, ensure_ascii=True) + "\n")
             sys.stdout.flush()
 
     def result(self, payload: Mapping[str, Any], render: Callable[[], None]) -> None:
@@ -50,7 +52,9 @@ class App:
             render()
 
     def echo(self, text: str = "") -> None:
-        click.echo(redact(text))
+        """Print a rendered line. Its values may come from data, so controls and bidi characters are escaped; the
+        renderer's own line breaks stay (a value that may hold one is passed through `one_line` first)."""
+        click.echo(for_terminal(redact(text)))
 
 
 pass_app = click.make_pass_decorator(App)

@@ -8,6 +8,7 @@ import click
 
 from drtool.cli.app import App, global_options, pass_app
 from drtool.config import SPECS, Settings
+from drtool.core.terminal import for_terminal, one_line
 from drtool.errors import ExitCode, UsageError
 from drtool.ops.check import check_systems, overall_exit_code
 from drtool.redact import MASK, redact
@@ -79,12 +80,12 @@ def check(app: App) -> int:
     def render() -> None:
         for r in results:
             status = "ok" if r.ok else "FAILED"
-            detail = ", ".join(f"{k}={v}" for k, v in r.details.items()) if r.ok else r.problem
+            detail = ", ".join(f"{k}={one_line(v)}" for k, v in r.details.items()) if r.ok else one_line(r.problem)
             app.echo(f"{r.system:<20} {status:<7} {r.target}  {detail}")
 
     app.result(payload, render)
     if code != ExitCode.OK and app.quiet:
         for r in results:
             if not r.ok:
-                click.echo(redact(f"drtool: {r.system}: {r.problem}"), err=True)
+                click.echo(for_terminal(redact(f"drtool: {r.system}: {one_line(r.problem)}")), err=True)
     return int(code)

@@ -10,6 +10,7 @@ import click
 from drtool.cli.app import App, global_options, pass_app
 from drtool.core.chunks import Compression
 from drtool.core.metrics import Metric, write_textfile
+from drtool.core.terminal import one_line
 from drtool.errors import ExitCode
 from drtool.ops.export_chunks import ExportOptions, export_chunks
 
@@ -31,7 +32,8 @@ _COMPRESSION = ("gzip", "none", "zstd")
               help="Write Prometheus metrics here (node_exporter textfile collector).")
 @click.option("--break-stale-lock", is_flag=True,
               help="Replace the bucket's export lock when judged stale (held on another host, or older than "
-                   "snapshot.lock_stale_after); a dead run's lock on this host is taken over without it.")
+                   "snapshot.lock_stale_after, or unverifiable: this host name but another PID namespace); a "
+                   "dead run's lock in this host and PID namespace is taken over without it.")
 @pass_app
 def export_chunks_cmd(app: App, datasets: tuple[str, ...], all_datasets: bool, compression: str, force: bool,
                       dry_run: bool, part_size_mb: int, bucket: str | None, metrics_file: str | None,
@@ -62,7 +64,8 @@ def export_chunks_cmd(app: App, datasets: tuple[str, ...], all_datasets: bool, c
     def render() -> None:
         app.echo(f"{'dataset':<36}  {'status':<12} {'chunks':>8} {'bytes':>10}  file")
         for r in results:
-            app.echo(f"{r.dataset_id:<36}  {r.status:<12} {r.chunks:>8} {r.stored_bytes:>10}  {r.url}")
+            app.echo(f"{one_line(r.dataset_id):<36}  {r.status:<12} {r.chunks:>8} {r.stored_bytes:>10}  "
+                     f"{one_line(r.url)}")
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do"
         app.echo(f"{len(results)} dataset(s): {summary}" + (" (dry run: nothing written)" if dry_run else ""))
 

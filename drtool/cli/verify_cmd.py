@@ -8,6 +8,7 @@ import click
 
 from drtool.cli.app import App, global_options, pass_app
 from drtool.core.metrics import Metric, write_textfile
+from drtool.core.terminal import one_line
 from drtool.errors import ExitCode, UsageError
 from drtool.ops.verify import KINDS, VerifyOptions, VerifyReport, verify
 
@@ -77,7 +78,7 @@ def verify_cmd(app: App, datasets: tuple[str, ...], deep: bool, skip_files: bool
 def _render(app: App, report: VerifyReport) -> None:
     files = report.files
     if files.note:
-        app.echo(f"objects: {files.note}")
+        app.echo(f"objects: {one_line(files.note)}")
     else:
         tables = ", ".join(f"{n} {t}" for t, n in sorted(files.by_table.items()))
         at = f" at snapshot {files.snapshot}" if files.snapshot else ""
@@ -87,10 +88,10 @@ def _render(app: App, report: VerifyReport) -> None:
     for d in report.datasets:
         vectors = "-" if d.vectors is None else str(d.vectors)
         if d.ok:
-            result = "ok" + (f" ({d.note})" if d.note else "")
+            result = "ok" + (f" ({one_line(d.note)})" if d.note else "")
         else:
             result = ", ".join(f"{_SHORT.get(k, k)} {n}" for k, n in d.breaks.items())
-        app.echo(f"{d.dataset_id:<36}  {d.indexing_technique or '-':<12} {d.backend or '-':<8} "
+        app.echo(f"{one_line(d.dataset_id):<36}  {one_line(d.indexing_technique or '-'):<12} {d.backend or '-':<8} "
                  f"{d.indexed_chunks:>7} {vectors:>7}  {result}")
     if report.ok:
         app.echo(f"verify{' --deep' if report.deep else ''}: no break in {len(report.datasets)} dataset(s)")
@@ -102,4 +103,5 @@ def _render(app: App, report: VerifyReport) -> None:
             continue
         app.echo(f"  {kind} ({count}): {text}")
         for example in report.findings.examples.get(kind, []):
-            app.echo("    " + ", ".join(f"{k}={v}" for k, v in example.items() if v is not None))
+            # keys, ids and server messages from data: one line each, so none can forge a line of this report
+            app.echo("    " + ", ".join(f"{k}={one_line(v)}" for k, v in example.items() if v is not None))

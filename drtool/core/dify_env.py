@@ -49,19 +49,39 @@ _HOST_VARS = {
 
 
 def _rehost(value: str, hosts: Mapping[str, str]) -> str:
+    """Replace the host of a bare host, `host:port` or URL; user info, port, path and query stay as they are.
+
+    Only the host part is touched: a text replace would also hit a user name equal to the host
+    (`http://milvus:pw@milvus:19530`). Host names compare case-insensitively, like DNS; an IPv6 replacement
+    gets the brackets a URL needs.
+    """
     if not hosts or not value:
         return value
     if value in hosts:
         return hosts[value]
+    bare = "://" not in value
     try:
-        parts = urlsplit(value if "://" in value else f"//{value}")
+        parts = urlsplit(f"//{value}" if bare else value)
+        hostname = parts.hostname
     except ValueError:  # not a URL (e.g. an unbalanced IPv6 bracket): leave it for validation to report
         return value
-    if parts.hostname and parts.hostname in hosts:
-        netloc = parts.netloc.replace(parts.hostname, hosts[parts.hostname], 1)
-        rebuilt = urlunsplit(parts._replace(netloc=netloc))
-        return rebuilt if "://" in value else rebuilt.removeprefix("//")
-    return value
+    lowered = {name.lower(): host for name, host in hosts.items()}
+    if not hostname or hostname.lower() not in lowered:
+        return value
+    new_host = lowered[hostname.lower()]
+    if ":" in new_host and not new_host.startswith("["):
+        new_host = f"[{new_host}]"
+    userinfo, at, hostport = parts.netloc.rpartition("@")  # the split urlsplit itself uses for .hostname
+    if hostport.startswith("["):
+        port_part = hostport[hostport.find("]") + 1:]
+    else:
+        port_part = hostport[hostport.find(":"):] if ":" in hostport else ""
+    netloc = f"{userinfo}{at}{new_host}{port_part}"
+    start = 0 if bare else value.index("://") + 3
+    if value[start:start + len(parts.netloc)] == parts.netloc:  # splice, so nothing else is re-encoded
+        return value[:start] + netloc + value[start + len(parts.netloc):]
+    rebuilt = urlunsplit(parts._replace(netloc=netloc))  # urlsplit dropped characters (tabs, newlines)
+    return rebuilt.removeprefix("//") if bare else rebuilt
 
 
 def _map_storage(env: Mapping[str, str], out: DifyMapping) -> None:

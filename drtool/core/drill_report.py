@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from drtool.core.terminal import one_line
+
 RECORD_VERSION = 1
 
 PHASES: tuple[tuple[str, str], ...] = (
@@ -202,7 +204,8 @@ def render_history_table(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _md_cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A table cell or list item: one line, and no control character for whoever `cat`s the report."""
+    return one_line(str(value).replace("\n", " ")).replace("|", "\\|")
 
 
 def render_markdown(record: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> str:

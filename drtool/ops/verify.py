@@ -27,7 +27,7 @@ from drtool.core import naming
 from drtool.core.chunk_writer import text_digest
 from drtool.core.chunks import CHUNK_FILE_NAMES, Chunk, CorruptStream, compression_for, iter_lines, parse_lines
 from drtool.core.streams import CountingRawStream
-from drtool.errors import ConfigError, UsageError
+from drtool.errors import ConfigError, KeyRefusedError, UsageError
 
 log = logging.getLogger("drtool.verify")
 
@@ -198,16 +198,21 @@ def _verify_files(refs: Iterator[FileRef], store: s3_adapter.BucketStore, findin
 
     verdict = FilesVerdict()
 
-    def head(ref: FileRef) -> tuple[FileRef, bool]:
-        return ref, store.head(ref.key) is not None
+    def head(ref: FileRef) -> tuple[FileRef, bool, str | None]:
+        """(row, object exists, why the key was refused). A key the server refuses (400: `..`, too long, ...) names
+        no object either: a break of that row, not the end of the run."""
+        try:
+            return ref, store.head(ref.key) is not None, None
+        except KeyRefusedError as exc:
+            return ref, False, f"the object store refused the key ({exc.reason})"
 
-    for ref, exists in bounded_map(head, refs, workers):
+    for ref, exists, refused in bounded_map(head, refs, workers):
         verdict.checked += 1
         verdict.by_table[ref.table] = verdict.by_table.get(ref.table, 0) + 1
         if not exists:
             verdict.missing += 1
             findings.add("missing_object", table=ref.table, row_id=ref.row_id, key=ref.key, url=store.url(ref.key),
-                         tenant_id=ref.tenant_id)
+                         tenant_id=ref.tenant_id, **({"problem": refused} if refused else {}))
     return verdict
 
 
@@ -241,6 +246,8 @@ def _verify_files_at_snapshot(settings: Settings, options: VerifyOptions, refs: 
         try:
             head = s3_adapter.head_or_none(store.client, source_bucket, rec.copy_key or rec.key, version_id=version)
         except Exception as exc:
+            if s3_adapter.http_status(exc) == 400:  # a key the server refuses: a break of this row, not of the run
+                return ref, "the object store refused the key (400)"
             raise s3_adapter.translate_error(exc, what=f"s3://{source_bucket}/{rec.key}",
                                              endpoint=settings.s3.endpoint) from None
         if head is None:
