@@ -18,6 +18,7 @@ import psycopg
 from drtool.adapters import postgres
 from drtool.config import PostgresSettings
 from drtool.core.pickle_safe import UnsafePickle, loads_float_list
+from drtool.core.vectors import cached_vector_problem
 
 log = logging.getLogger("drtool.rebuild")
 
@@ -69,6 +70,7 @@ class DifyEmbeddingCache:
         self.model_name = model_name
         self.provider_name = provider_name
         self.refused = 0  # rows whose pickle was not a flat list of floats
+        self.ignored = 0  # rows that parsed but hold no sane vector (NaN/inf, wrong dimension, not unit norm)
 
     def probe_dimension(self) -> int | None:
         """The dimension of one cached vector for this model, to catch a mismatch before writing."""
@@ -83,8 +85,12 @@ class DifyEmbeddingCache:
         except UnsafePickle:
             return None
 
-    def lookup(self, texts: Sequence[str]) -> dict[int, list[float]]:
-        """Vectors for the texts Dify has cached, by position in `texts`."""
+    def lookup(self, texts: Sequence[str], dimension: int | None = None) -> dict[int, list[float]]:
+        """Vectors for the texts Dify has cached, by position in `texts`.
+
+        With `dimension`, a vector that fails cached_vector_problem is left out (so it is re-embedded) and counted
+        in `ignored`: anyone who can write the table could otherwise plant a vector that tops every search.
+        """
         hashes = [dify_text_hash(t) for t in texts]
         try:
             with self.meta._lock:
@@ -96,8 +102,16 @@ class DifyEmbeddingCache:
         found: dict[str, list[float]] = {}
         for text_hash, blob in rows:
             try:
-                found[text_hash] = loads_float_list(bytes(blob))
+                vector = loads_float_list(bytes(blob))
             except UnsafePickle as exc:
                 self.refused += 1
                 log.warning("ignored Dify embedding cache row %s: %s", text_hash, exc)
+                continue
+            problem = cached_vector_problem(vector, dimension) if dimension is not None else None
+            if problem is not None:
+                self.ignored += 1
+                if self.ignored <= 10:  # a wholly poisoned table must not flood the log; the report has the count
+                    log.warning("ignored Dify embedding cache row %s: vector %s; re-embedding", text_hash, problem)
+                continue
+            found[text_hash] = vector
         return {i: found[h] for i, h in enumerate(hashes) if h in found}

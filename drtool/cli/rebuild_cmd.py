@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from drtool.cli.app import App, global_options, pass_app
+from drtool.core.terminal import one_line
 from drtool.errors import UsageError
 from drtool.ops.rebuild import DatasetReport, Options, Rebuilder, overall_exit_code
 
@@ -21,7 +22,7 @@ class _RichProgress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(
-            TextColumn("[bold]{task.fields[label]}"), BarColumn(),
+            TextColumn("{task.fields[label]}", style="bold", markup=False), BarColumn(),
             TextColumn("{task.fields[chunks]} chunks  {task.fields[rate]:.0f}/s  cache {task.fields[hits]}"),
             TimeRemainingColumn(), console=Console(stderr=True), transient=False)
         self._datasets = datasets
@@ -33,7 +34,9 @@ class _RichProgress:
         self._index += 1
         if self._task is None:
             self._progress.start()
-        label = f"[{self._index}/{self._datasets}] {dataset_id[:13]}"
+        # A dataset id may come from a bucket listing: the label column is not parsed as rich markup (no "[red]"
+        # from data opens a tag), and control characters are escaped before rich sees them.
+        label = f"[{self._index}/{self._datasets}] {one_line(dataset_id[:13])}"
         self._task = self._progress.add_task("", total=total_bytes, label=label, chunks=0, rate=0.0, hits=0)
         self._started = time.monotonic()
 
@@ -120,7 +123,8 @@ def _build_components(app: App, settings: Any, *, need_target: bool, weaviate_uu
 @click.option("--yes", is_flag=True, help="Confirm --drop-old, or deleting a Weaviate collection to alias its name.")
 @click.option("--break-stale-lock", is_flag=True,
               help="Replace a collection's run lock judged stale (held on another host, or older than "
-                   "snapshot.lock_stale_after); a dead run's lock on this host is taken over without it.")
+                   "snapshot.lock_stale_after, or unverifiable: this host name but another PID namespace); a "
+                   "dead run's lock in this host and PID namespace is taken over without it.")
 @pass_app
 def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, target: str | None,
                   milvus_uri: str | None, weaviate_endpoint: str | None, weaviate_grpc: str | None,
@@ -180,21 +184,23 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, targe
 
 def _render(app: App, reports: list[DatasetReport], dry_run: bool) -> None:
     for r in reports:
-        app.echo(f"dataset {r.dataset_id}: {r.status}")
+        app.echo(f"dataset {one_line(r.dataset_id)}: {r.status}")
         if r.collection:
-            app.echo(f"  collection      {r.collection}  (from {r.collection_source})")
+            app.echo(f"  collection      {one_line(r.collection)}  (from {r.collection_source})")
         if r.chunk_file:
-            app.echo(f"  chunk file      {r.chunk_file}")
+            app.echo(f"  chunk file      {one_line(r.chunk_file)}")
         if r.error:
-            app.echo(f"  error           {r.error}")
+            app.echo(f"  error           {one_line(r.error)}")
         if r.mode in ("rollback",):
             app.echo(f"  switch          {r.switch}")
             continue
         app.echo(f"  chunks          {r.valid} valid, {r.rejected} rejected"
                  + (f", {r.truncated} truncated" if r.truncated else ""))
         for line in r.rejections[:10]:
-            app.echo(f"    rejected      {line}")
-        app.echo(f"  cache hits      sidecar {r.cache_hits_sidecar}, dify {r.cache_hits_dify}")
+            app.echo(f"    rejected      {one_line(line)}")
+        app.echo(f"  cache hits      sidecar {r.cache_hits_sidecar}, dify {r.cache_hits_dify}"
+                 + (f"; {r.cache_vectors_ignored} insane cached vector(s) ignored and re-embedded"
+                    if r.cache_vectors_ignored else ""))
         if dry_run:
             v = r.plan
             if v:

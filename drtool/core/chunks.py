@@ -94,21 +94,29 @@ def compression_for(key: str) -> Compression:
 def iter_lines(stream: IO[bytes], compression: Compression, source: str) -> Iterator[bytes]:
     """Yield raw lines (without the newline) from a possibly compressed byte stream, incrementally.
 
-    A decompression error becomes CorruptStream naming the line after the last good one.
+    Memory is bounded whatever the file holds: decompressors produce at most one buffer per read (an 8 KiB
+    "zip bomb" must not become 1 GiB in memory), and a line over MAX_LINE_BYTES is yielded cut to
+    MAX_LINE_BYTES + 1 bytes (so parse_line rejects it) while the rest of it is read and dropped, so the
+    line numbers of the lines after it stay right. A decompression error becomes CorruptStream naming the line
+    after the last good one.
     """
     reader: IO[bytes]
     if compression == "gzip":
+        # GzipFile inflates at most what its 8 KiB buffer asks for per read (zlib's max_length): bounded already.
+        # (A bigger buffer on top would lose the lines before a truncation: the error comes with no partial data.)
         reader = gzip.GzipFile(fileobj=stream, mode="rb")
     elif compression == "zstd":
         import zstandard
 
-        reader = io.BufferedReader(_ZstdRaw(stream, zstandard), buffer_size=1 << 20)
+        reader = io.BufferedReader(_ZstdRaw(stream, zstandard), buffer_size=READ_BUFFER)
     else:
         reader = stream
     number = 0
     while True:
         try:
             raw = reader.readline(MAX_LINE_BYTES + 1)
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                _skip_rest_of_line(reader)
         except (OSError, EOFError, zlib.error, ValueError) as exc:  # gzip: BadGzipFile/EOFError; zstd: ZstdError
             raise CorruptStream(source, number + 1, f"{compression} stream is corrupt or truncated ({exc})") from None
         except Exception as exc:
@@ -122,40 +130,142 @@ def iter_lines(stream: IO[bytes], compression: Compression, source: str) -> Iter
         yield raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
 
 
+READ_BUFFER = 1 << 20  # decompressed bytes produced per read: the bound on what a bomb can cost between lines
+
+
+def _skip_rest_of_line(reader: IO[bytes]) -> None:
+    """Read and drop the rest of an over-long line, one buffer at a time."""
+    while True:
+        piece = reader.readline(READ_BUFFER)
+        if not piece or piece.endswith(b"\n"):
+            return
+
+
 class _ZstdRaw(io.RawIOBase):
-    """Multi-frame zstd decompression that, unlike stream_reader, notices a truncated last frame."""
+    """Multi-frame zstd decompression with bounded output per read that notices a truncated last frame.
+
+    python-zstandard's stream_reader fills at most the caller's buffer per read (decompressobj returns a whole
+    input's output at once: 64 KiB of a crafted frame is 2 GiB), but it ends quietly when the input stops inside a
+    frame; the frame walker on its input tells a complete stream from a cut one.
+    """
 
     def __init__(self, stream: IO[bytes], zstandard: Any) -> None:
         super().__init__()
-        self._stream = stream
-        self._zstd = zstandard
-        self._obj = zstandard.ZstdDecompressor().decompressobj()
-        self._fed = False
-        self._buffer = b""
-        self._done = False
+        self._frames = _ZstdFrameWalker(stream)
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            self._frames, read_size=1 << 16, read_across_frames=True, closefd=False)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self._buffer and not self._done:
-            data = self._stream.read(1 << 16)
-            if not data:
-                self._done = True
-                if self._fed and not self._obj.eof:
-                    raise EOFError("zstd stream ends inside a frame")
-                break
-            while data:
-                if self._obj.eof:
-                    self._obj = self._zstd.ZstdDecompressor().decompressobj()
-                    self._fed = False
-                self._fed = True
-                self._buffer += self._obj.decompress(data)
-                data = self._obj.unused_data if self._obj.eof else b""
-        n = min(len(buffer), len(self._buffer))
-        buffer[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
+        n = int(self._reader.readinto(buffer))
+        if n == 0 and len(buffer) and not self._frames.at_boundary():
+            raise EOFError("zstd stream ends inside a frame")
         return n
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_SKIPPABLE_MASK, _SKIPPABLE_MAGIC = 0xFFFFFFF0, 0x184D2A50
+
+
+class _ZstdFrameWalker:
+    """Passes a zstd stream through unchanged while walking its frame and block headers (RFC 8878, section 3).
+
+    Only headers are parsed, never data, so the cost is a few operations per block (a block is at most 128 KiB of
+    output). `at_boundary()` is true between frames: false at the end of input means the last frame was cut.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._phase = "magic"
+        self._want = 4
+        self._header = bytearray()
+        self._skip = 0
+        self._checksum = False
+        self._last = False
+        self.broken = False  # bytes that are no zstd frame: the decompressor reports it, this only stops walking
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data and not self.broken:
+            self._walk(memoryview(data))
+        return data
+
+    def at_boundary(self) -> bool:
+        return not self.broken and self._phase == "magic" and not self._header and not self._skip
+
+    def _walk(self, data: memoryview) -> None:
+        pos, end = 0, len(data)
+        while pos < end and not self.broken:
+            if self._skip:
+                take = min(self._skip, end - pos)
+                self._skip -= take
+                pos += take
+                if not self._skip:
+                    self._after_skip()
+                continue
+            take = min(self._want - len(self._header), end - pos)
+            self._header += data[pos:pos + take]
+            pos += take
+            if len(self._header) == self._want:
+                header = bytes(self._header)
+                self._header.clear()
+                self._on_header(header)
+
+    def _expect(self, phase: str, want: int) -> None:
+        self._phase, self._want = phase, want
+
+    def _on_header(self, header: bytes) -> None:
+        if self._phase == "magic":
+            magic = int.from_bytes(header, "little")
+            if magic == _ZSTD_MAGIC:
+                self._expect("descriptor", 1)
+            elif magic & _SKIPPABLE_MASK == _SKIPPABLE_MAGIC:
+                self._expect("skippable", 4)
+            else:
+                self.broken = True
+        elif self._phase == "descriptor":
+            fhd = header[0]
+            if fhd & 0x08:  # reserved bit
+                self.broken = True
+                return
+            single_segment = bool(fhd & 0x20)
+            fcs = (1 if single_segment else 0, 2, 4, 8)[fhd >> 6]
+            rest = (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 0x03] + fcs
+            self._checksum = bool(fhd & 0x04)
+            if rest:
+                self._expect("frame header", rest)
+            else:
+                self._expect("block", 3)
+        elif self._phase == "frame header":
+            self._expect("block", 3)
+        elif self._phase == "block":
+            value = int.from_bytes(header, "little")
+            self._last, kind, size = bool(value & 1), (value >> 1) & 3, value >> 3
+            if kind == 3:
+                self.broken = True
+                return
+            self._phase = "block data"
+            self._skip = 1 if kind == 1 else size
+            if not self._skip:
+                self._after_skip()
+        elif self._phase == "skippable":
+            self._phase = "skippable data"
+            self._skip = int.from_bytes(header, "little")
+            if not self._skip:
+                self._after_skip()
+
+    def _after_skip(self) -> None:
+        if self._phase == "block data" and not self._last:
+            self._expect("block", 3)
+        elif self._phase == "block data" and self._checksum:
+            self._phase, self._skip = "checksum", 4
+        else:  # the frame (or skippable frame, or checksum) is complete
+            self._expect("magic", 4)
 
 
 def parse_lines(lines: Iterable[bytes], source: str, *, dataset_id: str | None = None

@@ -99,6 +99,7 @@ class DatasetReport:
     cache_hits_sidecar: int = 0
     cache_hits_dify: int = 0
     dify_cache_refused: int = 0
+    cache_vectors_ignored: int = 0  # cached vectors with NaN/inf, a wrong dimension or not unit norm: re-embedded
     embedded: int = 0
     inserted: int = 0
     deleted_on_resume: int = 0
@@ -382,8 +383,9 @@ class Rebuilder:
         for batch in batched(self._stream(plan, report, []), 256):
             todo = list(batch)
             if dify_cache is not None:
-                hits = dify_cache.lookup([c.text for c in todo])
+                hits = dify_cache.lookup([c.text for c in todo], dim)
                 report.cache_hits_dify += len(hits)
+                report.cache_vectors_ignored = dify_cache.ignored
                 todo = [c for i, c in enumerate(todo) if i not in hits]
             misses = [c for c in todo if not sidecar.contains(hashlib.sha256(c.text.encode()).digest())]
             report.cache_hits_sidecar += len(todo) - len(misses)
@@ -573,6 +575,9 @@ class Rebuilder:
         t = time.monotonic()
         target.finish(build)
         ledger.save(phase="built", lines_done=report.lines_read)
+        if report.cache_vectors_ignored:
+            log.warning("dataset %s: %d cached vector(s) held NaN/inf, a wrong dimension or a norm far from 1; "
+                        "they were ignored and re-embedded", plan.dataset_id, report.cache_vectors_ignored)
         # read_parse_lookup counts cache lookups and over-limit checks (reading and parsing are in embed_wait).
         timings.update(read_parse_lookup=round(t_lookup, 3), embed_wait=round(t_wait, 3),
                        insert_checkpoint=round(t_insert, 3), finish=round(time.monotonic() - t, 3),
@@ -584,11 +589,8 @@ class Rebuilder:
         digests = [hashlib.sha256(c.text.encode("utf-8")).digest() for c in chunks]
         vectors: list[list[float] | None] = [None] * len(chunks)
         if dify_cache is not None:  # Dify's own cache first: the very vectors Dify stored
-            for i, v in dify_cache.lookup([c.text for c in chunks]).items():
-                if len(v) == sidecar.dimension:
-                    vectors[i] = v
-                else:
-                    dify_cache.refused += 1
+            for i, v in dify_cache.lookup([c.text for c in chunks], sidecar.dimension).items():
+                vectors[i] = v
             report.cache_hits_dify += sum(v is not None for v in vectors)
             report.dify_cache_refused = dify_cache.refused
         missing = [i for i, v in enumerate(vectors) if v is None]
@@ -598,6 +600,7 @@ class Rebuilder:
                 vectors[missing[j]] = v
             report.cache_hits_sidecar += len(hits)
             missing = [i for i, v in enumerate(vectors) if v is None]
+        report.cache_vectors_ignored = sidecar.ignored + (dify_cache.ignored if dify_cache is not None else 0)
         texts: list[str] = []
         if missing:
             over = self.embedder.over_limit([chunks[i].text for i in missing])
@@ -699,7 +702,7 @@ class Rebuilder:
         if need:
             sidecar = self._sidecar(plan, dim)
             chunks = [sample[i][0] for i in need]
-            found = dify_cache.lookup([c.text for c in chunks]) if dify_cache is not None else {}
+            found = dify_cache.lookup([c.text for c in chunks], dim) if dify_cache is not None else {}
             rest = [j for j in range(len(chunks)) if j not in found]
             for j, v in sidecar.lookup([hashlib.sha256(chunks[j].text.encode()).digest() for j in rest]).items():
                 found[rest[j]] = v
@@ -715,12 +718,24 @@ class Rebuilder:
         dify_ok = 0
         dify_filter = ""
         failures: list[str] = []
-        for chunk, vector in sample:
+        # A target that can batch the gate's reads (Milvus: a server's Strong reads each wait ~0.2 s) does so.
+        search_batch = getattr(target, "search_batch", None)
+        dify_search_batch = getattr(target, "dify_search_batch", None)
+        batched = search_batch is not None and dify_search_batch is not None
+        own_hits: list[Any] = []
+        dify_hits: list[Any] = []
+        if batched and sample:
+            vectors = [v for _, v in sample]
+            assert all(v is not None for v in vectors)
+            own_hits = search_batch(build, vectors, k)
+            dify_hits = dify_search_batch(build, vectors, k, [c.document_id for c, _ in sample])
+        for i, (chunk, vector) in enumerate(sample):
             assert vector is not None
-            results = target.search(build, vector, k)
+            results = own_hits[i] if batched else target.search(build, vector, k)
             if any((r["metadata"] or {}).get("doc_id") == chunk.id for r in results):
                 hits += 1
-            found_hits, dify_filter = target.dify_search(build, vector, k, [chunk.document_id])
+            found_hits, dify_filter = (dify_hits[i] if batched
+                                       else target.dify_search(build, vector, k, [chunk.document_id]))
             match = next((r for r in found_hits if (r["metadata"] or {}).get("doc_id") == chunk.id), None)
             want = chunk.vector_metadata()
             why = ""

@@ -12,6 +12,7 @@ batch needs them, with a small LRU, so memory holds an index of ~100 bytes per c
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import struct
 import threading
@@ -20,6 +21,10 @@ import uuid
 from array import array
 from collections import OrderedDict
 from typing import Protocol
+
+from drtool.core.vectors import cached_vector_problem
+
+log = logging.getLogger("drtool.rebuild")
 
 MAGIC = b"DRVEC1\0\0"
 HEADER = struct.Struct("<8sII")
@@ -75,6 +80,7 @@ class VectorSidecar:
         self._pending_map: dict[bytes, list[float]] = {}
         self._lock = threading.Lock()
         self.written = 0
+        self.ignored = 0  # stored vectors that failed cached_vector_problem: left out, so re-embedded
 
     def open(self) -> int:
         """Read the hash index of every segment; returns how many vectors the cache holds."""
@@ -94,7 +100,7 @@ class VectorSidecar:
             self._segments.append((key, count))
             for row in range(count):
                 off = HEADER.size + 32 * row
-                self._index.setdefault(head[off:off + 32], (seg, row))
+                self._index[head[off:off + 32]] = (seg, row)  # the newest wins: it replaced an ignored vector
         return len(self._index)
 
     def __len__(self) -> int:
@@ -124,7 +130,15 @@ class VectorSidecar:
             floats.frombytes(data[row * width:(row + 1) * width])
             if struct.pack("=I", 1) != struct.pack("<I", 1):
                 floats.byteswap()
-            found[i] = floats.tolist()
+            vector = floats.tolist()
+            problem = cached_vector_problem(vector, self.dimension)
+            if problem is not None:  # the bucket is writable by others: a planted segment must not reach the index
+                self.ignored += 1
+                if self.ignored <= 10:
+                    log.warning("ignored vector %d of %s: %s; re-embedding", row, self._segments[seg][0], problem)
+                self._index.pop(digest, None)  # so add() stores the fresh vector, which the next open() prefers
+                continue
+            found[i] = vector
         return found
 
     def _segment_vectors(self, seg: int) -> bytes | None:

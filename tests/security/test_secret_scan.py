@@ -32,6 +32,14 @@ PG_WRONG = "PGbad/Tq4@Vx#2+Mn7"
 EMBED_WRONG = "sk-WRONGembedKey-Zq93LmX0"
 REDIS_PASSWORD = "RDpw/Hy6+Fz2@Kc8"
 WEAVIATE_KEY = "wv-secretKey-Nm5Rs8Tq2Wx"
+# Forms only patterns and registration catch: a key in a URL's query, raw (unencoded) passwords with '/', '@' and
+# '#' inside URLs, and the credentials of replication sites written into replication.sites.
+EMBED_QUERY_KEY = "azQueryKey-Hv7Lp2Rt9Wd4"
+PG_RAW_WRONG = "PGraw/Wq5@Lz#8+Tn3"
+REDIS_RAW_PASSWORD = "RDraw/Gk4@Mz7#Pq1"
+SITE_KEY = "SiteAK-Bq7Xr2Lm9"
+SITE_SECRET = "SiteSK/Jw4@Nd8#Fz6"
+REPL_SECRET = "ReplSK-Tq3Vz8Hk5Yw"
 
 
 def _closed_port() -> int:
@@ -100,6 +108,9 @@ def test_no_secret_in_any_output_or_artifact(minio_pair: MinioSites, pg: Postgre
         "wrong postgres.password": PG_WRONG, "embedding.api_key": embedding_server.api_key,
         "wrong embedding.api_key": EMBED_WRONG, "redis password": REDIS_PASSWORD, "weaviate.api_key": WEAVIATE_KEY,
         "age identity": str(identity), "wrong age identity": str(wrong_identity),
+        "embedding URL query key": EMBED_QUERY_KEY, "raw postgres DSN password": PG_RAW_WRONG,
+        "raw redis URL password": REDIS_RAW_PASSWORD, "site access key": SITE_KEY, "site secret": SITE_SECRET,
+        "replication.secret_key": REPL_SECRET,
     }
     inputs = tmp_path / "inputs"  # files that hold secrets on purpose: never scanned
     inputs.mkdir()
@@ -160,6 +171,11 @@ def test_no_secret_in_any_output_or_artifact(minio_pair: MinioSites, pg: Postgre
             DRTOOL_EMBEDDING_API_KEY=EMBED_WRONG)
     run("rebuild-index", "--all", "--force", "-vv", expect={1}, label="rebuild embedder unreachable",
         DRTOOL_EMBEDDING_BASE_URL=f"http://127.0.0.1:{closed}/v1")
+    for flags in (("-vv",), ("--json", "-vv")):  # Azure-style key in the query: the requests fail, the URL is shown
+        run("rebuild-index", "--all", "--force", *flags, expect={1, 2, 3, 4, 12}, label="rebuild query-key URL",
+            DRTOOL_EMBEDDING_BASE_URL=f"{embedding_server.base_url}?api-key={EMBED_QUERY_KEY}")
+        run("rebuild-index", "--all", "--force", *flags, expect={1}, label="rebuild query-key URL unreachable",
+            DRTOOL_EMBEDDING_BASE_URL=f"http://127.0.0.1:{closed}/v1?api-key={EMBED_QUERY_KEY}")
     run("rebuild-index", "--all", "--force", "--json", "-vv", expect={0})
     run("verify", "--json", "-vv", "--metrics-file", str(work / "verify.prom"), expect={0})
     run("verify", "--snapshot", "latest", "--identity", key, "--skip-vectors", "-vv", expect={0})
@@ -197,6 +213,22 @@ def test_no_secret_in_any_output_or_artifact(minio_pair: MinioSites, pg: Postgre
         DRTOOL_WEAVIATE_ENDPOINT=weaviate_server.http_url)
     run("config", "check", "-vv", expect={0, 1, 3, 4, 12}, label="check redis password",
         DRTOOL_REDIS_URL=redis_with_password)
+    run("config", "show", "--json", "-vv", expect={0}, label="show query key and raw passwords",
+        DRTOOL_EMBEDDING_BASE_URL=f"{embedding_server.base_url}?api-key={EMBED_QUERY_KEY}",
+        DRTOOL_REDIS_URL=f"redis://:{REDIS_RAW_PASSWORD}@127.0.0.1:{closed}/0",
+        DRTOOL_REPLICATION_SITES=f"A=http://{SITE_KEY}:{SITE_SECRET}@127.0.0.1:{closed}")
+    run("config", "check", "-vv", expect={0, 1, 2, 3, 4, 12}, label="check raw redis password",
+        DRTOOL_REDIS_URL=f"redis://:{REDIS_RAW_PASSWORD}@127.0.0.1:{closed}/0")
+    raw_dsn = f"postgresql://{pg_role}:{PG_RAW_WRONG}@{pg.host}:{pg.port}/secrestore_raw"
+    for flags in (("-vv",), ("--json", "-vv")):
+        run("restore", "latest", "--target-db", raw_dsn, "--no-objects", "--identity", key, *flags,
+            expect={1, 2, 12}, label="restore raw DSN password")
+        run("replication", "status", *flags, expect={0, 1, 2, 3, 4, 12}, label="status sites with credentials",
+            DRTOOL_REPLICATION_SITES=f"A=http://{SITE_KEY}:{SITE_SECRET}@{site.endpoint.split('://', 1)[1]},"
+                                     f"GONE=http://{SITE_KEY}:{SITE_SECRET}@127.0.0.1:{closed}",
+            DRTOOL_REPLICATION_SECRET_KEY=REPL_SECRET)
+        run("replication", "status", *flags, expect={0, 1, 2, 3, 4, 12}, label="status wrong replication key",
+            DRTOOL_REPLICATION_ACCESS_KEY=SITE_KEY, DRTOOL_REPLICATION_SECRET_KEY=REPL_SECRET)
     run("snapshots", "list", "-vv", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
     run("snapshots", "verify", "--latest", "--json", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
     run("snapshots", "prune", "-vv", expect={12}, DRTOOL_S3_SECRET_KEY=S3_WRONG)
