@@ -9,6 +9,7 @@ import click
 from drtool.cli.app import App, global_options, pass_app
 from drtool.core.metrics import Metric, write_textfile
 from drtool.core.replication_verdict import Level, offline_peers
+from drtool.core.terminal import one_line
 from drtool.errors import ConfigError, UsageError
 from drtool.ops.replication import (
     Site,
@@ -21,6 +22,28 @@ from drtool.ops.replication import (
 )
 
 _SITE_HELP = "A site as ALIAS=URL (repeatable); default: replication.sites."
+_DEADLINE_HELP = ("Hard wall-clock limit for the whole command, retries and clean-up included, e.g. 90s, 5m, 1h; "
+                  "0 for none. At the limit: exit 1, naming what was and was not checked. Default: {}.")
+
+
+def _deadline_settings(app: App, overrides: dict[str, Any], deadline: float) -> Any:
+    """Settings whose per-request timeout fits a few tries inside the deadline."""
+    import dataclasses
+
+    from drtool.ops.replication_deadline import capped_timeout
+
+    settings = app.settings(overrides)
+    rep = settings.replication
+    timeout = max(1, int(capped_timeout(float(rep.timeout), deadline)))
+    return dataclasses.replace(settings, replication=dataclasses.replace(rep, timeout=timeout))
+
+
+def _deadline(value: str | None, command: str, fallback: float = 0.0) -> float:
+    from drtool.ops.replication_deadline import DEFAULT_DEADLINES, parse_duration
+
+    if value is not None:
+        return parse_duration(value)
+    return DEFAULT_DEADLINES.get(command, fallback)
 
 
 @click.group("replication")
@@ -60,7 +83,7 @@ def _render_status(app: App, report: StatusReport) -> None:
         health = " ".join(f"{p.rsplit('/', 1)[-1]}={c if c is not None else '-'}" for p, c in answer.health.items())
         app.echo(f"site {answer.alias}  {answer.endpoint}  health: {health}")
         if answer.error is not None:
-            app.echo(f"  UNREACHABLE: {answer.error}")
+            app.echo(f"  UNREACHABLE: {one_line(answer.error)}")
             app.echo()
             continue
         status = answer.status or {}
@@ -85,7 +108,7 @@ def _render_status(app: App, report: StatusReport) -> None:
             failed = int(((m.get("failed") or {}).get("lastHour") or {}).get("count") or 0)
             latency = (m.get("latency") or {}).get("avg")
             lat = f"{latency / 1e6:.0f} ms" if latency else "-"
-            app.echo(f"  {peer.get('name', dep):<12} {peer.get('endpoint', ''):<32} "
+            app.echo(f"  {one_line(peer.get('name', dep)):<12} {one_line(peer.get('endpoint', '')):<32} "
                      f"{'no' if dep in offline else 'yes':<7} {int(m.get('replicatedCount') or 0):>10} "
                      f"{failed:>9} {lat:>9}")
         names = report.bucket_lists.get(answer.alias)
@@ -101,10 +124,16 @@ def _render_status(app: App, report: StatusReport) -> None:
                 app.echo(f"    {b.bucket}: versioning {b.versioning or 'off'}, {len(rules)} enabled replication "
                          f"rule(s) for peer(s) {peers}" + (", expires noncurrent versions" if expiry else ""))
         app.echo()
+    for backlog in report.backlogs:
+        if not backlog.empty:
+            info = backlog.to_dict(report.checked_at)
+            oldest = info["oldest_failed_age_seconds"] or info["oldest_pending_age_seconds"]
+            app.echo(f"backlog site {backlog.site} bucket {one_line(backlog.bucket)}: {backlog.failed} failed, "
+                     f"{backlog.pending} pending" + (f", oldest {oldest:.0f} s" if oldest is not None else ""))
     verdict = report.verdict
     app.echo(f"verdict: {verdict.level.label}")
     for reason in verdict.reasons:
-        app.echo(f"  {reason.level.label:<8} {reason.message}")
+        app.echo(f"  {reason.level.label:<8} {one_line(reason.message)}")
 
 
 @replication_group.command("status")
@@ -116,25 +145,44 @@ def _render_status(app: App, report: StatusReport) -> None:
               help="Queued objects per site above which the verdict is WARNING (replication.max_queued).")
 @click.option("--max-failed-last-hour", type=click.IntRange(min=0), default=None,
               help="Failed replications per peer in the last hour above which it is WARNING.")
+@click.option("--max-failed-age", type=click.IntRange(min=0), default=None, metavar="SECONDS",
+              help="A version that failed to replicate and was written longer ago than this is CRITICAL "
+                   "(replication.max_failed_age, default 900).")
+@click.option("--no-backlog", is_flag=True,
+              help="Do not read each bucket's replication backlog (it walks the bucket on the server).")
 @click.option("--no-bucket-check", is_flag=True,
-              help="Skip the per-bucket check (versioning, one replication rule per peer, lifecycle).")
+              help="Skip the per-bucket check (versioning, one replication rule per peer, lifecycle, backlog).")
+@click.option("--deadline", default=None, metavar="DURATION", help=_DEADLINE_HELP.format("120s"))
 @click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
               help="Write Prometheus text metrics here (node_exporter textfile collector).")
 @pass_app
 def status(app: App, sites: tuple[str, ...], expected_sites: int | None, max_queued: int | None,
-           max_failed_last_hour: int | None, no_bucket_check: bool, metrics_file: str | None) -> int:
+           max_failed_last_hour: int | None, max_failed_age: int | None, no_backlog: bool, no_bucket_check: bool,
+           deadline: str | None, metrics_file: str | None) -> int:
     """Ask every MinIO site for its site-replication status and give one verdict with every reason.
 
     CRITICAL (exit 4): replication disabled, a site unreachable or reported offline, fewer sites than expected, a
     bucket missing on a site, a bucket without versioning or without its replication rule to a peer.
+    A version that failed to replicate longer ago than --max-failed-age is CRITICAL too.
     WARNING (exit 3): configuration mismatches (bucket, policy, user, group, ILM rule), a queue above
-    --max-queued, failures in the last hour, a lifecycle rule that expires noncurrent versions.
+    --max-queued, versions waiting in a bucket's replication backlog, failures in the last hour while the
+    backlog is not empty, a lifecycle rule that expires noncurrent versions.
     """
-    settings = app.settings({**_site_flags(sites), "replication.expected_sites": expected_sites,
-                             "replication.max_queued": max_queued,
-                             "replication.max_failed_last_hour": max_failed_last_hour})
-    report = replication_status(settings, configured_sites(settings), thresholds_from(settings),
-                                check_buckets=not no_bucket_check)
+    from drtool.ops.replication_deadline import Progress, run_with_deadline
+
+    limit = _deadline(deadline, "status")
+    overrides: dict[str, Any] = {**_site_flags(sites), "replication.expected_sites": expected_sites,
+                                 "replication.max_queued": max_queued,
+                                 "replication.max_failed_last_hour": max_failed_last_hour,
+                                 "replication.max_failed_age": max_failed_age}
+    if no_backlog:
+        overrides["replication.backlog_check"] = False
+    settings = _deadline_settings(app, overrides, limit)
+    progress = Progress()
+    report = run_with_deadline(
+        lambda: replication_status(settings, configured_sites(settings), thresholds_from(settings),
+                                   check_buckets=not no_bucket_check, progress=progress),
+        limit, progress, "replication status")
     if metrics_file:
         write_textfile(metrics_file, status_metrics(report))
     app.result(report.to_dict(), lambda: _render_status(app, report))
@@ -150,13 +198,23 @@ def _verify_metrics(report: Any) -> list[Metric]:
         for kind in ("missing", "extra", "mismatch", "unsettled", "matched"):
             metrics.append(Metric(f"drtool_replication_verify_{kind}", f"Objects {kind} in the last verify",
                                   float(getattr(b.counts, kind)), labels))
+        if b.sampled is not None:
+            metrics.append(Metric("drtool_replication_verify_unproven", "Sampled objects the target answered "
+                                  "for without proof it holds them", float(b.unproven), labels))
+        if b.read_data is not None:
+            for kind in ("unreadable", "differing", "read"):
+                metrics.append(Metric(f"drtool_replication_verify_read_data_{kind}",
+                                      f"Versions {kind} by the last --read-data", float(getattr(b.read_data, kind)),
+                                      labels))
     metrics.append(Metric("drtool_replication_verify_exit_code", "Exit code of the last verify",
                           float(report.exit_code)))
     import time
 
     metrics.append(Metric("drtool_replication_verify_last_run_timestamp_seconds", "When verify last ran",
                           time.time()))
-    return metrics
+    # The text format wants each metric's samples together (several buckets interleave them otherwise).
+    order = {name: i for i, name in reversed(list(enumerate(m.name for m in metrics)))}
+    return sorted(metrics, key=lambda m: order[m.name])
 
 
 def _render_verify(app: App, report: Any) -> None:
@@ -164,16 +222,28 @@ def _render_verify(app: App, report: Any) -> None:
              f"({report.target.endpoint}), settle window {report.settle_seconds} s")
     for b in report.buckets:
         if b.problem:
-            app.echo(f"bucket {b.bucket}: {b.problem}")
+            app.echo(f"bucket {b.bucket}: {one_line(b.problem)}")
             continue
         c = b.counts
         what = f"sampled {b.sampled} of {c.source_entries}" if b.sampled is not None else \
             f"source {c.source_entries}, target {c.target_entries}"
         app.echo(f"bucket {b.bucket} ({b.mode}): {what}; matched {c.matched}, missing {c.missing}, "
                  f"extra {c.extra}, mismatched {c.mismatch}, unsettled {c.unsettled}")
-        if b.sampled:
+        if b.sampled and b.sound:
             bound = b.to_dict()["bad_fraction_upper_bound_95"]
             app.echo(f"  with 95% confidence, at most {bound:.2%} of the bucket is missing or different on the target")
+        elif b.sampled:
+            app.echo(f"  {b.unproven} sampled object(s) were answered by site {report.target.alias} without proof it "
+                     "holds them itself (not a replica, not written there): no estimate for this bucket")
+            for item in b.unproven_examples:
+                app.echo(f"  unproven {one_line(item['key'])} [target: {one_line(str(item['target_status']))}, "
+                         f"source: {one_line(str(item['source_status']))}]")
+        if b.read_data is not None:
+            rd = b.read_data
+            app.echo(f"  read data {rd.percent:g}% (seed {rd.seed}): {rd.read} of {rd.selected} versions read on "
+                     f"both sites, {rd.bytes_read} bytes; unreadable {rd.unreadable}, differing {rd.differing}")
+            for item in rd.problems:
+                app.echo(f"  {item['kind']:<10} {one_line(item['key'])}: {one_line(item['detail'])}")
         for diff in b.examples:
             entry = diff.source or diff.target
             vid = f" version {entry.version_id}" if entry and entry.version_id not in (None, "null") else ""
@@ -181,7 +251,7 @@ def _render_verify(app: App, report: Any) -> None:
             rs = b.replication_status.get(f"{diff.key}@{entry.version_id}" if entry and entry.version_id
                                           else diff.key)
             state = f" [x-amz-replication-status: {rs}]" if rs else ""
-            app.echo(f"  {diff.kind:<8} {diff.key}{vid}{extra}{state}")
+            app.echo(f"  {diff.kind:<8} {one_line(diff.key)}{one_line(vid)}{extra}{one_line(state)}")
         shown = len(b.examples)
         total = c.missing + c.extra + c.mismatch
         if total > shown:
@@ -212,34 +282,60 @@ def _render_verify(app: App, report: Any) -> None:
               help="Differences to show per bucket (--json streams all of them).")
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
               help="Check N random source objects with HEAD on the target instead of listing the target.")
+@click.option("--read-data", "read_data", type=click.FloatRange(min=0, max=100, min_open=True), default=None,
+              metavar="PCT", help="Also download PCT percent of the versions from both sites and compare their "
+                                  "hashes with each other and with the ETag (restic's --read-data-subset).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of --sample and --read-data: the same seed picks the same objects (default: random, "
+                   "reported).")
+@click.option("--max-rate", type=click.FloatRange(min=1), default=None, metavar="BYTES",
+              help="Limit --read-data to this many bytes per second, both sites together.")
+@click.option("--deadline", default=None, metavar="DURATION", help=_DEADLINE_HELP.format("6h"))
 @click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
               help="Write Prometheus text metrics here.")
 @pass_app
 def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str | None, buckets: tuple[str, ...],
                prefix: str, mode: str, ignore_version_id: bool, settle: int | None, examples: int,
-               sample: int | None, metrics_file: str | None) -> int:
+               sample: int | None, read_data: float | None, seed: int | None, max_rate: float | None,
+               deadline: str | None, metrics_file: str | None) -> int:
     """Compare what two S3 endpoints hold, bucket by bucket: missing, extra and mismatched objects.
 
     Works on any S3 endpoints (MinIO, SeaweedFS, AWS S3). Exit 4 when an object is missing or different on the
-    target after the settle window, 3 when the target only has extra objects, 0 otherwise.
+    target after the settle window (also: a sampled answer not proven to come from the target itself, a version
+    unreadable or different under --read-data), 3 when the target only has extra objects, 0 otherwise.
     """
+    from drtool.ops.replication_deadline import Progress, run_with_deadline
     from drtool.ops.replication_verify import default_buckets, verify
 
-    settings = app.settings({**_site_flags(sites), "replication.settle_seconds": settle})
+    limit = _deadline(deadline, "verify")
+    settings = _deadline_settings(app, {**_site_flags(sites), "replication.settle_seconds": settle}, limit)
     known = parse_sites([settings.replication.sites]) if settings.replication.sites else []
     src = _pick(known, source, 0, "source")
     dst = _pick(known, target, 1, "target")
     if (src.endpoint, src.alias) == (dst.endpoint, dst.alias):
         raise UsageError("source and target are the same site")
-    names = list(buckets) or default_buckets(settings, src)
+    if max_rate is not None and read_data is None:
+        raise UsageError("--max-rate limits --read-data; give --read-data PCT too")
+    if seed is None and read_data is not None:
+        import secrets
+
+        seed = secrets.randbelow(2**31)  # reported, so the same subset can be read again
 
     def stream(bucket: str, diff: Any) -> None:
         app.emit({"event": "replication_difference", "bucket": bucket, **diff.to_dict()})
 
-    report = verify(settings, src, dst, names, prefix=prefix, mode=mode,
-                    settle_seconds=settings.replication.settle_seconds, examples=examples, sample=sample,
-                    check_version_id=False if ignore_version_id else None,
-                    on_difference=stream if app.json_mode else None)
+    progress = Progress()
+
+    def work() -> Any:
+        names = list(buckets) or default_buckets(settings, src)
+        return verify(settings, src, dst, names, prefix=prefix, mode=mode,
+                      settle_seconds=settings.replication.settle_seconds, examples=examples, sample=sample,
+                      check_version_id=False if ignore_version_id else None,
+                      on_difference=stream if app.json_mode else None, seed=seed, read_data=read_data,
+                      max_rate=max_rate, progress=progress)
+
+    progress.plan(f"bucket {b}" for b in buckets)
+    report = run_with_deadline(work, limit, progress, f"replication verify {src.alias} -> {dst.alias}")
     if metrics_file:
         write_textfile(metrics_file, _verify_metrics(report))
     app.result(report.to_dict(), lambda: _render_verify(app, report))
@@ -258,27 +354,36 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
               help="Seconds to wait for the canary and for its delete (replication.probe_timeout).")
 @click.option("--max-lag", type=click.FloatRange(min=0), default=None,
               help="Lag in seconds above which the result is WARNING (exit 3): a replication-lag SLO.")
+@click.option("--deadline", default=None, metavar="DURATION",
+              help=_DEADLINE_HELP.format("twice --timeout plus 30 s"))
 @click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
               help="Write Prometheus text metrics here.")
 @pass_app
 def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str | None, bucket: str | None,
-              timeout: float | None, max_lag: float | None, metrics_file: str | None) -> int:
+              timeout: float | None, max_lag: float | None, deadline: str | None, metrics_file: str | None) -> int:
     """Write a canary object on one site and measure how long until the other shows it, and its delete.
 
     The canary (under .drtool/replication-probe/) is removed from both sites whatever happens. Exit 0 within
     --max-lag, 3 above it, 4 when the canary or its delete did not arrive before --timeout.
     """
+    from drtool.ops.replication_deadline import Progress, run_with_deadline
     from drtool.ops.replication_probe import run_probe
 
     settings = app.settings(_site_flags(sites))
+    wait = timeout if timeout is not None else float(settings.replication.probe_timeout)
+    limit = _deadline(deadline, "probe", 2 * wait + 30)
+    if limit > 0:
+        wait = min(wait, limit * 0.4)  # both waits and the clean-up fit inside the deadline
+    settings = _deadline_settings(app, _site_flags(sites), limit)
     known = parse_sites([settings.replication.sites]) if settings.replication.sites else []
     src = _pick(known, source, 0, "source")
     dst = _pick(known, target, 1, "target")
     bucket = bucket or settings.s3.bucket
     if not bucket:
         raise ConfigError("no bucket for the canary", hint="pass --bucket or set s3.bucket")
-    result = run_probe(settings, src, dst, bucket=bucket,
-                       timeout=timeout if timeout is not None else float(settings.replication.probe_timeout))
+    progress = Progress()
+    result = run_with_deadline(lambda: run_probe(settings, src, dst, bucket=bucket, timeout=wait, progress=progress),
+                               limit, progress, f"replication probe {src.alias} -> {dst.alias}")
     if not result.ok:
         level = Level.CRITICAL
     elif max_lag is not None and max(result.put_lag or 0, result.delete_lag or 0) > max_lag:
@@ -302,7 +407,7 @@ def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str 
         dlag = f"{result.delete_lag:.2f} s" if result.delete_lag is not None else "not seen"
         app.echo(f"probe {src.alias} -> {dst.alias} bucket {bucket}: put lag {lag}, delete lag {dlag}")
         if result.error:
-            app.echo(f"  {result.error}")
+            app.echo(f"  {one_line(result.error)}")
         app.echo("  canary removed from both sites" if result.cleaned_up
                  else f"  could not check or remove the canary on: {', '.join(result.leftovers or [])}")
         app.echo(f"verdict: {level.label}")

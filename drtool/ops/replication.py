@@ -22,18 +22,22 @@ from drtool.adapters.minio_admin import MinioAdmin, NotMinioError, SiteUnreachab
 from drtool.config import Settings
 from drtool.core.metrics import Metric
 from drtool.core.replication_verdict import (
+    Backlog,
     BucketConfig,
     Level,
     Reason,
     SiteAnswer,
     Thresholds,
     Verdict,
+    backlog_reasons,
     bucket_config_reasons,
     decide,
+    drop_healed_hourly_failures,
     offline_peers,
     site_reasons,
 )
 from drtool.errors import AuthError, ConfigError, DrtoolError, UnavailableError
+from drtool.ops.replication_deadline import Progress
 
 log = logging.getLogger("drtool.replication")
 
@@ -44,6 +48,7 @@ __all__ = [
     "replication_status",
     "replication_summary",
     "site_client",
+    "site_error",
     "status_metrics",
 ]
 
@@ -100,6 +105,16 @@ def site_client(settings: Settings, site: Site, *, max_attempts: int = 3) -> Any
                                   read_timeout=timeout)
 
 
+def site_error(exc: BaseException, site: Site, what: str) -> DrtoolError:
+    """An S3 failure as a drtool error that names the site (alias and URL), not the s3 section's endpoint."""
+    err = exc if isinstance(exc, DrtoolError) else s3_adapter.translate_error(exc,  # type: ignore[arg-type]
+                                                                                what=what, endpoint=site.endpoint)
+    err.system = f"site {site.alias} ({site.endpoint})"
+    if err.hint and "s3.endpoint" in err.hint:
+        err.hint = err.hint.replace("s3.endpoint", f"site {site.alias}'s URL (--site / replication.sites)")
+    return err
+
+
 def admin_for(settings: Settings, site: Site) -> MinioAdmin:
     access, secret = credentials(settings)
     return MinioAdmin(site.alias, site.endpoint, access, secret, region=settings.s3.region,
@@ -123,6 +138,8 @@ class StatusReport:
     bucket_lists: dict[str, list[str]]  # alias -> buckets seen through S3
     verdict: Verdict
     extra_reasons: list[Reason] = field(default_factory=list)
+    backlogs: list[Backlog] = field(default_factory=list)
+    backlog_errors: dict[str, str] = field(default_factory=dict)  # alias -> why its backlog could not be read
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +162,8 @@ class StatusReport:
                                             if r.get("Status") == "Enabled" and r.get("NoncurrentVersionExpiration")]}
                 for b in self.buckets
             ],
+            "backlog": [b.to_dict(self.checked_at) for b in self.backlogs],
+            "backlog_errors": dict(self.backlog_errors),
         }
 
 
@@ -213,10 +232,41 @@ def _bucket_configs(settings: Settings, answer: SiteAnswer) -> tuple[list[str], 
     return names, configs
 
 
+def _site_backlog(settings: Settings, answer: SiteAnswer, configs: Sequence[BucketConfig]
+                  ) -> tuple[list[Backlog], str | None]:
+    """Stream MinIO's replication diff of every replicated bucket of one site; an error is reported, not raised."""
+    admin = admin_for(settings, Site(answer.alias, answer.endpoint))
+    backlogs: list[Backlog] = []
+    try:
+        for config in configs:
+            if not any(r.get("Status") == "Enabled" for r in config.rules):
+                continue
+            backlog = Backlog(answer.alias, config.bucket)
+            for item in admin.replication_backlog(config.bucket):
+                backlog.add(item)
+            backlogs.append(backlog)
+    except AuthError as exc:
+        # The same rule as every refused permission (exit 12), naming the action the policy lacks.
+        raise AuthError(f"{exc.message}; reading the replication backlog needs admin:ReplicationDiff",
+                        system=exc.system, hint="grant admin:ReplicationDiff (docs/iam.md), or pass --no-backlog "
+                                                "(replication.backlog_check = false)") from None
+    except (NotMinioError, UnavailableError) as exc:
+        return backlogs, exc.message
+    finally:
+        admin.close()
+    return backlogs, None
+
+
 def replication_status(settings: Settings, sites: Sequence[Site], thresholds: Thresholds, *,
-                       check_buckets: bool = True) -> StatusReport:
+                       check_buckets: bool = True, progress: Progress | None = None) -> StatusReport:
     """Ask every site, check replicated buckets on each reachable one, and decide the verdict."""
     checked_at = datetime.now(UTC)
+    progress = progress or Progress()
+    progress.plan(f"site {s.alias} status" for s in sites)
+    if check_buckets:
+        progress.plan(f"site {s.alias} buckets" for s in sites)
+        if settings.replication.backlog_check:
+            progress.plan(f"site {s.alias} backlog" for s in sites)
     admins = [admin_for(settings, s) for s in sites]
     errors: list[DrtoolError] = []
     answers: list[SiteAnswer] = []
@@ -229,6 +279,7 @@ def replication_status(settings: Settings, sites: Sequence[Site], thresholds: Th
             except DrtoolError as exc:
                 errors.append(exc)
                 continue
+            progress.done(f"site {admin.alias} status")
             answers.append(answer)
             if status_error:
                 status_errors[admin.alias] = status_error
@@ -256,6 +307,7 @@ def replication_status(settings: Settings, sites: Sequence[Site], thresholds: Th
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(usable)))) as pool:
             results = list(pool.map(lambda a: _bucket_configs(settings, a), usable))
         for answer, (names, site_configs) in zip(usable, results, strict=True):
+            progress.done(f"site {answer.alias} buckets")
             bucket_lists[answer.alias] = names
             configs.extend(site_configs)
         for config in configs:
@@ -266,8 +318,29 @@ def replication_status(settings: Settings, sites: Sequence[Site], thresholds: Th
             for bucket in sorted(everywhere - set(names)):
                 reasons.append(Reason(Level.CRITICAL, "bucket_missing", alias,
                                       f"bucket {bucket} is missing on site {alias}", bucket))
+    backlogs: list[Backlog] = []
+    backlog_errors: dict[str, str] = {}
+    if check_buckets and settings.replication.backlog_check:
+        # Each site knows only what it has not sent yet, so every reachable site is asked.
+        usable = [a for a in answers if a.alias in bucket_lists]
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(usable)))) as pool:
+            found = list(pool.map(lambda a: _site_backlog(settings, a, [c for c in configs if c.site == a.alias]),
+                                  usable))
+        healed: set[str] = set()
+        for answer, (site_backlogs, error) in zip(usable, found, strict=True):
+            progress.done(f"site {answer.alias} backlog")
+            backlogs.extend(site_backlogs)
+            if error:
+                backlog_errors[answer.alias] = error
+                reasons.append(Reason(Level.WARNING, "backlog_unavailable", answer.alias,
+                                      f"site {answer.alias}: could not read the replication backlog ({error})"))
+            elif all(b.empty for b in site_backlogs):
+                healed.add(answer.alias)
+        reasons = drop_healed_hourly_failures(reasons, healed)
+        reasons.extend(backlog_reasons(backlogs, datetime.now(UTC), float(settings.replication.max_failed_age)))
     return StatusReport(checked_at=checked_at, answers=answers, status_errors=status_errors, buckets=configs,
-                        bucket_lists=bucket_lists, verdict=decide(_dedupe(reasons)))
+                        bucket_lists=bucket_lists, verdict=decide(_dedupe(reasons)), backlogs=backlogs,
+                        backlog_errors=backlog_errors)
 
 
 def _dedupe(reasons: Iterable[Reason]) -> list[Reason]:
@@ -321,6 +394,16 @@ def status_metrics(report: StatusReport) -> list[Metric]:
             avg_ns = (peer_m.get("latency") or {}).get("avg") or 0
             metrics.append(Metric("drtool_replication_latency_seconds", "Average replication latency to the peer",
                                   float(avg_ns) / 1e9, labels))
+    for backlog in report.backlogs:
+        labels = {"site": backlog.site, "bucket": backlog.bucket}
+        info = backlog.to_dict(report.checked_at)
+        metrics.append(Metric("drtool_replication_backlog_failed", "Versions that failed to replicate, by bucket",
+                              float(backlog.failed), labels))
+        metrics.append(Metric("drtool_replication_backlog_pending", "Versions waiting to replicate, by bucket",
+                              float(backlog.pending), labels))
+        metrics.append(Metric("drtool_replication_backlog_oldest_failed_seconds",
+                              "Age of the oldest version that failed to replicate (0: none)",
+                              float(info["oldest_failed_age_seconds"] or 0), labels))
     # The text format wants each metric's samples together, under one HELP/TYPE header.
     order = {name: i for i, name in reversed(list(enumerate(m.name for m in metrics)))}
     return sorted(metrics, key=lambda m: order[m.name])

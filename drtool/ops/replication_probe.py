@@ -20,7 +20,8 @@ import botocore.exceptions
 
 from drtool.adapters import s3 as s3_adapter
 from drtool.config import Settings
-from drtool.ops.replication import Site, site_client
+from drtool.ops.replication import Site, site_client, site_error
+from drtool.ops.replication_deadline import Progress
 
 log = logging.getLogger("drtool.replication")
 
@@ -114,8 +115,13 @@ def _purge(client: Any, bucket: str, key: str) -> None:
 
 
 def run_probe(settings: Settings, source: Site, target: Site, *, bucket: str, timeout: float,
-              prefix: str = PROBE_PREFIX) -> ProbeResult:
+              prefix: str = PROBE_PREFIX, progress: Progress | None = None) -> ProbeResult:
     """Write, wait, delete, wait, clean up. Errors other than timeouts are raised after the cleanup."""
+    progress = progress or Progress()
+    steps = [f"canary written on site {source.alias}", f"canary seen on site {target.alias}",
+             f"canary deleted on site {source.alias}", f"delete seen on site {target.alias}",
+             "canary removed from both sites"]
+    progress.plan(steps)
     src = site_client(settings, source)
     dst = site_client(settings, target)
     key = f"{prefix}{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
@@ -125,8 +131,8 @@ def run_probe(settings: Settings, source: Site, target: Site, *, bucket: str, ti
         try:
             put = src.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain")
         except Exception as exc:
-            raise s3_adapter.translate_error(exc, what=f"site {source.alias}: writing the canary",
-                                             endpoint=source.endpoint) from None
+            raise site_error(exc, source, "writing the canary") from None
+        progress.done(steps[0])
         etag = put.get("ETag", "")
         started = time.monotonic()
         deadline = started + timeout
@@ -135,24 +141,29 @@ def run_probe(settings: Settings, source: Site, target: Site, *, bucket: str, ti
         try:
             result.put_lag = _wait(lambda: _visible(dst, bucket, key, etag, unreachable) is True, deadline)
         except Exception as exc:
-            raise s3_adapter.translate_error(exc, what=f"site {target.alias}: reading the canary",
-                                             endpoint=target.endpoint) from None
+            raise site_error(exc, target, "reading the canary") from None
         if result.put_lag is None:
             result.error = (f"the canary written on site {source.alias} did not appear on site {target.alias} "
                             f"within {timeout:g} s" + (why.format(unreachable[0]) if unreachable else ""))
             return result
+        progress.done(steps[1])
         try:
             src.delete_object(Bucket=bucket, Key=key)
+            progress.done(steps[2])
             result.delete_lag = _wait(lambda: _visible(dst, bucket, key, etag, unreachable) is False,
                                       time.monotonic() + timeout)
         except Exception as exc:
-            raise s3_adapter.translate_error(exc, what="deleting the canary", endpoint=source.endpoint) from None
-        if result.delete_lag is None:
+            raise site_error(exc, source, "deleting the canary") from None
+        if result.delete_lag is not None:
+            progress.done(steps[3])
+        else:
             result.error = (f"the canary deleted on site {source.alias} was still visible on site {target.alias} "
                             f"after {timeout:g} s" + (why.format(unreachable[0]) if unreachable else ""))
         return result
     finally:
         result.cleaned_up, result.leftovers = _cleanup(src, dst, source, target, bucket, key)
+        if result.cleaned_up:
+            progress.done(steps[4])
 
 
 def _cleanup(src: Any, dst: Any, source: Site, target: Site, bucket: str, key: str) -> tuple[bool, list[str]]:

@@ -24,7 +24,9 @@ from drtool.adapters import s3 as s3_adapter
 from drtool.config import Settings
 from drtool.core.listing_diff import DiffCounts, Difference, Entry, bad_fraction_upper_bound, diff_listings
 from drtool.errors import DrtoolError, NotFoundError
-from drtool.ops.replication import Site, site_client, tls_verify
+from drtool.ops.replication import Site, site_client, site_error, tls_verify
+from drtool.ops.replication_deadline import Progress
+from drtool.ops.replication_read_data import ReadDataResult, read_subset
 
 log = logging.getLogger("drtool.replication")
 
@@ -40,10 +42,20 @@ class BucketResult:
     replication_status: dict[str, str | None] = field(default_factory=dict)  # "key@version" -> header value
     problem: str | None = None  # bucket-level finding (missing on a side)
     sampled: int | None = None
+    # Sampled objects the target answered for without proving it holds them itself (see _sample).
+    unproven: int = 0
+    unproven_examples: list[dict[str, Any]] = field(default_factory=list)
+    read_data: ReadDataResult | None = None
+
+    @property
+    def sound(self) -> bool:
+        """A sample's estimate means something only when every sampled answer came from the target itself."""
+        return self.unproven == 0
 
     @property
     def failed(self) -> bool:
-        return self.problem is not None or self.counts.missing > 0 or self.counts.mismatch > 0
+        return (self.problem is not None or self.counts.missing > 0 or self.counts.mismatch > 0
+                or self.unproven > 0 or (self.read_data is not None and self.read_data.failed))
 
     def to_dict(self) -> dict[str, Any]:
         c = self.counts
@@ -52,8 +64,11 @@ class BucketResult:
             "source_entries": c.source_entries, "target_entries": c.target_entries, "matched": c.matched,
             "missing": c.missing, "extra": c.extra, "mismatch": c.mismatch, "unsettled": c.unsettled,
             "unsettled_by_kind": dict(c.by_kind_unsettled),
+            "unproven": self.unproven, "unproven_examples": list(self.unproven_examples),
+            "sample_sound": self.sound if self.sampled is not None else None,
             "bad_fraction_upper_bound_95": (bad_fraction_upper_bound(c.missing + c.mismatch, self.sampled)
-                                            if self.sampled is not None else None),
+                                            if self.sampled is not None and self.sound else None),
+            "read_data": self.read_data.to_dict() if self.read_data is not None else None,
             "examples": [dict(d.to_dict(), replication_status=self.replication_status.get(_ref(d)))
                          for d in self.examples],
         }
@@ -100,8 +115,8 @@ class _Failure:
         self.exc = exc
 
 
-def prefetched(pages: Callable[[], Iterator[list[dict[str, Any]]]], *, what: str, endpoint: str
-               ) -> Iterator[Entry]:
+def prefetched(pages: Callable[[], Iterator[list[dict[str, Any]]]], *, what: str, endpoint: str,
+               site: Site | None = None) -> Iterator[Entry]:
     """Entries of a listing produced by a background thread a few pages ahead, so both sides list at once."""
     buffer: queue.Queue[object] = queue.Queue(maxsize=_PREFETCH_PAGES)
     stop = threading.Event()
@@ -134,6 +149,8 @@ def prefetched(pages: Callable[[], Iterator[list[dict[str, Any]]]], *, what: str
             if isinstance(item, _Failure):
                 if isinstance(item.exc, DrtoolError):
                     raise item.exc
+                if site is not None:
+                    raise site_error(item.exc, site, what) from None
                 raise s3_adapter.translate_error(item.exc, what=what, endpoint=endpoint) from None  # type: ignore[arg-type]
             yield from item  # type: ignore[misc]
     finally:
@@ -146,9 +163,9 @@ def _versioning(client: Any, bucket: str, site: Site) -> str | None:
     except botocore.exceptions.ClientError as exc:
         if str(exc.response.get("Error", {}).get("Code")) in ("NoSuchBucket", "404"):
             raise NotFoundError(f"bucket {bucket} does not exist", system=f"site {site.alias}") from None
-        raise s3_adapter.translate_error(exc, what=f"bucket {bucket}", endpoint=site.endpoint) from None
+        raise site_error(exc, site, f"bucket {bucket}") from None
     except Exception as exc:
-        raise s3_adapter.translate_error(exc, what=f"bucket {bucket}", endpoint=site.endpoint) from None
+        raise site_error(exc, site, f"bucket {bucket}") from None
 
 
 def _replication_header(client: Any, bucket: str, entry: Entry) -> str | None:
@@ -165,10 +182,17 @@ def _replication_header(client: Any, bucket: str, entry: Entry) -> str | None:
 def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str], *, prefix: str = "",
            mode: str = "auto", settle_seconds: int = 120, examples: int = 10, sample: int | None = None,
            check_version_id: bool | None = None, on_difference: Callable[[str, Difference], None] | None = None,
-           seed: int | None = None) -> VerifyReport:
-    """Compare each bucket on both sites; `on_difference` sees every difference (for --json streaming)."""
+           seed: int | None = None, read_data: float | None = None, max_rate: float | None = None,
+           progress: Progress | None = None) -> VerifyReport:
+    """Compare each bucket on both sites; `on_difference` sees every difference (for --json streaming).
+
+    `read_data` (percent) also downloads that reproducible subset of versions from both sites
+    (replication_read_data.py).
+    """
     src = site_client(settings, source)
-    dst = site_client(settings, target)
+    dst = no_proxy(site_client(settings, target))
+    progress = progress or Progress()
+    progress.plan(f"bucket {b}" for b in buckets)
     tls = tls_verify(settings)
     timeout = float(settings.replication.timeout) * 4  # a page of 1,000 versions can take a while on a busy site
     results: list[BucketResult] = []
@@ -192,11 +216,11 @@ def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str
             src_entries = prefetched(
                 lambda b=bucket, v=versions: s3_adapter.iter_listing_pages_fast(src, b, prefix, versions=v,
                                                                                verify=tls, timeout=timeout),
-                what=f"site {source.alias}: listing bucket {bucket}", endpoint=source.endpoint)
+                what=f"site {source.alias}: listing bucket {bucket}", endpoint=source.endpoint, site=source)
             dst_entries = prefetched(
                 lambda b=bucket, v=versions: s3_adapter.iter_listing_pages_fast(dst, b, prefix, versions=v,
                                                                                verify=tls, timeout=timeout),
-                what=f"site {target.alias}: listing bucket {bucket}", endpoint=target.endpoint)
+                what=f"site {target.alias}: listing bucket {bucket}", endpoint=target.endpoint, site=target)
             for diff in diff_listings(src_entries, dst_entries, mode=chosen,  # type: ignore[arg-type]
                                       settle_before=settle_before, check_version_id=compare_vids,
                                       counts=result.counts):
@@ -207,6 +231,11 @@ def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str
         for diff in result.examples:
             if diff.source is not None and not diff.source.is_delete_marker:
                 result.replication_status[_ref(diff)] = _replication_header(src, bucket, diff.source)
+        if read_data:
+            result.read_data = read_subset(src, dst, source, target, bucket, prefix, chosen, settle_before,
+                                           percent=read_data, seed=seed, max_rate=max_rate, tls=tls, timeout=timeout,
+                                           examples=examples)
+        progress.done(f"bucket {bucket}")
         results.append(result)
     return VerifyReport(source, target, settle_seconds, results)
 
@@ -215,7 +244,15 @@ def _sample(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix:
             settle_before: datetime, size: int, result: BucketResult, compare_vids: bool,
             on_difference: Callable[[str, Difference], None] | None, seed: int | None, examples: int,
             tls: bool | str, timeout: float) -> None:
-    """Reservoir-sample `size` settled source objects, then HEAD each on the target (concurrently)."""
+    """Reservoir-sample `size` settled source objects, then HEAD each on the target (concurrently).
+
+    Under MinIO site replication a site that lacks an object forwards the HEAD to its peer and answers 200 with
+    the peer's data, so a plain HEAD proves nothing. `dst` sends MinIO's proxy header, which turns forwarding
+    off, and every answer's `x-amz-replication-status` is read as well: REPLICA proves a copy made by
+    replication; PENDING/COMPLETED/FAILED on the target is only genuine when the object was written there
+    (the source then calls it REPLICA); anything else is counted as unproven, and the sample's estimate is
+    not reported.
+    """
     rng = random.Random(seed)
     reservoir: list[Entry] = []
     seen = 0
@@ -239,8 +276,7 @@ def _sample(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix:
                     if j < size:
                         reservoir[j] = entry
     except Exception as exc:
-        raise s3_adapter.translate_error(exc, what=f"site {source.alias}: listing bucket {bucket}",
-                                         endpoint=source.endpoint) from None
+        raise site_error(exc, source, f"listing bucket {bucket}") from None
 
     def check(entry: Entry) -> Difference | None:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": entry.key}
@@ -252,6 +288,16 @@ def _sample(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix:
             if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NoSuchVersion", "400"):
                 return Difference("missing", entry.key, entry, None)
             raise
+        state = head.get("ReplicationStatus")
+        if state is not None and state != "REPLICA":
+            origin = _replication_header(src, bucket, entry)
+            if origin != "REPLICA":  # not written on the target either: this answer may be the source's own
+                with lock:
+                    result.unproven += 1
+                    if len(result.unproven_examples) < examples:
+                        result.unproven_examples.append({"key": entry.key, "version_id": entry.version_id,
+                                                         "target_status": state, "source_status": origin})
+                return None
         other = Entry(entry.key, head.get("VersionId"), head.get("ETag"), int(head.get("ContentLength") or 0),
                       head["LastModified"])
         fields = []
@@ -266,13 +312,14 @@ def _sample(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix:
         return Difference("mismatch", entry.key, entry, other, tuple(fields),
                           settled=other.last_modified <= settle_before)
 
+    lock = threading.Lock()
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
             outcomes = list(pool.map(check, reservoir))
     except Exception as exc:
-        raise s3_adapter.translate_error(exc, what=f"site {target.alias}: reading sampled objects in {bucket}",
-                                         endpoint=target.endpoint) from None
+        raise site_error(exc, target, f"reading sampled objects in {bucket}") from None
     result.sampled = len(reservoir)
+    counts.matched -= result.unproven  # unproven answers are neither matches nor differences
     for diff in outcomes:
         if diff is None:
             counts.matched += 1
@@ -284,6 +331,24 @@ def _sample(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix:
             result.examples.append(diff)
 
 
+PROXY_HEADER = "X-Minio-Source-Proxy-Request"
+
+
+def no_proxy(client: Any) -> Any:
+    """Make HEAD and GET on this client answer from the site itself.
+
+    MinIO forwards a read of an object it lacks to its replication peer unless the request carries
+    X-Minio-Source-Proxy-Request (any value; MinIO's own peers send it so two sites never forward in a loop).
+    Other S3 servers ignore the header.
+    """
+    def add(request: Any, **_: Any) -> None:
+        request.headers[PROXY_HEADER] = "false"
+
+    for op in ("HeadObject", "GetObject"):
+        client.meta.events.register(f"before-sign.s3.{op}", add)
+    return client
+
+
 def default_buckets(settings: Settings, source: Site) -> list[str]:
     """s3.bucket when configured, else every bucket on the source site."""
     if settings.s3.bucket:
@@ -292,5 +357,4 @@ def default_buckets(settings: Settings, source: Site) -> list[str]:
     try:
         return sorted(b["Name"] for b in client.list_buckets().get("Buckets", []))
     except Exception as exc:
-        raise s3_adapter.translate_error(exc, what=f"site {source.alias}: listing buckets",
-                                         endpoint=source.endpoint) from None
+        raise site_error(exc, source, "listing buckets") from None

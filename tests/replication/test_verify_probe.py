@@ -111,6 +111,19 @@ def test_verify_sample_finds_missing_and_changed(drtool: Callable[..., CliRun],
     assert summary["sampled"] == 5 and summary["matched"] + summary["missing"] + summary["mismatch"] == 5
 
 
+def test_read_data_on_seaweed_latest_mode(drtool: Callable[..., CliRun],
+                                          seaweed_bucket: tuple[str, Any, Any]) -> None:
+    """--read-data on unversioned buckets (latest mode): every object read on both sides, ETags are MD5s."""
+    bucket, _, _ = seaweed_bucket
+    res = drtool("replication", "verify", "--bucket", bucket, "--settle", "0", "--read-data", "100", "--json")
+    assert res.code == 0, res.out + res.err
+    [summary] = res.event("replication_verify")["buckets"]
+    rd = summary["read_data"]
+    assert summary["mode"] == "latest" and (rd["selected"], rd["read"], rd["unreadable"], rd["differing"]) == (
+        40, 40, 0, 0)
+    assert rd["bytes_read"] == 2 * sum(len(f"file {i}") * (i + 1) for i in range(40))
+
+
 def test_verify_bucket_missing_on_target(drtool: Callable[..., CliRun], seaweed_pair: Any, minio_env: Any) -> None:
     """Any two S3 endpoints can be compared (SeaweedFS accepts MinIO's keys); a bucket the target lacks is named."""
     bucket = unique("only-on-seaweed")

@@ -258,9 +258,16 @@ def test_rebuild_index(minio_pair: MinioSites, embedding_server: Any, tmp_path: 
 
 
 def test_replication_status(minio_pair: MinioSites, tmp_path: Path) -> None:
-    """Both sites are asked; the user and policy made on site A reach site B through site replication."""
-    import time
+    """Both sites are asked; the user and policy made on site A reach site B through site replication.
 
+    A replicated bucket of its own: the per-bucket checks (lifecycle, backlog) only run when a bucket exists, so
+    without one the test's verdict would depend on what earlier tests left behind.
+    """
+    import time
+    import uuid
+
+    bucket = f"lp-repl-{uuid.uuid4().hex[:8]}"
+    minio_pair.a.s3_client().create_bucket(Bucket=bucket)
     env = {"DRTOOL_REPLICATION_SITES": f"A={minio_pair.a.endpoint},B={minio_pair.b.endpoint}",
            "DRTOOL_S3_MAX_ATTEMPTS": "2"}
 
@@ -275,4 +282,7 @@ def test_replication_status(minio_pair: MinioSites, tmp_path: Path) -> None:
         return drtool("replication", "status", env=dict(env, DRTOOL_REPLICATION_ACCESS_KEY=access,
                                                         DRTOOL_REPLICATION_SECRET_KEY=secret), cwd=tmp_path)
 
-    check_policy(minio_pair, "replication-status", attempt, works=frozenset({0, 3}))
+    try:
+        check_policy(minio_pair, "replication-status", attempt, works=frozenset({0, 3}))
+    finally:
+        minio_pair.a.s3_client().delete_bucket(Bucket=bucket)
