@@ -55,9 +55,41 @@ def _lite_file_in_use(uri: str) -> bool:
         os.close(fd)
 
 
+# gRPC status names that mean "who you are" or "what you may do" was refused (never retried, exit 12).
+_AUTH_STATUS = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+
+
+def _grpc_refusal(exc: BaseException) -> str | None:
+    """The gRPC details of an auth refusal anywhere in the exception chain, else None.
+
+    A Milvus server with authorization on refuses bad credentials while pymilvus connects, and pymilvus reports that
+    as "Fail connecting to server ... illegal connection params or server unavailable" (code 2) with the
+    UNAUTHENTICATED RpcError only as its cause; a missing privilege comes back as a bare PERMISSION_DENIED RpcError.
+    pymilvus chains `raise e from e`, so the walk stops at an exception seen before.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "code", None)
+        try:
+            status = getattr(code() if callable(code) else code, "name", None)
+        except TypeError:  # a `code` method of some other exception type that wants arguments
+            status = None
+        if status in _AUTH_STATUS:
+            details = getattr(current, "details", None)
+            return f"{status}: {details() if callable(details) else current}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def translate_error(exc: Exception, milvus: MilvusSettings) -> DrtoolError:
     text = str(exc)
     system = f"milvus {milvus.uri}"
+    refusal = _grpc_refusal(exc)
+    if refusal is not None:
+        return AuthError(f"refused: {refusal}", hint="check milvus.token or milvus.user/password and the user's "
+                         "privileges", system=system)
     if any(s in text.lower() for s in ("auth", "credential", "permission", "unauthenticated", "privilege")):
         return AuthError(f"refused: {text}", hint="check milvus.token or milvus.user/password", system=system)
     return UnavailableError(f"{type(exc).__name__}: {text}", hint="check milvus.uri and that Milvus is running",
@@ -84,6 +116,11 @@ def check(milvus: MilvusSettings) -> dict[str, Any]:
 # Dify's layout (core/rag/datasource/vdb/milvus/milvus_vector.py); the exact names matter, Dify queries them.
 FIELD_ID, FIELD_TEXT, FIELD_META, FIELD_VECTOR = "id", "page_content", "metadata", "vector"
 INDEX_PARAMS = {"M": 8, "efConstruction": 64}
+# Every read drtool judges by (the gate's count and searches, resume's "what did the killed run store", verify's
+# scan) waits until the server has applied every earlier write. A server otherwise answers at bounded/session
+# consistency: a process that did not write (a --resume, `drtool verify`) may see a partial collection. Costs
+# about one time-tick (~0.2 s) per read on a server; Milvus Lite answers at once either way.
+READ_CONSISTENCY = "Strong"
 
 
 def _quote(value: str) -> str:
@@ -161,7 +198,7 @@ class MilvusTarget:
         expr = " or ".join(f'{FIELD_META}["doc_id"] == {_quote(d)}' for d in doc_ids)
         self.load(name)  # a collection reopened after a crash is released
         ids = [r[FIELD_ID] for r in self._call("query", self.client.query, name, filter=expr,
-                                                 output_fields=[FIELD_ID])]
+                                                 output_fields=[FIELD_ID], consistency_level=READ_CONSISTENCY)]
         if ids:
             self._call(f"delete from {name}", self.client.delete, name, ids=ids)
         return len(ids)
@@ -169,7 +206,7 @@ class MilvusTarget:
     def count(self, name: str) -> int:
         self.load(name)
         rows = self._call(f"count {name}", self.client.query, name, filter="", output_fields=["count(*)"],
-                          consistency_level="Strong")
+                          consistency_level=READ_CONSISTENCY)
         return int(rows[0]["count(*)"])
 
     def finish(self, name: str) -> None:
@@ -180,13 +217,15 @@ class MilvusTarget:
 
     def search(self, name: str, vector: list[float], k: int) -> list[dict[str, Any]]:
         hits = self._call("search", self.client.search, name, data=[vector], anns_field=FIELD_VECTOR, limit=k,
-                          output_fields=[FIELD_TEXT, FIELD_META], search_params={"params": {"ef": max(64, k)}})
+                          output_fields=[FIELD_TEXT, FIELD_META], search_params={"params": {"ef": max(64, k)}},
+                          consistency_level=READ_CONSISTENCY)
         return [{"text": h["entity"].get(FIELD_TEXT), "metadata": h["entity"].get(FIELD_META),
                  "score": h["distance"]} for h in hits[0]]
 
     def dify_search(self, name: str, vector: list[float], k: int, document_ids: list[str]
                     ) -> tuple[list[dict[str, Any]], str]:
-        """Dify's own search call; returns the hits and the filter expression actually used."""
+        """Dify's own search call (its filter, fields and limit; read at Strong consistency so the gate judges
+        the whole collection); returns the hits and the filter expression actually used."""
         quoted = ", ".join(_quote(d) for d in document_ids)
         expr = f'{FIELD_META}["document_id"] in [{quoted}]'
         hits = None
@@ -196,7 +235,8 @@ class MilvusTarget:
             quiet.setLevel(logging.CRITICAL)  # pymilvus logs every refused expression as an ERROR
             try:
                 hits = self.client.search(name, data=[vector], anns_field=FIELD_VECTOR, limit=k,
-                                          output_fields=[FIELD_TEXT, FIELD_META], filter=expr)
+                                          output_fields=[FIELD_TEXT, FIELD_META], filter=expr,
+                                          consistency_level=READ_CONSISTENCY)
             except Exception as exc:
                 if not (self.lite and "field reference" in str(exc)):
                     raise translate_error(exc, self.settings) from None
@@ -207,9 +247,50 @@ class MilvusTarget:
             # Milvus Lite cannot evaluate `in` on a JSON path (a server can); same semantics with ==.
             expr = " or ".join(f'{FIELD_META}["document_id"] == {_quote(d)}' for d in document_ids)
             hits = self._call("search", self.client.search, name, data=[vector], anns_field=FIELD_VECTOR, limit=k,
-                              output_fields=[FIELD_TEXT, FIELD_META], filter=expr)
+                              output_fields=[FIELD_TEXT, FIELD_META], filter=expr,
+                              consistency_level=READ_CONSISTENCY)
         return ([{"text": h["entity"].get(FIELD_TEXT), "metadata": h["entity"].get(FIELD_META),
                   "score": h["distance"]} for h in hits[0]], expr)
+
+    def search_batch(self, name: str, vectors: list[list[float]], k: int) -> list[list[dict[str, Any]]]:
+        """search() for many vectors in ONE Strong read (nq > 1: each vector keeps its own top-k), in input order.
+
+        On a server each Strong read waits about one time-tick (~0.2 s): one read per sampled chunk made a gate of
+        50 samples take ~20 s there.
+        """
+        out: list[list[dict[str, Any]]] = []
+        for start in range(0, len(vectors), 64):  # bounds one answer: 64 x k texts of up to 64 KiB
+            hits = self._call("search", self.client.search, name, data=vectors[start:start + 64],
+                              anns_field=FIELD_VECTOR, limit=k, output_fields=[FIELD_TEXT, FIELD_META],
+                              search_params={"params": {"ef": max(64, k)}}, consistency_level=READ_CONSISTENCY)
+            out.extend([{"text": h["entity"].get(FIELD_TEXT), "metadata": h["entity"].get(FIELD_META),
+                         "score": h["distance"]} for h in per_vector] for per_vector in hits)
+        return out
+
+    def dify_search_batch(self, name: str, vectors: list[list[float]], k: int, document_ids: list[str]
+                          ) -> list[tuple[list[dict[str, Any]], str]]:
+        """dify_search for each (vector, its document id), in input order: one call each, as Dify makes it (the
+        filter differs per vector), but concurrently, so the Strong reads' time-tick waits overlap."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not vectors:
+            return []
+        first = self.dify_search(name, vectors[0], k, [document_ids[0]])  # settles Lite's filter fallback once
+        exact = self._json_in_supported
+
+        def one(i: int) -> tuple[list[dict[str, Any]], str]:
+            doc = _quote(document_ids[i])
+            expr = f'{FIELD_META}["document_id"] in [{doc}]' if exact else f'{FIELD_META}["document_id"] == {doc}'
+            hits = self._call("search", self.client.search, name, data=[vectors[i]], anns_field=FIELD_VECTOR,
+                              limit=k, output_fields=[FIELD_TEXT, FIELD_META], filter=expr,
+                              consistency_level=READ_CONSISTENCY)
+            return ([{"text": h["entity"].get(FIELD_TEXT), "metadata": h["entity"].get(FIELD_META),
+                      "score": h["distance"]} for h in hits[0]], expr)
+
+        # Milvus Lite answers at once: nothing to overlap there.
+        with ThreadPoolExecutor(max_workers=1 if self.lite else 8, thread_name_prefix="drtool-milvus-gate") as pool:
+            rest = list(pool.map(one, range(1, len(vectors))))
+        return [first, *rest]
 
     def rename(self, old: str, new: str) -> None:
         self._call(f"rename {old} to {new}", self.client.rename_collection, old, new)
@@ -273,7 +354,8 @@ class MilvusTarget:
         quiet.setLevel(logging.ERROR)  # Milvus Lite warns on every iterator that it uses a client-side timestamp
         try:
             iterator = self._call(f"iterate {name}", self.client.query_iterator, name, batch_size=batch_size,
-                                  filter="", output_fields=[FIELD_ID, "metadata"])
+                                  filter="", output_fields=[FIELD_ID, "metadata"],
+                                  consistency_level=READ_CONSISTENCY)
             try:
                 while batch := self._call(f"iterate {name}", iterator.next):
                     for row in batch:

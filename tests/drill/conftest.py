@@ -15,6 +15,7 @@ import pytest
 from drtool.config import MilvusSettings, WeaviateSettings
 from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli
 from tests.snapshot.conftest import new_bucket
+from tests.stack.milvus_store import MilvusTestTarget
 from tests.verify.conftest import DIM, unit_vector
 
 
@@ -38,6 +39,7 @@ class DrillWorld:
     milvus_uri: str
     backend: str = "milvus"
     weaviate: WeaviateSettings | None = None
+    milvus_token: str | None = None
 
     @property
     def client(self) -> Any:
@@ -46,7 +48,7 @@ class DrillWorld:
     def milvus(self) -> Any:
         from drtool.adapters.milvus import MilvusTarget
 
-        return MilvusTarget(MilvusSettings(uri=self.milvus_uri))
+        return MilvusTarget(MilvusSettings(uri=self.milvus_uri, token=self.milvus_token))
 
     def target(self) -> Any:
         if self.backend == "weaviate":
@@ -70,7 +72,9 @@ class DrillWorld:
                         ids = sorted(str(p.get("doc_id")) for _u, p in target.iter_properties(name, ("doc_id",)))
                         out[name] = (target.count(name), ids)
                 return out
-            for name in sorted(target.client.list_collections()):
+            # Only this world's collections and the drills' scratch copies of them: a shared server holds others.
+            ours = tuple(d.collection_name for d in self.db.seed.datasets)
+            for name in sorted(n for n in target.client.list_collections() if n.endswith(ours)):
                 target.load(name)
                 ids = sorted(str(meta.get("doc_id")) for _key, meta in target.iter_metadata(name))
                 out[name] = (target.count(name), ids)
@@ -107,7 +111,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
 
 def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
            embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli,
-           weaviate: WeaviateSettings | None = None) -> DrillWorld:
+           weaviate: WeaviateSettings | None = None, milvus_token: str | None = None) -> DrillWorld:
     db = dify_db_factory(vector_type=backend, documents_per_dataset=2, segments_per_document=4,
                          embed=embed_via(embedding_server))
     site = minio_pair.a
@@ -116,7 +120,8 @@ def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pai
     bucket = Bucket(client, source, site.endpoint, site.access_key, site.secret_key)
     for key, data in db.seed.files.items():
         client.put_object(Bucket=source, Key=key, Body=data)
-    store = {"DRTOOL_MILVUS_URI": milvus_uri} if weaviate is None else {
+    milvus_env = {"DRTOOL_MILVUS_URI": milvus_uri, **({"DRTOOL_MILVUS_TOKEN": milvus_token} if milvus_token else {})}
+    store = milvus_env if weaviate is None else {
         "DRTOOL_WEAVIATE_ENDPOINT": str(weaviate.endpoint),
         "DRTOOL_WEAVIATE_GRPC_ENDPOINT": str(weaviate.grpc_endpoint)}
     env = drtool_env(pg, db.dbname, bucket, DRTOOL_SNAPSHOT_BUCKET=dest, DRTOOL_SNAPSHOT_PG_BIN_DIR=str(pg.bin_dir),
@@ -129,7 +134,7 @@ def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pai
     code, events = run_cli("export-chunks", "--all")
     assert code == 0, events
     world = DrillWorld(db=db, pg=pg, bucket=bucket, dest_bucket=dest, env=env, milvus_uri=milvus_uri,
-                       backend=backend, weaviate=weaviate)
+                       backend=backend, weaviate=weaviate, milvus_token=milvus_token)
     # The live index: what Dify queries (the drill must never open it for writing).
     target = world.target()
     try:
@@ -150,9 +155,12 @@ def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pai
 
 
 @pytest.fixture
-def drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
+def drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_target: MilvusTestTarget,
                 embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[DrillWorld]:
-    world = _build("milvus", pg, dify_db_factory, minio_pair, milvus_uri, embedding_server, monkeypatch, run_cli)
+    """Lite unless the test parametrizes `milvus_target`; on a server the world's collections are dropped after."""
+    world = _build("milvus", pg, dify_db_factory, minio_pair, milvus_target.uri, embedding_server, monkeypatch,
+                   run_cli, milvus_token=milvus_target.token)
+    milvus_target.track(*(d.collection_name for d in world.db.seed.datasets))
     before = world.databases()
     yield world
     for name in world.databases() - before:  # a failed assertion must not leave scratch databases behind

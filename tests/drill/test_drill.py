@@ -21,6 +21,7 @@ def _html_is_self_contained(page: str) -> None:
     assert not re.search(r"""<script|<link|@import|url\(|\s(src|href)\s*=""", page, re.I), "external resource"
 
 
+@pytest.mark.parametrize("milvus_target", ["lite", "server"], indirect=True)
 def test_a_drill_passes_leaves_nothing_behind_and_grows_the_history(drill_world: DrillWorld, run_cli: RunCli,
                                                                       tmp_path: Path) -> None:
     live_index, live_structs = drill_world.live_index(), drill_world.index_structs()

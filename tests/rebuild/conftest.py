@@ -16,6 +16,10 @@ import zstandard
 from drtool.core.chunks import dumps_chunk
 from tests.foundation.cli_runner import RunCli, make_run_cli
 from tests.rebuild.prose import texts
+from tests.stack.milvus_store import MilvusTestTarget
+
+# Tests where Lite and a server differ (Dify's filter, read consistency, rename/load, a second process) run on both.
+BOTH_MILVUS = pytest.mark.parametrize("milvus_target", ["lite", "server"], indirect=True)
 
 
 @dataclass
@@ -63,13 +67,14 @@ def make_chunks(dataset_id: str, n: int, *, documents: int = 3, offset: int = 0)
 
 
 @pytest.fixture
-def rebuild_env(monkeypatch: pytest.MonkeyPatch, chunk_bucket: ChunkBucket, milvus_uri: str,
+def rebuild_env(monkeypatch: pytest.MonkeyPatch, chunk_bucket: ChunkBucket, milvus_target: MilvusTestTarget,
                 embedding_server: Any) -> dict[str, str]:
-    """drtool settings for a Milvus Lite target and the OpenAI-compatible test endpoint."""
+    """drtool settings for a Milvus target (Lite unless the test parametrizes `milvus_target`) and the
+    OpenAI-compatible test endpoint."""
     env = {
         "DRTOOL_S3_ENDPOINT": chunk_bucket.endpoint, "DRTOOL_S3_BUCKET": chunk_bucket.name,
         "DRTOOL_S3_ACCESS_KEY": chunk_bucket.access_key, "DRTOOL_S3_SECRET_KEY": chunk_bucket.secret_key,
-        "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_VECTOR_STORE": "milvus", "DRTOOL_MILVUS_URI": milvus_uri,
+        "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_VECTOR_STORE": "milvus", **milvus_target.env(),
         "DRTOOL_EMBEDDING_PROVIDER": "openai", "DRTOOL_EMBEDDING_BASE_URL": embedding_server.base_url,
         "DRTOOL_EMBEDDING_API_KEY": embedding_server.api_key, "DRTOOL_EMBEDDING_MODEL": embedding_server.model_name,
         "DRTOOL_EMBEDDING_DIMENSIONS": str(embedding_server.dimensions),

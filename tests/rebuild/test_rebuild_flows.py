@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import uuid
 from typing import Any
 
@@ -10,7 +11,8 @@ import redis
 from pymilvus import MilvusClient
 
 from drtool.core.naming import dify_collection_name, previous_name
-from tests.rebuild.conftest import ChunkBucket, RunCli, make_chunks, summary
+from tests.rebuild.conftest import BOTH_MILVUS, ChunkBucket, RunCli, make_chunks, summary
+from tests.stack.milvus_store import MilvusTestTarget
 
 
 def new_dataset() -> str:
@@ -18,7 +20,8 @@ def new_dataset() -> str:
 
 
 def doc_ids(uri: str, name: str) -> list[str]:
-    client = MilvusClient(uri)
+    token = os.environ.get("DRTOOL_MILVUS_TOKEN")  # rebuild_env's, when the server checks credentials
+    client = MilvusClient(uri, token=token) if token else MilvusClient(uri)
     try:
         client.load_collection(name)
         rows = client.query(name, filter="id >= 0", output_fields=["metadata"], limit=16384)
@@ -27,11 +30,13 @@ def doc_ids(uri: str, name: str) -> list[str]:
         client.close()
 
 
+@BOTH_MILVUS
 def test_second_rebuild_is_blue_green_calls_no_model_and_rolls_back(
         rebuild_env: dict[str, str], chunk_bucket: ChunkBucket, run_cli: RunCli, embedding_server: Any,
-        redis_url: str) -> None:
+        redis_url: str, milvus_target: MilvusTestTarget) -> None:
     ds = new_dataset()
     name = dify_collection_name(ds)
+    milvus_target.track(name)
     uri = rebuild_env["DRTOOL_MILVUS_URI"]
     chunk_bucket.put_chunks(ds, make_chunks(ds, 80), "zstd")
     code, events = run_cli("rebuild-index", "--dataset", ds)
@@ -73,7 +78,7 @@ def test_second_rebuild_is_blue_green_calls_no_model_and_rolls_back(
     assert code == 2  # --drop-old without --yes
     code, events = run_cli("rebuild-index", "--dataset", ds, "--drop-old", "--yes")
     assert code == 0
-    client = MilvusClient(uri)
+    client = milvus_target.client()
     assert not client.has_collection(previous_name(name)) and client.has_collection(name)
     client.close()
     code, events = run_cli("rebuild-index", "--dataset", ds, "--rollback")
@@ -186,10 +191,14 @@ def test_leftover_build_without_checkpoint_needs_force(rebuild_env: dict[str, st
     assert code == 0, summary(events)
 
 
+@BOTH_MILVUS
 def test_failed_gate_switches_nothing_and_exits_4(rebuild_env: dict[str, str], chunk_bucket: ChunkBucket,
-                                                  run_cli: RunCli, embedding_server: Any) -> None:
+                                                  run_cli: RunCli, embedding_server: Any,
+                                                  milvus_target: MilvusTestTarget) -> None:
+    """On a server the stray row is written by another client just before the gate: its count must still see it."""
     ds = new_dataset()
     name = dify_collection_name(ds)
+    milvus_target.track(name)
     uri = rebuild_env["DRTOOL_MILVUS_URI"]
     chunk_bucket.put_chunks(ds, make_chunks(ds, 30))
     assert run_cli("rebuild-index", "--dataset", ds)[0] == 0
@@ -199,7 +208,7 @@ def test_failed_gate_switches_nothing_and_exits_4(rebuild_env: dict[str, str], c
     embedding_server.fail_next(401, count=1)  # the blue/green build starts, then stops at its first batch
     assert run_cli("rebuild-index", "--dataset", ds)[0] == 12
     build = name + "_drtool_build"
-    client = MilvusClient(uri)
+    client = milvus_target.client()
     assert client.has_collection(build)
     # A stray writer puts a row into the half-built collection: the count check must catch it.
     client.insert(build, [{"page_content": "stray", "metadata": {"doc_id": "stray"}, "vector": [0.05] * 384}])

@@ -1,23 +1,26 @@
-"""rebuild-index end to end: chunks in SeaweedFS, the OpenAI-compatible test endpoint, Milvus Lite."""
+"""rebuild-index end to end: chunks in SeaweedFS, the OpenAI-compatible test endpoint, Milvus Lite and a real
+Milvus server."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from pymilvus import MilvusClient
-
 from drtool.core.naming import dify_collection_name
-from tests.rebuild.conftest import ChunkBucket, RunCli, make_chunks, summary
+from tests.rebuild.conftest import BOTH_MILVUS, ChunkBucket, RunCli, make_chunks, summary
+from tests.stack.milvus_store import MilvusTestTarget
 
 
 def new_dataset() -> str:
     return str(uuid.uuid4())
 
 
+@BOTH_MILVUS
 def test_fresh_rebuild_writes_difys_exact_layout_and_verifies(
-        rebuild_env: dict[str, str], chunk_bucket: ChunkBucket, run_cli: RunCli, embedding_server: Any) -> None:
+        rebuild_env: dict[str, str], chunk_bucket: ChunkBucket, run_cli: RunCli, embedding_server: Any,
+        milvus_target: MilvusTestTarget) -> None:
     ds = new_dataset()
+    milvus_target.track(dify_collection_name(ds))
     chunks = make_chunks(ds, 120)
     chunk_bucket.put_chunks(ds, chunks, "gzip")
     code, events = run_cli("rebuild-index", "--dataset", ds)
@@ -28,8 +31,14 @@ def test_fresh_rebuild_writes_difys_exact_layout_and_verifies(
     assert result["inserted"] == 120 and result["embedded"] == 120
     assert result["verification"]["passed"] and result["verification"]["count"] == 120
     assert result["verification"]["recall_at_5"] >= 0.9
+    assert result["verification"]["dify_query_ok"] == result["verification"]["sample"] > 0
+    dify_filter = result["verification"]["dify_filter"]
+    if milvus_target.kind == "server":  # a server evaluates Dify's exact filter: the gate must not fall back
+        assert dify_filter.startswith('metadata["document_id"] in ["'), dify_filter
+    else:  # Milvus Lite rejects `in` on a JSON path; the gate uses the equivalent == form
+        assert dify_filter.startswith('metadata["document_id"] == "'), dify_filter
 
-    client = MilvusClient(rebuild_env["DRTOOL_MILVUS_URI"])
+    client = milvus_target.client()
     info = client.describe_collection(name)
     fields = {f["name"]: f for f in info["fields"]}
     assert set(fields) == {"id", "page_content", "metadata", "vector"}
@@ -48,3 +57,46 @@ def test_fresh_rebuild_writes_difys_exact_layout_and_verifies(
     assert meta["doc_id"] == chunks[7]["id"] and meta["doc_hash"] == "hash-7" and meta["dataset_id"] == ds
     assert meta["document_id"] == chunks[7]["document_id"] and meta["source"] == chunks[7]["metadata"]["source"]
     client.close()
+
+
+def test_auth_server_rebuilds_with_user_and_password_and_refusals_exit_12(
+        rebuild_env: dict[str, str], chunk_bucket: ChunkBucket, run_cli: RunCli, embedding_server: Any,
+        milvus_server_auth: Any, monkeypatch: Any) -> None:
+    """authorizationEnabled on: pymilvus reports bad credentials as "Fail connecting ... server unavailable" (the
+    UNAUTHENTICATED status only in its cause) and a missing privilege as a bare PERMISSION_DENIED; both are exit 12,
+    never the exit 1 of an unreachable server, and no password reaches the output."""
+    server = milvus_server_auth
+    ds = new_dataset()
+    name = dify_collection_name(ds)
+    chunk_bucket.put_chunks(ds, make_chunks(ds, 30))
+    monkeypatch.setenv("DRTOOL_MILVUS_URI", server.uri)
+    monkeypatch.delenv("DRTOOL_MILVUS_TOKEN", raising=False)
+    try:
+        for user, password in ((None, None), (server.user, "not-the-password"),
+                               (server.unprivileged_user, server.unprivileged_password)):
+            for key, value in (("DRTOOL_MILVUS_USER", user), ("DRTOOL_MILVUS_PASSWORD", password)):
+                if value is None:
+                    monkeypatch.delenv(key, raising=False)
+                else:
+                    monkeypatch.setenv(key, value)
+            code, events = run_cli("rebuild-index", "--dataset", ds)
+            assert code == 12, (user, events)
+            assert all(secret not in str(events) for secret in (server.password, server.unprivileged_password))
+
+        monkeypatch.setenv("DRTOOL_MILVUS_USER", str(server.user))
+        monkeypatch.setenv("DRTOOL_MILVUS_PASSWORD", str(server.password))
+        # The refused create left its checkpoint (as any interrupted run): finishing it needs --resume.
+        code, events = run_cli("rebuild-index", "--dataset", ds)
+        assert code == 2 and "--resume" in next(e for e in events if e["event"] == "dataset_failed")["error"]
+        code, events = run_cli("rebuild-index", "--dataset", ds, "--resume")
+        result = summary(events)["datasets"][0]
+        assert code == 0, result
+        assert result["verification"]["passed"] and result["verification"]["count"] == 30
+        assert result["verification"]["dify_filter"].startswith('metadata["document_id"] in [')
+        assert server.password not in str(events)
+    finally:
+        client = server.client()
+        for leftover in (name, name + "_drtool_build"):
+            if client.has_collection(leftover):
+                client.drop_collection(leftover)
+        client.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pymilvus import DataType, MilvusClient
 
+from drtool.config import MilvusSettings
 from tests.stack.milvus_store import unique_collection_name
 
 
@@ -61,3 +64,26 @@ def test_round_trip_with_hnsw_ip_and_json_metadata(milvus_uri: str) -> None:
         if client.has_collection(name):
             client.drop_collection(name)
         client.close()
+
+
+def test_milvus_server_is_a_real_server_where_lite_differs(milvus_server: Any) -> None:
+    """The facts the Milvus server in the stack exists for: it reports a server version, evaluates Dify's
+    `metadata["document_id"] in [...]`, and a Strong read sees a write at once."""
+    from drtool.adapters.milvus import MilvusTarget
+
+    assert not str(milvus_server.version).startswith("lite")
+    target = MilvusTarget(MilvusSettings(uri=milvus_server.uri, token=milvus_server.token))
+    name = unique_collection_name("Vector_index_smoke_server")
+    try:
+        target.create(name, 4)
+        target.load(name)
+        target.insert(name, [("E21: insulation fault", {"doc_id": "n1", "document_id": "doc-1"}, [1.0, 0, 0, 0]),
+                             ("starter: equal weights", {"doc_id": "n2", "document_id": "doc-2"}, [0, 1.0, 0, 0])])
+        assert target.count(name) == 2
+        hits, used = target.dify_search(name, [0.9, 0.1, 0.0, 0.0], 5, ["doc-2"])
+        assert used == 'metadata["document_id"] in ["doc-2"]'  # the exact filter, no Lite fallback
+        assert [h["metadata"]["doc_id"] for h in hits] == ["n2"]
+    finally:
+        if target.exists(name):
+            target.drop(name)
+        target.close()

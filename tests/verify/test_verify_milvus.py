@@ -1,4 +1,5 @@
-"""drtool verify against real Postgres, MinIO and Milvus Lite: a clean state, then one break of each kind."""
+"""drtool verify against real Postgres, MinIO and Milvus Lite: a clean state, then one break of each kind; the
+clean state and the breaks made by deleting or rewriting a vector also run on a real Milvus server."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import psycopg
 
 from tests.export.helpers import RunCli
-from tests.verify.conftest import World, summary
+from tests.verify.conftest import BOTH_MILVUS, World, summary
 
 
 def _milvus_delete(world: World, collection: str, doc_id: str) -> dict[str, Any]:
@@ -21,6 +22,7 @@ def _milvus_delete(world: World, collection: str, doc_id: str) -> dict[str, Any]
     return rows[0]
 
 
+@BOTH_MILVUS
 def test_clean_state_exits_0(milvus_world: World, run_cli: RunCli) -> None:
     code, events = run_cli("verify", "--deep")
     assert code == 0, events
@@ -46,6 +48,7 @@ def test_deleted_object_exits_4_naming_the_key(milvus_world: World, run_cli: Run
     assert result["examples"]["missing_object"][0]["table"] == "tool_files"
 
 
+@BOTH_MILVUS
 def test_missing_vector_exits_4_naming_the_chunk(milvus_world: World, run_cli: RunCli) -> None:
     dataset = milvus_world.seed.datasets[1]  # parent-child: the vectors are child chunks
     doc_id = list(dataset.index_nodes)[3]
@@ -87,6 +90,7 @@ def test_vector_of_a_disabled_segment_is_an_orphan(milvus_world: World, run_cli:
     assert stale["chunk_id"] == doc_id and stale["problem"] == "chunk is not an indexed segment in Postgres"
 
 
+@BOTH_MILVUS
 def test_wrong_document_id_exits_4(milvus_world: World, run_cli: RunCli) -> None:
     dataset = milvus_world.seed.datasets[0]
     doc_id = next(iter(dataset.index_nodes))
