@@ -560,13 +560,22 @@ def get_bytes(client: Any, bucket: str, key: str, *, version_id: str | None = No
 
 
 def read_capped(body: Any, max_bytes: int, what: str) -> bytes:
-    """Read a streaming body of at most `max_bytes`; ObjectTooLarge (and the connection closed) past it."""
-    data = bytes(body.read(max_bytes + 1))
-    if len(data) > max_bytes:
-        body.close()
-        raise ObjectTooLarge(f"{what} is larger than {max_bytes} bytes, far more than drtool ever writes there; "
-                             "it was not written by drtool")
-    return data
+    """Read a streaming body of at most `max_bytes`; ObjectTooLarge (and the connection closed) past it.
+
+    Reads until a read comes back empty: only then does botocore compare what arrived with the Content-Length, so a
+    body cut mid-way raises (and is asked for again) instead of passing as a short artifact whose checksum then
+    "proves" a tampering that was only a network fault.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := body.read(min(1 << 20, max_bytes + 1 - size)):
+        chunks.append(bytes(chunk))
+        size += len(chunk)
+        if size > max_bytes:
+            body.close()
+            raise ObjectTooLarge(f"{what} is larger than {max_bytes} bytes, far more than drtool ever writes there; "
+                                 "it was not written by drtool")
+    return b"".join(chunks)
 
 
 def read_whole(client: Any, *, max_bytes: int | None = None, **get_args: Any) -> bytes:

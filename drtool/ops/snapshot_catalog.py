@@ -240,8 +240,13 @@ def spool_verified(dest: Destination, info: SnapshotInfo, name: str, expected: s
     local = tempfile.TemporaryFile(prefix="drtool-artifact-")  # noqa: SIM115 - returned to the caller, who closes it
     try:
         reader = open_artifact(dest, info.id, name)
-        while chunk := reader.read(1 << 20):
-            local.write(chunk)
+        try:
+            while chunk := reader.read(1 << 20):
+                local.write(chunk)
+        except Exception as exc:  # a body cut mid-way is the network's fault, not a tampered artifact
+            if type(exc).__module__.split(".")[0] in ("botocore", "urllib3") or hasattr(exc, "response"):
+                raise dest.s3_error(exc, f"{info.id}/{name}") from None
+            raise
         if reader.sha256.hexdigest() != expected:
             raise VerificationFailed(f"snapshot {info.id}: {name} checksum mismatch (nothing was changed)",
                                      hint="run `drtool snapshots verify`; restore another snapshot")
