@@ -1,12 +1,17 @@
 """Logging to stderr: readable on a terminal, JSON lines for machines, secrets always masked.
 
 stdout is reserved for results (and `--json` events), so a cron job can pipe it without log noise.
+
+The format is `--log-format text|json` or `DRTOOL_LOG_FORMAT`; `auto` (the default) is text on a terminal and JSON
+lines otherwise (and with `--json`), which is what log shippers reading a CronJob's or a unit's stderr expect. Cron
+mail reads better with `--log-format text`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -15,6 +20,31 @@ from drtool.core.terminal import for_terminal
 from drtool.redact import redact
 
 LOGGER_NAME = "drtool"
+LOG_FORMATS = ("auto", "text", "json")
+LOG_FORMAT_ENV = "DRTOOL_LOG_FORMAT"
+
+# The most severe record that reached stderr in this run: `drtool.cli.main.run` reads it to know whether a non-zero
+# exit has already been explained (the -q guarantee), so the reason is printed once, never zero times.
+_loudest = logging.NOTSET
+
+
+def loudest_emitted() -> int:
+    """Level of the most severe record written to stderr since `reset_loudest` (NOTSET if none)."""
+    return _loudest
+
+
+def reset_loudest() -> None:
+    global _loudest
+    _loudest = logging.NOTSET
+
+
+class _LoudestFilter(logging.Filter):
+    """Sits on the handler, so it sees only records that passed the level threshold and are really written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        global _loudest
+        _loudest = max(_loudest, record.levelno)
+        return True
 
 
 class _RedactingFilter(logging.Filter):
@@ -59,13 +89,26 @@ class _HumanFormatter(logging.Formatter):
         return text
 
 
-def setup_logging(*, verbosity: int, quiet: bool, json_mode: bool) -> None:
-    """Quiet by default (cron), -v for progress, -vv for debug, -q for errors only."""
+def use_json_logs(log_format: str | None, json_mode: bool) -> bool:
+    """--log-format, else DRTOOL_LOG_FORMAT, else auto: JSON with --json or when stderr is not a terminal.
+
+    An unknown DRTOOL_LOG_FORMAT counts as auto here; the CLI option, which reads the same variable, rejects it."""
+    chosen = (log_format or os.environ.get(LOG_FORMAT_ENV) or "auto").strip().lower()
+    if chosen == "text":
+        return False
+    if chosen == "json":
+        return True
+    return json_mode or not sys.stderr.isatty()
+
+
+def setup_logging(*, verbosity: int, quiet: bool, json_mode: bool, log_format: str | None = None) -> None:
+    """Quiet by default (cron), -v for progress, -vv for debug, -q for errors only (a non-zero exit still says why:
+    drtool.cli.main.run)."""
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RedactingFilter())
-    use_json = json_mode or not sys.stderr.isatty()
-    handler.setFormatter(_JsonFormatter() if use_json else _HumanFormatter())
+    handler.addFilter(_LoudestFilter())
+    handler.setFormatter(_JsonFormatter() if use_json_logs(log_format, json_mode) else _HumanFormatter())
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers[:] = [handler]
     logger.setLevel(level)

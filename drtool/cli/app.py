@@ -12,7 +12,28 @@ import click
 
 from drtool.config import Settings, load_settings
 from drtool.core.terminal import for_terminal
+from drtool.log import LOG_FORMAT_ENV, LOG_FORMATS
 from drtool.redact import redact, redact_obj
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A command that finished with a non-zero exit code returns this instead of a bare int: `reason` is the line
+    that `drtool.cli.main.run` prints on stderr when nothing at that level said why yet (with -q, the renderer and
+    the warnings are silent, and cron mails only what reaches stderr)."""
+
+    code: int
+    reason: str = ""
+    command: str = ""
+
+
+def conclude(code: int, reason: str) -> int | Outcome:
+    """`code` as the command's return value: 0 stays 0, anything else carries `reason` and the command's name."""
+    if int(code) == 0:
+        return 0
+    context = click.get_current_context(silent=True)
+    command = context.command_path.removeprefix("drtool").strip() if context is not None else ""
+    return Outcome(int(code), reason, command)
 
 
 @dataclass
@@ -23,6 +44,7 @@ class App:
     json_mode: bool = False
     verbosity: int = 0
     quiet: bool = False
+    log_format: str | None = None
     # --ca-bundle / --no-verify-tls: TLS trust is global, so every command takes them
     tls_overrides: dict[str, Any] = field(default_factory=dict)
     _settings: Settings | None = field(default=None, repr=False)
@@ -61,6 +83,9 @@ pass_app = click.make_pass_decorator(App)
 
 CA_BUNDLE_HELP = "CA certificate(s) that signed the S3/MinIO endpoint's TLS certificate (s3.ca_bundle)."
 NO_VERIFY_TLS_HELP = "Do not verify TLS certificates (s3.verify_tls=false; prints a warning; tests only)."
+LOG_FORMAT_HELP = (f"Format of the log lines on stderr (env {LOG_FORMAT_ENV}); auto: text on a terminal, JSON lines "
+                   "otherwise or with --json.")
+LOG_FORMAT_TYPE = click.Choice(LOG_FORMATS, case_sensitive=False)
 
 
 def _global_option_callback(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -82,10 +107,11 @@ def _global_option_callback(attr: str) -> Callable[[click.Context, click.Paramet
             app.verbosity += int(value)
         else:
             setattr(app, attr, value)
-        if attr in ("verbosity", "quiet", "json_mode"):
+        if attr in ("verbosity", "quiet", "json_mode", "log_format"):
             from drtool.log import setup_logging
 
-            setup_logging(verbosity=app.verbosity, quiet=app.quiet, json_mode=app.json_mode)
+            setup_logging(verbosity=app.verbosity, quiet=app.quiet, json_mode=app.json_mode,
+                          log_format=app.log_format)
         return value
 
     return callback
@@ -106,10 +132,12 @@ def global_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      callback=_global_option_callback("no_verify_tls"), help=NO_VERIFY_TLS_HELP),
         click.option("--json", is_flag=True, expose_value=False, callback=_global_option_callback("json_mode"),
                      help="One JSON object per event or result on stdout."),
+        click.option("--log-format", type=LOG_FORMAT_TYPE, default=None, expose_value=False,
+                     callback=_global_option_callback("log_format"), help=LOG_FORMAT_HELP),
         click.option("-v", "--verbose", count=True, expose_value=False,
                      callback=_global_option_callback("verbosity"), help="More output on stderr."),
         click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_global_option_callback("quiet"),
-                     help="Only errors on stderr."),
+                     help="Only errors on stderr, and one line saying why whenever the exit code is not 0."),
     ]
     for option in reversed(options):
         command = option(command)

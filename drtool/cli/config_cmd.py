@@ -6,9 +6,9 @@ import dataclasses
 
 import click
 
-from drtool.cli.app import App, global_options, pass_app
+from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
 from drtool.config import SPECS, Settings
-from drtool.core.terminal import for_terminal, one_line
+from drtool.core.terminal import one_line
 from drtool.errors import ExitCode, UsageError
 from drtool.ops.check import check_systems, overall_exit_code
 from drtool.redact import MASK, redact
@@ -63,7 +63,7 @@ def show(app: App, show_all: bool) -> None:
 @config_group.command("check")
 @global_options
 @pass_app
-def check(app: App) -> int:
+def check(app: App) -> int | Outcome:
     """Connect to each configured system and report reachability, version and permission problems.
 
     Exits 0 only when every configured system answers; otherwise 12 (credentials refused), 10 (bucket or
@@ -84,8 +84,4 @@ def check(app: App) -> int:
             app.echo(f"{r.system:<20} {status:<7} {r.target}  {detail}")
 
     app.result(payload, render)
-    if code != ExitCode.OK and app.quiet:
-        for r in results:
-            if not r.ok:
-                click.echo(for_terminal(redact(f"drtool: {r.system}: {one_line(r.problem)}")), err=True)
-    return int(code)
+    return conclude(code, "; ".join(f"{r.system}: {r.problem}" for r in results if not r.ok))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from drtool.cli.app import App, global_options, pass_app
+from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
 from drtool.core import drill_report as dr
 from drtool.core.metrics import Metric, write_textfile
 from drtool.core.terminal import one_line
@@ -46,7 +46,7 @@ def _duration(flag: str, text: str | None) -> float | None:
 @click.pass_context
 def drill_group(ctx: click.Context, snapshot_ref: str, rto_slo: str | None, rpo_slo: str | None,
                 report_dir: Path, keep: bool, scratch_db: str | None, identity: str | None,
-                expect_digest: str | None, metrics_file: str | None) -> int | None:
+                expect_digest: str | None, metrics_file: str | None) -> int | Outcome | None:
     """Restore a snapshot into scratch targets and measure RTO and RPO.
 
     Phases, each timed: snapshot_check (checksums, pinned object versions, dump readable), restore_database
@@ -84,7 +84,8 @@ def drill_group(ctx: click.Context, snapshot_ref: str, rto_slo: str | None, rpo_
     app.result(payload, lambda: _render(app, record, outcome.reports, outcome.history_key, outcome.history_error))
     if metrics_file:
         write_textfile(metrics_file, _metrics(record))
-    return int(record["exit_code"])
+    problems = "; ".join(record["problems"][:3]) or "see the report"
+    return conclude(int(record["exit_code"]), f"drill {record['drill_id']} {record['outcome']}: {problems}")
 
 
 def _render(app: App, record: dict[str, Any], reports: dict[str, str], history_key: str | None,

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from drtool.cli.app import App, global_options, pass_app
+from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
 from drtool.core.terminal import one_line
 from drtool.errors import UsageError
 from drtool.ops.rebuild import DatasetReport, Options, Rebuilder, overall_exit_code
@@ -132,7 +132,7 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, targe
                   dimensions: int | None, concurrency: int | None, rpm: int | None, tpm: int | None,
                   max_rejects: int | None, over_limit: str | None, batch_size: int | None, sample: int | None,
                   top_k: int | None, min_recall: int | None, resume: bool, force: bool, dry_run: bool,
-                  rollback: bool, drop_old: bool, yes: bool, break_stale_lock: bool) -> int:
+                  rollback: bool, drop_old: bool, yes: bool, break_stale_lock: bool) -> int | Outcome:
     """Re-embed the chunks at s3://BUCKET/datasets/ID/processed/chunks.jsonl[.gz|.zst] into the collection Dify
     queries: built beside the live one, verified, then switched (blue/green), resumable after any interruption.
 
@@ -179,7 +179,8 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, targe
                "model_requests": getattr(parts["embedder"], "requests", None),
                "datasets": [r.to_dict() for r in reports]}
     app.result(payload, lambda: _render(app, reports, dry_run))
-    return code
+    return conclude(code, "; ".join(f"dataset {r.dataset_id}: {r.status}" + (f" ({r.error})" if r.error else "")
+                                   for r in reports if r.exit_code))
 
 
 def _render(app: App, reports: list[DatasetReport], dry_run: bool) -> None:

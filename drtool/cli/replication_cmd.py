@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from drtool.cli.app import App, global_options, pass_app
+from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
 from drtool.core.metrics import Metric, write_textfile
 from drtool.core.replication_verdict import Level, offline_peers
 from drtool.core.terminal import one_line
@@ -74,6 +74,12 @@ def _pick(settings_sites: list[Site], value: str | None, default_index: int, wha
             return site
     known = ", ".join(s.alias for s in settings_sites) or "none configured"
     raise UsageError(f"unknown site '{value}' for --{what}", hint=f"known sites: {known}; or pass ALIAS=URL")
+
+
+def _first(items: list[str], limit: int = 3) -> str:
+    """The first few reasons on one line (the exit line under -q); the rest are counted, not dropped silently."""
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
 
 
 # --- status --------------------------------------------------------------------------------------------------
@@ -158,7 +164,7 @@ def _render_status(app: App, report: StatusReport) -> None:
 @pass_app
 def status(app: App, sites: tuple[str, ...], expected_sites: int | None, max_queued: int | None,
            max_failed_last_hour: int | None, max_failed_age: int | None, no_backlog: bool, no_bucket_check: bool,
-           deadline: str | None, metrics_file: str | None) -> int:
+           deadline: str | None, metrics_file: str | None) -> int | Outcome:
     """Ask every MinIO site for its site-replication status and give one verdict with every reason.
 
     CRITICAL (exit 4): replication disabled, a site unreachable or reported offline, fewer sites than expected, a
@@ -186,7 +192,11 @@ def status(app: App, sites: tuple[str, ...], expected_sites: int | None, max_que
     if metrics_file:
         write_textfile(metrics_file, status_metrics(report))
     app.result(report.to_dict(), lambda: _render_status(app, report))
-    return report.verdict.exit_code
+    verdict = report.verdict
+    # Reasons come worst first; a level is named where it changes: "CRITICAL: a; b; WARNING: c".
+    reasons = [(f"{r.level.label}: " if i == 0 or r.level != verdict.reasons[i - 1].level else "") + r.message
+               for i, r in enumerate(verdict.reasons)]
+    return conclude(verdict.exit_code, _first(reasons) or verdict.level.label)
 
 
 # --- verify --------------------------------------------------------------------------------------------------
@@ -297,7 +307,7 @@ def _render_verify(app: App, report: Any) -> None:
 def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str | None, buckets: tuple[str, ...],
                prefix: str, mode: str, ignore_version_id: bool, settle: int | None, examples: int,
                sample: int | None, read_data: float | None, seed: int | None, max_rate: float | None,
-               deadline: str | None, metrics_file: str | None) -> int:
+               deadline: str | None, metrics_file: str | None) -> int | Outcome:
     """Compare what two S3 endpoints hold, bucket by bucket: missing, extra and mismatched objects.
 
     Works on any S3 endpoints (MinIO, SeaweedFS, AWS S3). Exit 4 when an object is missing or different on the
@@ -339,7 +349,25 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
     if metrics_file:
         write_textfile(metrics_file, _verify_metrics(report))
     app.result(report.to_dict(), lambda: _render_verify(app, report))
-    return report.exit_code
+    return conclude(report.exit_code, _verify_reason(report))
+
+
+def _verify_reason(report: Any) -> str:
+    """Per bucket, what made the verdict: the problem, or the counts of differences."""
+    parts = []
+    for b in report.buckets:
+        if b.problem:
+            parts.append(f"bucket {b.bucket}: {b.problem}")
+            continue
+        c = b.counts
+        found = [f"{n} {kind}" for kind, n in (("missing", c.missing), ("mismatched", c.mismatch),
+                                                ("extra", c.extra), ("unproven", b.unproven)) if n]
+        if b.read_data is not None and b.read_data.failed:
+            found.append(f"{b.read_data.unreadable} unreadable, {b.read_data.differing} differing under --read-data")
+        if found:
+            parts.append(f"bucket {b.bucket}: {', '.join(found)}")
+    label = {3: "WARNING", 4: "CRITICAL"}.get(report.exit_code, "")
+    return f"{label}: {report.source.alias} -> {report.target.alias}: {_first(parts)}"
 
 
 # --- probe ---------------------------------------------------------------------------------------------------
@@ -360,7 +388,8 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
               help="Write Prometheus text metrics here.")
 @pass_app
 def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str | None, bucket: str | None,
-              timeout: float | None, max_lag: float | None, deadline: str | None, metrics_file: str | None) -> int:
+              timeout: float | None, max_lag: float | None, deadline: str | None,
+              metrics_file: str | None) -> int | Outcome:
     """Write a canary object on one site and measure how long until the other shows it, and its delete.
 
     The canary (under .drtool/replication-probe/) is removed from both sites whatever happens. Exit 0 within
@@ -413,4 +442,7 @@ def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str 
         app.echo(f"verdict: {level.label}")
 
     app.result(payload, render)
-    return {Level.OK: 0, Level.WARNING: 3, Level.CRITICAL: 4}[level]
+    why = result.error or (f"lag {max(result.put_lag or 0, result.delete_lag or 0):.2f} s above --max-lag {max_lag}"
+                           if level == Level.WARNING else "")
+    return conclude({Level.OK: 0, Level.WARNING: 3, Level.CRITICAL: 4}[level],
+                   f"{level.label}: {src.alias} -> {dst.alias} bucket {bucket}: {why or 'canary not seen in time'}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from drtool.cli.app import App, global_options, pass_app
+from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
 from drtool.core.terminal import one_line
 from drtool.errors import DrtoolError, ExitCode, VerificationFailed
 
@@ -113,7 +113,7 @@ def snapshot_group() -> None:
 def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
            schemas: tuple[str, ...], tables: tuple[str, ...], encrypt_to: tuple[str, ...], copy_unversioned: bool,
            require_replication: bool, break_stale_lock: bool, metrics_file: str | None,
-           retain_until: str | None) -> int:
+           retain_until: str | None) -> int | Outcome:
     """Dump Postgres and pin every object version its rows reference, as of one fence time.
 
     Writes <prefix>/snapshots/<id>/ (dump, manifest.jsonl.zst, meta.json, SHA256SUMS, COMMITTED last). Silent on
@@ -160,7 +160,9 @@ def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
             app.echo(f"digest {result.digest} ({signed}; pin it with --expect-digest)")
 
     app.result(payload, render)
-    return code
+    warnings = "; ".join(result.warnings)
+    return conclude(code, f"snapshot {result.snapshot_id} committed with {len(result.warnings)} warning(s): "
+                          f"{warnings}")
 
 
 # --- snapshots ... -----------------------------------------------------------------------------------------------

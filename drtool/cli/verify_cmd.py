@@ -6,7 +6,7 @@ import time
 
 import click
 
-from drtool.cli.app import App, global_options, pass_app
+from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
 from drtool.core.metrics import Metric, write_textfile
 from drtool.core.terminal import one_line
 from drtool.errors import ExitCode, UsageError
@@ -42,7 +42,7 @@ _SHORT = {"missing_vector": "missing", "orphan_vector": "orphan", "duplicate_vec
 def verify_cmd(app: App, datasets: tuple[str, ...], deep: bool, skip_files: bool, skip_vectors: bool,
                snapshot_ref: str | None, identity: str | None, workers: int,
                vector_store: str | None, milvus_uri: str | None, weaviate_endpoint: str | None,
-               weaviate_grpc: str | None, bucket: str | None, metrics_file: str | None) -> int:
+               weaviate_grpc: str | None, bucket: str | None, metrics_file: str | None) -> int | Outcome:
     """Check referential closure across Postgres, object storage and the vector index.
 
     Every upload_files/tool_files key must name an object; every segment or child chunk Dify indexes in a
@@ -72,7 +72,8 @@ def verify_cmd(app: App, datasets: tuple[str, ...], deep: bool, skip_files: bool
             *(Metric("drtool_verify_breaks", "Breaks of each kind found by the last verify.",
                      report.findings.counts.get(kind, 0), {"kind": kind}) for kind in KINDS),
         ])
-    return int(code)
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(report.findings.counts.items()) if n)
+    return conclude(code, f"{report.findings.total} break(s): {kinds}")
 
 
 def _render(app: App, report: VerifyReport) -> None:
