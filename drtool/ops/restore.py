@@ -37,6 +37,7 @@ from drtool.ops.snapshot_catalog import (
     DecryptingReader,
     SnapshotInfo,
     bounded_map,
+    confinement_problems,
     expected_sums,
     local_records,
     open_artifact,
@@ -236,7 +237,7 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
     # record checked for confinement before the first copy, and the copy pass reads that same verified copy.
     manifest_name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
     with spool_verified(dest, info, manifest_name, sums.get(manifest_name)) as local:
-        _check_confinement(local_records(local, info, identities), info, folder=folder, key_prefix=key_prefix)
+        _check_confinement(dest, info, local_records(local, info, identities))
 
         def pinned() -> Iterator[mf.ManifestRecord]:
             for r in local_records(local, info, identities):
@@ -270,25 +271,14 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
                                  hint="a lifecycle rule or a manual delete removed them; restore another snapshot")
 
 
-def _check_confinement(records: Iterator[mf.ManifestRecord], info: SnapshotInfo, *, folder: str,
-                       key_prefix: str) -> None:
-    """Parse every record before the first copy: one record that would write or copy outside its place (an unsafe
-    key, a key outside the source prefix, a copy_key outside this snapshot's objects/) refuses the whole restore."""
-    bad: list[str] = []
-    count = 0
-    try:
-        for rec in records:
-            problem = mf.confinement_problem(rec, snapshot_folder=folder, key_prefix=key_prefix)
-            if problem:
-                count += 1
-                if len(bad) < 5:
-                    bad.append(problem)
-    except ValueError as exc:
-        raise VerificationFailed(f"snapshot {info.id}: manifest unreadable: {exc} (nothing was copied)",
-                                 hint="run `drtool snapshots verify`; restore another snapshot") from None
-    if count:
-        raise VerificationFailed(f"{count} record(s) in the manifest of snapshot {info.id} could escape their folder "
-                                 "or this snapshot; nothing was copied: " + "; ".join(bad),
+def _check_confinement(dest: Destination, info: SnapshotInfo, records: Iterator[mf.ManifestRecord]) -> None:
+    """Every record checked before the first copy: one that would write or copy outside its place (an unsafe key, a
+    key outside the source prefix, a copy_key outside this snapshot's objects/) refuses the whole restore."""
+    name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
+    problems = confinement_problems(dest, info, records, name, limit=5)
+    if problems:
+        raise VerificationFailed(f"the manifest of snapshot {info.id} has records that could escape their folder or "
+                                 "this snapshot; nothing was copied: " + "; ".join(problems),
                                  hint="the manifest was edited after the snapshot was taken; restore another one")
 
 

@@ -348,7 +348,7 @@ def verify(settings: Settings, dest: Destination, info: SnapshotInfo, *, deep: b
         try:
             reader = open_artifact(dest, info.id, name)
             if name == manifest_name and not info.encrypted:
-                confinement = _confinement_problems(dest, info, mf.read_manifest(reader), name)
+                confinement = confinement_problems(dest, info, mf.read_manifest(reader), name)
             reader.drain()
         except NotFoundError:
             broken.append(f"{name}: missing")
@@ -369,7 +369,7 @@ def verify(settings: Settings, dest: Destination, info: SnapshotInfo, *, deep: b
     return broken
 
 
-def _confinement_problems(dest: Destination, info: SnapshotInfo, records: Iterable[mf.ManifestRecord], name: str,
+def confinement_problems(dest: Destination, info: SnapshotInfo, records: Iterable[mf.ManifestRecord], name: str,
                           limit: int = 20) -> list[str]:
     """Every record that is not confined to its snapshot folder or source prefix, as `broken` lines (at most
     `limit` named, then a count); an unreadable manifest is one line."""
