@@ -79,8 +79,12 @@ def scenario(minio_pair: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     pair = minio_pair
     workdir = tmp_path_factory.mktemp("replication-status")
     # Failures during an outage stay in MinIO's "last hour" counter for an hour (a WARNING by default, checked
-    # separately below); the steps use a high threshold so that an earlier test's outage cannot leak in.
-    env = minio_settings_env(pair, DRTOOL_REPLICATION_MAX_FAILED_LAST_HOUR="1000000")
+    # separately below); the steps use a high threshold so that an earlier test's outage cannot leak in. The backlog
+    # check is off for the same reason: it walks every bucket of the shared server, and other tests' buckets (one
+    # made while a site was down heals only when MinIO's scanner reaches it) would decide these steps' verdicts.
+    # The backlog's own rules are tested on buckets of their own in test_blind_spots.py.
+    env = minio_settings_env(pair, DRTOOL_REPLICATION_MAX_FAILED_LAST_HOUR="1000000",
+                             DRTOOL_REPLICATION_BACKLOG_CHECK="false")
     a = pair.a.s3_client()
     steps: dict[str, Step] = {}
     bucket, bucket_down = unique("healthy"), unique("made-while-b-down")
@@ -243,15 +247,13 @@ def test_recovery_reports_what_is_still_missing_then_converges(scenario: Scenari
     assert b.get_bucket_versioning(Bucket=scenario.bucket_while_down)["Status"] == "Enabled"
 
 
-def test_healed_failures_are_ok_although_minio_counts_them_for_an_hour(scenario: Scenario) -> None:
+def test_without_the_backlog_the_hourly_counter_alone_warns(scenario: Scenario) -> None:
     step = scenario.steps["failures_last_hour"]
     # mc's JSON for site A still carries the counter: at least the 10 objects written while B was down ...
     b_id = next(dep for dep, name in scenario.names.items() if name == "B")
     assert step.mc["A"]["Metrics"]["replMetrics"][b_id]["failed"]["lastHour"]["count"] >= 10
-    # ... but every backlog is empty, so they were retried successfully: OK, not an hour of WARNING.
-    assert step.run.code == 0 and step.result["verdict"] == "OK", step.result["reasons"]
-    assert step.result["backlog"] and all(b["failed"] == b["pending"] == 0 for b in step.result["backlog"])
-    # Without the backlog check the counter alone is all drtool has: WARNING, as before.
+    # ... and without the backlog check the counter alone is all drtool has: WARNING, as before. With the backlog
+    # (test_blind_spots.py) healed failures are OK at once although MinIO still counts them.
     old = scenario.steps["no_backlog"]
     assert old.run.code == 3 and old.result["verdict"] == "WARNING"
     failures = [r for r in old.result["reasons"] if r["code"] == "failures_last_hour"]
