@@ -1,4 +1,4 @@
-"""Never silent in cron (issue #14): every command the shipped crontab runs, run with `-q` as a separate process (stderr
+"""Never silent in cron: every command the shipped crontab runs, run with `-q` as a separate process (stderr
 not a terminal, as under cron), leaves its reason on stderr in each of its failure modes, with the exit code of
 the table, and says it once. And `--log-format` / DRTOOL_LOG_FORMAT choose the format of stderr whatever it is.
 
@@ -21,10 +21,8 @@ import pytest
 from drtool.ops.lock import here
 from tests.replication.conftest import minio_settings_env
 from tests.security.conftest import Run, drtool
-from tests.snapshot.conftest import fill_source, make_env, new_bucket
-from tests.stack.dify_db import DifyDatabase
+from tests.snapshot.conftest import SnapshotEnv, minio_env, new_bucket  # noqa: F401 - minio_env: fixture
 from tests.stack.minio_sites import MinioSites
-from tests.stack.pg_server import PostgresServer
 
 # Retries are not under test: one try keeps the unreachable cases quick.
 FAST = {"DRTOOL_S3_MAX_ATTEMPTS": "1", "DRTOOL_POSTGRES_CONNECT_TIMEOUT": "5"}
@@ -43,14 +41,10 @@ class World:
 
 
 @pytest.fixture
-def world(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path) -> World:
-    site = minio_pair.a
-    client = site.s3_client()
-    source, dest = new_bucket(client), new_bucket(client)
-    files = fill_source(client, source, dify_db)
-    env = make_env(endpoint=site.endpoint, access_key=site.access_key, secret_key=site.secret_key,
-                   source_bucket=source, dest_bucket=dest, db=dify_db, pg=pg)
-    return World({**env, **FAST}, client, source, dest, files, tmp_path)
+def world(minio_env: SnapshotEnv, tmp_path: Path) -> World:  # noqa: F811 - the imported fixture
+    """The snapshot tests' set-up (tests/snapshot/conftest.py), with one try per request."""
+    return World({**minio_env.env, **FAST}, minio_env.client, minio_env.source_bucket, minio_env.dest_bucket,
+                 minio_env.files, tmp_path)
 
 
 def _closed_port() -> int:
