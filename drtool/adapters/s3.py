@@ -141,6 +141,23 @@ def http_status(exc: Exception) -> int | None:
     return None
 
 
+def error_code(exc: botocore.exceptions.ClientError) -> tuple[str, str]:
+    """The S3 error code and message of an answer, also for HEAD requests.
+
+    A HEAD answer has no body, so botocore reports every refusal as a bare "403" and a wrong secret looked like a
+    missing permission. MinIO puts the real code in `x-minio-error-code` (and its text in `x-minio-error-desc`).
+    """
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message") or code)
+    if code in ("403", "Forbidden", "400", "404", "BadRequest", "NotFound", ""):
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        header_code = headers.get("x-minio-error-code")
+        if header_code:
+            return str(header_code), str(headers.get("x-minio-error-desc", header_code)).strip('"')
+    return code, message
+
+
 def translate_error(exc: Exception, *, what: str, endpoint: str | None, needed: str | None = None) -> DrtoolError:
     """Turn a botocore exception into an error that names the system and what the operator should do.
 
@@ -149,15 +166,25 @@ def translate_error(exc: Exception, *, what: str, endpoint: str | None, needed: 
     """
     system = f"object store {endpoint or 'AWS S3'}"
     if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        message = error.get("Message") or code
+        code, message = error_code(exc)
         if code == "RequestTimeTooSkewed":
             return AuthError(f"{what}: the server refused the request because this machine's clock is off",
                              hint="synchronise the clock (NTP) and retry", system=system)
+        if code == "SignatureDoesNotMatch":
+            return AuthError(f"{what}: the secret key does not match the access key (SignatureDoesNotMatch)",
+                             hint="check the secret key setting (s3.secret_key, or the command's own credentials); "
+                                  "a policy change cannot cause this", system=system)
+        if code == "InvalidAccessKeyId":
+            return AuthError(f"{what}: this server does not know the access key (InvalidAccessKeyId)",
+                             hint="check the access key setting and that the user exists on this server",
+                             system=system)
         if code in _AUTH_CODES:
             needed = needed or IAM_ACTIONS.get(exc.operation_name or "")
-            if needed and code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+            if needed and code in ("403", "Forbidden"):  # a HEAD answer: no body, so no reason
+                return AuthError(f"{what}: access refused (HTTP 403 without a reason: a HEAD answer has no body)",
+                                 hint=f"check the access and secret key first; if they are right, grant {needed} "
+                                      "to this user (docs/iam.md lists each command's policy)", system=system)
+            if needed and code in ("AccessDenied", "AllAccessDisabled"):
                 return AuthError(f"{what}: access refused ({code}: {message}): {exc.operation_name} needs {needed}",
                                  hint=f"grant {needed} to this user (docs/iam.md lists each command's policy)",
                                  system=system)
