@@ -270,12 +270,18 @@ class BucketStore:
             raise self._error(exc, self.url(key)) from None
 
     def get(self, key: str, *, byte_range: tuple[int, int] | None = None) -> bytes | None:
-        """Bytes of an object (inclusive range when given), None when it does not exist."""
+        """Bytes of an object (inclusive range when given), None when it does not exist.
+
+        Capped: a whole object at SMALL_OBJECT_MAX_BYTES (ledgers and markers are a few KiB), a range at its own
+        length, since whoever can write the bucket can plant a huge object or a server can ignore the range.
+        """
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.prefix + key}
+        max_bytes = SMALL_OBJECT_MAX_BYTES
         if byte_range is not None:
             kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+            max_bytes = max(0, byte_range[1] - byte_range[0] + 1)
         try:
-            return read_whole(self.client, **kwargs)
+            return read_whole(self.client, max_bytes=max_bytes, **kwargs)
         except botocore.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND_CODES:
                 return None

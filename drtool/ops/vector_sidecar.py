@@ -28,6 +28,9 @@ log = logging.getLogger("drtool.rebuild")
 
 MAGIC = b"DRVEC1\0\0"
 HEADER = struct.Struct("<8sII")
+# drtool writes segments of `segment_size` (1024) records; anything far larger was not written by drtool, and its
+# hash part alone (32 bytes a record, sized from the listing) would be read into memory.
+MAX_SEGMENT_RECORDS = 64 * 1024
 
 
 class Store(Protocol):
@@ -90,6 +93,10 @@ class VectorSidecar:
             if not key.endswith(".vec") or size < HEADER.size or (size - HEADER.size) % record:
                 continue
             count = (size - HEADER.size) // record
+            if count > MAX_SEGMENT_RECORDS:
+                log.warning("ignored cache segment %s: %d records, more than drtool ever writes (%d); its chunks "
+                            "are re-embedded", key, count, MAX_SEGMENT_RECORDS)
+                continue
             head = self.store.get(key, byte_range=(0, HEADER.size + 32 * count - 1))
             if head is None or len(head) != HEADER.size + 32 * count:
                 continue
