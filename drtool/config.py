@@ -24,6 +24,9 @@ from drtool.redact import register_secret
 
 ENV_PREFIX = "DRTOOL_"
 DEFAULT_CONFIG_FILE = "drtool.toml"
+# Read when ./drtool.toml is absent: where a package or a config-management tool puts the host's settings.
+SYSTEM_CONFIG_FILE = Path("/etc/drtool/drtool.toml")
+SECRET_FILE_MAX_BYTES = 64 * 1024
 
 
 def _opt(default: Any, help: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
@@ -302,6 +305,12 @@ def load_settings(
         notes = mapping.notes
     raw.update(file_values)
     for spec in SPECS.values():
+        file_var = spec.env_var + "_FILE"
+        if spec.secret and file_var in environ and spec.key + "_file" not in SPECS:
+            if spec.env_var in environ:
+                raise ConfigError(f"both {spec.env_var} and {file_var} are set",
+                                  hint="keep one: the _FILE form reads the secret from that file")
+            raw[spec.key] = (read_secret_file(environ[file_var], spec.key, f"env:{file_var}"), f"env:{file_var}")
         if spec.env_var in environ:
             raw[spec.key] = (environ[spec.env_var], f"env:{spec.env_var}")
     for key, value in (flags or {}).items():
@@ -369,9 +378,38 @@ def _parse_host_map(text: str) -> dict[str, str]:
     return result
 
 
+def read_secret_file(path: str, key: str, source: str) -> str:
+    """A secret kept in a file (Kubernetes/Docker secrets, systemd credentials), as restic's --password-file.
+
+    One trailing newline is dropped (editors and `echo` add it); the content never appears in a message.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(SECRET_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file of secret setting {key} ({source}): {path}: {exc.strerror}",
+                          hint="check the path and that this user may read it") from None
+    if len(data) > SECRET_FILE_MAX_BYTES:
+        raise ConfigError(f"the file of secret setting {key} ({source}) is over {SECRET_FILE_MAX_BYTES} bytes: "
+                          f"{path}", hint="point it at the file that holds only the secret")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"the file of secret setting {key} ({source}) is not UTF-8 text: {path}") from None
+    text = text[:-1] if text.endswith("\n") else text
+    text = text[:-1] if text.endswith("\r") else text
+    if not text:
+        raise ConfigError(f"the file of secret setting {key} ({source}) is empty: {path}")
+    register_secret(text)
+    return text
+
+
 def _read_default_toml() -> dict[str, tuple[Any, str]]:
-    path = Path(DEFAULT_CONFIG_FILE)
-    return _read_toml(path, explicit=False) if path.is_file() else {}
+    """./drtool.toml, else /etc/drtool/drtool.toml: the first that exists, never both (no silent merging)."""
+    for path in (Path(DEFAULT_CONFIG_FILE), SYSTEM_CONFIG_FILE):
+        if path.is_file():
+            return _read_toml(path, explicit=False)
+    return {}
 
 
 def _read_toml(path: Path, *, explicit: bool) -> dict[str, tuple[Any, str]]:
@@ -390,6 +428,13 @@ def _read_toml(path: Path, *, explicit: bool) -> dict[str, tuple[Any, str]]:
             )
         for name, value in table.items():
             key = f"{section}.{name}"
+            secret_key = key.removesuffix("_file")
+            if key not in SPECS and secret_key != key and secret_key in SPECS and SPECS[secret_key].secret:
+                if name.removesuffix("_file") in table:
+                    raise ConfigError(f"{path}: both {secret_key} and {key} are set", hint="keep one")
+                source = f"file:{path}:{name}"
+                out[secret_key] = (read_secret_file(str(value), secret_key, source), source)
+                continue
             if key not in SPECS:
                 known = ", ".join(s.key.split(".")[1] for s in SPECS.values() if s.key.startswith(section + "."))
                 raise ConfigError(f"{path}: unknown setting {key}", hint=f"[{section}] takes: {known}")
@@ -442,6 +487,13 @@ def render_reference() -> str:
         "",
         "Precedence: flags > `DRTOOL_*` environment > `drtool.toml` (or `--config`) > Dify `.env` (`--dify-env`)"
         " > defaults.",
+        "",
+        "The configuration file is `--config` or `DRTOOL_CONFIG` when given; otherwise `./drtool.toml`, else"
+        f" `{SYSTEM_CONFIG_FILE}` (the first that exists; they are never merged).",
+        "",
+        "Every secret setting also takes its value from a file (Kubernetes and Docker secrets, systemd credentials):"
+        " `DRTOOL_S3_SECRET_KEY_FILE=/run/secrets/s3` in the environment, or `secret_key_file = \"/run/secrets/s3\"`"
+        " in its `drtool.toml` section. One trailing newline is dropped; setting both forms is an error.",
         "",
         "| setting | environment | type | default | description |",
         "|---|---|---|---|---|",

@@ -105,6 +105,7 @@ class FilesVerdict:
     missing: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
     snapshot: str | None = None
+    snapshot_authenticated: bool | None = None  # None: no --snapshot
     note: str = ""
 
 
@@ -225,16 +226,20 @@ def _verify_files_at_snapshot(settings: Settings, options: VerifyOptions, refs: 
     from drtool.adapters.age import load_identities
     from drtool.core import manifest as mf
     from drtool.ops.snapshot import open_destination
+    from drtool.ops.snapshot_auth import authenticate
     from drtool.ops.snapshot_catalog import bounded_map, iter_records, resolve
 
     dest = open_destination(settings)
     info = resolve(dest, str(options.snapshot))
+    # A forged manifest could claim pins that do not exist and hide what a restore would miss: trust it only once
+    # authenticated, as restore and drill do (exit 4 when a trusted key is configured and it does not verify).
+    auth = authenticate(settings, dest, info)
     identities = load_identities(options.identity) if options.identity else None
     source_bucket = str(info.meta.get("source", {}).get("bucket") or store.bucket)
     prefix = str(info.meta.get("source", {}).get("key_prefix", store.prefix) or "")
     records, _raw = iter_records(dest, info, identities)
     pinned: dict[str, mf.ManifestRecord] = {rec.key: rec for rec in records if rec.referenced_by}
-    verdict = FilesVerdict(snapshot=info.id)
+    verdict = FilesVerdict(snapshot=info.id, snapshot_authenticated=auth.authenticated)
 
     def check(ref: FileRef) -> tuple[FileRef, str | None]:
         rec = pinned.get(prefix + ref.key)

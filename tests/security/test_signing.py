@@ -302,6 +302,12 @@ def test_an_unsigned_snapshot_is_refused_when_a_key_is_trusted(
     restore = e.run("restore", sid, "--target-db", dbname, "--objects-to", target, extra_env=keys["trust"])
     assert restore.code == 4, restore.stderr
     assert e.keys(target) == [] and not _database_exists(e, dbname)
+    # `verify --snapshot` reads the pins of the manifest: the same refusal, before it trusts them.
+    checked = e.run("verify", "--skip-vectors", "--snapshot", sid, extra_env=keys["trust"])
+    assert checked.code == 4 and "it is not signed" in error_message(checked.stderr), checked.stderr
+    checked = e.run("verify", "--skip-vectors", "--snapshot", sid)
+    assert checked.code == 0 and f"snapshot {sid} {NOT_AUTHENTICATED}" in error_message(checked.stderr), \
+        checked.stderr
 
     # Without a trusted key: allowed, with the warning on every run and authenticated: false in the JSON result.
     dry = e.run("restore", sid, "--objects-to", target, "--dry-run", "--json")
