@@ -148,7 +148,8 @@ class SnapshotSettings:
     keep_monthly: int = _opt(6, "prune keeps the newest snapshot of each of the last N months")
     lock_stale_after: int = _opt(21600, "seconds after which a lock whose holder cannot be checked counts as stale")
     gc_grace: int = _opt(86400, "seconds an uncommitted snapshot folder is left alone before gc removes it")
-    pg_bin_dir: str | None = _opt(None, "folder of pg_dump/pg_restore; default: /usr/lib/postgresql/<major>/bin, PATH")
+    pg_bin_dir: str | None = _opt(None, "folder of pg_dump/pg_restore; default: /usr/lib/postgresql/<server major>"
+                                        "/bin, else the newest /usr/lib/postgresql/*/bin, else PATH")
     encrypt_to: str | None = _opt(None, "age recipients (age1...) or recipient files, comma-separated: encrypt")
     part_size_mb: int = _opt(16, "multipart upload part size for the dump and manifest, in MiB (>= 5)")
     workers: int = _opt(8, "parallel S3 requests for restore and verify --deep")

@@ -1,4 +1,4 @@
-"""PostgreSQL through psycopg 3; pg_dump and pg_restore arrive with the snapshot commands."""
+"""PostgreSQL through psycopg 3, and the pg_dump / pg_restore programs that snapshot and restore run."""
 
 from __future__ import annotations
 
@@ -78,8 +78,39 @@ def subprocess_env(pg: PostgresSettings, *, database: str | None = None, passwor
     return env
 
 
-def find_pg_tool(name: str, *, server_major: int | None, bin_dir: str | None) -> str:
-    """pg_dump / pg_restore: from snapshot.pg_bin_dir, else the server's major version's folder, else PATH."""
+# Debian's and Ubuntu's layout (also the official postgres images'): one folder per installed major, side by side.
+PG_LIB_ROOT = "/usr/lib/postgresql"
+
+
+def installed_majors(name: str, *, root: str = PG_LIB_ROOT) -> list[tuple[int, str]]:
+    """(major, path) of every `<root>/<major>/bin/<name>`, newest first."""
+    from pathlib import Path
+
+    found: list[tuple[int, str]] = []
+    try:
+        entries = list(Path(root).iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        tool = entry / "bin" / name
+        if entry.name.isdigit() and tool.is_file():
+            found.append((int(entry.name), str(tool)))
+    return sorted(found, reverse=True)
+
+
+def find_pg_tool(name: str, *, server_major: int | None, bin_dir: str | None, min_major: int | None = None,
+                 root: str = PG_LIB_ROOT) -> str:
+    """pg_dump / pg_restore, in this order:
+
+    1. snapshot.pg_bin_dir when it is set: the operator's choice is used as it is, and the caller's version check
+       refuses it when it is too old for the server (or for the dump), instead of drtool quietly taking another;
+    2. `/usr/lib/postgresql/<server major>/bin`: the same major as the server, when it is at least `min_major`
+       (pg_restore must be at least as new as the pg_dump that wrote the archive). A dump written by the server's
+       own major can be restored by that major's pg_restore too, which a newer pg_dump's archive cannot;
+    3. else the newest `/usr/lib/postgresql/<N>/bin`: a newer pg_dump reads every older server, and if even the
+       newest is too old, the caller's check names it and the version to install;
+    4. else PATH (Alpine, Homebrew, a source install).
+    """
     import shutil
     from pathlib import Path
 
@@ -91,10 +122,12 @@ def find_pg_tool(name: str, *, server_major: int | None, bin_dir: str | None) ->
             raise ConfigError(f"{name} not found in {bin_dir} (snapshot.pg_bin_dir)",
                               hint="point snapshot.pg_bin_dir at the PostgreSQL bin folder")
         return str(path)
-    if server_major:
-        path = Path(f"/usr/lib/postgresql/{server_major}/bin") / name
-        if path.is_file():
-            return str(path)
+    installed = installed_majors(name, root=root)
+    for major, path_text in installed:
+        if server_major and major == server_major and major >= (min_major or 0):
+            return path_text
+    if installed:
+        return installed[0][1]
     found = shutil.which(name)
     if not found:
         raise ConfigError(f"{name} not found", hint="install the PostgreSQL client tools or set snapshot.pg_bin_dir")
@@ -113,15 +146,40 @@ def tool_version(path: str) -> tuple[int, str]:
     return int(match.group(1)), out.strip()
 
 
-def check_tool_not_older(tool: str, tool_major: int, tool_text: str, server_major: int, server_text: str) -> None:
-    """pg_dump refuses (or worse, silently misses features of) a newer server: fail first, naming both versions."""
+def check_tool_not_older(tool: str, tool_major: int, tool_text: str, server_major: int, server_text: str, *,
+                         path: str | None = None) -> None:
+    """Refuse a pg_dump older than the server, naming both versions and what to install.
+
+    pg_dump itself refuses a newer server ("aborting because of server version mismatch"), but only after drtool
+    has opened the exported snapshot and started the upload; checked first, the run stops with nothing written.
+    """
     from drtool.errors import ConfigError
 
     if tool_major < server_major:
+        where = f" at {path}" if path else ""
         raise ConfigError(
-            f"{tool} is PostgreSQL {tool_major} ({tool_text}) but the server is PostgreSQL {server_text}: "
+            f"{tool}{where} is PostgreSQL {tool_major} ({tool_text}) but the server is PostgreSQL {server_text}: "
             f"{tool} must be at least as new as the server",
-            hint=f"install postgresql-client-{server_major} or point snapshot.pg_bin_dir at its bin folder")
+            hint=f"install the PostgreSQL {server_major} client tools (Debian/Ubuntu: postgresql-client-{server_major}"
+                 f" from the PGDG apt repository; they also read every older server) or point snapshot.pg_bin_dir "
+                 f"at a PostgreSQL {server_major} (or newer) bin folder")
+
+
+def check_pg_restore_reads(path: str, dump_major: int, *, install_major: int | None = None) -> None:
+    """Refuse a pg_restore older than the pg_dump that wrote the archive, naming both and what to install.
+
+    An older pg_restore stops with "unsupported version (1.16) in file header", which would read as a damaged
+    snapshot (verify's exit 4) when only the client is too old (a setting: exit 2).
+    """
+    from drtool.errors import ConfigError
+
+    tool_major, tool_text = tool_version(path)
+    if tool_major < dump_major:
+        wanted = max(dump_major, install_major or 0)
+        raise ConfigError(f"pg_restore at {path} is PostgreSQL {tool_major} ({tool_text}) but the dump was written "
+                          f"by pg_dump {dump_major}: an older pg_restore cannot read it; nothing was changed",
+                          hint=f"install the PostgreSQL {wanted} client tools (postgresql-client-{wanted}) or point "
+                               f"snapshot.pg_bin_dir at a PostgreSQL {dump_major} (or newer) bin folder")
 
 
 def server_major_of(version_num: int) -> int:

@@ -371,12 +371,10 @@ def _prepare_database(settings: Settings, dest: Destination, info: SnapshotInfo,
         log.warning("restoring a PostgreSQL %s dump into PostgreSQL %s", source_major, target_major)
     if dry_run:
         return None
-    tool = pga.find_pg_tool("pg_restore", server_major=target_major, bin_dir=settings.snapshot.pg_bin_dir)
-    tool_major, tool_text = pga.tool_version(tool)
     dump_major = int(db_meta.get("pg_dump_major") or 0)
-    if tool_major < dump_major:
-        raise ConfigError(f"pg_restore is PostgreSQL {tool_major} ({tool_text}) but the dump was written by "
-                          f"pg_dump {dump_major}", hint="use pg_restore of that major version or newer")
+    tool = pga.find_pg_tool("pg_restore", server_major=target_major, bin_dir=settings.snapshot.pg_bin_dir,
+                            min_major=dump_major)
+    pga.check_pg_restore_reads(tool, dump_major, install_major=target_major)
     name = info.meta.get("artifacts", {}).get("dump", mf.DUMP)
     # An anonymous file, handed to pg_restore as /dev/fd/N: a killed run leaves no copy of the dump on disk.
     tmp = stack.enter_context(tempfile.TemporaryFile(prefix="drtool-dump-", suffix=".dump"))  # noqa: SIM115

