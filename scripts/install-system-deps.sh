@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the test stack needs beyond what the machine image ships: Debian's redis-server and age, and the
-# PostgreSQL 15 server binaries and Go toolchain it checks for. Idempotent; installs only what is missing.
+# PostgreSQL 15 server binaries and Go toolchain it checks for, and systemd-analyze (Debian's systemd package) that
+# checks the example units. Idempotent and quick when everything is there: installs only what is missing.
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v age >/dev/null 2>&1 || missing+=(age)  # tests check that the standard age tool decrypts a snapshot
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+# tests/playbooks/test_deployment_checks.py: `systemd-analyze verify` and `security --offline=true` (systemd >= 252)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
