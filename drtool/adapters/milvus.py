@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from drtool.config import MilvusSettings
 from drtool.core import naming
-from drtool.errors import AuthError, DrtoolError, LockedError, NotFoundError, UnavailableError
+from drtool.core.ports import VectorStoreDefaults
+from drtool.errors import AuthError, ConfigError, DrtoolError, LockedError, NotFoundError, UnavailableError
+
+log = logging.getLogger("drtool.milvus")
 
 
 def connect(milvus: MilvusSettings) -> Any:
@@ -23,6 +28,10 @@ def connect(milvus: MilvusSettings) -> Any:
         kwargs["user"], kwargs["password"] = milvus.user, milvus.password or ""
     if milvus.database and milvus.database != "default" and "://" in milvus.uri:
         kwargs["db_name"] = milvus.database
+    if "://" not in milvus.uri and not _lite_installed():
+        raise ConfigError(f"milvus.uri {milvus.uri} is a Milvus Lite file, and Milvus Lite is not installed",
+                          hint="pip install 'drtool[lite]', or set milvus.uri to a Milvus server "
+                               "(http://HOST:19530)")
     try:
         return MilvusClient(**kwargs)
     except Exception as exc:
@@ -32,6 +41,13 @@ def connect(milvus: MilvusSettings) -> Any:
                               hint="wait for that process (another drtool run, or the application using the "
                                    "file) to finish, or use a Milvus server", system=f"milvus {milvus.uri}") from None
         raise translate_error(exc, milvus) from None
+
+
+def _lite_installed() -> bool:
+    """Milvus Lite (the `lite` extra) is optional: pymilvus alone talks to a server."""
+    from importlib.util import find_spec
+
+    return find_spec("milvus_lite") is not None
 
 
 def _lite_file_in_use(uri: str) -> bool:
@@ -83,6 +99,10 @@ def _grpc_refusal(exc: BaseException) -> str | None:
     return None
 
 
+_COLLECTION_NOT_EXISTS = 100
+_MISSING_COLLECTION = re.compile(r"collection \S+ does not exist|collection not found|can't find collection", re.I)
+
+
 def translate_error(exc: Exception, milvus: MilvusSettings) -> DrtoolError:
     text = str(exc)
     system = f"milvus {milvus.uri}"
@@ -92,6 +112,11 @@ def translate_error(exc: Exception, milvus: MilvusSettings) -> DrtoolError:
                          "privileges", system=system)
     if any(s in text.lower() for s in ("auth", "credential", "permission", "unauthenticated", "privilege")):
         return AuthError(f"refused: {text}", hint="check milvus.token or milvus.user/password", system=system)
+    # Milvus' CollectionNotExists (code 100): "collection 'x' does not exist" (Lite, 2.4+), "collection not
+    # found[...]" (2.3). A name that is not there is exit 10, as for the other vector stores, not a server fault.
+    if getattr(exc, "code", None) == _COLLECTION_NOT_EXISTS or _MISSING_COLLECTION.search(text):
+        return NotFoundError(f"{type(exc).__name__}: {text}", hint="check the collection name (datasets.index_struct "
+                             "or vector.index_prefix) and milvus.database", system=system)
     return UnavailableError(f"{type(exc).__name__}: {text}", hint="check milvus.uri and that Milvus is running",
                             system=system)
 
@@ -116,6 +141,20 @@ def check(milvus: MilvusSettings) -> dict[str, Any]:
 # Dify's layout (core/rag/datasource/vdb/milvus/milvus_vector.py); the exact names matter, Dify queries them.
 FIELD_ID, FIELD_TEXT, FIELD_META, FIELD_VECTOR = "id", "page_content", "metadata", "vector"
 INDEX_PARAMS = {"M": 8, "efConstruction": 64}
+# Dify's hybrid search (MILVUS_ENABLE_HYBRID_SEARCH, Milvus >= 2.5): Milvus computes this field from the text with
+# a BM25 function at insert time, so a rebuild only declares it; nothing is embedded for it.
+FIELD_SPARSE, BM25_FUNCTION = "sparse_vector", "text_bm25_emb"
+
+
+def full_text_supported(server_version: str) -> bool:
+    """Dify's own test (milvus_vector.py `_check_hybrid_search_support`): a server of 2.5.0 or newer. Milvus Lite
+    (`milvus_lite-<v>`, which Dify does not run) has BM25 functions since 2.5 as well."""
+    text = server_version.removeprefix("milvus_lite-").lstrip("v")
+    try:
+        major, minor = (int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (2, 5)
 # Every read drtool judges by (the gate's count and searches, resume's "what did the killed run store", verify's
 # scan) waits until the server has applied every earlier write. A server otherwise answers at bounded/session
 # consistency: a process that did not write (a --resume, `drtool verify`) may see a partial collection. Costs
@@ -127,8 +166,9 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class MilvusTarget:
-    """Builds, checks and switches Dify-layout collections; one code path for a server URI and Milvus Lite.
+class MilvusTarget(VectorStoreDefaults):
+    """drtool.core.ports.VectorStore for Milvus (registered as "milvus" in drtool.adapters.vector_stores): builds,
+    checks and switches Dify-layout collections; one code path for a server URI and Milvus Lite.
 
     Switching is a rename (`rename_collection`), not an alias: Dify calls has_collection/drop_collection on the
     name it knows, which must therefore be a real collection. Renaming releases a collection, so it is loaded again.
@@ -169,15 +209,47 @@ class MilvusTarget:
     def create(self, name: str, dimension: int) -> None:
         from pymilvus import DataType, MilvusClient
 
+        hybrid = self._hybrid()
         schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
         schema.add_field(FIELD_ID, DataType.INT64, is_primary=True)
-        schema.add_field(FIELD_TEXT, DataType.VARCHAR, max_length=65535)
+        analyzer: dict[str, Any] = {"enable_analyzer": True} if hybrid else {}
+        if hybrid and self.settings.analyzer_params:
+            try:
+                analyzer["analyzer_params"] = json.loads(self.settings.analyzer_params)
+            except ValueError as exc:
+                raise ConfigError(f"milvus.analyzer_params is not JSON: {exc}",
+                                  hint="copy MILVUS_ANALYZER_PARAMS from Dify's .env as it is") from None
+        schema.add_field(FIELD_TEXT, DataType.VARCHAR, max_length=65535, **analyzer)
         schema.add_field(FIELD_META, DataType.JSON)
         schema.add_field(FIELD_VECTOR, DataType.FLOAT_VECTOR, dim=dimension)
         index = self.client.prepare_index_params()
         index.add_index(field_name=FIELD_VECTOR, index_type="HNSW", metric_type="IP", params=INDEX_PARAMS)
+        if hybrid:
+            from pymilvus import Function, FunctionType
+
+            schema.add_field(FIELD_SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(Function(name=BM25_FUNCTION, input_field_names=[FIELD_TEXT],
+                                         output_field_names=[FIELD_SPARSE], function_type=FunctionType.BM25))
+            # Dify asks a server for AUTOINDEX; Milvus Lite accepts only the index AUTOINDEX resolves to.
+            index.add_index(field_name=FIELD_SPARSE, metric_type="BM25",
+                            index_type="SPARSE_INVERTED_INDEX" if self.lite else "AUTOINDEX")
         self._call(f"create {name}", self.client.create_collection, name, schema=schema, index_params=index,
                    consistency_level="Session")
+
+    def _hybrid(self) -> bool:
+        """Whether collections get Dify's full-text fields: asked for, and the server has BM25 functions. Dify
+        itself leaves them out on an older server (and then answers full-text searches with nothing), so drtool
+        does the same, and says so."""
+        if not self.settings.enable_hybrid_search:
+            return False
+        version = str(self._call("get_server_version", self.client.get_server_version))
+        if full_text_supported(version):
+            return True
+        if not getattr(self, "_warned_hybrid", False):
+            self._warned_hybrid = True
+            log.warning("milvus.enable_hybrid_search is on but %s runs Milvus %s: without BM25 functions (>= 2.5) "
+                        "Dify builds no full-text fields either, so none are built", self.describe(), version)
+        return False
 
     def drop(self, name: str) -> None:
         self._call(f"drop {name}", self.client.drop_collection, name)

@@ -38,6 +38,22 @@ def from_index_struct(index_struct: str | dict[str, Any] | None) -> tuple[str | 
     return (kind if isinstance(kind, str) else None), (prefix if isinstance(prefix, str) and prefix else None)
 
 
+def multi_tenant(index_struct: str | dict[str, Any] | None) -> str | None:
+    """The tenant of a dataset Dify keeps in a shared multi-tenant Weaviate collection (WEAVIATE_MULTI_TENANCY_ENABLED
+    when it was created: `vector_store.multi_tenant` true, `tenant` = the dataset id by default), else None."""
+    if not index_struct:
+        return None
+    try:
+        data = json.loads(index_struct) if isinstance(index_struct, str) else index_struct
+    except json.JSONDecodeError:
+        return None
+    store = data.get("vector_store") if isinstance(data, dict) else None
+    if not isinstance(store, dict) or store.get("multi_tenant") is not True:
+        return None
+    tenant = store.get("tenant")
+    return str(tenant) if tenant else ""
+
+
 def build_name(collection: str) -> str:
     return collection + BUILD_SUFFIX
 

