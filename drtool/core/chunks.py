@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
@@ -24,6 +24,12 @@ OPTIONAL_STR = ("doc_hash", "doc_type", "parent_id", "answer")
 # Keys drtool writes into the vector metadata itself; a chunk's extra metadata may not override them.
 RESERVED_METADATA = frozenset({"doc_id", "doc_hash", "document_id", "dataset_id"})
 MAX_LINE_BYTES = 16 * 1024 * 1024
+# Line kinds (docs/chunk-format.md): a dataset chunk (the default when `kind` is absent) or an app annotation
+# (`annotations/<app_id>/processed/chunks.jsonl`), whose owner is `app_id` and whose vector metadata is Dify's
+# annotation layout. A file holds one kind; a line of the other kind is rejected, never indexed the wrong way.
+KIND_CHUNK = "chunk"
+KIND_ANNOTATION = "annotation"
+ANNOTATION_REQUIRED = ("id", "text", "app_id")
 
 Compression = Literal["none", "gzip", "zstd"]
 
@@ -51,9 +57,17 @@ class Chunk:
     parent_id: str | None = None
     answer: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    kind: str = KIND_CHUNK  # KIND_ANNOTATION: dataset_id holds the app id, document_id the annotation id
 
     def vector_metadata(self) -> dict[str, Any]:
-        """The metadata object Dify stores next to the vector: its own keys plus the chunk's extras."""
+        """The metadata object Dify stores next to the vector: its own keys plus the chunk's extras.
+
+        An annotation gets exactly what Dify's enable_annotation_reply_task writes ({annotation_id, app_id,
+        doc_id}, no document_id/dataset_id/doc_hash): Dify reads `annotation_id` from the top hit to load the
+        reply, and extra keys would make the rebuilt collection differ from Dify's own.
+        """
+        if self.kind == KIND_ANNOTATION:
+            return {"annotation_id": self.id, "app_id": self.dataset_id, "doc_id": self.id}
         meta: dict[str, Any] = dict(self.metadata)
         meta.update(doc_id=self.id, doc_hash=self.doc_hash or content_hash(self.text),
                     document_id=self.document_id, dataset_id=self.dataset_id)
@@ -268,14 +282,16 @@ class _ZstdFrameWalker:
             self._expect("magic", 4)
 
 
-def parse_lines(lines: Iterable[bytes], source: str, *, dataset_id: str | None = None
+def parse_lines(lines: Iterable[bytes], source: str, *, dataset_id: str | None = None, kind: str = KIND_CHUNK
                 ) -> Iterator[Chunk | Rejection]:
-    """Validate each line against schema v1 and yield a Chunk or a Rejection; blank lines are skipped."""
+    """Validate each line against schema v1 and yield a Chunk or a Rejection; blank lines are skipped.
+
+    `kind` is the file's kind; for an annotation file `dataset_id` is the owning app id."""
     seen: dict[bytes, int] = {}
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        result = parse_line(raw, number, source, dataset_id=dataset_id)
+        result = parse_line(raw, number, source, dataset_id=dataset_id, kind=kind)
         if isinstance(result, Chunk):
             digest = hashlib.blake2b(result.id.encode("utf-8"), digest_size=8).digest()
             first = seen.get(digest)
@@ -286,7 +302,8 @@ def parse_lines(lines: Iterable[bytes], source: str, *, dataset_id: str | None =
         yield result
 
 
-def parse_line(raw: bytes, number: int, source: str, *, dataset_id: str | None = None) -> Chunk | Rejection:
+def parse_line(raw: bytes, number: int, source: str, *, dataset_id: str | None = None, kind: str = KIND_CHUNK
+               ) -> Chunk | Rejection:
     def reject(reason: str) -> Rejection:
         return Rejection(source, number, reason)
 
@@ -307,6 +324,13 @@ def parse_line(raw: bytes, number: int, source: str, *, dataset_id: str | None =
     version = obj.get("v", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         return reject(f"schema version {version!r} is not supported (this drtool reads version {SCHEMA_VERSION})")
+    line_kind = obj.get("kind", KIND_CHUNK)
+    if line_kind not in (KIND_CHUNK, KIND_ANNOTATION):
+        return reject(f"unknown kind {line_kind!r}")
+    if line_kind != kind:
+        return reject(f"a line of kind {line_kind!r} in a file of kind {kind!r}")
+    if line_kind == KIND_ANNOTATION:
+        return _parse_annotation(obj, number, reject, app_id=dataset_id)
     for name in REQUIRED:
         value = obj.get(name)
         if value is None:
@@ -337,6 +361,26 @@ def parse_line(raw: bytes, number: int, source: str, *, dataset_id: str | None =
         doc_hash=obj.get("doc_hash"), position=position, doc_type=obj.get("doc_type"),
         parent_id=obj.get("parent_id"), answer=obj.get("answer"), metadata=metadata,
     )
+
+
+def _parse_annotation(obj: dict[str, Any], number: int, reject: Callable[[str], Rejection], *,
+                      app_id: str | None) -> Chunk | Rejection:
+    """An annotation line: id (annotation id), text (what Dify embeds), app_id (owner), optional answer."""
+    for name in ANNOTATION_REQUIRED:
+        value = obj.get(name)
+        if value is None:
+            return reject(f"missing required field '{name}'")
+        if not isinstance(value, str):
+            return reject(f"field '{name}' must be a string, got {type(value).__name__}")
+        if not value.strip():
+            return reject(f"field '{name}' is empty")
+    if app_id is not None and obj["app_id"] != app_id:
+        return reject(f"app_id {obj['app_id']!r} does not match the file's app {app_id!r}")
+    answer = obj.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        return reject(f"field 'answer' must be a string, got {type(answer).__name__}")
+    return Chunk(id=obj["id"], text=obj["text"], dataset_id=obj["app_id"], document_id=obj["id"], line=number,
+                 answer=answer, kind=KIND_ANNOTATION)
 
 
 def dumps_chunk(chunk: dict[str, Any]) -> bytes:

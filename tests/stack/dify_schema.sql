@@ -234,3 +234,78 @@ CREATE TABLE tool_files (
     CONSTRAINT tool_file_pkey PRIMARY KEY (id)
 );
 CREATE INDEX tool_file_conversation_id_idx ON tool_files (conversation_id);
+
+-- Annotation replies (issue #13). `apps` is reduced to the columns drtool reads plus Dify's NOT NULL ones;
+-- the three annotation tables are as migrations e1901f623fd0, 46976cc39132, f2a6fc85e260, 714aafe25d39 and
+-- 246ba09cbbdb leave them (DDL reconstructed in /tmp/research-13.md section 1.1). A row in
+-- app_annotation_settings is what "annotation reply enabled" means: disabling deletes it.
+CREATE TABLE apps (
+    id                  uuid         NOT NULL DEFAULT gen_random_uuid(),
+    tenant_id           uuid         NOT NULL,
+    name                varchar(255) NOT NULL,
+    mode                varchar(255) NOT NULL,
+    icon                varchar(255),
+    icon_background     varchar(255),
+    app_model_config_id uuid,
+    status              varchar(255) NOT NULL DEFAULT 'normal',
+    enable_site         boolean      NOT NULL,
+    enable_api          boolean      NOT NULL,
+    api_rpm             integer      NOT NULL DEFAULT 0,
+    api_rph             integer      NOT NULL DEFAULT 0,
+    is_demo             boolean      NOT NULL DEFAULT false,
+    is_public           boolean      NOT NULL DEFAULT false,
+    description         text         NOT NULL DEFAULT '',
+    created_at          timestamp    NOT NULL DEFAULT CURRENT_TIMESTAMP(0),
+    updated_at          timestamp    NOT NULL DEFAULT CURRENT_TIMESTAMP(0),
+    CONSTRAINT app_pkey PRIMARY KEY (id)
+);
+CREATE INDEX app_tenant_id_idx ON apps (tenant_id);
+
+CREATE TABLE message_annotations (
+    id              uuid      NOT NULL DEFAULT gen_random_uuid(),
+    app_id          uuid      NOT NULL,
+    conversation_id uuid,
+    message_id      uuid,
+    content         text      NOT NULL,
+    account_id      uuid      NOT NULL,
+    created_at      timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP(0),
+    updated_at      timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP(0),
+    question        text,
+    hit_count       integer   NOT NULL DEFAULT 0,
+    CONSTRAINT message_annotation_pkey PRIMARY KEY (id)
+);
+CREATE INDEX message_annotation_app_idx          ON message_annotations (app_id);
+CREATE INDEX message_annotation_conversation_idx ON message_annotations (conversation_id);
+CREATE INDEX message_annotation_message_idx      ON message_annotations (message_id);
+
+CREATE TABLE app_annotation_hit_histories (
+    id                  uuid      NOT NULL DEFAULT gen_random_uuid(),
+    app_id              uuid      NOT NULL,
+    annotation_id       uuid      NOT NULL,
+    source              text      NOT NULL,
+    question            text      NOT NULL,
+    account_id          uuid      NOT NULL,
+    created_at          timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP(0),
+    score               double precision NOT NULL DEFAULT 0,
+    message_id          uuid      NOT NULL,
+    annotation_question text      NOT NULL,
+    annotation_content  text      NOT NULL,
+    CONSTRAINT app_annotation_hit_histories_pkey PRIMARY KEY (id)
+);
+CREATE INDEX app_annotation_hit_histories_account_idx    ON app_annotation_hit_histories (account_id);
+CREATE INDEX app_annotation_hit_histories_annotation_idx ON app_annotation_hit_histories (annotation_id);
+CREATE INDEX app_annotation_hit_histories_app_idx        ON app_annotation_hit_histories (app_id);
+CREATE INDEX app_annotation_hit_histories_message_idx    ON app_annotation_hit_histories (message_id);
+
+CREATE TABLE app_annotation_settings (
+    id                    uuid      NOT NULL DEFAULT gen_random_uuid(),
+    app_id                uuid      NOT NULL,
+    score_threshold       double precision NOT NULL DEFAULT 0,
+    collection_binding_id uuid      NOT NULL,
+    created_user_id       uuid      NOT NULL,
+    created_at            timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP(0),
+    updated_user_id       uuid      NOT NULL,
+    updated_at            timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP(0),
+    CONSTRAINT app_annotation_settings_pkey PRIMARY KEY (id)
+);
+CREATE INDEX app_annotation_settings_app_idx ON app_annotation_settings (app_id);

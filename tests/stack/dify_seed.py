@@ -39,10 +39,13 @@ __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
     "DEFAULT_EMBEDDING_PROVIDER",
     "SEEDED_TABLES",
+    "AnnotationSeed",
     "SeedSummary",
+    "SeededApp",
     "SeededDataset",
     "collection_name_for",
     "dify_text_hash",
+    "seed_annotations",
     "seed_knowledge_base",
 ]
 
@@ -728,3 +731,111 @@ def seed_knowledge_base(
         disabled_segment_ids=tuple(disabled_segments),
         cached_hashes=tuple(cached_hashes),
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Annotation replies (issue #13): apps whose question/answer pairs Dify answers directly. Seeded by a separate
+# call so that every database made by seed_knowledge_base alone stays exactly as before.
+
+_ANNOTATIONS: tuple[tuple[str | None, str], ...] = (
+    ("How many vacation days do full-time employees accrue each month?",
+     "Two days per month, up to thirty days in total."),
+    ("Can unused vacation days be carried over into the next year?",
+     "Yes, into the first quarter of the next calendar year."),
+    ("Who approves a request for remote work?", "Your line manager approves it in the HR portal."),
+    ("What does the red status light on the X200 inverter mean?",
+     "A ground fault: switch the inverter off and call an installer."),
+    ("How often should the inverter's air filter be cleaned?", "Every six months, or monthly in dusty sites."),
+    ("Which firmware version added the export limiter?", "Firmware 4.2 added the export limiter."),
+    (None, "Reset the inverter by holding the power button for ten seconds."),  # old row: no question
+    ("Where do I report a lost badge?", "At the reception desk, which issues a temporary badge."),
+)
+
+
+@dataclass(frozen=True)
+class SeededApp:
+    """One app and its annotations; `enabled` means it has an app_annotation_settings row."""
+
+    id: str
+    name: str
+    enabled: bool
+    status: str
+    score_threshold: float
+    binding_id: str | None
+    annotations: Mapping[str, tuple[str | None, str]]  # annotation id -> (question, content)
+
+    @property
+    def collection_name(self) -> str:
+        """Dify's per-app annotation collection: gen_collection_name_by_id(app_id)."""
+        return collection_name_for(self.id)
+
+    def embedded_texts(self) -> dict[str, str]:
+        """annotation id -> the text Dify embeds (the question, or the answer when there is no question)."""
+        return {a: (q if q and q.strip() else c) for a, (q, c) in self.annotations.items()}
+
+
+@dataclass(frozen=True)
+class AnnotationSeed:
+    binding_id: str
+    apps: tuple[SeededApp, ...]
+
+    @property
+    def enabled(self) -> tuple[SeededApp, ...]:
+        """Apps whose annotations Dify keeps in a vector collection (setting row present, app status normal)."""
+        return tuple(a for a in self.apps if a.enabled and a.status == "normal")
+
+
+def seed_annotations(
+    conn: psycopg.Connection[Any],
+    summary: SeedSummary,
+    *,
+    score_threshold: float = 0.8,
+    seed: int | None = None,
+) -> AnnotationSeed:
+    """Add three apps to a database seeded by seed_knowledge_base, and commit:
+
+    - "Support bot": annotation reply enabled, four annotations, one of them without a question (an old row:
+      Dify embeds its answer), and a hit-history row;
+    - "HR bot": enabled, three annotations;
+    - "Draft bot": one annotation, reply disabled (no settings row), so Dify has no vectors for it.
+
+    Both enabled apps use one `annotation` binding of the summary's embedding model, as Dify shares a binding
+    per (provider, model, type).
+    """
+    rng = random.Random(seed)
+    rows = _Inserter()
+    now = datetime.now().replace(microsecond=0)
+    binding_id = _new_uuid(rng)
+    rows.add("dataset_collection_bindings", id=binding_id, provider_name=summary.embedding_provider,
+             model_name=summary.embedding_model, type="annotation",
+             collection_name=collection_name_for(_new_uuid(rng)), created_at=now - timedelta(days=90))
+    plan = (("Support bot", True, (3, 4, 5, 6)), ("HR bot", True, (0, 1, 2)), ("Draft bot", False, (7,)))
+    apps: list[SeededApp] = []
+    for number, (name, enabled, picks) in enumerate(plan):
+        app_id = _new_uuid(rng)
+        created = now - timedelta(days=80 - number)
+        rows.add("apps", id=app_id, tenant_id=summary.tenant_id, name=name, mode="chat", status="normal",
+                 enable_site=True, enable_api=True, created_at=created, updated_at=created)
+        annotations: dict[str, tuple[str | None, str]] = {}
+        for i, pick in enumerate(picks):
+            question, content = _ANNOTATIONS[pick]
+            annotation_id = _new_uuid(rng)
+            annotations[annotation_id] = (question, content)
+            rows.add("message_annotations", id=annotation_id, app_id=app_id, conversation_id=None, message_id=None,
+                     content=content, account_id=summary.account_id, question=question, hit_count=i,
+                     created_at=created + timedelta(minutes=i), updated_at=created + timedelta(minutes=i))
+        if enabled:
+            rows.add("app_annotation_settings", id=_new_uuid(rng), app_id=app_id, score_threshold=score_threshold,
+                     collection_binding_id=binding_id, created_user_id=summary.account_id,
+                     updated_user_id=summary.account_id, created_at=created, updated_at=created)
+        first_id, (first_q, first_c) = next(iter(annotations.items()))
+        rows.add("app_annotation_hit_histories", id=_new_uuid(rng), app_id=app_id, annotation_id=first_id,
+                 source="api", question=first_q or first_c, account_id=summary.account_id, score=0.93,
+                 message_id=_new_uuid(rng), annotation_question=first_q or "", annotation_content=first_c,
+                 created_at=created + timedelta(days=1))
+        apps.append(SeededApp(id=app_id, name=name, enabled=enabled, status="normal",
+                              score_threshold=score_threshold, binding_id=binding_id if enabled else None,
+                              annotations=annotations))
+    rows.flush(conn)
+    conn.commit()
+    return AnnotationSeed(binding_id=binding_id, apps=tuple(apps))
