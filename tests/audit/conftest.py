@@ -1,0 +1,152 @@
+"""A well-configured Dify stack on the real servers, for `drtool audit` to find nothing wrong with; each test then
+breaks exactly one thing and checks that the audit names exactly that finding.
+
+The world: site A of the replicated MinIO pair (drtool uses an IAM user, not root), a Dify bucket with versioning
+and a chunk file per dataset, a snapshot bucket with Object Lock holding one signed committed snapshot (made by
+the real `drtool snapshot create`) and one passed drill record, the seeded Dify database on the `pg` server, and
+the rebuild embedding model equal to the datasets' model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drtool.cli.main import run
+from drtool.core import drill_report as dr
+from drtool.core import signing
+from tests.foundation.json_contract import check_json_run
+from tests.snapshot.conftest import fill_source
+from tests.stack.dify_db import DifyDatabase
+from tests.stack.dify_seed import DEFAULT_EMBEDDING_MODEL
+from tests.stack.minio_sites import MinioSites
+from tests.stack.pg_server import PostgresServer
+
+AUDIT_USER = "drtool-audit-user"
+PROBLEMS = ("warning", "critical")
+
+
+@dataclass
+class AuditRun:
+    code: int
+    out: str
+    err: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return [e for e in self.events if e.get("event") == "result"][-1]
+
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == "audit.finding"]
+
+    def problems(self) -> dict[str, str]:
+        """id -> severity of every warning or critical finding (the ones that change the exit code)."""
+        return {f["id"]: f["severity"] for f in self.findings if f["severity"] in PROBLEMS}
+
+
+@dataclass
+class World:
+    client: Any  # root client of site A (to set the world up and break it)
+    dify_bucket: str
+    snap_bucket: str
+    db: DifyDatabase
+    env: dict[str, str]
+    audit: Callable[..., AuditRun]
+
+
+@pytest.fixture(scope="session")
+def audit_user(minio_pair: MinioSites) -> tuple[str, str]:
+    """A non-root IAM user with the readwrite policy (created once; site replication copies it to B)."""
+    password = "audit-" + secrets.token_urlsafe(18)
+    minio_pair.mc("admin", "user", "add", "A", AUDIT_USER, password)
+    minio_pair.mc("admin", "policy", "attach", "A", "readwrite", "--user", AUDIT_USER, check=False)
+    return AUDIT_USER, password
+
+
+def in_process(capsys: pytest.CaptureFixture[str]) -> Callable[..., AuditRun]:
+    def call(*args: str) -> AuditRun:
+        capsys.readouterr()
+        code = run(list(args))
+        captured = capsys.readouterr()
+        check_json_run(args, captured.out, code)
+        events = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+        return AuditRun(code, captured.out, captured.err, events)
+
+    return call
+
+
+def passed_drill(finished: datetime) -> dict[str, Any]:
+    """A drill record as `drtool drill` writes it (drill_report.build_record), finished at `finished`."""
+    started = finished - timedelta(minutes=5)
+    return dr.build_record(
+        drill_id=finished.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6], started_at=started,
+        finished_at=finished, snapshot={"id": "x"}, fence=started - timedelta(hours=1),
+        phases=[{"name": "restore-db", "status": "ok", "seconds": 1.0}], rto_slo=None, rpo_slo=None, lag=None,
+        lag_source="none", scratch={}, cleanup={}, kept=False, problems=[], version="test")
+
+
+def put_drill(client: Any, bucket: str, record: dict[str, Any]) -> None:
+    client.put_object(Bucket=bucket, Key=f"drtool/drills/{record['drill_id']}.json",
+                      Body=dr.render_json(record).encode(), ContentType="application/json")
+
+
+@pytest.fixture
+def world(minio_pair: MinioSites, audit_user: tuple[str, str], dify_db: DifyDatabase, pg: PostgresServer,
+          monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[World]:
+    site = minio_pair.a
+    client = site.s3_client()
+    tag = uuid.uuid4().hex[:8]
+    dify_bucket, snap_bucket = f"audit-dify-{tag}", f"audit-snap-{tag}"
+    client.create_bucket(Bucket=dify_bucket)
+    client.create_bucket(Bucket=snap_bucket, ObjectLockEnabledForBucket=True)
+    for b in (dify_bucket, snap_bucket):
+        client.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    fill_source(client, dify_bucket, dify_db)
+    key_file = tmp_path / "signing.key"
+    key = signing.generate()
+    key_file.write_bytes(signing.private_pem(key))
+    key_file.chmod(0o600)
+    for name in list(os.environ):
+        if name.startswith(("DRTOOL_", "PG", "AWS_")):
+            monkeypatch.delenv(name)
+    env = {
+        "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_ACCESS_KEY": audit_user[0],
+        "DRTOOL_S3_SECRET_KEY": audit_user[1], "DRTOOL_S3_BUCKET": dify_bucket, "DRTOOL_S3_ADDRESS_STYLE": "path",
+        "DRTOOL_SNAPSHOT_BUCKET": snap_bucket, "DRTOOL_SNAPSHOT_PG_BIN_DIR": str(pg.bin_dir),
+        "DRTOOL_SNAPSHOT_SIGNING_KEY_FILE": str(key_file),
+        "DRTOOL_POSTGRES_HOST": pg.host, "DRTOOL_POSTGRES_PORT": str(pg.port), "DRTOOL_POSTGRES_USER": pg.user,
+        "DRTOOL_POSTGRES_PASSWORD": pg.password, "DRTOOL_POSTGRES_DATABASE": dify_db.dbname,
+        "DRTOOL_POSTGRES_SSLMODE": "disable",
+        "DRTOOL_REPLICATION_SITES": f"A={minio_pair.a.endpoint},B={minio_pair.b.endpoint}",
+        "DRTOOL_REPLICATION_ACCESS_KEY": site.access_key, "DRTOOL_REPLICATION_SECRET_KEY": site.secret_key,
+        "DRTOOL_REPLICATION_BACKLOG_CHECK": "false",
+        "DRTOOL_EMBEDDING_MODEL": DEFAULT_EMBEDDING_MODEL,
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)  # no drtool.toml of the repository can leak in
+    call = in_process(capsys)
+    made = call("snapshot", "create", "--json")
+    assert made.code == 0, made.out + made.err
+    put_drill(client, snap_bucket, passed_drill(datetime.now(UTC) - timedelta(days=1)))
+    yield World(client, dify_bucket, snap_bucket, dify_db, env, call)
+
+
+@pytest.fixture(scope="session")
+def solo_minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """One MinIO without site replication: (endpoint, root access key, root secret key)."""
+    from tests.stack.minio_sites import local_minio_site
+
+    with local_minio_site(tmp_path_factory.mktemp("audit-solo")) as site:
+        yield site.endpoint, site.access_key, site.secret_key
