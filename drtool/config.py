@@ -18,7 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from drtool.core.dify_env import map_dify_env
+from drtool.core.dify_keys import KeyAccount
 from drtool.core.dotenv import decode_dotenv, parse_dotenv
+from drtool.core.ports import VECTOR_STORES
 from drtool.errors import ConfigError
 from drtool.redact import register_secret
 
@@ -62,11 +64,15 @@ class PostgresSettings:
         choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
     )
     connect_timeout: int = _opt(10, "seconds to wait for a connection")
+    plugin_database: str | None = _opt(None, "the Dify plugin daemon's database (Dify's DB_PLUGIN_DATABASE, e.g. "
+                                             "dify_plugin) on this same server, user and password, as Dify's "
+                                             "docker-compose runs it; set, every snapshot dumps it too (unset: "
+                                             "installed plugins, model providers included, are NOT in snapshots)")
 
 
 @dataclass(frozen=True)
 class VectorSettings:
-    store: str | None = _opt(None, "vector database Dify uses", choices=("milvus", "weaviate"))
+    store: str | None = _opt(None, "vector database Dify uses", choices=VECTOR_STORES)
     index_prefix: str = _opt("Vector_index", "Dify's VECTOR_INDEX_NAME_PREFIX, used to name collections")
 
 
@@ -77,6 +83,10 @@ class MilvusSettings:
     user: str | None = _opt(None, "Milvus user")
     password: str | None = _opt(None, "Milvus password", secret=True)
     database: str = _opt("default", "Milvus database")
+    enable_hybrid_search: bool = _opt(False, "build Dify's full-text (BM25) fields too, as Dify does with "
+                                             "MILVUS_ENABLE_HYBRID_SEARCH on Milvus >= 2.5")
+    analyzer_params: str | None = _opt(None, "JSON analyzer of the text field for full-text search "
+                                             "(Dify's MILVUS_ANALYZER_PARAMS)")
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,57 @@ class WeaviateSettings:
     timeout: int = _opt(60, "seconds before a Weaviate request (connect check, query; inserts get twice) times out")
     max_attempts: int = _opt(4, "tries per Weaviate connect, read, insert or delete on resets, timeouts and "
                                 "unavailability (auth errors are never retried)")
+    uuid_scheme: str = _opt("content", "object UUIDs of the Dify that queries the index: content = uuid5(URL, text) "
+                                       "(every release to 1.17.x, and lts/1.13.x before the Sept 2026 backport "
+                                       "#41961); doc-id = the chunk id, which Dify's delete_by_ids uses (main "
+                                       "after PR #41915, and that backport)", choices=("content", "doc-id"))
+    switch: str = _opt("copy", "how a rebuild takes Dify's collection name: copy = a real collection filled from the "
+                               "verified build (Dify's delete, create and add-property act on it; the name is "
+                               "partial while Weaviate indexes the copy: 2-4.5 s per 1,000 objects measured on a "
+                               "busy 2-core host); alias = a Weaviate alias, instant, "
+                               "but Dify's delete and add-property do nothing or fail on it",
+                       choices=("copy", "alias"))
+    copy_batch_size: int = _opt(500, "objects per read and per insert when the copy switch fills Dify's name")
+    tokenization: str = _opt("word", "tokenization of the text property (Dify's WEAVIATE_TOKENIZATION)",
+                             choices=("word", "whitespace", "lowercase", "field", "gse", "trigram", "kagome_ja",
+                                      "kagome_kr", "gse_ch"))
+    id_tokenization: str = _opt("word", "tokenization of document_id and doc_id: word (Weaviate's default, what Dify "
+                                        "declares up to 1.17) or field (Dify builds that declare them FIELD)",
+                                choices=("word", "field"))
+    index_type: str = _opt("hnsw", "vector index of new collections (Dify's WEAVIATE_INDEX_TYPE)",
+                           choices=("hnsw", "flat", "dynamic"))
+    dynamic_threshold: int = _opt(10000, "objects at which a dynamic index turns HNSW "
+                                         "(Dify's WEAVIATE_DYNAMIC_INDEX_THRESHOLD)")
+    distance: str = _opt("cosine", "vector distance (Dify's WEAVIATE_DISTANCE_METRIC)",
+                         choices=("cosine", "dot", "l2-squared", "manhattan", "hamming"))
+    compression: str = _opt("none", "vector quantization (Dify's WEAVIATE_COMPRESSION); flat takes only bq",
+                            choices=("none", "rq", "pq", "bq", "sq"))
+    rq_bits: int | None = _opt(None, "bits per dimension of RQ (Dify's WEAVIATE_RQ_BITS); unset: server default")
+    pq_segments: int | None = _opt(None, "PQ segments (Dify's WEAVIATE_PQ_SEGMENTS); unset: server default")
+    pq_training_limit: int | None = _opt(None, "PQ training set size (Dify's WEAVIATE_PQ_TRAINING_LIMIT)")
+    sq_training_limit: int | None = _opt(None, "SQ training set size (Dify's WEAVIATE_SQ_TRAINING_LIMIT)")
+    compression_cache: bool | None = _opt(None, "keep compressed vectors cached (Dify's WEAVIATE_COMPRESSION_CACHE)")
+    replication_factor: int = _opt(1, "replication factor of new collections (Dify's WEAVIATE_REPLICATION_FACTOR)")
+    multi_tenancy: bool = _opt(False, "Dify creates new datasets as tenants of a shared collection "
+                                      "(WEAVIATE_MULTI_TENANCY_ENABLED); drtool refuses to rebuild those")
+
+
+@dataclass(frozen=True)
+class PgvectorSettings:
+    """Dify's VECTOR_STORE=pgvector: a Postgres with the vector extension (Dify's PGVECTOR_* variables)."""
+
+    host: str | None = _opt(None, "host of the Postgres that holds Dify's vectors (Dify's PGVECTOR_HOST)")
+    port: int = _opt(5432, "its port (PGVECTOR_PORT)")
+    user: str = _opt("postgres", "its user (PGVECTOR_USER); needs CREATE on the schema, and the vector extension "
+                                 "installed or the right to create it")
+    password: str | None = _opt(None, "its password (PGVECTOR_PASSWORD)", secret=True)
+    database: str = _opt("dify", "database of the embedding_* tables (PGVECTOR_DATABASE)")
+    sslmode: str = _opt("prefer", "libpq sslmode",
+                        choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"))
+    connect_timeout: int = _opt(10, "seconds to wait for a connection")
+    max_attempts: int = _opt(4, "tries per statement on lost connections, deadlocks and lock timeouts "
+                                "(authentication and SQL errors are never retried)")
+    pg_bigm: bool = _opt(False, "Dify's PGVECTOR_PG_BIGM: also create the pg_bigm full-text index Dify creates")
 
 
 @dataclass(frozen=True)
@@ -140,7 +201,8 @@ class SnapshotSettings:
     secret_key: str | None = _opt(None, "secret key for the snapshot bucket; default: s3.secret_key", secret=True)
     reference_columns: str = _opt("upload_files.key,tool_files.file_key",
                                   "comma-separated [schema.]table.column whose values are object keys to pin")
-    include_prefixes: str = _opt("privkeys/,keyword_files/,datasets/*/processed/,datasets/*/raw/",
+    include_prefixes: str = _opt("privkeys/,keyword_files/,datasets/*/processed/,datasets/*/raw/,"
+                                 "annotations/*/processed/",
                                  "comma-separated key prefixes pinned even when no row names them ('*' = one segment)")
     keep_last: int = _opt(7, "prune keeps the newest N snapshots")
     keep_daily: int = _opt(7, "prune keeps the newest snapshot of each of the last N days")
@@ -168,6 +230,16 @@ class SnapshotSettings:
                                                "included, can shorten or delete) or governance (a user with "
                                                "s3:BypassGovernanceRetention can)",
                                  choices=("compliance", "governance"))
+    plugin_storage_bucket: str | None = _opt(None, "bucket of the Dify plugin daemon's storage (Dify's "
+                                                   "PLUGIN_STORAGE_OSS_BUCKET with PLUGIN_STORAGE_TYPE=aws_s3); when "
+                                                   "it is s3.bucket on s3.endpoint, its plugin_storage_prefixes are "
+                                                   "pinned in every snapshot, otherwise snapshots warn that it is "
+                                                   "not protected")
+    plugin_storage_endpoint: str | None = _opt(None, "S3 endpoint of the plugin storage bucket (Dify's "
+                                                     "PLUGIN_S3_ENDPOINT); default: s3.endpoint")
+    plugin_storage_prefixes: str = _opt("plugin/,plugin_packages/,persistence/,assets/",
+                                        "comma-separated prefixes of the plugin daemon's state in its bucket "
+                                        "(installed packages, uploaded packages, plugin key-value storage, icons)")
 
 
 @dataclass(frozen=True)
@@ -189,6 +261,7 @@ SECTIONS: dict[str, type] = {
     "vector": VectorSettings,
     "milvus": MilvusSettings,
     "weaviate": WeaviateSettings,
+    "pgvector": PgvectorSettings,
     "embedding": EmbeddingSettings,
     "redis": RedisSettings,
     "dify": DifySettings,
@@ -241,6 +314,7 @@ class Settings:
     vector: VectorSettings
     milvus: MilvusSettings
     weaviate: WeaviateSettings
+    pgvector: PgvectorSettings
     embedding: EmbeddingSettings
     redis: RedisSettings
     dify: DifySettings
@@ -250,6 +324,8 @@ class Settings:
     sources: Mapping[str, str]
     storage_problem: str | None = None
     notes: tuple[str, ...] = ()
+    # What drtool does with each database/storage/vector/embedding key of the Dify .env (--dify-env).
+    dify_keys: tuple[KeyAccount, ...] = ()
 
     def get(self, key: str) -> Any:
         section, name = key.split(".", 1)
@@ -293,6 +369,7 @@ def load_settings(
 
     storage_problem = None
     notes: list[str] = []
+    dify_keys: list[KeyAccount] = []
     if dify_env_path:
         path = Path(dify_env_path)
         try:
@@ -304,6 +381,7 @@ def load_settings(
             raw[key] = (value, f"dify-env:{var}")
         storage_problem = mapping.storage_problem
         notes = mapping.notes
+        dify_keys = mapping.keys
     raw.update(file_values)
     for spec in SPECS.values():
         file_var = spec.env_var + "_FILE"
@@ -346,7 +424,7 @@ def load_settings(
                     register_secret(credential)
     return Settings(
         **{name: SECTIONS[name](**vals) for name, vals in values.items()},
-        sources=sources, storage_problem=storage_problem, notes=tuple(notes),
+        sources=sources, storage_problem=storage_problem, notes=tuple(notes), dify_keys=tuple(dify_keys),
     )
 
 

@@ -208,7 +208,7 @@ def _run_drtool(env: dict[str, str], client: Any, texts: list[str], work: Path) 
     out, wall, cpu = _child([sys.executable, "-m", "drtool", "--json", "rebuild-index", "--dataset", ds],
                             {**env, "DRTOOL_MILVUS_URI": str(db)})
     summary = next(x for x in (json.loads(s) for s in out.splitlines() if s.startswith("{"))
-                   if x.get("event") == "summary")
+                   if x.get("event") == "result")
     report = summary["datasets"][0]
     _drop_lite(db)
     return {"wall_s": report["stage_seconds"]["build_total"], "cpu_s": report["stage_seconds"]["build_cpu"],

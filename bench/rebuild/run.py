@@ -58,7 +58,7 @@ def _run(env: dict[str, str], *args: str) -> tuple[dict[str, Any], float, int]:
                           capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-    summary = next((x for x in lines if x.get("event") == "summary"), None)
+    summary = next((x for x in lines if x.get("event") == "result"), None)
     if proc.returncode != 0 or summary is None:
         raise SystemExit(f"rebuild failed ({proc.returncode}): {proc.stderr[-2000:]}")
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024

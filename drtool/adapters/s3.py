@@ -250,6 +250,13 @@ class BucketStore:
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
+    def probe(self) -> None:
+        """One cheap request that proves the bucket exists and the credentials work (HeadBucket)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            raise self._error(exc, f"bucket {self.bucket}") from None
+
     def head(self, key: str) -> dict[str, Any] | None:
         """Metadata of an object, None when it does not exist; KeyRefusedError when the key itself is refused."""
         try:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
+from drtool.cli.app import App, Outcome, conclude, global_options, metrics_option, pass_app
 from drtool.core import drill_report as dr
-from drtool.core.metrics import Metric, write_textfile
+from drtool.core.metrics import Metric
 from drtool.core.terminal import one_line
 from drtool.errors import UsageError
 
@@ -41,12 +40,11 @@ def _duration(flag: str, text: str | None) -> float | None:
 @click.option("--expect-digest", metavar="HEX",
               help="Refuse (exit 4) unless the snapshot's digest (sha256 of its SHA256SUMS, printed by `snapshot "
                    "create`) is exactly this.")
-@click.option("--metrics-file", type=click.Path(dir_okay=False),
-              help="Write Prometheus metrics here (node_exporter textfile collector).")
+@metrics_option
 @click.pass_context
 def drill_group(ctx: click.Context, snapshot_ref: str, rto_slo: str | None, rpo_slo: str | None,
                 report_dir: Path, keep: bool, scratch_db: str | None, identity: str | None,
-                expect_digest: str | None, metrics_file: str | None) -> int | Outcome | None:
+                expect_digest: str | None) -> int | Outcome | None:
     """Restore a snapshot into scratch targets and measure RTO and RPO.
 
     Phases, each timed: snapshot_check (checksums, pinned object versions, dump readable), restore_database
@@ -79,11 +77,10 @@ def drill_group(ctx: click.Context, snapshot_ref: str, rto_slo: str | None, rpo_
     settings = app.settings()
     outcome = run_drill(settings, options, emit=app.emit)
     record = outcome.record
-    payload: dict[str, Any] = {"event": "drill_summary", **record, "reports": outcome.reports,
+    payload: dict[str, Any] = {"event": "result", **record, "reports": outcome.reports,
                                "history": outcome.history_key, "history_error": outcome.history_error}
     app.result(payload, lambda: _render(app, record, outcome.reports, outcome.history_key, outcome.history_error))
-    if metrics_file:
-        write_textfile(metrics_file, _metrics(record))
+    app.add_metrics(_metrics(record))
     problems = "; ".join(record["problems"][:3]) or "see the report"
     return conclude(int(record["exit_code"]), f"drill {record['drill_id']} {record['outcome']}: {problems}")
 
@@ -118,14 +115,11 @@ def _metrics(record: dict[str, Any]) -> list[Metric]:
     rto, rpo = record["rto"], record["rpo"]
     nan = float("nan")
     return [
-        Metric("drtool_drill_last_run_timestamp_seconds", "End of the last restore drill.", time.time()),
-        Metric("drtool_drill_ok", "1 when the last drill passed (every phase, both SLOs).",
-               1 if record["outcome"] == "passed" else 0),
         Metric("drtool_drill_rto_seconds", "RTO measured by the last drill (NaN when a phase failed).",
                nan if rto["seconds"] is None else rto["seconds"]),
         Metric("drtool_drill_rpo_seconds", "RPO of the last drill (snapshot age plus replication lag when known).",
                rpo["seconds"]),
-        *(Metric("drtool_drill_phase_seconds", "Wall time of each phase of the last drill.", p["seconds"],
+        *(Metric("drtool_drill_phase_duration_seconds", "Wall time of each phase of the last drill.", p["seconds"],
                  {"phase": p["name"], "status": p["status"]}) for p in record["phases"]),
         *(Metric("drtool_drill_slo_breached", "1 when the last drill breached this SLO.",
                  1 if part["verdict"] == "breached" else 0, {"slo": name})
@@ -146,7 +140,7 @@ def drill_history_cmd(app: App, limit: int) -> int:
     from drtool.ops.drill import drill_history
 
     records = drill_history(app.settings(), limit)
-    payload = {"event": "drill_history", "count": len(records),
+    payload = {"event": "result", "count": len(records),
                "drills": [{**row, "exit_code": r.get("exit_code"), "rto_seconds": r.get("rto", {}).get("seconds"),
                            "rpo_seconds": r.get("rpo", {}).get("seconds")}
                           for row, r in zip(dr.history_rows(records), records, strict=True)]}

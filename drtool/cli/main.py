@@ -2,33 +2,87 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
 import click
 
 from drtool import __version__
-from drtool.cli.app import CA_BUNDLE_HELP, LOG_FORMAT_HELP, LOG_FORMAT_TYPE, NO_VERIFY_TLS_HELP, App, Outcome
-from drtool.cli.config_cmd import config_group
-from drtool.cli.drill_cmd import drill_group
-from drtool.cli.export_cmd import export_chunks_cmd
-from drtool.cli.keys_cmd import keys_group
-from drtool.cli.rebuild_cmd import rebuild_index
-from drtool.cli.replication_cmd import replication_group
-from drtool.cli.restore_cmd import restore_cmd
-from drtool.cli.snapshot_cmd import snapshot_group, snapshots_group
-from drtool.cli.verify_cmd import verify_cmd
+from drtool.cli.app import (
+    CA_BUNDLE_HELP,
+    LOG_FORMAT_HELP,
+    LOG_FORMAT_TYPE,
+    NO_VERIFY_TLS_HELP,
+    App,
+    Outcome,
+    begin_run,
+    current_run,
+    finish_run,
+)
+from drtool.cli.lazy import LazyCommand, LazyGroup
 from drtool.core.terminal import one_line
 from drtool.errors import DrtoolError, ExitCode
 from drtool.log import LOG_FORMAT_ENV, LOGGER_NAME, loudest_emitted, reset_loudest, setup_logging
-from drtool.redact import redact, redact_obj
+from drtool.redact import redact
 
 log = logging.getLogger(LOGGER_NAME)
 
+# Each command's module is imported when that command runs (drtool/cli/lazy.py); the summaries are its --help line.
+COMMANDS = {
+    "audit": LazyCommand("drtool.cli.audit_cmd:audit_cmd",
+                         "Audit object storage, MinIO, snapshots and drills, Postgres and the vector store for "
+                         "recovery risks."),
+    "config": LazyCommand("drtool.cli.config_cmd:config_group",
+                          "Show the effective configuration, or check that every configured system answers."),
+    "drill": LazyCommand("drtool.cli.drill_cmd:drill_group",
+                         "Restore a snapshot into scratch targets and measure RTO and RPO."),
+    "export-chunks": LazyCommand("drtool.cli.export_cmd:export_chunks_cmd",
+                                 "Write each dataset's indexed chunks to "
+                                 "s3://BUCKET/[PREFIX]datasets/<id>/processed/chunks.jsonl[.gz|.zst]."),
+    "keys": LazyCommand("drtool.cli.keys_cmd:keys_group",
+                        "Create and inspect the key pair that signs snapshots (restore points a trusted key did not "
+                        "sign are refused)."),
+    "rebuild-index": LazyCommand("drtool.cli.rebuild_cmd:rebuild_index",
+                                 "Re-embed the chunks at s3://BUCKET/datasets/ID/processed/chunks.jsonl[.gz|.zst] "
+                                 "into the collection Dify queries: built beside the live one, verified, then "
+                                 "switched (blue/green), resumable after any interruption."),
+    "replication": LazyCommand("drtool.cli.replication_cmd:replication_group",
+                               "Check MinIO site replication, verify that two sites hold the same objects, measure "
+                               "replication lag."),
+    "restore": LazyCommand("drtool.cli.restore_cmd:restore_cmd",
+                           "Restore SNAPSHOT_ID (or `latest`): make every pinned version current in the target "
+                           "bucket (server-side copy; objects already current are untouched), then pg_restore into "
+                           "--target-db in one transaction."),
+    "snapshot": LazyCommand("drtool.cli.snapshot_cmd:snapshot_group",
+                            "Take a consistent snapshot: Postgres dump + the object versions it references, at one "
+                            "instant."),
+    "snapshots": LazyCommand("drtool.cli.snapshot_cmd:snapshots_group",
+                             "List, verify, prune and garbage-collect snapshots; remove a stale lock."),
+    "verify": LazyCommand("drtool.cli.verify_cmd:verify_cmd",
+                          "Check referential closure across Postgres, object storage and the vector index."),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="drtool")
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """drtool's version and those of the clients it talks to its systems with (what a bug report needs)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    click.echo(f"drtool, version {__version__}")
+    for package in ("boto3", "psycopg", "pymilvus", "milvus-lite", "weaviate-client", "redis", "httpx",
+                    "sentence-transformers"):
+        try:
+            click.echo(f"  {package} {version(package)}")
+        except PackageNotFoundError:
+            click.echo(f"  {package} not installed")
+    ctx.exit()
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show drtool's version and its clients' versions, and exit.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="DRTOOL_CONFIG",
               help="drtool.toml to read (default: ./drtool.toml if present).")
 @click.option("--dify-env", "dify_env_path", type=click.Path(dir_okay=False), envvar="DRTOOL_DIFY_ENV",
@@ -61,16 +115,6 @@ def cli(ctx: click.Context, config_path: str | None, dify_env_path: str | None, 
         ctx.obj.tls_overrides["s3.verify_tls"] = False
 
 
-cli.add_command(config_group)
-cli.add_command(export_chunks_cmd)
-cli.add_command(verify_cmd)
-cli.add_command(snapshot_group)
-cli.add_command(snapshots_group)
-cli.add_command(restore_cmd)
-cli.add_command(rebuild_index)
-cli.add_command(replication_group)
-cli.add_command(drill_group)
-cli.add_command(keys_group)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,49 +123,59 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run one command and return its exit code; a non-zero code is never silent (see `_explain`)."""
+    """Run one command and return its exit code; a non-zero code is never silent (see `_explain`), the metrics
+    file and the `--json` result event are written however the run ended (drtool.cli.app.finish_run)."""
     args = sys.argv[1:] if argv is None else argv
     reset_loudest()
-    code, outcome = _invoke(args)
+    begin_run(json_mode="--json" in args)
+    code, outcome, error = _invoke(args)
+    if code is None:  # --help, --version: not a run, nothing to record
+        return 0 if outcome is None else outcome.code
+    code = finish_run(code, error)
     if code != ExitCode.OK and outcome is not None:
         _explain(outcome)
     return code
 
 
-def _invoke(args: list[str]) -> tuple[int, Outcome | None]:
-    """The exit code, and the command's Outcome when it finished (errors are reported here, once, as they are)."""
+Error = dict[str, object] | None
+
+
+def _invoke(args: list[str]) -> tuple[int | None, Outcome | None, Error]:
+    """The exit code (None for --help/--version), the command's Outcome when it finished, and the error's fields
+    for the result event when it did not (errors are logged here, once, as they are)."""
     verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
     json_mode = "--json" in args
     try:
         rv = cli.main(args=args, prog_name="drtool", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        return int(exc.exit_code), None
+        return None, Outcome(int(exc.exit_code)), None
     except click.exceptions.Abort:
-        _report("aborted", None, json_mode, ExitCode.ERROR)
-        return int(ExitCode.ERROR), None
+        return int(ExitCode.ERROR), None, _report("aborted", None, json_mode, ExitCode.ERROR)
     except click.ClickException as exc:
         exc.show()
-        return int(ExitCode.USAGE), None
+        context = getattr(exc, "ctx", None)
+        if context is not None and not current_run().command:  # refused while parsing: name the command anyway
+            current_run().command = context.command_path.removeprefix("drtool").strip()
+        return int(ExitCode.USAGE), None, {"error": "UsageError", "message": exc.format_message(),
+                                            "hint": "see --help", "system": None}
     except DrtoolError as exc:
         if verbose:
             log.debug("traceback", exc_info=True)
-        _report(str(exc), exc.to_event(), json_mode, exc.exit_code)
-        return int(exc.exit_code), None
+        return int(exc.exit_code), None, _report(str(exc), exc.to_event(), json_mode, exc.exit_code)
     except KeyboardInterrupt:
-        _report("interrupted; it is safe to run the command again", None, json_mode, ExitCode.ERROR)
-        return int(ExitCode.ERROR), None
+        return int(ExitCode.ERROR), None, _report("interrupted; it is safe to run the command again", None,
+                                                  json_mode, ExitCode.ERROR)
     except Exception as exc:  # the last line of defence: no raw traceback for the operator
         if verbose:
             log.error("unexpected error", exc_info=True)
         message = f"unexpected error: {type(exc).__name__}: {exc}"
         if not verbose:
             message += " (run with -v for a traceback, and please report it)"
-        _report(message, None, json_mode, ExitCode.ERROR)
-        return int(ExitCode.ERROR), None
+        return int(ExitCode.ERROR), None, _report(message, None, json_mode, ExitCode.ERROR)
     if isinstance(rv, Outcome):
-        return rv.code, rv
+        return rv.code, rv, None
     code = int(rv) if isinstance(rv, int) else int(ExitCode.OK)
-    return code, Outcome(code) if code else None
+    return code, Outcome(code) if code else None, None
 
 
 def _explain(outcome: Outcome) -> None:
@@ -145,11 +199,12 @@ def _explain(outcome: Outcome) -> None:
     log.handle(record)
 
 
-def _report(message: str, event: dict[str, object] | None, json_mode: bool, code: ExitCode) -> None:
-    """Errors always reach stderr as a log record (JSON lines off a terminal); --json also puts one on stdout."""
+def _report(message: str, event: dict[str, object] | None, json_mode: bool, code: ExitCode) -> dict[str, object]:
+    """Errors always reach stderr as a log record (JSON lines off a terminal); the fields returned go into the
+    `--json` result event (`error`, `message`, `hint`, `system`)."""
     if not log.handlers:  # failed before the root command set logging up
         setup_logging(verbosity=0, quiet=False, json_mode=json_mode)
-    payload = event or {"event": "error", "exit_code": int(code), "message": message}
+    payload = event or {"event": "error", "error": "Error", "exit_code": int(code), "message": message,
+                        "hint": None, "system": None}
     log.error("%s", message, extra={"fields": {k: v for k, v in payload.items() if k != "message"}})
-    if json_mode:
-        click.echo(json.dumps(redact_obj(payload), ensure_ascii=True))
+    return {k: v for k, v in payload.items() if k not in ("event", "exit_code")}

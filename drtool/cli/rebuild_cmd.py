@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
+from drtool.cli.app import App, Outcome, conclude, global_options, metrics_option, pass_app
+from drtool.core.metrics import Metric
+from drtool.core.ports import VECTOR_STORES
 from drtool.core.terminal import one_line
 from drtool.errors import UsageError
 from drtool.ops.rebuild import DatasetReport, Options, Rebuilder, overall_exit_code
@@ -55,31 +57,17 @@ class _RichProgress:
             self._task = None
 
 
-def _build_components(app: App, settings: Any, *, need_target: bool, weaviate_uuid: str) -> dict[str, Any]:
+def _build_components(app: App, settings: Any, *, need_target: bool) -> dict[str, Any]:
+    from drtool.adapters import vector_stores
     from drtool.adapters.embedders import make_embedder
     from drtool.adapters.s3 import BucketStore
 
     settings.require_s3()
     components: dict[str, Any] = {"store": BucketStore(settings.s3)}
-    target = None
-    if need_target:
-        store = settings.vector.store
-        if store is None:
-            raise UsageError("no vector store chosen", hint="pass --target milvus|weaviate or set vector.store")
-        if store == "weaviate":
-            if not settings.weaviate.endpoint:
-                raise UsageError("weaviate.endpoint is not set", hint="pass --weaviate-endpoint http://host:8080")
-            from drtool.adapters.weaviate import WeaviateTarget
-
-            target = WeaviateTarget(settings.weaviate, uuid_scheme=weaviate_uuid)
-        else:
-            if not settings.milvus.uri:
-                raise UsageError("milvus.uri is not set",
-                                 hint="pass --milvus-uri http://host:19530 or a Milvus Lite file path")
-            from drtool.adapters.milvus import MilvusTarget
-
-            target = MilvusTarget(settings.milvus)
-    components["target"] = target
+    # Reach the bucket before loading a model (seconds of imports and weights): bad credentials fail at once.
+    components["store"].probe()
+    # vector.store picks the backend; the registry knows how to open it and what to ask for when it is not set.
+    components["target"] = vector_stores.open_store(settings) if need_target else None
     components["embedder"] = make_embedder(settings.embedding)
     meta = None
     if any(k.startswith("postgres.") and settings.is_set(k) for k in settings.sources):
@@ -95,12 +83,20 @@ def _build_components(app: App, settings: Any, *, need_target: bool, weaviate_uu
 @click.option("--dataset", "datasets", multiple=True, metavar="ID", help="Dataset to rebuild (repeatable).")
 @click.option("--all", "all_datasets", is_flag=True,
               help="Every dataset with a chunk file under datasets/ (with Postgres: economy datasets skipped).")
-@click.option("--target", type=click.Choice(["milvus", "weaviate"]), help="Vector store to write (vector.store).")
+@click.option("--annotations", is_flag=True,
+              help="Also (or, alone, only) rebuild the annotation-reply collection of every app with annotation "
+                   "reply enabled (with Postgres; otherwise every file under annotations/). Not part of --all.")
+@click.option("--app", "apps", multiple=True, metavar="ID",
+              help="App whose annotation collection to rebuild (repeatable; implies --annotations).")
+@click.option("--bucket", help="Bucket holding the chunk files (s3.bucket).")
+@click.option("--target", type=click.Choice(VECTOR_STORES), help="Vector store to write (vector.store).")
 @click.option("--milvus-uri", help="Milvus server URI or Milvus Lite file (milvus.uri).")
 @click.option("--weaviate-endpoint", help="Weaviate HTTP endpoint (weaviate.endpoint).")
 @click.option("--weaviate-grpc", help="Weaviate gRPC host:port (weaviate.grpc_endpoint).")
-@click.option("--weaviate-uuid", type=click.Choice(["content", "doc-id"]), default="content", show_default=True,
-              help="Object UUID scheme of the target Dify: uuid5 of the text (up to ~1.17) or the chunk id.")
+@click.option("--weaviate-uuid", type=click.Choice(["content", "doc-id"]),
+              help="Object UUIDs the target Dify writes: content = uuid5(URL, text), every Dify release up to "
+                   "1.17.x; doc-id = the chunk id (index_node_id), Dify after PR #41915 (main, Sept 2026) and "
+                   "lts/1.13.x after its backport #41961 (weaviate.uuid_scheme, default content).")
 @click.option("--provider", type=click.Choice(["local", "openai"]), help="Embedding provider (embedding.provider).")
 @click.option("--model", help="Embedding model name or local path (embedding.model).")
 @click.option("--base-url", help="OpenAI-compatible base URL, e.g. http://host:8000/v1 (embedding.base_url).")
@@ -120,15 +116,18 @@ def _build_components(app: App, settings: Any, *, need_target: bool, weaviate_uu
 @click.option("--dry-run", is_flag=True, help="Show datasets, chunks, cache coverage, model calls; change nothing.")
 @click.option("--rollback", is_flag=True, help="Swap back to the collection the last switch replaced.")
 @click.option("--drop-old", is_flag=True, help="Drop the replaced collection after the switch (needs --yes).")
-@click.option("--yes", is_flag=True, help="Confirm --drop-old, or deleting a Weaviate collection to alias its name.")
+@click.option("--yes", is_flag=True, help="Confirm --drop-old, or (weaviate.switch=alias) deleting a Weaviate "
+                                          "collection to alias its name.")
 @click.option("--break-stale-lock", is_flag=True,
               help="Replace a collection's run lock judged stale (held on another host, or older than "
                    "snapshot.lock_stale_after, or unverifiable: this host name but another PID namespace); a "
                    "dead run's lock in this host and PID namespace is taken over without it.")
+@metrics_option
 @pass_app
-def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, target: str | None,
+def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, annotations: bool,
+                  apps: tuple[str, ...], bucket: str | None, target: str | None,
                   milvus_uri: str | None, weaviate_endpoint: str | None, weaviate_grpc: str | None,
-                  weaviate_uuid: str, provider: str | None, model: str | None, base_url: str | None,
+                  weaviate_uuid: str | None, provider: str | None, model: str | None, base_url: str | None,
                   dimensions: int | None, concurrency: int | None, rpm: int | None, tpm: int | None,
                   max_rejects: int | None, over_limit: str | None, batch_size: int | None, sample: int | None,
                   top_k: int | None, min_recall: int | None, resume: bool, force: bool, dry_run: bool,
@@ -143,6 +142,10 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, targe
     """
     if datasets and all_datasets:
         raise UsageError("--dataset and --all exclude each other")
+    annotations = annotations or bool(apps)
+    if not (datasets or all_datasets or annotations):
+        raise UsageError("say which datasets to rebuild",
+                         hint="pass --dataset ID (repeatable), --all, --annotations or --app ID")
     if rollback and (resume or force or dry_run or drop_old):
         raise UsageError("--rollback takes no other action flag")
     if drop_old and not yes:
@@ -151,8 +154,9 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, targe
     if dry_run and (resume or force):
         raise UsageError("--dry-run changes nothing; drop --resume/--force")
     settings = app.settings({
-        "vector.store": target, "milvus.uri": milvus_uri, "weaviate.endpoint": weaviate_endpoint,
-        "weaviate.grpc_endpoint": weaviate_grpc, "embedding.provider": provider, "embedding.model": model,
+        "s3.bucket": bucket, "vector.store": target, "milvus.uri": milvus_uri, "weaviate.endpoint": weaviate_endpoint,
+        "weaviate.grpc_endpoint": weaviate_grpc, "weaviate.uuid_scheme": weaviate_uuid,
+        "embedding.provider": provider, "embedding.model": model,
         "embedding.base_url": base_url, "embedding.dimensions": dimensions, "embedding.concurrency": concurrency,
         "embedding.requests_per_minute": rpm, "embedding.tokens_per_minute": tpm,
         "rebuild.max_rejects": max_rejects, "rebuild.over_limit": over_limit, "rebuild.batch_size": batch_size,
@@ -160,7 +164,7 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, targe
     })
     options = Options(datasets=datasets, all_datasets=all_datasets, resume=resume, force=force, dry_run=dry_run,
                       rollback=rollback, drop_old=drop_old, yes=yes, break_stale_lock=break_stale_lock)
-    parts = _build_components(app, settings, need_target=True, weaviate_uuid=weaviate_uuid)
+    parts = _build_components(app, settings, need_target=True)
     tty = sys.stderr.isatty() and not app.json_mode and not app.quiet
     progress = _RichProgress(len(datasets) or 1) if tty and not (dry_run or rollback) else None
     rebuilder = Rebuilder(settings, options, store=parts["store"], target=parts["target"],
@@ -168,19 +172,45 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, targe
                           redis_url=settings.redis.url)
     started = time.monotonic()
     try:
-        reports = rebuilder.run()
+        reports = rebuilder.run() if (datasets or all_datasets) else []
+        if annotations:
+            reports += _rebuild_annotations(app, settings, options, parts, apps, progress)
+        elif all_datasets and parts["store"].list_folders("annotations/"):
+            app.emit({"event": "rebuild.annotations_not_selected",
+                      "hint": "annotation-reply collections are rebuilt only with --annotations"})
     finally:
         for name in ("target", "embedder", "meta"):
             if parts[name] is not None:
                 parts[name].close()
     code = overall_exit_code(reports)
-    payload = {"event": "summary", "exit_code": code, "seconds": round(time.monotonic() - started, 3),
+    app.add_metrics([Metric("drtool_rebuild_index_dataset_exit_code", "Exit code of each dataset in the last run.",
+                            r.exit_code, {"dataset_id": r.dataset_id}) for r in reports]
+                    + [Metric("drtool_rebuild_index_inserted_chunks", "Chunks inserted per dataset in the last run.",
+                              r.inserted, {"dataset_id": r.dataset_id}) for r in reports])
+    payload = {"event": "result", "seconds": round(time.monotonic() - started, 3),
                "model": parts["embedder"].model_id,
                "model_requests": getattr(parts["embedder"], "requests", None),
                "datasets": [r.to_dict() for r in reports]}
     app.result(payload, lambda: _render(app, reports, dry_run))
     return conclude(code, "; ".join(f"dataset {r.dataset_id}: {r.status}" + (f" ({r.error})" if r.error else "")
                                    for r in reports if r.exit_code))
+
+
+def _rebuild_annotations(app: App, settings: Any, options: Options, parts: dict[str, Any], apps: tuple[str, ...],
+                         progress: Any) -> list[DatasetReport]:
+    """The annotation-reply collections (drtool/ops/annotations.py), through the same pipeline and gate."""
+    from drtool.ops.annotations import AnnotationRebuilder, read_enabled_apps
+
+    enabled = None
+    if parts["meta"] is not None:  # Postgres configured: it says which apps are enabled and on which model
+        from drtool.adapters.dify_metadata import DifyReader
+
+        with DifyReader(settings.postgres) as reader:
+            enabled = read_enabled_apps(reader)
+    rebuilder = AnnotationRebuilder(settings, options, store=parts["store"], target=parts["target"],
+                                    embedder=parts["embedder"], meta=parts["meta"], emit=app.emit,
+                                    progress=progress, redis_url=settings.redis.url, apps=enabled, app_ids=apps)
+    return rebuilder.run()
 
 
 def _render(app: App, reports: list[DatasetReport], dry_run: bool) -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
-from drtool.core.metrics import Metric, write_textfile
+from drtool.cli.app import App, Outcome, conclude, global_options, metrics_option, pass_app
+from drtool.core.metrics import Metric
 from drtool.core.replication_verdict import Level, offline_peers
 from drtool.core.terminal import one_line
 from drtool.errors import ConfigError, UsageError
@@ -159,12 +159,11 @@ def _render_status(app: App, report: StatusReport) -> None:
 @click.option("--no-bucket-check", is_flag=True,
               help="Skip the per-bucket check (versioning, one replication rule per peer, lifecycle, backlog).")
 @click.option("--deadline", default=None, metavar="DURATION", help=_DEADLINE_HELP.format("120s"))
-@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
-              help="Write Prometheus text metrics here (node_exporter textfile collector).")
+@metrics_option
 @pass_app
 def status(app: App, sites: tuple[str, ...], expected_sites: int | None, max_queued: int | None,
            max_failed_last_hour: int | None, max_failed_age: int | None, no_backlog: bool, no_bucket_check: bool,
-           deadline: str | None, metrics_file: str | None) -> int | Outcome:
+           deadline: str | None) -> int | Outcome:
     """Ask every MinIO site for its site-replication status and give one verdict with every reason.
 
     CRITICAL (exit 4): replication disabled, a site unreachable or reported offline, fewer sites than expected, a
@@ -189,8 +188,7 @@ def status(app: App, sites: tuple[str, ...], expected_sites: int | None, max_que
         lambda: replication_status(settings, configured_sites(settings), thresholds_from(settings),
                                    check_buckets=not no_bucket_check, progress=progress),
         limit, progress, "replication status")
-    if metrics_file:
-        write_textfile(metrics_file, status_metrics(report))
+    app.add_metrics(status_metrics(report))
     app.result(report.to_dict(), lambda: _render_status(app, report))
     verdict = report.verdict
     # Reasons come worst first; a level is named where it changes: "CRITICAL: a; b; WARNING: c".
@@ -206,25 +204,17 @@ def _verify_metrics(report: Any) -> list[Metric]:
     for b in report.buckets:
         labels = {"source": report.source.alias, "target": report.target.alias, "bucket": b.bucket}
         for kind in ("missing", "extra", "mismatch", "unsettled", "matched"):
-            metrics.append(Metric(f"drtool_replication_verify_{kind}", f"Objects {kind} in the last verify",
+            metrics.append(Metric(f"drtool_replication_verify_{kind}_objects", f"Objects {kind} in the last verify",
                                   float(getattr(b.counts, kind)), labels))
         if b.sampled is not None:
-            metrics.append(Metric("drtool_replication_verify_unproven", "Sampled objects the target answered "
+            metrics.append(Metric("drtool_replication_verify_unproven_objects", "Sampled objects the target answered "
                                   "for without proof it holds them", float(b.unproven), labels))
         if b.read_data is not None:
             for kind in ("unreadable", "differing", "read"):
-                metrics.append(Metric(f"drtool_replication_verify_read_data_{kind}",
+                metrics.append(Metric(f"drtool_replication_verify_read_data_{kind}_versions",
                                       f"Versions {kind} by the last --read-data", float(getattr(b.read_data, kind)),
                                       labels))
-    metrics.append(Metric("drtool_replication_verify_exit_code", "Exit code of the last verify",
-                          float(report.exit_code)))
-    import time
-
-    metrics.append(Metric("drtool_replication_verify_last_run_timestamp_seconds", "When verify last ran",
-                          time.time()))
-    # The text format wants each metric's samples together (several buckets interleave them otherwise).
-    order = {name: i for i, name in reversed(list(enumerate(m.name for m in metrics)))}
-    return sorted(metrics, key=lambda m: order[m.name])
+    return metrics  # drtool.core.metrics.render groups each metric's samples (buckets interleave them here)
 
 
 def _render_verify(app: App, report: Any) -> None:
@@ -301,13 +291,12 @@ def _render_verify(app: App, report: Any) -> None:
 @click.option("--max-rate", type=click.FloatRange(min=1), default=None, metavar="BYTES",
               help="Limit --read-data to this many bytes per second, both sites together.")
 @click.option("--deadline", default=None, metavar="DURATION", help=_DEADLINE_HELP.format("6h"))
-@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
-              help="Write Prometheus text metrics here.")
+@metrics_option
 @pass_app
 def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str | None, buckets: tuple[str, ...],
                prefix: str, mode: str, ignore_version_id: bool, settle: int | None, examples: int,
                sample: int | None, read_data: float | None, seed: int | None, max_rate: float | None,
-               deadline: str | None, metrics_file: str | None) -> int | Outcome:
+               deadline: str | None) -> int | Outcome:
     """Compare what two S3 endpoints hold, bucket by bucket: missing, extra and mismatched objects.
 
     Works on any S3 endpoints (MinIO, SeaweedFS, AWS S3). Exit 4 when an object is missing or different on the
@@ -332,7 +321,7 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
         seed = secrets.randbelow(2**31)  # reported, so the same subset can be read again
 
     def stream(bucket: str, diff: Any) -> None:
-        app.emit({"event": "replication_difference", "bucket": bucket, **diff.to_dict()})
+        app.emit({"event": "replication.difference", "bucket": bucket, **diff.to_dict()})
 
     progress = Progress()
 
@@ -346,8 +335,7 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
 
     progress.plan(f"bucket {b}" for b in buckets)
     report = run_with_deadline(work, limit, progress, f"replication verify {src.alias} -> {dst.alias}")
-    if metrics_file:
-        write_textfile(metrics_file, _verify_metrics(report))
+    app.add_metrics(_verify_metrics(report))
     app.result(report.to_dict(), lambda: _render_verify(app, report))
     return conclude(report.exit_code, _verify_reason(report))
 
@@ -384,12 +372,10 @@ def _verify_reason(report: Any) -> str:
               help="Lag in seconds above which the result is WARNING (exit 3): a replication-lag SLO.")
 @click.option("--deadline", default=None, metavar="DURATION",
               help=_DEADLINE_HELP.format("twice --timeout plus 30 s"))
-@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
-              help="Write Prometheus text metrics here.")
+@metrics_option
 @pass_app
 def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str | None, bucket: str | None,
-              timeout: float | None, max_lag: float | None, deadline: str | None,
-              metrics_file: str | None) -> int | Outcome:
+              timeout: float | None, max_lag: float | None, deadline: str | None) -> int | Outcome:
     """Write a canary object on one site and measure how long until the other shows it, and its delete.
 
     The canary (under .drtool/replication-probe/) is removed from both sites whatever happens. Exit 0 within
@@ -420,16 +406,14 @@ def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str 
     else:
         level = Level.OK
     payload = {**result.to_dict(), "verdict": level.label, "max_lag_seconds": max_lag}
-    if metrics_file:
-        labels = {"source": src.alias, "target": dst.alias}
-        write_textfile(metrics_file, [
-            Metric("drtool_replication_probe_ok", "1 when the canary and its delete arrived", float(result.ok),
-                   labels),
-            Metric("drtool_replication_probe_put_lag_seconds", "Seconds until the canary appeared on the target",
-                   result.put_lag if result.put_lag is not None else float("nan"), labels),
-            Metric("drtool_replication_probe_delete_lag_seconds", "Seconds until the delete reached the target",
-                   result.delete_lag if result.delete_lag is not None else float("nan"), labels),
-        ])
+    labels = {"source": src.alias, "target": dst.alias}
+    app.add_metrics([
+        Metric("drtool_replication_probe_put_lag_seconds", "Seconds until the canary appeared on the target "
+               "(NaN: not seen before the timeout)", result.put_lag if result.put_lag is not None else float("nan"),
+               labels),
+        Metric("drtool_replication_probe_delete_lag_seconds", "Seconds until the delete reached the target (NaN: "
+               "not seen)", result.delete_lag if result.delete_lag is not None else float("nan"), labels),
+    ])
 
     def render() -> None:
         lag = f"{result.put_lag:.2f} s" if result.put_lag is not None else "not seen"

@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
-from drtool.cli.app import App, global_options, pass_app
+from drtool.cli.app import App, global_options, metrics_option, pass_app
 from drtool.cli.snapshot_cmd import _dest_flags, destination_options, expect_digest_option
+from drtool.core.metrics import Metric
 
 
 @click.command("restore")
@@ -17,6 +18,9 @@ from drtool.cli.snapshot_cmd import _dest_flags, destination_options, expect_dig
 @click.option("--target-db", metavar="DSN|NAME",
               help="Database to restore into: a DSN or a database name on the configured server (created when "
                    "missing). The password may come from postgres.password or PGPASSWORD instead of the DSN.")
+@click.option("--target-plugin-db", metavar="DSN|NAME",
+              help="Database to restore the plugin daemon's database into, when the snapshot holds one (default: "
+                   "the snapshot's own plugin database name for an in-place --target-db, else <target-db>_plugin).")
 @click.option("--objects-to", metavar="BUCKET", help="Bucket to restore objects into (default: s3.bucket).")
 @click.option("--no-objects", is_flag=True, help="Restore only the database.")
 @click.option("--verify-only", is_flag=True, help="Only check that the target bucket holds every pinned version.")
@@ -30,11 +34,12 @@ from drtool.cli.snapshot_cmd import _dest_flags, destination_options, expect_dig
                    "snapshot.lock_stale_after, or unverifiable: this host name but another PID namespace); a "
                    "dead run's lock in this host and PID namespace is taken over without it.")
 @expect_digest_option
+@metrics_option
 @pass_app
 def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
                 snapshot_id: str, target_db: str | None, objects_to: str | None, no_objects: bool,
                 verify_only: bool, dry_run: bool, yes: bool, no_owner: bool, identity: str | None,
-                break_stale_lock: bool, expect_digest: str | None) -> int:
+                break_stale_lock: bool, expect_digest: str | None, target_plugin_db: str | None = None) -> int:
     """Restore SNAPSHOT_ID (or `latest`): make every pinned version current in the target bucket (server-side
     copy; objects already current are untouched), then pg_restore into --target-db in one transaction.
 
@@ -59,8 +64,15 @@ def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest
     result = restore(settings, dest, snapshot_id, target_db=target_db, objects_to=objects_to, dry_run=dry_run,
                      yes=yes, verify_only=verify_only, identities=identities, no_owner=no_owner,
                      skip_objects=no_objects, emit=app.emit, break_stale_lock=break_stale_lock,
-                     expect_digest=expect_digest)
-    payload: dict[str, Any] = {"event": "result", "command": "restore", **result.to_dict()}
+                     expect_digest=expect_digest, target_plugin_db=target_plugin_db)
+    payload: dict[str, Any] = {"event": "result", **result.to_dict()}
+    objects = result.objects or {}
+    app.add_metrics([
+        Metric("drtool_restore_copied_objects", "Object versions the last restore made current again (would, "
+               "with --dry-run).", objects.get("to_copy" if dry_run else "copied", 0) or 0),
+        Metric("drtool_restore_current_objects", "Pinned object versions that were already current.",
+               objects.get("already_current", 0) or 0),
+    ])
 
     def render() -> None:
         o, d = result.objects, result.database
@@ -74,6 +86,9 @@ def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest
                      f"{o['already_current']} already current, {o['skipped_dangling']} dangling skipped")
         if d:
             app.echo(f"{prefix}database {d['target']}: {d['action']}")
+        if result.plugin_database:
+            app.echo(f"{prefix}plugin database {result.plugin_database['target']}: "
+                     f"{result.plugin_database['action']}")
 
     app.result(payload, render)
     return 0

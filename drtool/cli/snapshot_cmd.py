@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
+from drtool.cli.app import App, Outcome, conclude, global_options, metrics_option, pass_app
+from drtool.core.metrics import Metric
 from drtool.core.terminal import one_line
-from drtool.errors import DrtoolError, ExitCode, VerificationFailed
+from drtool.errors import DrtoolError, VerificationFailed
 
 
 def s3_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -103,8 +103,7 @@ def snapshot_group() -> None:
 @click.option("--break-stale-lock", is_flag=True,
               help="Replace a lock judged stale (older than snapshot.lock_stale_after, or unverifiable: held from "
                    "another PID namespace or boot of this host name), with a warning; a live lock is never replaced.")
-@click.option("--metrics-file", type=click.Path(dir_okay=False),
-              help="Write Prometheus metrics (node_exporter textfile collector) here.")
+@metrics_option
 @click.option("--retain-until", metavar="DATE|DURATION",
               help="S3 Object Lock: no one can delete or overwrite the snapshot's artifacts before this date "
                    "(2027-01-31, or 30d / 12h / 2w from now; overrides snapshot.object_lock_days). The snapshot "
@@ -112,41 +111,34 @@ def snapshot_group() -> None:
 @pass_app
 def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
            schemas: tuple[str, ...], tables: tuple[str, ...], encrypt_to: tuple[str, ...], copy_unversioned: bool,
-           require_replication: bool, break_stale_lock: bool, metrics_file: str | None,
-           retain_until: str | None) -> int | Outcome:
+           require_replication: bool, break_stale_lock: bool, retain_until: str | None) -> int | Outcome:
     """Dump Postgres and pin every object version its rows reference, as of one fence time.
 
     Writes <prefix>/snapshots/<id>/ (dump, manifest.jsonl.zst, meta.json, SHA256SUMS, COMMITTED last). Silent on
     success unless -v. Exit 0 ok, 3 committed with warnings (dangling references, lifecycle rule, clock skew),
     2 --retain-until on a bucket without Object Lock, 11 another run holds the lock, 12 credentials refused.
     """
-    from drtool.ops.snapshot import CreateOptions, create_snapshot, write_metrics
+    from drtool.ops.snapshot import CreateOptions, create_snapshot
 
-    started = time.monotonic()
     flags = _dest_flags(dest_bucket, dest_prefix, dest_endpoint)
     if encrypt_to:
         flags["snapshot.encrypt_to"] = ",".join(encrypt_to)
-    meta: dict[str, Any] | None = None
-    code = int(ExitCode.ERROR)
-    outcome = "error"
-    try:
-        settings = app.settings(flags)
-        options = CreateOptions(schemas=schemas, tables=tables, encrypt_to=settings.snapshot.encrypt_to,
-                                copy_unversioned=copy_unversioned, require_replication=require_replication,
-                                break_stale_lock=break_stale_lock, retain_until=retain_until)
-        result = create_snapshot(settings, options, emit=app.emit)
-        meta = result.meta
-        code = result.exit_code
-        outcome = "success" if code == 0 else "warning"
-    except DrtoolError as exc:
-        code = int(exc.exit_code)
-        outcome = "locked" if code == ExitCode.LOCKED else "error"
-        raise
-    finally:
-        if metrics_file:
-            write_metrics(metrics_file, outcome=outcome, exit_code=code, duration_s=time.monotonic() - started,
-                          meta=meta)
-    payload = {"event": "result", "command": "snapshot create", "snapshot": result.snapshot_id,
+    settings = app.settings(flags)
+    options = CreateOptions(schemas=schemas, tables=tables, encrypt_to=settings.snapshot.encrypt_to,
+                            copy_unversioned=copy_unversioned, require_replication=require_replication,
+                            break_stale_lock=break_stale_lock, retain_until=retain_until)
+    result = create_snapshot(settings, options, emit=app.emit)
+    meta = result.meta
+    code = result.exit_code
+    app.add_metrics([
+        Metric("drtool_snapshot_create_written_bytes", "Bytes the last snapshot wrote (dump + manifest).",
+               meta["bytes"]["dump"] + meta["bytes"]["manifest"]),
+        Metric("drtool_snapshot_create_pinned_objects", "Object versions the last snapshot pinned.",
+               meta["counts"]["pinned"]),
+        Metric("drtool_snapshot_create_dangling_references", "Referenced keys without an object at the fence.",
+               meta["counts"]["dangling"]),
+    ])
+    payload = {"event": "result", "snapshot": result.snapshot_id,
                "fence": result.fence, "fence_window_start": meta["fence_window_start"], "counts": meta["counts"],
                "bytes": meta["bytes"], "retention": meta.get("retention"), "warnings": result.warnings,
                "digest": result.digest, "signed_by": result.signed_by, "exit_code": code}
@@ -184,7 +176,7 @@ def list_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_en
     settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     dest = open_destination(settings)
     rows = [s.summary() for s in list_snapshots(dest)]
-    payload = {"event": "snapshots", "destination": dest.url, "snapshots": rows}
+    payload = {"event": "result", "destination": dest.url, "snapshots": rows}
 
     def render() -> None:
         if not rows:
@@ -210,7 +202,7 @@ def list_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_en
 @global_options
 @destination_options
 @click.argument("snapshot_id", required=False)
-@click.option("--latest", is_flag=True, help="Verify the newest committed snapshot.")
+@click.option("--latest", is_flag=True, hidden=True, help="Same as the ID `latest`.")
 @click.option("--all", "all_", is_flag=True, help="Verify every committed snapshot.")
 @click.option("--deep", is_flag=True, help="Also check every pinned object version (etag, size) and that "
                                            "pg_restore can read the dump.")
@@ -230,7 +222,7 @@ def verify_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_
     from drtool.ops.snapshot_catalog import list_snapshots, resolve, verify
 
     if sum(bool(x) for x in (snapshot_id, latest, all_)) != 1:
-        raise UsageError("name one snapshot: ID, --latest or --all")
+        raise UsageError("name one snapshot: ID (or latest), or --all")
     if expect_digest and all_:
         raise UsageError("--expect-digest names one snapshot: use it with ID or --latest, not --all")
     expect_digest = parse_expect_digest(expect_digest)
@@ -265,6 +257,7 @@ def verify_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_
 @click.option("--keep-weekly", type=click.IntRange(min=0), help="Keep one per ISO week for N weeks.")
 @click.option("--keep-monthly", type=click.IntRange(min=0), help="Keep one per month for N months.")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@metrics_option
 @pass_app
 def prune_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
               keep_last: int | None, keep_daily: int | None, keep_weekly: int | None, keep_monthly: int | None,
@@ -282,8 +275,16 @@ def prune_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_e
     s = settings.snapshot
     policy = Policy(s.keep_last, s.keep_daily, s.keep_weekly, s.keep_monthly)
     result = prune(settings, open_destination(settings), policy, dry_run=dry_run)
-    payload = {"event": "result", "command": "snapshots prune", "dry_run": dry_run, "keep": result.keep,
+    payload = {"event": "result", "dry_run": dry_run, "keep": result.keep,
                "remove": result.remove, "removed": result.removed, "locked": result.locked}
+    app.add_metrics([
+        Metric("drtool_snapshots_prune_kept_snapshots", "Snapshots the policy kept in the last prune.",
+               len(result.keep)),
+        Metric("drtool_snapshots_prune_removed_snapshots", "Snapshots the last prune removed (would, with "
+               "--dry-run).", len(result.remove if dry_run else result.removed)),
+        Metric("drtool_snapshots_prune_locked_snapshots", "Snapshots the policy drops that Object Lock still keeps.",
+               len(result.locked)),
+    ])
 
     def render() -> None:
         if dry_run:
@@ -308,6 +309,7 @@ def prune_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_e
 @click.option("--grace", type=click.IntRange(min=0), help="Seconds an uncommitted folder is left alone "
                                                           "(snapshot.gc_grace, default 86400).")
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+@metrics_option
 @pass_app
 def gc_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
            grace: int | None, dry_run: bool) -> int:
@@ -318,9 +320,17 @@ def gc_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
 
     settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {"snapshot.gc_grace": grace})
     result = gc(settings, open_destination(settings), grace_s=settings.snapshot.gc_grace, dry_run=dry_run)
-    payload = {"event": "result", "command": "snapshots gc", "dry_run": dry_run, "removed": result.removed,
+    payload = {"event": "result", "dry_run": dry_run, "removed": result.removed,
                "kept_young": result.kept_young, "kept_locked": result.kept_locked,
                "aborted_uploads": result.aborted_uploads}
+    app.add_metrics([
+        Metric("drtool_snapshots_gc_removed_folders", "Uncommitted snapshot folders the last gc removed (would, "
+               "with --dry-run).", len(result.removed)),
+        Metric("drtool_snapshots_gc_kept_folders", "Uncommitted folders left: younger than the grace period or "
+               "under Object Lock.", len(result.kept_young) + len(result.kept_locked)),
+        Metric("drtool_snapshots_gc_aborted_uploads", "Unfinished multipart uploads the last gc aborted.",
+               result.aborted_uploads),
+    ])
 
     def render() -> None:
         if dry_run or app.verbosity:
@@ -349,6 +359,12 @@ def unlock_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_
 
     settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     result = unlock(settings, open_destination(settings), force=force)
-    app.result({"event": "result", "command": "snapshots unlock", **result},
+    app.result({"event": "result", **result},
                lambda: app.echo(f"removed the lock held by {one_line(result['holder'])}"))
     return 0
+
+
+# `drtool snapshot list` and `drtool snapshots create` work too: one command, either spelling of the group.
+for _command in list(snapshots_group.commands.values()):
+    snapshot_group.add_command(_command)
+snapshots_group.add_command(snapshot_group.commands["create"])

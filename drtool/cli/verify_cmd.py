@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
-from drtool.cli.app import App, Outcome, conclude, global_options, pass_app
-from drtool.core.metrics import Metric, write_textfile
+from drtool.cli.app import App, Outcome, conclude, global_options, metrics_option, pass_app
+from drtool.core.metrics import Metric
+from drtool.core.ports import VECTOR_STORES
 from drtool.core.terminal import one_line
 from drtool.errors import ExitCode, UsageError
 from drtool.ops.verify import KINDS, VerifyOptions, VerifyReport, verify
@@ -24,25 +23,27 @@ _SHORT = {"missing_vector": "missing", "orphan_vector": "orphan", "duplicate_vec
 @click.option("--deep", is_flag=True, help="Also compare each dataset's chunk file in object storage with Postgres.")
 @click.option("--skip-files", is_flag=True, help="Do not HEAD the objects upload_files and tool_files name.")
 @click.option("--skip-vectors", is_flag=True, help="Do not read the vector store.")
+@click.option("--annotations/--no-annotations", default=None,
+              help="Check the annotation-reply collection (and with --deep the annotation file) of every app with "
+                   "annotation reply enabled.  [default: unless --dataset or --snapshot]")
 @click.option("--snapshot", "snapshot_ref", metavar="ID|latest",
               help="Check file references at the object versions this snapshot pinned, not the current objects.")
 @click.option("--identity", type=click.Path(dir_okay=False, exists=True),
               help="age identity file, to read the manifest of an encrypted snapshot.")
 @click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Parallel HEAD requests for the object check.")
-@click.option("--vector-store", type=click.Choice(["milvus", "weaviate"]),
+@click.option("--vector-store", type=click.Choice(VECTOR_STORES),
               help="Backend of datasets whose index_struct does not name one (vector.store).")
 @click.option("--milvus-uri", help="Milvus server URI or Milvus Lite file (milvus.uri).")
 @click.option("--weaviate-endpoint", help="Weaviate HTTP endpoint (weaviate.endpoint).")
 @click.option("--weaviate-grpc", help="Weaviate gRPC host:port (weaviate.grpc_endpoint).")
 @click.option("--bucket", help="Bucket holding Dify's files and the chunk files (s3.bucket).")
-@click.option("--metrics-file", type=click.Path(dir_okay=False),
-              help="Write Prometheus metrics here (node_exporter textfile collector).")
+@metrics_option
 @pass_app
 def verify_cmd(app: App, datasets: tuple[str, ...], deep: bool, skip_files: bool, skip_vectors: bool,
-               snapshot_ref: str | None, identity: str | None, workers: int,
+               annotations: bool | None, snapshot_ref: str | None, identity: str | None, workers: int,
                vector_store: str | None, milvus_uri: str | None, weaviate_endpoint: str | None,
-               weaviate_grpc: str | None, bucket: str | None, metrics_file: str | None) -> int | Outcome:
+               weaviate_grpc: str | None, bucket: str | None) -> int | Outcome:
     """Check referential closure across Postgres, object storage and the vector index.
 
     Every upload_files/tool_files key must name an object; every segment or child chunk Dify indexes in a
@@ -60,18 +61,13 @@ def verify_cmd(app: App, datasets: tuple[str, ...], deep: bool, skip_files: bool
     if snapshot_ref and skip_files:
         raise UsageError("--snapshot checks file references: it cannot be combined with --skip-files")
     options = VerifyOptions(datasets=datasets, deep=deep, check_files=not skip_files, check_vectors=not skip_vectors,
-                            snapshot=snapshot_ref, identity=identity, workers=workers)
+                            snapshot=snapshot_ref, identity=identity, workers=workers, annotations=annotations)
     report = verify(settings, options, emit=app.emit)
     code = ExitCode.OK if report.ok else ExitCode.CRITICAL
-    payload = {"event": "verify_summary", "exit_code": int(code), **report.to_dict()}
+    payload = {"event": "result", **report.to_dict()}
     app.result(payload, lambda: _render(app, report))
-    if metrics_file:
-        write_textfile(metrics_file, [
-            Metric("drtool_verify_last_run_timestamp_seconds", "End of the last verify run.", time.time()),
-            Metric("drtool_verify_ok", "1 when the last verify found no break.", 1 if report.ok else 0),
-            *(Metric("drtool_verify_breaks", "Breaks of each kind found by the last verify.",
-                     report.findings.counts.get(kind, 0), {"kind": kind}) for kind in KINDS),
-        ])
+    app.add_metrics([Metric("drtool_verify_breaks", "Breaks of each kind found by the last verify.",
+                            report.findings.counts.get(kind, 0), {"kind": kind}) for kind in KINDS])
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(report.findings.counts.items()) if n)
     return conclude(code, f"{report.findings.total} break(s): {kinds}")
 
@@ -94,8 +90,15 @@ def _render(app: App, report: VerifyReport) -> None:
             result = ", ".join(f"{_SHORT.get(k, k)} {n}" for k, n in d.breaks.items())
         app.echo(f"{one_line(d.dataset_id):<36}  {one_line(d.indexing_technique or '-'):<12} {d.backend or '-':<8} "
                  f"{d.indexed_chunks:>7} {vectors:>7}  {result}")
+    for a in report.annotations:
+        vectors = "-" if a["vectors"] is None else str(a["vectors"])
+        result = ("ok" + (f" ({one_line(a['note'])})" if a["note"] else "") if a["ok"]
+                  else ", ".join(f"{k} {n}" for k, n in a["breaks"].items()))
+        app.echo(f"app {one_line(a['app_id']):<32}  {'annotations':<12} {'':<8} {a['annotations']:>7} "
+                 f"{vectors:>7}  {result}")
     if report.ok:
-        app.echo(f"verify{' --deep' if report.deep else ''}: no break in {len(report.datasets)} dataset(s)")
+        app.echo(f"verify{' --deep' if report.deep else ''}: no break in {len(report.datasets)} dataset(s)"
+                 + (f" and {len(report.annotations)} app(s) with annotation reply" if report.annotations else ""))
         return
     app.echo(f"\n{report.findings.total} break(s):")
     for kind, text in KINDS.items():

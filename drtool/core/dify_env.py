@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from drtool.core.dify_keys import KeyAccount, account_keys
+from drtool.core.ports import VECTOR_STORES
+
 # STORAGE_TYPE values that are not an S3 API drtool can read.
 _UNREADABLE_STORAGE = {
     "local", "azure-blob", "google-storage", "aliyun-oss", "tencent-cos", "huawei-obs", "baidu-obs",
@@ -23,8 +26,13 @@ class DifyMapping:
     values: dict[str, tuple[str, str]] = field(default_factory=dict)  # setting -> (value, dify variable)
     storage_problem: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Every database/storage/vector/embedding key of the file: mapped, read, or not used and why (dify_keys).
+    keys: list[KeyAccount] = field(default_factory=list)
+    # Dify variable -> the setting it would feed: an empty one is reported as such, not as unknown.
+    consulted: dict[str, str] = field(default_factory=dict)
 
     def put(self, setting: str, env: Mapping[str, str], var: str, value: str | None = None) -> None:
+        self.consulted.setdefault(var, setting)
         raw = env.get(var) if value is None else value
         if raw is not None and raw != "":
             self.values[setting] = (raw, var)
@@ -37,14 +45,16 @@ def map_dify_env(env: Mapping[str, str], host_map: Mapping[str, str] | None = No
     out = DifyMapping()
     _map_storage(env, out)
     _map_postgres(env, out)
+    _map_plugin_storage(env, out)
     _map_vector(env, out)
     _map_redis(env, out)
+    out.keys = account_keys(env, out.values, out.consulted)
     return out
 
 
 _HOST_VARS = {
     "S3_ENDPOINT", "OPENDAL_S3_ENDPOINT", "DB_HOST", "WEAVIATE_ENDPOINT", "WEAVIATE_GRPC_ENDPOINT",
-    "MILVUS_URI", "REDIS_HOST",
+    "MILVUS_URI", "REDIS_HOST", "PGVECTOR_HOST", "PLUGIN_S3_ENDPOINT",
 }
 
 
@@ -133,25 +143,58 @@ def _map_postgres(env: Mapping[str, str], out: DifyMapping) -> None:
     for setting, var in (
         ("postgres.host", "DB_HOST"), ("postgres.port", "DB_PORT"), ("postgres.user", "DB_USERNAME"),
         ("postgres.password", "DB_PASSWORD"), ("postgres.database", "DB_DATABASE"),
+        # The plugin daemon's database: same server and credentials, only the name differs (Dify's compose sets
+        # the daemon's DB_DATABASE to ${DB_PLUGIN_DATABASE:-dify_plugin}; dify-plugin-daemon has no other keys).
+        ("postgres.plugin_database", "DB_PLUGIN_DATABASE"),
     ):
         out.put(setting, env, var)
+
+
+def _map_plugin_storage(env: Mapping[str, str], out: DifyMapping) -> None:
+    """The plugin daemon's S3 storage (PLUGIN_STORAGE_TYPE=aws_s3): snapshots pin its prefixes when it is Dify's
+    own bucket on the same endpoint. Any other type (local, the default, on the plugin_daemon volume) is not
+    mapped: drtool cannot read it, and `config show` says so (dify_keys)."""
+    if (env.get("PLUGIN_STORAGE_TYPE") or "local").strip().lower() != "aws_s3":
+        return
+    out.put("snapshot.plugin_storage_bucket", env, "PLUGIN_STORAGE_OSS_BUCKET")
+    out.put("snapshot.plugin_storage_endpoint", env, "PLUGIN_S3_ENDPOINT")
 
 
 def _map_vector(env: Mapping[str, str], out: DifyMapping) -> None:
     store = (env.get("VECTOR_STORE") or "").strip().lower()
     if store:
-        if store in ("milvus", "weaviate"):
+        if store in VECTOR_STORES:
             out.put("vector.store", env, "VECTOR_STORE", store)
         else:
-            out.notes.append(f"VECTOR_STORE={store}: drtool rebuilds Milvus and Weaviate indexes only")
+            out.notes.append(f"VECTOR_STORE={store}: drtool rebuilds {', '.join(VECTOR_STORES)} indexes only")
     out.put("vector.index_prefix", env, "VECTOR_INDEX_NAME_PREFIX")
     for setting, var in (
         ("weaviate.endpoint", "WEAVIATE_ENDPOINT"), ("weaviate.api_key", "WEAVIATE_API_KEY"),
         ("weaviate.grpc_endpoint", "WEAVIATE_GRPC_ENDPOINT"), ("milvus.uri", "MILVUS_URI"),
         ("milvus.token", "MILVUS_TOKEN"), ("milvus.user", "MILVUS_USER"),
         ("milvus.password", "MILVUS_PASSWORD"), ("milvus.database", "MILVUS_DATABASE"),
+        ("milvus.enable_hybrid_search", "MILVUS_ENABLE_HYBRID_SEARCH"),
+        ("milvus.analyzer_params", "MILVUS_ANALYZER_PARAMS"),
+        # How Dify's weaviate_vector.py creates a collection: drtool creates the same one.
+        ("weaviate.tokenization", "WEAVIATE_TOKENIZATION"), ("weaviate.index_type", "WEAVIATE_INDEX_TYPE"),
+        ("weaviate.dynamic_threshold", "WEAVIATE_DYNAMIC_INDEX_THRESHOLD"),
+        ("weaviate.distance", "WEAVIATE_DISTANCE_METRIC"), ("weaviate.compression", "WEAVIATE_COMPRESSION"),
+        ("weaviate.rq_bits", "WEAVIATE_RQ_BITS"), ("weaviate.pq_segments", "WEAVIATE_PQ_SEGMENTS"),
+        ("weaviate.pq_training_limit", "WEAVIATE_PQ_TRAINING_LIMIT"),
+        ("weaviate.sq_training_limit", "WEAVIATE_SQ_TRAINING_LIMIT"),
+        ("weaviate.compression_cache", "WEAVIATE_COMPRESSION_CACHE"),
+        ("weaviate.replication_factor", "WEAVIATE_REPLICATION_FACTOR"),
+        ("weaviate.multi_tenancy", "WEAVIATE_MULTI_TENANCY_ENABLED"),
+        # Dify's pgvector.py (PGVECTOR_MIN/MAX_CONNECTION size Dify's own pool and do not matter here).
+        ("pgvector.host", "PGVECTOR_HOST"), ("pgvector.port", "PGVECTOR_PORT"), ("pgvector.user", "PGVECTOR_USER"),
+        ("pgvector.password", "PGVECTOR_PASSWORD"), ("pgvector.database", "PGVECTOR_DATABASE"),
+        ("pgvector.pg_bigm", "PGVECTOR_PG_BIGM"),
     ):
         out.put(setting, env, var)
+    index_type = (env.get("PGVECTOR_INDEX_TYPE") or "hnsw").strip().lower()
+    if store == "pgvector" and index_type != "hnsw":
+        out.notes.append(f"PGVECTOR_INDEX_TYPE={index_type}: drtool builds Dify's HNSW index; Dify's queries "
+                         "work the same on it")
 
 
 def _map_redis(env: Mapping[str, str], out: DifyMapping) -> None:

@@ -36,11 +36,14 @@ from psycopg import sql
 from drtool import __version__
 from drtool.adapters import postgres as pga
 from drtool.adapters import s3 as s3a
+from drtool.adapters import vector_stores
 from drtool.config import Settings
 from drtool.core import drill_report as dr
 from drtool.core import manifest as mf
 from drtool.core import naming
+from drtool.core.ports import VectorStore
 from drtool.errors import DrtoolError, NotFoundError, UsageError
+from drtool.ops import snapshot_databases
 from drtool.ops.snapshot import Destination, open_destination
 from drtool.ops.snapshot_auth import authenticate
 from drtool.ops.snapshot_catalog import SnapshotInfo, iter_records, resolve
@@ -220,6 +223,8 @@ class _Scratch:
     db_created: bool = False
     collections: list[str] = field(default_factory=list)
     backend: str | None = None
+    plugin_database: str | None = None  # issue 13: the plugin daemon's database, when the snapshot holds one
+    plugin_db_created: bool = False
 
 
 class Drill:
@@ -248,16 +253,15 @@ class Drill:
             raise UsageError(f"--scratch-db {name} is the configured live database (postgres.database)",
                              hint="a drill restores into a scratch database and drops it afterwards: choose "
                                   "another name")
-        store = s.vector.store
-        if store not in ("milvus", "weaviate"):
+        if not s.vector.store:
             raise UsageError("no vector store chosen for the scratch collections",
-                             hint="set vector.store (DRTOOL_VECTOR_STORE=milvus|weaviate) and its endpoint")
-        if store == "milvus" and not s.milvus.uri:
-            raise UsageError("milvus.uri is not set", hint="pass DRTOOL_MILVUS_URI (server URI or Milvus Lite file)")
-        if store == "weaviate" and not s.weaviate.endpoint:
-            raise UsageError("weaviate.endpoint is not set", hint="set DRTOOL_WEAVIATE_ENDPOINT")
+                             hint=f"set vector.store (DRTOOL_VECTOR_STORE={'|'.join(vector_stores.names())}) and "
+                                  "its endpoint")
+        backend = vector_stores.get(s.vector.store)
+        if not backend.configured(s):
+            raise UsageError(f"{backend.name} is not configured for the scratch collections", hint=backend.hint)
         s.require_s3()
-        self.scratch.backend = store
+        self.scratch.backend = backend.name
         if self.options.identity:
             from drtool.adapters.age import load_identities
 
@@ -274,6 +278,15 @@ class Drill:
             raise UsageError(f"scratch database {name} already exists on {s.postgres.host}:{s.postgres.port}",
                              hint="a drill never reuses a database it did not create: drop it (a --keep drill "
                                   "leaves one) or pass another --scratch-db")
+        if isinstance(info.meta.get(snapshot_databases.PLUGIN_META), dict):
+            plugin = f"{name[:56]}_plugin"
+            with pga.connect(s.postgres, database="postgres", autocommit=True) as admin:
+                taken = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (plugin,)).fetchone()
+            if taken or plugin in (s.postgres.database, s.postgres.plugin_database):
+                raise UsageError(f"scratch plugin database {plugin} already exists on {s.postgres.host}:"
+                                 f"{s.postgres.port}", hint="drop it (a --keep drill leaves one) or pass another "
+                                                            "--scratch-db")
+            self.scratch.plugin_database = plugin
         return dest, info
 
     def scratch_settings(self) -> Settings:
@@ -326,11 +339,34 @@ class Drill:
         from drtool.ops.restore import restore
 
         self.scratch.db_created = True  # from here on the database may exist: cleanup drops it if it does
+        self.scratch.plugin_db_created = self.scratch.plugin_database is not None
         result = restore(self.settings, dest, info.id, target_db=self.scratch.database, objects_to=None,
                          dry_run=False, yes=False, verify_only=False, identities=self.identities, no_owner=True,
-                         skip_objects=True, expect_digest=self.options.expect_digest)
+                         skip_objects=True, expect_digest=self.options.expect_digest,
+                         target_plugin_db=self.scratch.plugin_database)
         detail["database"] = result.database
+        if self.scratch.plugin_database:
+            detail["plugin_database"] = result.plugin_database
+            self._check_plugin_rows(info, detail)
         detail["collections"] = self._point_at_scratch_collections()
+
+    def _check_plugin_rows(self, info: SnapshotInfo, detail: dict[str, Any]) -> None:
+        """Every table of the restored plugin database holds the rows it held at the snapshot (issue 13).
+
+        The counts were taken in the dump's own exported snapshot, so any difference is a lost table or row."""
+        from drtool.errors import VerificationFailed
+
+        assert self.scratch.plugin_database is not None
+        expected = (info.meta.get(snapshot_databases.PLUGIN_META) or {}).get("row_counts") or {}
+        pg = dataclasses.replace(self.settings.postgres, database=self.scratch.plugin_database)
+        found = snapshot_databases.row_counts(pg)
+        differ = {t: (n, found.get(t)) for t, n in expected.items() if found.get(t) != n}
+        detail["plugin_tables"] = len(found)
+        detail["plugin_rows"] = sum(found.values())
+        if differ:
+            raise VerificationFailed(f"the restored plugin database differs from the snapshot in {len(differ)} "
+                                     "table(s): " + "; ".join(f"{t}: {want} row(s) at the snapshot, {got} restored"
+                                                              for t, (want, got) in list(differ.items())[:5]))
 
     def _point_at_scratch_collections(self) -> dict[str, str]:
         """Rewrite `datasets.index_struct` in the scratch copy so every high-quality dataset names a scratch
@@ -404,14 +440,8 @@ class Drill:
             return [d.id for d in reader.datasets() if d.indexing_technique == "high_quality"
                     and d.provider != "external"]
 
-    def _target(self, settings: Settings) -> Any:
-        if settings.vector.store == "weaviate":
-            from drtool.adapters.weaviate import WeaviateTarget
-
-            return WeaviateTarget(settings.weaviate)
-        from drtool.adapters.milvus import MilvusTarget
-
-        return MilvusTarget(settings.milvus)
+    def _target(self, settings: Settings) -> VectorStore:
+        return vector_stores.open_store(settings)
 
     def verify(self, info: SnapshotInfo, detail: dict[str, Any]) -> None:
         from drtool.errors import VerificationFailed
@@ -467,6 +497,11 @@ class Drill:
                 done["database_dropped"] = self._drop_database()
             except Exception as exc:
                 errors.append(f"scratch database {self.scratch.database}: {exc}")
+        if self.scratch.plugin_db_created and self.scratch.plugin_database:
+            try:
+                done["plugin_database_dropped"] = self._drop_database(self.scratch.plugin_database)
+            except Exception as exc:
+                errors.append(f"scratch plugin database {self.scratch.plugin_database}: {exc}")
         if errors:
             done["errors"] = errors
             self.problems += [f"cleanup: {e} (remove it by hand)" for e in errors]
@@ -479,17 +514,7 @@ class Drill:
         try:
             for name in self.scratch.collections:
                 assert name.startswith(self.scratch.prefix)  # never a live name
-                if hasattr(target, "alias_target"):  # Weaviate: the name is an alias over generations
-                    for generation in target._generations(name):
-                        target.drop(generation)
-                        dropped.append(generation)
-                    if target.alias_target(name) is not None:
-                        target.drop_alias(name)
-                candidates = [name, naming.build_name(name), naming.previous_name(name)]
-                for candidate in candidates:
-                    if target.exists(candidate):
-                        target.drop(candidate)
-                        dropped.append(candidate)
+                dropped += target.purge(name)  # the name and every build, generation or alias drtool made of it
         finally:
             target.close()
         return dropped
@@ -503,9 +528,9 @@ class Drill:
             store.delete(key)
         return len(keys)
 
-    def _drop_database(self) -> bool:
-        name = self.scratch.database
-        assert name != self.settings.postgres.database
+    def _drop_database(self, name: str | None = None) -> bool:
+        name = name or self.scratch.database
+        assert name not in (self.settings.postgres.database, self.settings.postgres.plugin_database)
         with pga.connect(self.settings.postgres, database="postgres", autocommit=True) as admin:
             if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
                 return False
@@ -543,11 +568,13 @@ class Drill:
                         cleanup = self.cleanup()
         lag, lag_source = self.replication_lag(info)
         s = self.settings
-        where = s.milvus.uri if self.scratch.backend == "milvus" else s.weaviate.endpoint
+        where = vector_stores.get(self.scratch.backend).location(s) if self.scratch.backend else None
         scratch = {"database": f"{s.postgres.host}:{s.postgres.port}/{self.scratch.database}",
                    "collections": ", ".join(self.scratch.collections) or "(none)",
                    "vector_store": f"{self.scratch.backend} {where}",
                    "rebuild_ledgers": self.scratch.ledger_prefix}
+        if self.scratch.plugin_database:
+            scratch["plugin_database"] = f"{s.postgres.host}:{s.postgres.port}/{self.scratch.plugin_database}"
         record = dr.build_record(
             drill_id=self.drill_id, started_at=self.started, finished_at=datetime.now(UTC),
             snapshot={"id": info.id, "fence": info.meta.get("fence"), "encrypted": info.encrypted,

@@ -49,6 +49,12 @@ class ExportOptions:
     force: bool = False
     part_size_mb: int = 16
     break_stale_lock: bool = False
+    # Annotation files of every app with annotation reply enabled (drtool/ops/annotations.py). None: with --all.
+    annotations: bool | None = None
+
+    @property
+    def with_annotations(self) -> bool:
+        return self.all_datasets if self.annotations is None else self.annotations
 
 
 @dataclass
@@ -67,6 +73,7 @@ class DatasetExport:
     skipped_blank: int = 0
     removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    kind: str = "dataset"  # "annotation": dataset_id is the app id, the file is annotations/<app_id>/...
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +90,10 @@ def select_datasets(reader: DifyReader, options: ExportOptions) -> list[DatasetR
     if options.datasets and options.all_datasets:
         raise UsageError("pass either --dataset or --all, not both")
     if not options.datasets and not options.all_datasets:
-        raise UsageError("say which datasets to export", hint="pass --dataset ID (repeatable) or --all")
+        if options.annotations:
+            return []  # --annotations alone: only the apps' annotation files
+        raise UsageError("say which datasets to export",
+                         hint="pass --dataset ID (repeatable), --all, or --annotations")
     return reader.datasets(options.datasets)
 
 
@@ -103,7 +113,7 @@ def export_chunks(settings: Settings, options: ExportOptions, *, emit: Emit) -> 
                           break_stale=options.break_stale_lock, emit=emit)
     with lock, DifyReader(settings.postgres) as reader:
         datasets = select_datasets(reader, options)
-        emit({"event": "export_started", "datasets": len(datasets), "bucket": store.bucket,
+        emit({"event": "export.started", "datasets": len(datasets), "bucket": store.bucket,
               "compression": options.compression, "dry_run": options.dry_run})
         for number, dataset in enumerate(datasets, start=1):
             key = chunk_key(dataset.id, options.compression)
@@ -114,8 +124,12 @@ def export_chunks(settings: Settings, options: ExportOptions, *, emit: Emit) -> 
                 _export_one(reader, store, dataset, result, options, emit)
             log.info("[%d/%d] %s %s: %s, %d chunks", number, len(datasets), dataset.id, dataset.name,
                      result.status, result.chunks)
-            emit({"event": "dataset_exported", **result.to_dict()})
+            emit({"event": "export.dataset_exported", **result.to_dict()})
             results.append(result)
+        if options.with_annotations:
+            from drtool.ops.annotations import export_annotations
+
+            results.extend(export_annotations(reader, store, options, emit=emit))
     return results
 
 
@@ -146,38 +160,47 @@ def _export_one(reader: DifyReader, store: s3_adapter.BucketStore, dataset: Data
         elif unchanged:
             result.status = "unchanged"
         else:
-            def on_part(part: int, parts: int) -> None:
-                emit({"event": "upload_part", "dataset_id": dataset.id, "part": part, "parts": parts})
-
-            try:
-                # This run holds the bucket's lock: an unfinished multipart upload of this file is a killed run's,
-                # invisible but billed until aborted. Abort it here rather than leave it to a lifecycle rule.
-                # Best effort: without s3:ListBucketMultipartUploads/AbortMultipartUpload the export still works.
-                try:
-                    aborted = s3_adapter.abort_uploads(store.client, store.bucket, store.prefix + result.key)
-                except Exception as exc:
-                    aborted = 0
-                    log.info("dataset %s: could not look for unfinished uploads of %s: %s", dataset.id, result.url,
-                             exc)
-                if aborted:
-                    log.warning("dataset %s: aborted %d unfinished upload(s) of %s left by a killed run", dataset.id,
-                                aborted, result.url)
-                s3_adapter.put_file_atomic(
-                    store.client, store.bucket, store.prefix + result.key, spool, size,
-                    metadata={META_SHA: result.sha256, META_CHUNKS: str(result.chunks), META_FORMAT: WRITER_FORMAT},
-                    content_type=_content_type(options.compression), part_size=options.part_size_mb << 20,
-                    on_part=on_part)
-            except DrtoolError:
-                raise
-            except Exception as exc:
-                raise store._error(exc, result.url) from None
-            result.status = "written"
+            upload_spool(store, result, spool, size, options, emit)
     if not options.dry_run:
         for other in other_chunk_keys(dataset.id, options.compression):
             if store.head(other) is not None:
                 store.delete(other)  # rebuild-index reads the first name that exists: never a stale one
                 result.removed.append(other)
     result.seconds = round(time.monotonic() - started, 3)
+
+
+def upload_spool(store: s3_adapter.BucketStore, result: DatasetExport, spool: Any, size: int,
+                 options: ExportOptions, emit: Emit, *, extra_metadata: dict[str, str] | None = None) -> None:
+    """Replace result.key with the spooled file in one atomic PUT or multipart upload (shared by the dataset and
+    annotation files, so both get the same atomicity and the same clean-up of a killed run's upload)."""
+    owner = result.dataset_id
+
+    def on_part(part: int, parts: int) -> None:
+        emit({"event": "export.part_uploaded", "dataset_id": owner, "part": part, "parts": parts})
+
+    try:
+        # This run holds the bucket's lock: an unfinished multipart upload of this file is a killed run's,
+        # invisible but billed until aborted. Abort it here rather than leave it to a lifecycle rule.
+        # Best effort: without s3:ListBucketMultipartUploads/AbortMultipartUpload the export still works.
+        try:
+            aborted = s3_adapter.abort_uploads(store.client, store.bucket, store.prefix + result.key)
+        except Exception as exc:
+            aborted = 0
+            log.info("%s %s: could not look for unfinished uploads of %s: %s", result.kind, owner, result.url, exc)
+        if aborted:
+            log.warning("%s %s: aborted %d unfinished upload(s) of %s left by a killed run", result.kind, owner,
+                        aborted, result.url)
+        s3_adapter.put_file_atomic(
+            store.client, store.bucket, store.prefix + result.key, spool, size,
+            metadata={META_SHA: result.sha256, META_CHUNKS: str(result.chunks), META_FORMAT: WRITER_FORMAT,
+                      **(extra_metadata or {})},
+            content_type=_content_type(options.compression), part_size=options.part_size_mb << 20,
+            on_part=on_part)
+    except DrtoolError:
+        raise
+    except Exception as exc:
+        raise store._error(exc, result.url) from None
+    result.status = "written"
 
 
 def _content_type(compression: Compression) -> str:

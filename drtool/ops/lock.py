@@ -219,10 +219,10 @@ def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, origin: Origin,
                 continue
             how = "taking over" if gone else "breaking"
             log.warning("%s the stale lock %s held by %s: %s", how, url, other.describe(), stale,
-                        extra={"fields": {"event": "lock_taken_over", "lock": url}})
+                        extra={"fields": {"event": "lock.taken_over", "lock": url}})
             if emit is not None:
                 previous = {k: v for k, v in asdict(other).items() if k != "token"}
-                emit({"event": "lock_taken_over", "lock": url, "previous_holder": previous, "reason": stale,
+                emit({"event": "lock.taken_over", "lock": url, "previous_holder": previous, "reason": stale,
                       "automatic": bool(gone)})
             return
         if judged.verdict == "unverifiable":

@@ -31,6 +31,7 @@ from drtool.core.chunks import (
     parse_lines,
 )
 from drtool.core.pipeline import batched, ordered_map
+from drtool.core.ports import VectorStore
 from drtool.core.streams import CountingRawStream
 from drtool.errors import DrtoolError, ExitCode, NotFoundError, UsageError, VerificationFailed
 from drtool.ops.vector_sidecar import VectorSidecar
@@ -38,31 +39,6 @@ from drtool.ops.vector_sidecar import VectorSidecar
 log = logging.getLogger("drtool.rebuild")
 
 LEDGER_VERSION = 1
-
-
-class Target(Protocol):
-    backend: str
-    switches_by_alias: bool
-
-    def describe(self) -> str: ...
-    def exists(self, name: str) -> bool: ...
-    def dimension(self, name: str) -> int | None: ...
-    def create(self, name: str, dimension: int) -> None: ...
-    def drop(self, name: str) -> None: ...
-    def insert(self, name: str, rows: list[tuple[str, dict[str, Any], list[float]]]) -> int: ...
-    def delete_doc_ids(self, name: str, doc_ids: list[str]) -> int: ...
-    def count(self, name: str) -> int: ...
-    def finish(self, name: str) -> None: ...
-    def search(self, name: str, vector: list[float], k: int) -> list[dict[str, Any]]: ...
-    def dify_search(self, name: str, vector: list[float], k: int, document_ids: list[str]
-                    ) -> tuple[list[dict[str, Any]], str]: ...
-    def load(self, name: str) -> None: ...
-    def build_name(self, collection: str) -> str: ...
-    def confirm_needed(self, collection: str) -> str | None: ...
-    def object_key(self, text: str, meta: dict[str, Any]) -> str | None: ...
-    def switch(self, collection: str, build: str, *, drop_old: bool) -> str: ...
-    def rollback(self, collection: str) -> str: ...
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -136,6 +112,10 @@ class _NoProgress:
         pass
 
 
+class ChunkFileRefused(UsageError):
+    """The chunk file cannot be used as it is (damaged, or more rejected lines than --max-rejects)."""
+
+
 # --- ledger ------------------------------------------------------------------------------------------------------
 
 class Ledger:
@@ -202,7 +182,7 @@ def list_datasets(store: Any) -> list[str]:
 
 
 class Rebuilder:
-    def __init__(self, settings: Settings, options: Options, *, store: Any, target: Target | None, embedder: Any,
+    def __init__(self, settings: Settings, options: Options, *, store: Any, target: VectorStore | None, embedder: Any,
                  meta: Any | None, emit: Emit, progress: Progress | None = None, redis_url: str | None = None
                  ) -> None:
         self.settings = settings
@@ -234,7 +214,7 @@ class Rebuilder:
         row = self.meta.dataset(dataset_id) if self.meta is not None else None
         if row is None or row.indexing_technique != "economy":
             return False
-        self.emit({"event": "dataset_skipped", "dataset": dataset_id,
+        self.emit({"event": "rebuild.dataset_skipped", "dataset": dataset_id,
                    "reason": "economy (keyword-only) dataset: Dify keeps no vectors for it"})
         return True
 
@@ -252,6 +232,11 @@ class Rebuilder:
                 raise UsageError(f"dataset {dataset_id} is an economy (keyword-only) dataset: Dify keeps no vectors "
                                  "for it", hint="rebuild only high_quality datasets")
             kind, class_prefix = naming.from_index_struct(row.index_struct)
+            tenant = naming.multi_tenant(row.index_struct)
+            if tenant is not None:  # one tenant of a collection other datasets share: no blue/green of its own
+                raise UsageError(f"dataset {dataset_id} is tenant {tenant!r} of the shared multi-tenant Weaviate "
+                                 f"collection {class_prefix} (datasets.index_struct): drtool does not rebuild "
+                                 "tenants", hint="see docs/rebuild-index.md, 'Weaviate multi-tenancy'")
             if class_prefix:
                 collection, source = class_prefix, "datasets.index_struct"
             if kind and self.target is not None and kind != self.target.backend:
@@ -296,7 +281,7 @@ class Rebuilder:
             except DrtoolError as exc:
                 report = DatasetReport(dataset_id, "", "", status="failed", error=str(exc),
                                        exit_code=int(exc.exit_code))
-                self.emit({"event": "dataset_failed", "dataset": dataset_id, "error": str(exc),
+                self.emit({"event": "rebuild.dataset_failed", "dataset": dataset_id, "error": str(exc),
                            "exit_code": int(exc.exit_code)})
                 reports.append(report)
                 continue
@@ -314,8 +299,12 @@ class Rebuilder:
                             self.rebuild(plan, report)
             except DrtoolError as exc:
                 report.status, report.error, report.exit_code = "failed", str(exc), int(exc.exit_code)
-                self.emit({"event": "dataset_failed", "dataset": dataset_id, "error": str(exc),
+                self.emit({"event": "rebuild.dataset_failed", "dataset": dataset_id, "error": str(exc),
                            "exit_code": int(exc.exit_code)})
+            else:
+                if report.rejected and not report.exit_code:
+                    # Done, but without the lines --max-rejects let through: worth a look (docs/exit-codes.md).
+                    report.exit_code = int(ExitCode.DEGRADED)
             finally:
                 self.progress.stop()
         return reports
@@ -356,8 +345,8 @@ class Rebuilder:
                 report.valid += 1
                 yield item
         except CorruptStream as exc:
-            raise UsageError(f"{exc}", hint="the chunk file is damaged: restore it from a snapshot or re-export it",
-                             system="object store") from None
+            raise ChunkFileRefused(f"{exc}", hint="the chunk file is damaged: restore it from a snapshot or "
+                                   "re-export it", system="object store") from None
         finally:
             body.close()
 
@@ -366,10 +355,10 @@ class Rebuilder:
         if len(report.rejections) < 100:
             report.rejections.append(str(rejection))
         log.warning("rejected %s", rejection)
-        self.emit({"event": "chunk_rejected", "dataset": report.dataset_id, "source": rejection.source,
+        self.emit({"event": "rebuild.chunk_rejected", "dataset": report.dataset_id, "source": rejection.source,
                    "line": rejection.line, "reason": rejection.reason})
         if report.rejected > self.rs.max_rejects:
-            raise UsageError(f"dataset {report.dataset_id}: {report.rejected} rejected line(s), more than "
+            raise ChunkFileRefused(f"dataset {report.dataset_id}: {report.rejected} rejected line(s), more than "
                              f"--max-rejects {self.rs.max_rejects}; first: {report.rejections[0]}",
                              hint="fix the chunk file, or raise --max-rejects to skip bad lines")
 
@@ -397,7 +386,7 @@ class Rebuilder:
                                "collection_exists": exists,
                                "would": "build beside it and switch (blue/green)" if exists else "build in place"}
         report.status = "planned"
-        self.emit({"event": "dataset_planned", **report.to_dict()})
+        self.emit({"event": "rebuild.dataset_planned", **report.to_dict()})
 
     def rebuild(self, plan: Plan, report: DatasetReport) -> None:
         assert self.target is not None
@@ -445,7 +434,8 @@ class Rebuilder:
                                      hint="rerun with --force to start this dataset over")
                 target.create(build, dim)  # killed between the first checkpoint and the collection's creation
             report.resumed_from_line = resume_line
-            self.emit({"event": "resume", "dataset": plan.dataset_id, "collection": build, "line": resume_line})
+            self.emit({"event": "rebuild.resumed", "dataset": plan.dataset_id, "collection": build,
+                       "line": resume_line})
         else:
             self.check_dimensions(plan, dim, dify_cache)
             exists = target.exists(plan.collection)
@@ -469,13 +459,21 @@ class Rebuilder:
             ledger.save()  # before the collection exists: a kill right after leaves a ledger, never an orphan
             target.create(build, dim)
         report.mode, report.build_collection = mode, build
-        self.emit({"event": "dataset_start", "dataset": plan.dataset_id, "collection": plan.collection,
+        self.emit({"event": "rebuild.dataset_started", "dataset": plan.dataset_id, "collection": plan.collection,
                    "build": build, "mode": mode, "collection_source": plan.collection_source})
         timings["plan"] = time.monotonic() - t0
 
         # Also after a kill during verification ("built"): re-reading the file (every line already stored) gives
         # the valid count and the verification sample again.
-        self._build(plan, report, ledger, build, dim, dify_cache, resume_line, resuming=state is not None)
+        try:
+            self._build(plan, report, ledger, build, dim, dify_cache, resume_line, resuming=state is not None)
+        except ChunkFileRefused:
+            # The file will not pass as it is: keep no collection (in-place: the very name Dify queries) and no
+            # checkpoint that would make the next run, with a fixed file, demand --resume or --force.
+            if target.exists(build):
+                target.drop(build)
+            ledger.delete()
+            raise
         self._verify_and_switch(plan, report, ledger, build, dim, dify_cache)
 
     def _build(self, plan: Plan, report: DatasetReport, ledger: Ledger, build: str, dim: int, dify_cache: Any,
@@ -651,7 +649,7 @@ class Rebuilder:
         t = time.monotonic()
         if self.options.verify:
             report.verification = self.verify(plan, report, build, dim, dify_cache)
-            self.emit({"event": "verified", "dataset": plan.dataset_id, **report.verification})
+            self.emit({"event": "rebuild.verified", "dataset": plan.dataset_id, **report.verification})
             if not report.verification["passed"]:
                 report.stage_seconds["verify"] = round(time.monotonic() - t, 3)
                 raise VerificationFailed(
@@ -673,7 +671,7 @@ class Rebuilder:
         ledger.delete()
         report.redis_keys_deleted = self._clear_redis(collection)
         report.status = "rebuilt"
-        self.emit({"event": "switched", "dataset": plan.dataset_id, "switch": report.switch,
+        self.emit({"event": "rebuild.switched", "dataset": plan.dataset_id, "switch": report.switch,
                    "redis_keys_deleted": report.redis_keys_deleted})
 
     def _clear_redis(self, collection: str) -> list[str]:
@@ -718,24 +716,21 @@ class Rebuilder:
         dify_ok = 0
         dify_filter = ""
         failures: list[str] = []
-        # A target that can batch the gate's reads (Milvus: a server's Strong reads each wait ~0.2 s) does so.
-        search_batch = getattr(target, "search_batch", None)
-        dify_search_batch = getattr(target, "dify_search_batch", None)
-        batched = search_batch is not None and dify_search_batch is not None
+        # The batch reads let a store answer the whole sample at once (Milvus: a server's Strong reads each wait
+        # ~0.2 s); a store that cannot, answers them one by one (drtool.core.ports.VectorStoreDefaults).
         own_hits: list[Any] = []
         dify_hits: list[Any] = []
-        if batched and sample:
-            vectors = [v for _, v in sample]
-            assert all(v is not None for v in vectors)
-            own_hits = search_batch(build, vectors, k)
-            dify_hits = dify_search_batch(build, vectors, k, [c.document_id for c, _ in sample])
+        if sample:
+            vectors = [v for _, v in sample if v is not None]
+            assert len(vectors) == len(sample)
+            own_hits = target.search_batch(build, vectors, k)
+            dify_hits = target.dify_search_batch(build, vectors, k, [c.document_id for c, _ in sample])
         for i, (chunk, vector) in enumerate(sample):
             assert vector is not None
-            results = own_hits[i] if batched else target.search(build, vector, k)
+            results = own_hits[i]
             if any((r["metadata"] or {}).get("doc_id") == chunk.id for r in results):
                 hits += 1
-            found_hits, dify_filter = (dify_hits[i] if batched
-                                       else target.dify_search(build, vector, k, [chunk.document_id]))
+            found_hits, dify_filter = dify_hits[i]
             match = next((r for r in found_hits if (r["metadata"] or {}).get("doc_id") == chunk.id), None)
             want = chunk.vector_metadata()
             why = ""
@@ -772,7 +767,7 @@ class Rebuilder:
         report.mode = "rollback"
         report.redis_keys_deleted = self._clear_redis(collection)
         report.status = "rolled back"
-        self.emit({"event": "rolled_back", "dataset": plan.dataset_id, "switch": report.switch})
+        self.emit({"event": "rebuild.rolled_back", "dataset": plan.dataset_id, "switch": report.switch})
 
 
 def _same_model(dify_model: str, ours: str) -> bool:

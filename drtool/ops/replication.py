@@ -143,7 +143,7 @@ class StatusReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "event": "replication_status",
+            "event": "result",
             "checked_at": self.checked_at.isoformat(),
             **self.verdict.to_dict(),
             "sites": [
@@ -356,52 +356,56 @@ def _dedupe(reasons: Iterable[Reason]) -> list[Reason]:
 
 
 def status_metrics(report: StatusReport) -> list[Metric]:
-    """Prometheus gauges: verdict, last check, per site up/queue, per peer link online/failures/latency."""
+    """Prometheus gauges beyond the common four (drtool.cli.app): verdict, per site up/queue, per peer link
+    online/failures/latency, per bucket backlog."""
     metrics = [
-        Metric("drtool_replication_verdict", "Replication verdict: 0 OK, 1 WARNING, 2 CRITICAL",
+        Metric("drtool_replication_status_verdict", "Replication verdict: 0 OK, 1 WARNING, 2 CRITICAL",
                float(int(report.verdict.level))),
-        Metric("drtool_replication_last_check_timestamp_seconds", "When drtool last checked replication",
-               report.checked_at.timestamp()),
     ]
     for level in Level:
-        metrics.append(Metric("drtool_replication_reasons", "Reasons found, by level",
+        metrics.append(Metric("drtool_replication_status_reasons", "Reasons found, by level",
                               float(sum(1 for r in report.verdict.reasons if r.level == level)),
                               {"level": level.label}))
     for answer in report.answers:
         site = {"site": answer.alias}
-        metrics.append(Metric("drtool_replication_site_up", "1 when the site answered the admin API",
+        metrics.append(Metric("drtool_replication_status_site_up", "1 when the site answered the admin API",
                               1.0 if answer.error is None else 0.0, site))
         status = answer.status or {}
         if answer.error is not None or not status.get("Enabled"):
             continue
         m = status.get("Metrics") or {}
         queued = ((m.get("queued") or {}).get("curr") or {})
-        metrics.append(Metric("drtool_replication_queued_objects", "Objects waiting in the site's replication queue",
+        metrics.append(Metric("drtool_replication_status_queued_objects",
+                              "Objects waiting in the site's replication queue",
                               float(queued.get("count") or 0), site))
-        metrics.append(Metric("drtool_replication_queued_bytes", "Bytes waiting in the site's replication queue",
+        metrics.append(Metric("drtool_replication_status_queued_bytes",
+                              "Bytes waiting in the site's replication queue",
                               float(queued.get("bytes") or 0), site))
         offline = {dep for dep, _ in offline_peers(status)}
         _, peers = _self_and_peers(answer)
         repl = m.get("replMetrics") or {}
         for dep, name in sorted(peers.items(), key=lambda kv: kv[1]):
             labels = {"site": answer.alias, "peer": name}
-            metrics.append(Metric("drtool_replication_link_online", "1 when the site reaches the peer",
+            metrics.append(Metric("drtool_replication_status_link_online", "1 when the site reaches the peer",
                                   0.0 if dep in offline else 1.0, labels))
             peer_m = repl.get(dep) or {}
             failed = ((peer_m.get("failed") or {}).get("lastHour") or {}).get("count") or 0
-            metrics.append(Metric("drtool_replication_failed_last_hour", "Replications to the peer that failed in the "
-                                  "last hour", float(failed), labels))
+            metrics.append(Metric("drtool_replication_status_failed_last_hour",
+                                  "Replications to the peer that failed in the last hour", float(failed), labels))
             avg_ns = (peer_m.get("latency") or {}).get("avg") or 0
-            metrics.append(Metric("drtool_replication_latency_seconds", "Average replication latency to the peer",
+            metrics.append(Metric("drtool_replication_status_latency_seconds",
+                                  "Average replication latency to the peer",
                                   float(avg_ns) / 1e9, labels))
     for backlog in report.backlogs:
         labels = {"site": backlog.site, "bucket": backlog.bucket}
         info = backlog.to_dict(report.checked_at)
-        metrics.append(Metric("drtool_replication_backlog_failed", "Versions that failed to replicate, by bucket",
+        metrics.append(Metric("drtool_replication_status_backlog_failed_versions",
+                              "Versions that failed to replicate, by bucket",
                               float(backlog.failed), labels))
-        metrics.append(Metric("drtool_replication_backlog_pending", "Versions waiting to replicate, by bucket",
+        metrics.append(Metric("drtool_replication_status_backlog_pending_versions",
+                              "Versions waiting to replicate, by bucket",
                               float(backlog.pending), labels))
-        metrics.append(Metric("drtool_replication_backlog_oldest_failed_seconds",
+        metrics.append(Metric("drtool_replication_status_backlog_oldest_failed_age_seconds",
                               "Age of the oldest version that failed to replicate (0: none)",
                               float(info["oldest_failed_age_seconds"] or 0), labels))
     # The text format wants each metric's samples together, under one HELP/TYPE header.

@@ -48,7 +48,7 @@ class ProbeResult:
         return self.error is None and self.put_lag is not None and self.delete_lag is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": "replication_probe", "ok": self.ok, "source": self.source, "target": self.target,
+        return {"event": "result", "ok": self.ok, "source": self.source, "target": self.target,
                 "bucket": self.bucket, "key": self.key, "started_at": self.started_at,
                 "put_lag_seconds": self.put_lag, "delete_lag_seconds": self.delete_lag,
                 "timeout_seconds": self.timeout, "error": self.error, "cleaned_up": self.cleaned_up,

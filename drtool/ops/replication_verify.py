@@ -90,7 +90,7 @@ class VerifyReport:
         return 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": "replication_verify", "source": self.source.alias, "target": self.target.alias,
+        return {"event": "result", "source": self.source.alias, "target": self.target.alias,
                 "settle_seconds": self.settle_seconds, "exit_code": self.exit_code,
                 "buckets": [b.to_dict() for b in self.buckets]}
 

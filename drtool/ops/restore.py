@@ -30,6 +30,7 @@ from drtool.adapters import s3 as s3a
 from drtool.config import PostgresSettings, Settings
 from drtool.core import manifest as mf
 from drtool.errors import ConfigError, NotFoundError, UnavailableError, UsageError, VerificationFailed
+from drtool.ops import snapshot_databases
 from drtool.ops.lock import destination_lock
 from drtool.ops.snapshot import Destination, Emit, _noop
 from drtool.ops.snapshot_auth import authenticate
@@ -94,17 +95,19 @@ class RestoreResult:
     objects: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     authentication: dict[str, Any] = field(default_factory=dict)  # authenticated, signed_by, digest
+    plugin_database: dict[str, Any] = field(default_factory=dict)  # issue 13: the plugin daemon's database
 
     def to_dict(self) -> dict[str, Any]:
         return {"snapshot": self.snapshot_id, "dry_run": self.dry_run, "verify_only": self.verify_only,
                 **self.authentication, "database": self.database, "objects": self.objects,
+                **({"plugin_database": self.plugin_database} if self.plugin_database else {}),
                 "problems": self.problems[:100]}
 
 
 def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str | None, objects_to: str | None,
             dry_run: bool, yes: bool, verify_only: bool, identities: list[Any] | None, no_owner: bool,
             skip_objects: bool = False, emit: Emit = _noop, break_stale_lock: bool = False,
-            expect_digest: str | None = None) -> RestoreResult:
+            expect_digest: str | None = None, target_plugin_db: str | None = None) -> RestoreResult:
     info = resolve(dest, ref)
     # Before anything else: a snapshot a trusted key did not sign (or not the pinned digest) is refused, exit 4.
     auth = authenticate(settings, dest, info, expect_digest=expect_digest)
@@ -120,11 +123,22 @@ def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str |
     if hashlib.sha256(meta_bytes).hexdigest() != sums.get(mf.META):
         raise VerificationFailed(f"snapshot {info.id}: meta.json checksum mismatch",
                                  hint="run `drtool snapshots verify`; restore another snapshot")
+    # Issue 13: the plugin daemon's database goes with the main one (--target-plugin-db, or derived from
+    # --target-db); a snapshot taken without it restores as before.
+    plugin_db = None if verify_only else snapshot_databases.plugin_target_name(info.meta, target_db,
+                                                                                target_plugin_db)
+    if plugin_db and not info.meta.get("artifacts", {}).get("plugin_dump"):  # never fall back to the main dump
+        raise VerificationFailed(f"snapshot {info.id}: meta.json records a plugin database but no plugin dump",
+                                 hint="run `drtool snapshots verify`; restore another snapshot")
+    if plugin_db and target_db and parse_target(settings, plugin_db).label == parse_target(settings, target_db).label:
+        raise UsageError("--target-plugin-db is the same database as --target-db",
+                         hint="the plugin daemon's database needs its own, e.g. dify_plugin")
     with _target_locks(settings, dest, info, objects_to=objects_to, skip_objects=skip_objects, target_db=target_db,
-                       enabled=not (dry_run or verify_only), break_stale=break_stale_lock, emit=emit):
+                       enabled=not (dry_run or verify_only), break_stale=break_stale_lock, emit=emit,
+                       plugin_db=plugin_db):
         _restore_locked(settings, dest, info, sums, result, target_db=target_db, objects_to=objects_to,
                         dry_run=dry_run, yes=yes, verify_only=verify_only, identities=identities, no_owner=no_owner,
-                        skip_objects=skip_objects, emit=emit)
+                        skip_objects=skip_objects, emit=emit, plugin_db=plugin_db)
     if verify_only and result.problems:
         raise VerificationFailed(
             f"{len(result.problems)} object(s) in the target differ from snapshot {info.id}: "
@@ -140,7 +154,7 @@ def _lock_name(kind: str, target: str) -> str:
 
 def _target_locks(settings: Settings, dest: Destination, info: SnapshotInfo, *, objects_to: str | None,
                   skip_objects: bool, target_db: str | None, enabled: bool, break_stale: bool,
-                  emit: Emit) -> contextlib.ExitStack:
+                  emit: Emit, plugin_db: str | None = None) -> contextlib.ExitStack:
     """One restore per target bucket and per target database: a second one exits 11 instead of copying and
     pg_restoring into the same place at once. The locks live next to the snapshots' own lock."""
     stack = contextlib.ExitStack()
@@ -152,6 +166,8 @@ def _target_locks(settings: Settings, dest: Destination, info: SnapshotInfo, *, 
         names.append(_lock_name("bucket", f"{settings.s3.endpoint or 'aws'}/{bucket}"))
     if target_db:
         names.append(_lock_name("db", parse_target(settings, target_db).label))
+    if plugin_db:
+        names.append(_lock_name("db", parse_target(settings, plugin_db).label))
     try:
         for name in sorted(names):
             stack.enter_context(destination_lock(dest.client, dest.bucket, dest.key("locks", name),
@@ -166,13 +182,19 @@ def _target_locks(settings: Settings, dest: Destination, info: SnapshotInfo, *, 
 def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
                     result: RestoreResult, *, target_db: str | None, objects_to: str | None, dry_run: bool, yes: bool,
                     verify_only: bool, identities: list[Any] | None, no_owner: bool, skip_objects: bool,
-                    emit: Emit) -> None:
+                    emit: Emit, plugin_db: str | None = None) -> None:
     with contextlib.ExitStack() as stack:
-        prepared = None
+        prepared = prepared_plugin = None
         if target_db and not verify_only:
             prepared = _prepare_database(settings, dest, info, sums, parse_target(settings, target_db),
                                          dry_run=dry_run, yes=yes, identities=identities, result=result,
                                          stack=stack)
+        if plugin_db:  # checked like the main one, before the first object is copied
+            prepared_plugin = _prepare_database(
+                settings, dest, info, sums, parse_target(settings, plugin_db), dry_run=dry_run, yes=yes,
+                identities=identities, result=result, stack=stack,
+                db_meta=info.meta.get(snapshot_databases.PLUGIN_META),
+                dump_name=info.meta.get("artifacts", {}).get("plugin_dump"), slot="plugin_database")
         if not skip_objects:
             _restore_objects(settings, dest, info, sums, objects_to, dry_run=dry_run, verify_only=verify_only,
                              identities=identities, result=result)
@@ -181,6 +203,8 @@ def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, s
             if prepared is not None:
                 _apply_database(prepared, info, no_owner=no_owner, result=result)
             emit({"event": "restore.database", **result.database})
+        if prepared_plugin is not None:
+            _apply_database(prepared_plugin, info, no_owner=no_owner, result=result)
 
 
 # --- objects -----------------------------------------------------------------------------------------------------
@@ -323,14 +347,17 @@ class _PreparedDump:
     tables: int
     tool: str
     dump: IO[bytes]
+    slot: str = "database"  # the RestoreResult field that reports it (plugin_database for the plugin daemon's)
 
 
 def _prepare_database(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
                       target: Target, *, dry_run: bool, yes: bool, identities: list[Any] | None,
-                      result: RestoreResult, stack: contextlib.ExitStack) -> _PreparedDump | None:
+                      result: RestoreResult, stack: contextlib.ExitStack, db_meta: dict[str, Any] | None = None,
+                      dump_name: str | None = None, slot: str = "database") -> _PreparedDump | None:
     """Every check of the database restore, before anything is changed anywhere. None: nothing left to do (already
     restored, or a dry run; `result.database` says which)."""
-    db_meta = info.meta.get("database", {})
+    # The main database by default; the plugin daemon's (issue 13) with its own meta section, dump and result slot.
+    db_meta = db_meta if isinstance(db_meta, dict) else info.meta.get("database", {})
     source_major = pga.server_major_of(int(db_meta.get("server_version_num") or 0))
     marker = f"drtool: restored from snapshot {info.id}"
     with pga.connect(target.pg, database="postgres", autocommit=True) as admin:
@@ -345,7 +372,7 @@ def _prepare_database(settings: Settings, dest: Destination, info: SnapshotInfo,
             hint=f"restore into a PostgreSQL {source_major} (or newer) server")
     exists = row is not None
     state: dict[str, Any] = {"target": target.label, "exists": exists}
-    result.database = state
+    setattr(result, slot, state)
     if exists and row[0] == marker:
         state["action"] = "already restored"
         return None
@@ -375,7 +402,7 @@ def _prepare_database(settings: Settings, dest: Destination, info: SnapshotInfo,
     tool = pga.find_pg_tool("pg_restore", server_major=target_major, bin_dir=settings.snapshot.pg_bin_dir,
                             min_major=dump_major)
     pga.check_pg_restore_reads(tool, dump_major, install_major=target_major)
-    name = info.meta.get("artifacts", {}).get("dump", mf.DUMP)
+    name = dump_name or info.meta.get("artifacts", {}).get("dump", mf.DUMP)
     # An anonymous file, handed to pg_restore as /dev/fd/N: a killed run leaves no copy of the dump on disk.
     tmp = stack.enter_context(tempfile.TemporaryFile(prefix="drtool-dump-", suffix=".dump"))  # noqa: SIM115
     raw = open_artifact(dest, info.id, name)
@@ -395,7 +422,7 @@ def _prepare_database(settings: Settings, dest: Destination, info: SnapshotInfo,
         raise VerificationFailed(f"snapshot {info.id}: {name} is not a dump pg_restore can read "
                                  f"({lines[-1] if lines else 'exit ' + str(listing.returncode)}); nothing was "
                                  "changed", hint="run `drtool snapshots verify --deep`; restore another snapshot")
-    return _PreparedDump(target=target, state=state, exists=exists, tables=tables, tool=tool, dump=tmp)
+    return _PreparedDump(target=target, state=state, exists=exists, tables=tables, tool=tool, dump=tmp, slot=slot)
 
 
 def _apply_database(prepared: _PreparedDump, info: SnapshotInfo, *, no_owner: bool, result: RestoreResult) -> None:
@@ -426,4 +453,4 @@ def _apply_database(prepared: _PreparedDump, info: SnapshotInfo, *, no_owner: bo
         admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(target.dbname),
                                                                       sql.Literal(marker)))
     prepared.state["action_done"] = prepared.state["action"]
-    result.database = prepared.state
+    setattr(result, prepared.slot, prepared.state)

@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from drtool import __version__
@@ -38,7 +37,6 @@ from drtool.core.keys import (
     listing_prefixes,
     parse_reference_columns,
 )
-from drtool.core.metrics import Metric, write_textfile
 from drtool.core.object_lock import Retention, retention_for
 from drtool.core.retention import Policy
 from drtool.errors import (
@@ -50,7 +48,7 @@ from drtool.errors import (
     UsageError,
     VerificationFailed,
 )
-from drtool.ops import snapshot_auth
+from drtool.ops import snapshot_auth, snapshot_databases
 from drtool.ops.lock import destination_lock
 
 log = logging.getLogger("drtool.snapshot")
@@ -323,7 +321,9 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
     settings.require_s3()
     source = settings.s3
     columns = parse_reference_columns(settings.snapshot.reference_columns)
-    patterns = KeyPatterns.parse(settings.snapshot.include_prefixes)
+    # Issue 13: the plugin daemon's storage prefixes, pinned like include_prefixes when it is Dify's own bucket.
+    plugin_storage = snapshot_databases.plugin_storage_plan(settings)
+    patterns = KeyPatterns.parse(",".join([settings.snapshot.include_prefixes, *plugin_storage.patterns]))
     recipients = agea.parse_recipients(options.encrypt_to) if options.encrypt_to else None
     if options.signing_key is None:  # read before any work: a bad key file stops the run with nothing written
         options = dataclasses.replace(options, signing_key=snapshot_auth.signing_key(settings))
@@ -360,6 +360,9 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
                 f"retention keeps snapshots up to {horizon} days: older snapshots would lose their pinned objects")
     replication = _replication_verdict(settings, options.require_replication)
     _check_pg_dump(settings)  # before the lock, which is the first write: a refusal leaves the bucket untouched
+    snapshot_databases.check_plugin_database(settings)  # likewise: a configured but missing plugin database
+    if plugin_storage.warning:
+        warnings.append(plugin_storage.warning)
 
     with destination_lock(dest.client, dest.bucket, dest.lock_key, holder="snapshot create",
                           stale_after_s=settings.snapshot.lock_stale_after, break_stale=options.break_stale_lock,
@@ -410,11 +413,18 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
     writers: list[s3a.MultipartWriter] = []
     snapshot_id = mf.new_snapshot_id()
     folder = dest.folder(snapshot_id)
+    plugin_dump: snapshot_databases.DatabaseDump | None = None
     try:
+        # Issue 13: the plugin daemon's database, exported right after the main one (one time window). Objects
+        # are pinned at the later fence, so no row of either database points at a version newer than the fence.
+        plugin_dump = snapshot_databases.open_plugin_dump(settings)
+        db_fence = fence
+        if plugin_dump is not None:
+            fence = max(fence, plugin_dump.fence)
         server_major = pga.server_major_of(version_num)
         pg_dump = pga.find_pg_tool("pg_dump", server_major=server_major, bin_dir=settings.snapshot.pg_bin_dir)
         dump_major, dump_text = pga.tool_version(pg_dump)
-        pga.check_tool_not_older("pg_dump", dump_major, dump_text, server_major, server_version)
+        pga.check_tool_not_older("pg_dump", dump_major, dump_text, server_major, server_version, path=pg_dump)
         if s3_date is not None:
             skew = abs((s3_date - fence).total_seconds())
             if skew > 5:
@@ -436,6 +446,9 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
         dump_thread = threading.Thread(target=_dump_worker, args=(proc, dump_sink, recipients, dump_outcome),
                                        name="pg_dump-upload", daemon=True)
         dump_thread.start()
+        if plugin_dump is not None:
+            plugin_dump.start(dest, folder, pg_bin_dir=settings.snapshot.pg_bin_dir, recipients=recipients,
+                              part_size=part_size)
 
         # Referenced keys, read in the exported snapshot's transaction (same instant as the dump).
         t_refs = time.monotonic()
@@ -482,6 +495,7 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             raise UnavailableError(f"pg_dump failed (exit {dump_outcome.get('returncode')}): "
                                    f"{dump_err.splitlines()[-1] if dump_err else 'no message'}",
                                    system=f"postgres {pg.host}:{pg.port}")
+        plugin_meta = plugin_dump.finish(dest.s3.endpoint) if plugin_dump is not None else None
         dump_s = time.monotonic() - t0
         emit({"event": "snapshot.dumped", "snapshot": snapshot_id, "bytes": dump_sink.size})
 
@@ -512,7 +526,13 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             "source": {"bucket": src_bucket, "endpoint": settings.s3.endpoint, "key_prefix": key_prefix,
                        "versioning": versioning},
             "encryption": {"age_recipients": [str(r) for r in recipients]} if recipients else None,
-            "artifacts": {"dump": dump_name, "manifest": manifest_name},
+            "artifacts": {"dump": dump_name, "manifest": manifest_name,
+                          **({"plugin_dump": plugin_meta["artifact"]} if plugin_meta else {})},
+            # Issue 13 (absent in older snapshots): the plugin daemon's database and storage, and the main
+            # database's own fence (meta["fence"] is the later of the two, the one objects are pinned at).
+            snapshot_databases.PLUGIN_META: plugin_meta,
+            "plugin_storage": snapshot_databases.plugin_storage_plan(settings).meta,
+            "database_fence": db_fence.astimezone(UTC).isoformat(),
             "counts": {"referenced_keys": referenced, "listed_versions": listed, "pinned": counts.get("pinned", 0),
                        "dangling": dangling, "refused": refused, "changed": changed},
             "bytes": {"dump": dump_sink.size, "manifest": manifest_sink.size, "pinned_objects": writer.pinned_bytes},
@@ -524,7 +544,10 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
         }
         meta_bytes = json.dumps(meta, indent=1, default=str).encode()
         dest.put_artifact(folder + mf.META, meta_bytes, content_type="application/json")
+        if plugin_dump is not None and plugin_meta is not None:
+            meta["bytes"]["plugin_dump"] = plugin_meta["bytes"]
         sums = {dump_name: dump_sink.sha256.hexdigest(), manifest_name: manifest_sink.sha256.hexdigest(),
+                **({plugin_meta["artifact"]: plugin_dump.sha256} if plugin_dump and plugin_meta else {}),
                 mf.META: hashlib.sha256(meta_bytes).hexdigest()}
         sums_bytes = mf.format_sums(sums)
         dest.put_artifact(folder + mf.SUMS, sums_bytes)
@@ -546,6 +569,8 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             dump_thread.join(timeout=30)
         for w in writers:
             w.abort()
+        if plugin_dump is not None:
+            plugin_dump.abort()
         _cleanup_failed(dest, folder)
         if isinstance(exc, DrtoolError | KeyboardInterrupt):
             raise
@@ -555,6 +580,8 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             raise pga.translate_error(exc, pg) from None
         raise
     finally:
+        if plugin_dump is not None:
+            plugin_dump.close()
         conn.close()
 
 
@@ -651,42 +678,3 @@ def _is_safe(key: str) -> bool:
     except UnsafeKey:
         return False
     return True
-
-
-# --- metrics for cron --------------------------------------------------------------------------------------------
-
-_LAST_SUCCESS = "drtool_snapshot_last_success_timestamp_seconds"
-
-
-def _previous_success(path: Path) -> float | None:
-    try:
-        for line in path.read_text().splitlines():
-            if line.startswith(_LAST_SUCCESS + " "):
-                return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def write_metrics(path: str, *, outcome: str, exit_code: int, duration_s: float, meta: dict[str, Any] | None) -> None:
-    """Prometheus textfile for node_exporter; a failed run keeps the previous last-success time."""
-    target = Path(path)
-    now = time.time()
-    last_success = now if outcome == "success" else _previous_success(target)
-    metrics = [
-        Metric("drtool_snapshot_last_run_timestamp_seconds", "Unix time the last snapshot run ended", now),
-        Metric("drtool_snapshot_last_exit_code", "Exit code of the last snapshot run", exit_code),
-        Metric("drtool_snapshot_duration_seconds", "Wall time of the last snapshot run", duration_s),
-        Metric("drtool_snapshot_outcome", "1 for the outcome of the last snapshot run", 1, {"outcome": outcome}),
-    ]
-    if last_success is not None:
-        metrics.append(Metric(_LAST_SUCCESS, "Unix time of the last successful snapshot", last_success))
-    if meta:
-        metrics += [
-            Metric("drtool_snapshot_bytes", "Bytes written by the last snapshot (dump + manifest)",
-                   meta["bytes"]["dump"] + meta["bytes"]["manifest"]),
-            Metric("drtool_snapshot_objects", "Object versions pinned by the last snapshot", meta["counts"]["pinned"]),
-            Metric("drtool_snapshot_dangling", "Referenced keys without an object at the fence",
-                   meta["counts"]["dangling"]),
-        ]
-    write_textfile(target, metrics)

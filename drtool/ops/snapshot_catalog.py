@@ -65,7 +65,7 @@ class SnapshotInfo:
     @property
     def size(self) -> int:
         b = self.meta.get("bytes", {})
-        return int(b.get("dump", 0)) + int(b.get("manifest", 0))
+        return int(b.get("dump", 0)) + int(b.get("manifest", 0)) + int(b.get("plugin_dump", 0))
 
     def summary(self) -> dict[str, Any]:
         counts = self.meta.get("counts", {})
@@ -431,14 +431,24 @@ def _verify_deep(settings: Settings, dest: Destination, info: SnapshotInfo, iden
     problem = _dump_readable(settings, dest, info, identities)
     if problem:
         broken.append(problem)
+    plugin = info.meta.get("plugin_database")  # issue 13: the plugin daemon's dump, checked like the main one
+    if isinstance(plugin, dict):
+        plugin_name = info.meta.get("artifacts", {}).get("plugin_dump")
+        problem = _dump_readable(settings, dest, info, identities, name=plugin_name,
+                                 major=int(plugin.get("pg_dump_major") or 0) or None) if plugin_name else \
+            "meta.json records a plugin database but no plugin dump"
+        if problem:
+            broken.append(problem)
     return broken
 
 
-def _dump_readable(settings: Settings, dest: Destination, info: SnapshotInfo, identities: list[Any] | None
-                   ) -> str | None:
-    """`pg_restore --list` over the streamed dump: proves the archive's table of contents is readable."""
-    name = info.meta.get("artifacts", {}).get("dump", mf.DUMP)
-    major = int(info.meta.get("database", {}).get("pg_dump_major") or 0) or None
+def _dump_readable(settings: Settings, dest: Destination, info: SnapshotInfo, identities: list[Any] | None, *,
+                   name: str | None = None, major: int | None = None) -> str | None:
+    """`pg_restore --list` over the streamed dump (the main one, or `name`): proves its table of contents is
+    readable."""
+    if name is None:
+        name = info.meta.get("artifacts", {}).get("dump", mf.DUMP)
+        major = int(info.meta.get("database", {}).get("pg_dump_major") or 0) or None
     tool = pga.find_pg_tool("pg_restore", server_major=major, bin_dir=settings.snapshot.pg_bin_dir, min_major=major)
     if major:  # a client too old for the archive is a setting to fix, not a damaged snapshot
         pga.check_pg_restore_reads(tool, major)

@@ -26,8 +26,11 @@ from drtool.config import Settings
 from drtool.core import naming
 from drtool.core.chunk_writer import text_digest
 from drtool.core.chunks import CHUNK_FILE_NAMES, Chunk, CorruptStream, compression_for, iter_lines, parse_lines
+from drtool.core.ports import VECTOR_STORES, VectorStore
 from drtool.core.streams import CountingRawStream
 from drtool.errors import ConfigError, KeyRefusedError, UsageError
+from drtool.ops.annotations import VERIFY_KINDS as ANNOTATION_KINDS
+from drtool.ops.annotations import verify_annotations
 
 log = logging.getLogger("drtool.verify")
 
@@ -45,6 +48,8 @@ KINDS: dict[str, str] = {
     "chunk_file_missing": "no chunk file for the dataset in object storage (--deep)",
     "chunk_file_stale": "the chunk file disagrees with Postgres: ids missing or extra, text or owner differs (--deep)",
 }
+# Annotation-reply collections (issue #13): checked per enabled app by drtool.ops.annotations.
+KINDS.update(ANNOTATION_KINDS)
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -58,6 +63,15 @@ class VerifyOptions:
     snapshot: str | None = None  # check file references at the versions this snapshot pinned ("latest" or an id)
     identity: str | None = None  # age identity file, for the manifest of an encrypted snapshot
     workers: int = 8
+    # Annotation-reply collections of every enabled app. None: unless --dataset or --snapshot narrows the run
+    # (drill verifies with --snapshot and does not rebuild annotations yet).
+    annotations: bool | None = None
+
+    @property
+    def with_annotations(self) -> bool:
+        if self.annotations is not None:
+            return self.annotations
+        return not self.datasets and not self.snapshot
 
 
 @dataclass
@@ -115,6 +129,7 @@ class VerifyReport:
     files: FilesVerdict
     findings: Findings
     deep: bool
+    annotations: list[dict[str, Any]] = field(default_factory=list)  # one verdict per enabled app
 
     @property
     def ok(self) -> bool:
@@ -124,35 +139,26 @@ class VerifyReport:
         return {"ok": self.ok, "deep": self.deep, "breaks": self.findings.total,
                 "counts": {k: self.findings.counts[k] for k in KINDS if k in self.findings.counts},
                 "examples": {k: self.findings.examples[k] for k in KINDS if k in self.findings.examples},
-                "files": asdict(self.files), "datasets": [d.to_dict() for d in self.datasets]}
+                "files": asdict(self.files), "datasets": [d.to_dict() for d in self.datasets],
+                "annotations": self.annotations}
 
 
 class _Scanners:
-    """One vector-store connection per backend, opened when a dataset first needs it."""
+    """One vector-store connection per backend, opened through the registry when a dataset first needs it."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.open: dict[str, Any] = {}
+        self.open: dict[str, VectorStore] = {}
 
-    def get(self, backend: str) -> Any:
+    def get(self, backend: str) -> VectorStore:
         if backend not in self.open:
-            if backend == "milvus":
-                if not self.settings.milvus.uri:
-                    raise ConfigError("a dataset is indexed in Milvus but milvus.uri is not set",
-                                      hint="pass --milvus-uri or set DRTOOL_MILVUS_URI (or --dify-env)")
-                from drtool.adapters.vector_scan import MilvusScanner
+            from drtool.adapters import vector_stores
 
-                self.open[backend] = MilvusScanner(self.settings.milvus)
-            elif backend == "weaviate":
-                if not self.settings.weaviate.endpoint:
-                    raise ConfigError("a dataset is indexed in Weaviate but weaviate.endpoint is not set",
-                                      hint="pass --weaviate-endpoint or set DRTOOL_WEAVIATE_ENDPOINT (or --dify-env)")
-                from drtool.adapters.vector_scan import WeaviateScanner
-
-                self.open[backend] = WeaviateScanner(self.settings.weaviate)
-            else:
-                raise ConfigError(f"vector store {backend!r} is not supported by drtool verify",
-                                  hint="drtool reads Milvus and Weaviate")
+            entry = vector_stores.get(backend)
+            if not entry.configured(self.settings):
+                raise ConfigError(f"a dataset is indexed in {backend} but its {entry.section} settings are not set",
+                                  hint=entry.hint)
+            self.open[backend] = entry.open(self.settings)
         return self.open[backend]
 
     def close(self) -> None:
@@ -177,20 +183,26 @@ def verify(settings: Settings, options: VerifyOptions, *, emit: Emit) -> VerifyR
     try:
         with DifyReader(settings.postgres) as reader:
             datasets = reader.datasets(options.datasets)
-            emit({"event": "verify_started", "datasets": len(datasets), "deep": options.deep})
+            emit({"event": "verify.started", "datasets": len(datasets), "deep": options.deep})
             if options.check_files and store is not None:
                 if options.snapshot:
                     files = _verify_files_at_snapshot(settings, options, reader.iter_file_refs(), store, findings)
                 else:
                     files = _verify_files(reader.iter_file_refs(), store, findings, options.workers)
-                emit({"event": "verify_files", **asdict(files)})
+                emit({"event": "verify.files", **asdict(files)})
             for dataset in datasets:
                 verdict = _verify_dataset(reader, dataset, settings, scanners, store, findings, options)
-                emit({"event": "verify_dataset", **verdict.to_dict()})
+                emit({"event": "verify.dataset", **verdict.to_dict()})
                 verdicts.append(verdict)
+            apps: list[dict[str, Any]] = []
+            if options.with_annotations:
+                apps = verify_annotations(reader, settings, scanners.get, store, findings,
+                                          check_vectors=options.check_vectors, deep=options.deep)
+                for app in apps:
+                    emit({"event": "verify.annotations", **app})
     finally:
         scanners.close()
-    return VerifyReport(datasets=verdicts, files=files, findings=findings, deep=options.deep)
+    return VerifyReport(datasets=verdicts, files=files, findings=findings, deep=options.deep, annotations=apps)
 
 
 def _verify_files(refs: Iterator[FileRef], store: s3_adapter.BucketStore, findings: Findings,
@@ -319,10 +331,10 @@ def _verify_vectors(dataset: DatasetRow, settings: Settings, scanners: _Scanners
         return
     if backend is None:
         raise UsageError(f"dataset {dataset.id} has no index_struct naming its vector store",
-                         hint="set vector.store (--vector-store milvus|weaviate)")
+                         hint=f"set vector.store (--vector-store {'|'.join(VECTOR_STORES)})")
     verdict.backend, verdict.collection = backend, collection
     scanner = scanners.get(backend)
-    if not scanner.exists(collection):
+    if not scanner.serves(collection):
         verdict.vectors = 0
         if expected:
             findings.add("missing_collection", dataset_id=dataset.id, collection=collection,

@@ -193,4 +193,4 @@ def weaviate_drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pai
 
 
 def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(e for e in events if e.get("event") == "drill_summary")
+    return next(e for e in events if e.get("event") == "result")

@@ -14,6 +14,7 @@ import pytest
 
 from tests.drill.conftest import DrillWorld, summary
 from tests.export.helpers import RunCli
+from tests.foundation.metrics_check import parse_metrics
 
 
 def _html_is_self_contained(page: str) -> None:
@@ -60,8 +61,9 @@ def test_a_drill_passes_leaves_nothing_behind_and_grows_the_history(drill_world:
                                                    Key=f"drtool/drills/{result['drill_id']}.json")["Body"].read()
     for text in [p.read_text() for p in paths.values()] + [history_object.decode()]:
         assert not any(secret in text for secret in secrets)
-    prom = metrics.read_text()
-    assert "drtool_drill_ok 1" in prom and 'drtool_drill_phase_seconds{phase="rebuild_index",status="ok"}' in prom
+    prom = parse_metrics(metrics)  # prometheus_client's parser
+    assert prom["drtool_drill_last_exit_code"][()] == 0
+    assert prom["drtool_drill_phase_duration_seconds"][(("phase", "rebuild_index"), ("status", "ok"))] >= 0
 
     # Nothing left behind; the live database and index are exactly as before.
     assert drill_world.databases() == databases

@@ -38,7 +38,7 @@ def test_sigkill_mid_upload_leaves_the_old_file_whole_and_a_rerun_finishes(
     for line in proc.stdout:
         event = json.loads(line)
         seen.append(event)
-        if event.get("event") == "upload_part":
+        if event.get("event") == "export.part_uploaded":
             os.kill(proc.pid, signal.SIGKILL)  # after part 1 of 3: the upload is open, not completed
             break
     proc.wait(timeout=60)
@@ -54,7 +54,7 @@ def test_sigkill_mid_upload_leaves_the_old_file_whole_and_a_rerun_finishes(
 
     code, events = run_cli("export-chunks", "--all", "--part-size-mb", "5")
     assert code == 0
-    assert [e["status"] for e in events if e.get("event") == "dataset_exported"] == ["written"]
+    assert [e["status"] for e in events if e.get("event") == "export.dataset_exported"] == ["written"]
     chunks = {c.id: c.text for c in bucket.chunks(key)}
     assert len(chunks) == len(dataset.index_nodes)
     assert chunks[node_id] == "Edited: " + dataset.index_nodes[node_id]

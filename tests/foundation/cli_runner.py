@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.foundation.json_contract import check_json_run
+
 DRTOOL = str(Path(sys.executable).with_name("drtool"))
 
 
@@ -32,6 +34,7 @@ def drtool(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None
     base.update(env or {})
     proc = subprocess.run([DRTOOL, *args], capture_output=True, text=True, env=base, cwd=cwd, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+    check_json_run(args, proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -46,6 +49,7 @@ def make_run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
         capsys.readouterr()
         code = run(["--json", *args])
         out = capsys.readouterr().out
+        check_json_run(["--json", *args], out, code)  # every --json run obeys docs/json.md
         return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     return call

@@ -40,7 +40,7 @@ def all_systems(pg: Any, minio_pair: Any, bucket: str, weaviate_server: Any, red
 
 def systems(run: Run) -> dict[str, dict[str, Any]]:
     (event,) = run.json_lines()
-    assert event["event"] == "config_check"
+    assert event["event"] == "result"
     return {s["system"]: s for s in event["systems"]}
 
 
@@ -53,7 +53,8 @@ def test_every_configured_system_answers(all_systems: dict[str, str], weaviate_s
     run = drtool("config", "check", "--json", env=all_systems)
     assert run.code == 0, run.stdout + run.stderr
     found = systems(run)
-    assert set(found) == {"postgres", "object store", "weaviate", "embedding (openai)", "redis"}
+    assert set(found) == {"postgres", "object store", "snapshot bucket", "weaviate", "embedding (openai)", "redis"}
+    assert found["snapshot bucket"]["details"]["writable"] is True
     assert all(s["ok"] for s in found.values())
     assert found["postgres"]["details"]["version"].startswith(("15", "16", "17"))
     assert found["weaviate"]["details"]["version"] == weaviate_server.version
@@ -82,7 +83,7 @@ def test_wrong_s3_secret_exits_12(all_systems: dict[str, str]) -> None:
     env = {**all_systems, "DRTOOL_S3_SECRET_KEY": "wrong-secret-key-0000"}
     run = drtool("config", "check", "--json", env=env)
     assert run.code == 12
-    assert "access refused" in systems(run)["object store"]["problem"]
+    assert "the secret key does not match the access key" in systems(run)["object store"]["problem"]
     assert_no_secrets(run, env)
 
 

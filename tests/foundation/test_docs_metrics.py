@@ -1,18 +1,48 @@
-"""docs/metrics.md lists exactly the metrics the code writes, so alert rules written from it keep working."""
+"""docs/metrics.md lists exactly the metrics the code writes, so alert rules written from it keep working.
+
+The code's names are found two ways: the literal `Metric("drtool_...")` names of each command's own metrics, and
+the four common metrics of every command that takes `--metrics-file` (found in the CLI itself, named by
+`drtool.core.metrics.metric_prefix`). The "Renamed" table of the page is history, not a list of current names.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import click
+
+from drtool.cli.app import canonical_command
+from drtool.cli.main import cli
+from drtool.core.metrics import metric_prefix
+
 REPO = Path(__file__).resolve().parents[2]
 _IN_CODE = re.compile(r'Metric\(\s*(f?)"(drtool_[a-z_]*)(\{)?')
 _CONSTANT = re.compile(r'^_[A-Z_]+ = "(drtool_[a-z_]+)"', re.M)
+COMMON = ("last_run_timestamp_seconds", "last_success_timestamp_seconds", "last_exit_code", "duration_seconds")
+
+
+def _metric_commands(group: click.Group = cli, path: str = "") -> set[str]:
+    found = set()
+    context = click.Context(group)
+    for name in group.list_commands(context):  # the root group loads its commands lazily
+        command = group.get_command(context, name)
+        assert command is not None
+        full = f"{path} {name}".strip()
+        if any(p.name == "metrics_file" for p in command.params):
+            found.add(canonical_command(full))  # `snapshots create` is an alias of `snapshot create`
+        if isinstance(command, click.Group):
+            found |= _metric_commands(command, full)
+    return found
+
+
+def _prefixes() -> set[str]:
+    return {metric_prefix(c) for c in _metric_commands()}
 
 
 def _code_names() -> tuple[set[str], set[str]]:
-    """(literal names, prefixes of f-string names) of every Metric the package builds."""
-    names: set[str] = set()
+    """(literal names, prefixes of f-string names) of every Metric the package builds, and the common four."""
+    names: set[str] = {f"{prefix}_{suffix}" for prefix in _prefixes() for suffix in COMMON}
     prefixes: set[str] = set()
     for path in (REPO / "drtool").rglob("*.py"):
         text = path.read_text()
@@ -23,15 +53,21 @@ def _code_names() -> tuple[set[str], set[str]]:
 
 
 def _doc_names() -> set[str]:
-    text = (REPO / "docs" / "metrics.md").read_text()
+    """Every name in the first column of a table, `_suffix` shorthands expanded against the command's prefix."""
+    text = (REPO / "docs" / "metrics.md").read_text().split("\n## Renamed", 1)[0]
+    if "\n## Renamed" in (REPO / "docs" / "metrics.md").read_text():
+        text += (REPO / "docs" / "metrics.md").read_text().split("\n## Renamed", 1)[1].split("\n## ", 1)[1]
+    prefixes = sorted(_prefixes(), key=len, reverse=True)
     names: set[str] = set()
     for cell in re.findall(r"^\| ([^|]+) \|", text, re.M):
-        first = re.search(r"`(drtool_[a-z_]+)`", cell)
-        if not first:
+        full = re.findall(r"`(drtool_[a-z_]+)`", cell)
+        if not full:
             continue
-        names.add(first.group(1))
-        base = first.group(1).rsplit("_", 1)[0]
-        names.update(base + suffix for suffix in re.findall(r"`(_[a-z_]+)`", cell))
+        names.update(full)
+        base = next((p for p in prefixes if full[0].startswith(p + "_")), None)
+        suffixes = re.findall(r"`(_[a-z_]+)`", cell)
+        assert base or not suffixes, f"docs/metrics.md: {full[0]} has no command prefix for {suffixes}"
+        names.update(f"{base}{suffix}" for suffix in suffixes)
     return names
 
 
@@ -44,3 +80,16 @@ def test_every_metric_written_is_documented_and_every_documented_metric_exists()
     assert not undocumented, f"add to docs/metrics.md: {sorted(undocumented)}"
     stale = {d for d in documented if d not in names and not any(d.startswith(p) for p in prefixes)}
     assert not stale, f"docs/metrics.md lists metrics the code no longer writes: {sorted(stale)}"
+
+
+def test_every_metric_follows_the_scheme() -> None:
+    """`drtool_<command>_...` for a command that writes metrics; each alert rule names a documented metric."""
+    names, prefixes = _code_names()
+    owners = _prefixes()
+    strays = sorted(n for n in names | prefixes if not any(n.startswith(p + "_") for p in owners))
+    assert not strays, f"metrics outside every command's prefix: {strays}"
+    text = (REPO / "docs" / "metrics.md").read_text()
+    rules = text.split("## Alerts worth having", 1)[1]
+    documented = _doc_names()
+    for metric in re.findall(r"\b(drtool_[a-z_]+)\b", rules):
+        assert metric in documented, f"an alert rule uses {metric}, which is not documented"

@@ -1,6 +1,8 @@
 """Never silent in cron: every command the shipped crontab runs, run with `-q` as a separate process (stderr
 not a terminal, as under cron), leaves its reason on stderr in each of its failure modes, with the exit code of
-the table, and says it once. And `--log-format` / DRTOOL_LOG_FORMAT choose the format of stderr whatever it is.
+the table, and says it once; its `--metrics-file` records the same failure (exit code, a new last run, the last
+success of the previous file kept) and parses with prometheus_client. And `--log-format` / DRTOOL_LOG_FORMAT
+choose the format of stderr whatever it is.
 
 Real servers throughout (Postgres, the MinIO pair, the SeaweedFS pair as a second S3 endpoint); nothing mocked.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +21,9 @@ from typing import Any
 
 import pytest
 
+from drtool.core.metrics import metric_prefix
 from drtool.ops.lock import here
+from tests.foundation.metrics_check import common_metrics
 from tests.replication.conftest import minio_settings_env
 from tests.security.conftest import Run, drtool
 from tests.snapshot.conftest import SnapshotEnv, minio_env, new_bucket  # noqa: F401 - minio_env: fixture
@@ -26,6 +31,8 @@ from tests.stack.minio_sites import MinioSites
 
 # Retries are not under test: one try keeps the unreachable cases quick.
 FAST = {"DRTOOL_S3_MAX_ATTEMPTS": "1", "DRTOOL_POSTGRES_CONNECT_TIMEOUT": "5"}
+# The last success an earlier run left in the metrics file: a failed run must keep it as it is.
+EARLIER_SUCCESS = 1_700_000_000.0
 
 
 @dataclass
@@ -59,9 +66,17 @@ def records(stderr: str) -> list[dict[str, Any]]:
 
 
 def quiet(w: World, *args: str, expect: int, says: str = "", **env: str) -> Run:
-    """`drtool -q ARGS` as cron runs it: the exit code is `expect`, stderr holds a reason (containing `says`) at
-    the level of that code (warning for 3, error otherwise), and says it once: no exit line after a logged error."""
-    run = drtool("-q", *args, env=dict(w.env, **env), cwd=w.cwd, label=" ".join(args[:2]))
+    """`drtool -q ARGS --metrics-file F` as cron runs it: the exit code is `expect`, stderr holds a reason
+    (containing `says`) at the level of that code (warning for 3, error otherwise), and says it once: no exit line
+    after a logged error. F, left by an earlier successful run, now records this failure."""
+    command = " ".join(args[:2]) if args[0] in ("snapshot", "snapshots", "replication") else args[0]
+    prefix = metric_prefix(command)
+    metrics = w.cwd / f"{prefix}.prom"
+    metrics.write_text(f"# TYPE {prefix}_last_success_timestamp_seconds gauge\n"
+                       f"{prefix}_last_success_timestamp_seconds {EARLIER_SUCCESS}\n")
+    started = time.time()
+    run = drtool("-q", *args, "--metrics-file", str(metrics), env=dict(w.env, **env), cwd=w.cwd,
+                 label=" ".join(args[:2]))
     assert run.code == expect, f"{args}: exit {run.code}, expected {expect}\n{run.stderr[-2000:]}{run.stdout[-500:]}"
     logged = records(run.stderr)
     levels = {"warning", "error"} if expect == 3 else {"error"}
@@ -74,6 +89,10 @@ def quiet(w: World, *args: str, expect: int, says: str = "", **env: str) -> Run:
     for r in exits:
         assert r["exit_code"] == expect and "\n" not in r["message"]
     assert run.stdout == "", f"{args}: -q without --json writes nothing on stdout: {run.stdout!r}"
+    recorded = common_metrics(metrics, prefix)  # parsed by prometheus_client
+    assert recorded["last_exit_code"] == expect, (args, recorded)
+    assert started <= recorded["last_run_timestamp_seconds"] <= time.time(), (args, recorded)
+    assert recorded["last_success_timestamp_seconds"] == EARLIER_SUCCESS, (args, recorded)
     return run
 
 

@@ -119,10 +119,12 @@ def test_app_echo_escapes_a_rendered_line_but_keeps_its_layout(capsys: pytest.Ca
 
 
 def test_app_emit_json_is_ascii_and_exact(capsys: pytest.CaptureFixture[str]) -> None:
-    App(json_mode=True).emit({"event": "verify_files", "key": HOSTILE, "name": "naïve 文件"})
+    App(json_mode=True).emit({"event": "verify.files", "key": HOSTILE, "name": "naïve 文件"})
     out = capsys.readouterr().out
     assert out.isascii() and out.count("\n") == 1 and "\x1b" not in out and "\u202e" not in out
-    assert json.loads(out) == {"event": "verify_files", "key": HOSTILE, "name": "naïve 文件"}
+    event = json.loads(out)
+    assert {k: event[k] for k in ("event", "key", "name")} == {"event": "verify.files", "key": HOSTILE,
+                                                              "name": "naïve 文件"}
 
 
 def test_rebuild_progress_label_is_neither_markup_nor_raw_controls() -> None:

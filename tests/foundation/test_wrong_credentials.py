@@ -50,3 +50,16 @@ def test_a_bare_403_names_both_causes() -> None:
     err = translate_error(bare, what="bucket b", endpoint=None)
     assert err.exit_code == 12
     assert "secret key" in (err.hint or "") and "s3:ListBucket" in (err.hint or "")
+
+
+def test_rebuild_reaches_the_bucket_before_loading_a_model(minio_env: SnapshotEnv, tmp_path: Path) -> None:  # noqa: F811
+    """A model that cannot load (a path that does not exist) is never reached: the bucket answers first, so bad
+    credentials fail in a second, not after the model's imports and weights."""
+    env = {**minio_env.env, **FAST, "DRTOOL_S3_SECRET_KEY": "not-the-secret-key", "DRTOOL_VECTOR_STORE": "milvus",
+           "DRTOOL_MILVUS_URI": str(tmp_path / "milvus.db"), "DRTOOL_EMBEDDING_PROVIDER": "local",
+           "DRTOOL_EMBEDDING_MODEL": str(tmp_path / "no-such-model")}
+    run = drtool("rebuild-index", "--all", env=env, cwd=tmp_path)
+    assert run.code == 12 and "secret key does not match" in run.stderr, run.stderr[-2000:]
+    missing = drtool("rebuild-index", "--all", "--bucket", "no-such-bucket-here",
+                     env={**env, "DRTOOL_S3_SECRET_KEY": minio_env.env["DRTOOL_S3_SECRET_KEY"]}, cwd=tmp_path)
+    assert missing.code == 10 and "no-such-bucket-here" in missing.stderr, missing.stderr[-2000:]

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.foundation.json_contract import check_json_run
 from tests.reliability.harness import Run, _Reader, _spawn
 from tests.snapshot.conftest import fill_source, make_env, new_bucket
 from tests.stack.dify_db import DifyDatabase
@@ -52,6 +53,7 @@ def run_drtool(env: dict[str, str], *args: str, timeout: float = COMMAND_TIMEOUT
                               timeout=timeout, cwd=REPO, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"drtool {' '.join(args)} hung for {timeout:.0f} s; stderr: {exc.stderr!r}")
+    check_json_run(args, proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
     run = Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
     _record(args, run)
     return run
@@ -104,13 +106,13 @@ def _record(args: tuple[str, ...], run: Run) -> None:
 
 
 def _error_text(run: Run) -> str | None:
-    """The operator-facing error of a failed run: the `error` event's message + hint, or a dataset_failed error."""
+    """The operator-facing error of a failed run: the result's error message + hint, or a dataset_failed error."""
     lines = [line for line in (run.stderr + "\n" + run.stdout).splitlines() if line.startswith("{")]
     for line in lines:
         event = json.loads(line)
-        if event.get("event") == "error":
+        if event.get("event") in ("result", "error") and event.get("error") and event.get("message"):
             return f"{event.get('system')}: {event.get('message')} (hint: {event.get('hint')})"
-        if event.get("event") == "dataset_failed":
+        if event.get("event") == "rebuild.dataset_failed":
             return str(event.get("error"))
     return None
 

@@ -82,7 +82,7 @@ def _status_env(minio_pair: MinioSites, site_a: str, site_b: str) -> dict[str, s
 
 
 def _reasons(run: Run) -> set[tuple[str, str]]:
-    result = next(e for e in run.events() if e.get("event") == "replication_status")
+    result = next(e for e in run.events() if e.get("event") == "result")
     return {(str(r["code"]), str(r.get("site"))) for r in result["reasons"]}
 
 

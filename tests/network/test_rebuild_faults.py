@@ -69,11 +69,11 @@ class RebuildNet:
 
 
 def summary(run: Run) -> dict[str, Any]:
-    return dict(next(e for e in run.events() if e.get("event") == "summary")["datasets"][0])
+    return dict(next(e for e in run.events() if e.get("event") == "result")["datasets"][0])
 
 
 def failed_event(run: Run) -> dict[str, Any]:
-    return dict(next(e for e in run.events() if e.get("event") == "dataset_failed"))
+    return dict(next(e for e in run.events() if e.get("event") == "rebuild.dataset_failed"))
 
 
 @pytest.fixture

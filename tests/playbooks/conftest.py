@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.foundation.json_contract import check_json_run
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
@@ -58,6 +59,7 @@ class Sandbox:
     def drtool(self, *args: str) -> CommandRun:
         proc = subprocess.run([f"{BIN}/drtool", *args], env=self.env, capture_output=True, text=True,
                               timeout=300, cwd=REPO, stdin=subprocess.DEVNULL)
+        check_json_run(args, proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
         return CommandRun("drtool " + " ".join(args), proc.returncode, proc.stdout, proc.stderr)
 
     # -- disasters and repairs a runbook asks for with <!-- sandbox: ... -->

@@ -95,7 +95,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
 
 
 def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(e for e in events if e.get("event") == "summary")
+    return next(e for e in events if e.get("event") == "result")
 
 
 class TcpRelay:

@@ -89,7 +89,7 @@ def test_dify_names_and_cache(rebuild_env: dict[str, str], chunk_bucket: ChunkBu
     monkeypatch.setenv("DRTOOL_EMBEDDING_MODEL", "text-embedding-3-large")
     code, events = run_cli("rebuild-index", "--dataset", seeded.id, "--force")
     assert code == 2
-    error = next(e for e in events if e["event"] == "dataset_failed")["error"]
+    error = next(e for e in events if e["event"] == "rebuild.dataset_failed")["error"]
     assert "text-embedding-3-large" in error and db.seed.embedding_model in error
 
 
@@ -106,11 +106,11 @@ def test_economy_datasets_have_no_index_to_rebuild(rebuild_env: dict[str, str], 
     _pg_env(monkeypatch, db.dsn)
 
     code, events = run_cli("rebuild-index", "--dataset", seeded.id)
-    failed = next(e for e in events if e.get("event") == "dataset_failed")
+    failed = next(e for e in events if e.get("event") == "rebuild.dataset_failed")
     assert code == 2 and "economy" in failed["error"]
 
     code, events = run_cli("rebuild-index", "--all")
-    skipped = [e["dataset"] for e in events if e.get("event") == "dataset_skipped"]
+    skipped = [e["dataset"] for e in events if e.get("event") == "rebuild.dataset_skipped"]
     assert seeded.id in skipped
     assert all(d["dataset"] != seeded.id for d in summary(events)["datasets"])
     assert not MilvusClient(rebuild_env["DRTOOL_MILVUS_URI"]).has_collection(seeded.collection_name)

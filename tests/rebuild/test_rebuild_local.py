@@ -26,7 +26,7 @@ def test_local_model_and_over_limit_policy(rebuild_env: dict[str, str], chunk_bu
 
     code, events = run_cli("rebuild-index", "--dataset", ds, "--over-limit", "reject")
     assert code == 2
-    error = next(e for e in events if e["event"] == "dataset_failed")["error"]
+    error = next(e for e in events if e["event"] == "rebuild.dataset_failed")["error"]
     assert "chunks.jsonl:6: text is longer than the model accepts" in error
 
     code, events = run_cli("rebuild-index", "--dataset", ds, "--force")  # default policy: truncate

@@ -87,7 +87,7 @@ def test_auth_server_rebuilds_with_user_and_password_and_refusals_exit_12(
         monkeypatch.setenv("DRTOOL_MILVUS_PASSWORD", str(server.password))
         # The refused create left its checkpoint (as any interrupted run): finishing it needs --resume.
         code, events = run_cli("rebuild-index", "--dataset", ds)
-        assert code == 2 and "--resume" in next(e for e in events if e["event"] == "dataset_failed")["error"]
+        assert code == 2 and "--resume" in next(e for e in events if e["event"] == "rebuild.dataset_failed")["error"]
         code, events = run_cli("rebuild-index", "--dataset", ds, "--resume")
         result = summary(events)["datasets"][0]
         assert code == 0, result

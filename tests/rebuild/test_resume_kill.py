@@ -56,7 +56,7 @@ def test_sigkill_mid_run_then_resume(rebuild_env: dict[str, str], chunk_bucket: 
     # Without --resume the checkpoint is not silently ignored.
     embedding_server.reset()
     code, events = run_cli("rebuild-index", "--dataset", ds)
-    assert code == 2 and "--resume" in next(e for e in events if e["event"] == "dataset_failed")["error"]
+    assert code == 2 and "--resume" in next(e for e in events if e["event"] == "rebuild.dataset_failed")["error"]
 
     code, events = run_cli("rebuild-index", "--dataset", ds, "--resume")
     result = summary(events)["datasets"][0]

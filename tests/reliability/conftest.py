@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.foundation.json_contract import check_json_run
 from tests.reliability.harness import Run
 
 InProcess = Callable[[list[str], dict[str, str]], Run]
@@ -32,6 +33,7 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         capsys.readouterr()
         code = run(["--json", *args])
         out, err = capsys.readouterr()
+        check_json_run(["--json", *args], out, code)  # every --json run obeys docs/json.md
         return Run(code, out, err, 0.0)
 
     return call

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.foundation.json_contract import check_json_run
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SEED = 20261129
 
@@ -75,6 +77,7 @@ def drtool(args: list[str], env: dict[str, str], *, timeout: float = 300) -> Run
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "drtool", "--json", *args], env=_env(env), capture_output=True,
                           text=True, timeout=timeout, cwd=REPO, stdin=subprocess.DEVNULL)
+    check_json_run(["--json", *args], proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
     return Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
 
@@ -86,8 +89,9 @@ def timed_run(args: list[str], env: dict[str, str], *, timeout: float = 300) -> 
     reader.join()
     first = reader.lines[0][0] - reader.started if reader.lines else None
     last = reader.lines[-1][0] - reader.started if reader.lines else None
-    return Run(proc.returncode, "".join(line for _, line in reader.lines), reader.stderr(),
-               time.monotonic() - reader.started, first, last)
+    stdout = "".join(line for _, line in reader.lines)
+    check_json_run(["--json", *args], stdout, proc.returncode)
+    return Run(proc.returncode, stdout, reader.stderr(), time.monotonic() - reader.started, first, last)
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -173,7 +177,10 @@ def run_and_kill(args: list[str], env: dict[str, str], delay_s: float, *, after_
         killed = True
     reader.join()
     survivors = _group_members(proc.pid)
-    events = Run(0, "".join(line for _, line in reader.lines), "", 0).events()
+    stdout = "".join(line for _, line in reader.lines)
+    # what a killed run wrote obeys docs/json.md too, except that its result (and its last line) may be missing
+    check_json_run(["--json", *args], stdout, None if killed else proc.returncode, complete=not killed)
+    events = Run(0, stdout, "", 0).events()
     last = str(events[-1].get("event", "?")) if events else "(start-up)"
     return Kill(delay_s, killed, proc.returncode, last, events, reader.stderr(), survivors, proc.pid)
 
@@ -320,7 +327,9 @@ def race(args: list[str], env: dict[str, str], *, copies: int = 2, timeout: floa
         proc.wait(timeout=timeout)
         reader.join()
         ended = reader.closed or time.monotonic()
-        events = Run(0, "".join(line for _, line in reader.lines), "", 0).events()
+        stdout = "".join(line for _, line in reader.lines)
+        check_json_run(["--json", *args], stdout, proc.returncode)
+        events = Run(0, stdout, "", 0).events()
         first = reader.lines[0][0] if reader.lines else ended
         times = [at for at, line in reader.lines if line.startswith("{")]
         out.append(RaceRun(proc.returncode, events, reader.stderr(), first, ended,

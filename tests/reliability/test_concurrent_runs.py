@@ -68,7 +68,7 @@ def test_two_snapshot_creates_and_two_restores_at_once(minio_pair: Any, dify_db:
                                                        cli: InProcess) -> None:
     client, _, dest, env = _snapshot_env(minio_pair, dify_db, pg)
     runs = race(["snapshot", "create"], env)
-    _one_wins(runs, "snapshot create", lambda r: any(e.get("event") == "result" for e in r.events),
+    _one_wins(runs, "snapshot create", lambda r: any(e.get("event") == "snapshot.committed" for e in r.events),
               locked=_SNAPSHOT_LOCKED)
     listed = cli(["snapshots", "list"], env).result()["snapshots"]
     assert len(listed) == sum(r.code == 0 for r in runs)
@@ -104,8 +104,8 @@ def test_two_export_chunks_at_once(minio_pair: Any, pg: Any, dify_db_factory: Ca
     }
     runs = race(["export-chunks", "--all", "--force"], env)
     winner = _one_wins(runs, "export-chunks",
-                       lambda r: any(e.get("event") in ("export_started", "dataset_exported") for e in r.events))
-    assert [e["status"] for e in winner.events if e.get("event") == "dataset_exported"] == ["written", "written"]
+                       lambda r: any(e.get("event") in ("export.started", "export.dataset_exported") for e in r.events))
+    assert [e["status"] for e in winner.events if e.get("event") == "export.dataset_exported"] == ["written", "written"]
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert sorted(keys) == sorted(f"datasets/{d.id}/processed/chunks.jsonl" for d in db.seed.datasets)
 
@@ -145,7 +145,8 @@ def test_two_rebuilds_of_one_collection_at_once(store: str, minio_pair: Any, emb
     embedding_server.slow_next(0.1, count=1000)  # each run takes a few seconds: the two certainly overlap
     runs = race(["rebuild-index", "--dataset", ds], env)
     embedding_server.reset()
-    _one_wins(runs, f"rebuild-index ({store})", lambda r: any(e.get("event") == "dataset_start" for e in r.events),
+    _one_wins(runs, f"rebuild-index ({store})",
+              lambda r: any(e.get("event") == "rebuild.dataset_started" for e in r.events),
               says=says)
     if store == "weaviate":
         import weaviate
@@ -186,9 +187,10 @@ def test_a_dead_runs_lock_is_taken_over_by_exactly_one_of_two(minio_pair: Any, d
             "pid_ns": place.pid_ns}
     client.put_object(Bucket=dest, Key="drtool/locks/snapshots.lock", Body=json.dumps(dead).encode())
     runs = race(["snapshot", "create"], env)
-    takeovers = [e for r in runs for e in r.events if e.get("event") == "lock_taken_over"]
+    takeovers = [e for r in runs for e in r.events if e.get("event") == "lock.taken_over"]
     assert len(takeovers) == 1, [r.stderr[-300:] for r in runs]
     assert takeovers[0]["previous_holder"]["pid"] == gone.pid and takeovers[0]["automatic"] is True
-    _one_wins(runs, "snapshot create (dead lock)", lambda r: any(e.get("event") == "result" for e in r.events),
+    _one_wins(runs, "snapshot create (dead lock)",
+              lambda r: any(e.get("event") == "snapshot.committed" for e in r.events),
               locked=_SNAPSHOT_LOCKED)
     assert not client.list_objects_v2(Bucket=dest, Prefix="drtool/locks/").get("KeyCount")

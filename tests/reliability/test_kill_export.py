@@ -157,7 +157,8 @@ def test_export_killed_between_multipart_parts(minio_pair: Any, pg: Any, dify_db
     ds = db.seed.datasets[0]
     key = f"datasets/{ds.id}/processed/chunks.jsonl"
     args = ["export-chunks", "--all", "--part-size-mb", "5"]
-    kill = run_and_kill(args, env, 0.0, at_event=lambda e: e.get("event") == "upload_part" and e["part"] < e["parts"])
+    kill = run_and_kill(args, env, 0.0,
+                        at_event=lambda e: e.get("event") == "export.part_uploaded" and e["part"] < e["parts"])
     reap_group(kill.pgid)
     assert kill.killed, "the run finished before its first part was uploaded"
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads"), "the kill did not land mid-upload"

@@ -106,7 +106,7 @@ def test_rebuild_index_resume_after_kill_9(minio_pair: Any, embedding_server: An
         problems: list[str] = []
         resumed = cli([*args, "--resume"], trial_env)
         if resumed.code != 0:
-            failed = [e.get("error") for e in resumed.events() if e.get("event") == "dataset_failed"]
+            failed = [e.get("error") for e in resumed.events() if e.get("event") == "rebuild.dataset_failed"]
             problems.append(f"--resume exit {resumed.code}: {failed or resumed.stderr.strip()[-400:]}")
         counts = _doc_ids(uri, name)
         if set(counts) != want:

@@ -208,7 +208,7 @@ def test_a_running_holder_in_another_pid_namespace_is_never_taken_over(command: 
         if case.breaks:  # the operator's explicit flag replaces it, loudly
             broken = drtool([*case.args, "--break-stale-lock"], case.env)
             assert broken.code == 0, _told(broken)[-2000:]
-            taken = [e for e in broken.events() if e.get("event") == "lock_taken_over"]
+            taken = [e for e in broken.events() if e.get("event") == "lock.taken_over"]
             assert len(taken) == 1 and taken[0]["automatic"] is False, broken.events()
             assert taken[0]["previous_holder"]["pid_ns"] == holder.pid_ns
             assert "PID namespace" in taken[0]["reason"]
@@ -244,7 +244,7 @@ def test_a_dead_holder_of_this_namespace_is_still_taken_over_by_itself(case_for:
     holder.stop()
     run = drtool(case.args, case.env)
     assert run.code == 0, _told(run)[-2000:]
-    taken = [e for e in run.events() if e.get("event") == "lock_taken_over"]
+    taken = [e for e in run.events() if e.get("event") == "lock.taken_over"]
     assert len(taken) == 1 and taken[0]["automatic"] is True and taken[0]["previous_holder"]["pid"] == holder.pid
     assert not minio_pair.a.s3_client().list_objects_v2(Bucket=holder.bucket, Prefix="drtool/locks/").get("KeyCount")
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from drtool.cli.main import run
+from tests.foundation.json_contract import check_json_run
 
 
 @dataclass
@@ -36,6 +37,7 @@ def drtool(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
         capsys.readouterr()
         code = run(list(args))
         captured = capsys.readouterr()
+        check_json_run(args, captured.out, code)  # every --json run obeys docs/json.md
         events = []
         for line in captured.out.splitlines():
             if line.startswith("{"):
@@ -112,6 +114,7 @@ def drtool_process(args: list[str], env: dict[str, str], timeout: float = 120) -
     full_env.update(env)
     proc = subprocess.run([sys.executable, "-m", "drtool", *args], capture_output=True, text=True, env=full_env,
                           timeout=timeout, check=False)
+    check_json_run(args, proc.stdout, proc.returncode)
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return CliRun(proc.returncode, proc.stdout, proc.stderr, events)
 

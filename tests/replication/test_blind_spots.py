@@ -78,7 +78,7 @@ def test_sample_is_not_fooled_by_forwarding(drtool: Callable[..., CliRun], minio
 
     res = drtool("replication", "verify", "--bucket", bucket, "--sample", "100", "--seed", "1", "--json")
     assert res.code == 4, res.out + res.err
-    [summary] = res.event("replication_verify")["buckets"]
+    [summary] = res.event("result")["buckets"]
     assert (summary["sampled"], summary["missing"], summary["matched"], summary["unproven"]) == (6, 1, 5, 0)
     assert summary["sample_sound"] is True and summary["bad_fraction_upper_bound_95"] > 1 / 6
     assert [e["key"] for e in summary["examples"]] == ["docs/3.txt"]
@@ -94,7 +94,7 @@ def test_sample_is_not_fooled_by_forwarding(drtool: Callable[..., CliRun], minio
     # The other way round, every object on A was written there (COMPLETED) and is a REPLICA on B: genuine.
     back = drtool("replication", "verify", "--source", "B", "--target", "A", "--bucket", bucket, "--sample", "100",
                   "--json")
-    [summary] = back.event("replication_verify")["buckets"]
+    [summary] = back.event("result")["buckets"]
     assert back.code == 0 and (summary["sampled"], summary["matched"], summary["unproven"]) == (5, 5, 0)
     assert summary["sample_sound"] is True
 
@@ -166,7 +166,7 @@ def test_backlog_makes_old_failures_critical_and_a_healed_outage_ok(drtool: Call
 
         def backlog(*extra: str) -> tuple[CliRun, dict[str, Any]]:
             run = drtool("replication", "status", "--json", "--site", f"A={minio_env.a.endpoint}", *strict, *extra)
-            result = run.event("replication_status")
+            result = run.event("result")
             mine = [b for b in result["backlog"] if b["bucket"] == bucket and b["site"] == "A"]
             return run, (mine[0] if mine else {})
 
@@ -175,12 +175,12 @@ def test_backlog_makes_old_failures_critical_and_a_healed_outage_ok(drtool: Call
         run, found = backlog("--max-failed-age", "1")
         assert run.code == 4
         assert found["failed"] == 50 and found["oldest_failed_age_seconds"] >= 1
-        critical = [r for r in run.event("replication_status")["reasons"] if r["code"] == "backlog_failed_old"]
+        critical = [r for r in run.event("result")["reasons"] if r["code"] == "backlog_failed_old"]
         assert [(r["level"], r["site"], r["entity"]) for r in critical] == [("CRITICAL", "A", bucket)]
         assert "50 version(s)" in critical[0]["message"]
 
         run, found = backlog("--max-failed-age", "3600")
-        reasons = run.event("replication_status")["reasons"]
+        reasons = run.event("result")["reasons"]
         assert "backlog_failed_old" not in {r["code"] for r in reasons}
         waiting = [r for r in reasons if r["code"] == "replication_backlog" and r["entity"] == bucket]
         assert [(r["level"], r["site"]) for r in waiting] == [("WARNING", "A")]
@@ -201,7 +201,7 @@ def test_backlog_makes_old_failures_critical_and_a_healed_outage_ok(drtool: Call
 
     wait_for(ok, 240, "the verdict to be OK after B healed", interval=3)
     healed_after = time.monotonic() - started
-    result = runs[-1].event("replication_status")
+    result = runs[-1].event("result")
     site_a = next(s for s in result["sites"] if s["alias"] == "A")
     failed = [m["failed"]["lastHour"]["count"] for m in site_a["status"]["Metrics"]["replMetrics"].values()]
     assert max(failed) >= 50, failed
@@ -227,7 +227,7 @@ def test_read_data_finds_corruption_that_listing_cannot(drtool: Callable[..., Cl
     _replicated(b, bucket, 7)
     clean = drtool("replication", "verify", "--bucket", bucket, "--read-data", "100", "--seed", "5", "--json")
     assert clean.code == 0, clean.out + clean.err
-    [summary] = clean.event("replication_verify")["buckets"]
+    [summary] = clean.event("result")["buckets"]
     assert summary["read_data"]["read"] == 7 and summary["read_data"]["seed"] == 5
 
     part = _part_file(minio_env.b.data_dir, bucket, "raw/big-1.bin")
@@ -242,7 +242,7 @@ def test_read_data_finds_corruption_that_listing_cannot(drtool: Callable[..., Cl
 
     res = drtool("replication", "verify", "--bucket", bucket, "--read-data", "100", "--seed", "5", "--json")
     assert res.code == 4, res.out + res.err
-    [summary] = res.event("replication_verify")["buckets"]
+    [summary] = res.event("result")["buckets"]
     rd = summary["read_data"]
     assert rd["selected"] == 7 and rd["unreadable"] + rd["differing"] == 1
     assert [p["key"] for p in rd["problems"]] == ["raw/big-1.bin"]
@@ -252,7 +252,7 @@ def test_read_data_finds_corruption_that_listing_cannot(drtool: Callable[..., Cl
     # The subset is reproducible: the same seed picks the same versions, the selection is about half at 50%.
     half = [drtool("replication", "verify", "--bucket", bucket, "--read-data", "50", "--seed", "11", "--json")
             for _ in range(2)]
-    picks = [h.event("replication_verify")["buckets"][0]["read_data"]["selected"] for h in half]
+    picks = [h.event("result")["buckets"][0]["read_data"]["selected"] for h in half]
     assert picks[0] == picks[1]
     # --max-rate: about 1.5 MB read in total at 400 kB/s (1 s of burst) takes well over 2 s.
     started = time.monotonic()

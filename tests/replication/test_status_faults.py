@@ -41,7 +41,7 @@ def test_unknown_access_key_in_json_mode(drtool: Callable[..., CliRun], minio_en
     monkeypatch.setenv("DRTOOL_REPLICATION_ACCESS_KEY", "nobody")
     res = drtool("replication", "status", "--json")
     assert res.code == 12
-    event = res.event("error")
+    event = res.event("result")
     assert event["error"] == "AuthError" and event["system"].startswith("site A (")
     assert "InvalidAccessKeyId" in event["message"]
 
@@ -114,7 +114,7 @@ def test_a_site_that_is_not_there_is_critical_not_a_crash(drtool: Callable[..., 
     res = drtool("replication", "status", "--json", "--site", f"A={minio_env.a.endpoint}",
                  "--site", f"GONE=http://127.0.0.1:{port}", "--max-failed-last-hour", "1000000")
     assert res.code == 4
-    result = res.event("replication_status")
+    result = res.event("result")
     codes = {(r["code"], r["site"]) for r in result["reasons"]}
     assert ("site_unreachable", "GONE") in codes
 
@@ -123,7 +123,7 @@ def test_expected_sites_threshold(drtool: Callable[..., CliRun], minio_env: Any)
     res = drtool("replication", "status", "--json", "--expected-sites", "3", "--max-failed-last-hour", "1000000",
                  "--no-bucket-check")
     assert res.code == 4
-    reasons = res.event("replication_status")["reasons"]
+    reasons = res.event("result")["reasons"]
     assert {r["code"] for r in reasons if r["level"] == "CRITICAL"} == {"too_few_sites"}
     assert any("expected 3" in r["message"] for r in reasons)
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from drtool.core.replication_verdict import Level, SiteAnswer, Thresholds, decide, offline_peers, site_reasons
+from tests.foundation.metrics_check import parse_metrics_text
 from tests.replication.conftest import CliRun, all_versions, drtool_process, minio_settings_env, unique, wait_for
 
 # Findings from counters that move between two calls; everything else must agree between drtool and mc.
@@ -35,7 +36,7 @@ class Step:
 
     @property
     def result(self) -> dict[str, Any]:
-        return self.run.event("replication_status")
+        return self.run.event("result")
 
     def site(self, alias: str) -> dict[str, Any]:
         return next(s for s in self.result["sites"] if s["alias"] == alias)
@@ -194,12 +195,13 @@ def _assert_grouped(text: str) -> None:
 def test_healthy_metrics_file(scenario: Scenario) -> None:
     text = scenario.steps["healthy"].metrics
     _assert_grouped(text)
-    assert "drtool_replication_verdict 0" in text
-    assert 'drtool_replication_link_online{peer="B",site="A"} 1' in text
-    assert 'drtool_replication_link_online{peer="A",site="B"} 1' in text
-    assert 'drtool_replication_site_up{site="B"} 1' in text
-    assert "drtool_replication_last_check_timestamp_seconds " in text
-    assert 'drtool_replication_queued_objects{site="A"}' in text
+    assert "drtool_replication_status_verdict 0" in text
+    assert 'drtool_replication_status_link_online{peer="B",site="A"} 1' in text
+    assert 'drtool_replication_status_link_online{peer="A",site="B"} 1' in text
+    assert 'drtool_replication_status_site_up{site="B"} 1' in text
+    assert "drtool_replication_status_last_run_timestamp_seconds " in text
+    assert parse_metrics_text(text)["drtool_replication_status_last_exit_code"][()] == 0
+    assert 'drtool_replication_status_queued_objects{site="A"}' in text
 
 
 def test_site_down_is_critical_and_names_the_offline_peer(scenario: Scenario) -> None:
@@ -214,10 +216,10 @@ def test_site_down_is_critical_and_names_the_offline_peer(scenario: Scenario) ->
     # mc on the surviving site shows the same thing: B did not answer (an empty deploymentID instead of B's).
     assert "" in step.mc["A"]["StatsSummary"]
     _assert_agrees_with_mc(step, "A")
-    assert "drtool_replication_verdict 2" in step.metrics
+    assert "drtool_replication_status_verdict 2" in step.metrics
     _assert_grouped(step.metrics)
-    assert 'drtool_replication_link_online{peer="B",site="A"} 0' in step.metrics
-    assert 'drtool_replication_site_up{site="B"} 0' in step.metrics
+    assert 'drtool_replication_status_link_online{peer="B",site="A"} 0' in step.metrics
+    assert 'drtool_replication_status_site_up{site="B"} 0' in step.metrics
     assert step.human is not None and step.human.code == 4
     assert "UNREACHABLE" in step.human.out and "verdict: CRITICAL" in step.human.out
 
@@ -233,7 +235,7 @@ def test_bucket_created_while_a_site_is_down(scenario: Scenario) -> None:
 def test_recovery_reports_what_is_still_missing_then_converges(scenario: Scenario, minio_pair: Any) -> None:
     # While B catches up, every run that is not OK says why, and a bucket missing on B is named as such.
     for run in scenario.recovering[:-1]:
-        result = run.event("replication_status")
+        result = run.event("result")
         assert run.code in (3, 4) and result["reasons"], run.out
         for reason in result["reasons"]:
             if reason["code"] == "bucket_missing":
@@ -328,7 +330,7 @@ def test_objects_written_during_the_outage_reach_b_and_verify_says_so(scenario: 
         return runs[-1].code == 0
 
     wait_for(verified, 300, "verify to find both buckets complete on B", interval=5)
-    result = runs[-1].event("replication_verify")
+    result = runs[-1].event("result")
     by_bucket = {b["bucket"]: b for b in result["buckets"]}
     assert by_bucket[scenario.bucket]["mode"] == "versions"
     assert by_bucket[scenario.bucket]["source_entries"] == by_bucket[scenario.bucket]["target_entries"] == 13
@@ -337,7 +339,7 @@ def test_objects_written_during_the_outage_reach_b_and_verify_says_so(scenario: 
     # bucket made while B was down has no replication status at all: the bucket had no replication rule yet when
     # it was written, and MinIO copies it later as an "existing object".
     for run in runs[:-1]:
-        for bucket in run.event("replication_verify")["buckets"]:
+        for bucket in run.event("result")["buckets"]:
             allowed = {"PENDING", "FAILED", "COMPLETED", "COMPLETE"}
             if bucket["bucket"] == scenario.bucket_while_down:
                 allowed.add(None)
@@ -357,7 +359,7 @@ def test_noncurrent_expiry_rule_is_a_warning(scenario: Scenario, minio_pair: Any
          "NoncurrentVersionExpiration": {"NoncurrentDays": 7}}]})
     try:
         run = drtool_process(["replication", "status", "--json"], env)
-        reasons = [r for r in run.event("replication_status")["reasons"] if r["code"] == "noncurrent_expiry"]
+        reasons = [r for r in run.event("result")["reasons"] if r["code"] == "noncurrent_expiry"]
         assert run.code == 3 and reasons
         assert reasons[0]["entity"] == bucket and "after 7 day(s)" in reasons[0]["message"]
     finally:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.foundation.metrics_check import parse_metrics
 from tests.replication.conftest import CliRun, all_versions, keys, unique, wait_for
 
 
@@ -46,7 +47,7 @@ def seaweed_bucket(seaweed_env: Any) -> tuple[str, Any, Any]:
 def test_verify_seaweed_pair_in_sync(drtool: Callable[..., CliRun], seaweed_bucket: tuple[str, Any, Any]) -> None:
     bucket, _, _ = seaweed_bucket
     res = _in_sync(drtool, "--bucket", bucket)
-    result = res.event("replication_verify")
+    result = res.event("result")
     [b] = result["buckets"]
     assert b["mode"] == "latest"  # unversioned buckets: compare each key's current object
     assert (b["source_entries"], b["target_entries"], b["matched"]) == (40, 40, 40)
@@ -62,7 +63,7 @@ def test_verify_seaweed_differences(drtool: Callable[..., CliRun], seaweed_bucke
 
     res = drtool("replication", "verify", "--bucket", bucket, "--settle", "0", "--json")
     assert res.code == 4
-    diffs = [e for e in res.events if e["event"] == "replication_difference"]
+    diffs = [e for e in res.events if e["event"] == "replication.difference"]
     assert sorted((d["kind"], d["key"]) for d in diffs) == [
         ("extra", "datasets/d9/only-on-b.txt"),
         ("mismatch", "datasets/d2/raw/file-010.txt"),
@@ -70,7 +71,7 @@ def test_verify_seaweed_differences(drtool: Callable[..., CliRun], seaweed_bucke
     ]
     mismatch = next(d for d in diffs if d["kind"] == "mismatch")
     assert mismatch["fields"] == ["etag", "size"]
-    [summary] = res.event("replication_verify")["buckets"]
+    [summary] = res.event("result")["buckets"]
     assert (summary["missing"], summary["extra"], summary["mismatch"], summary["matched"]) == (1, 1, 1, 38)
 
     # Human output: summary line and the examples.
@@ -80,11 +81,13 @@ def test_verify_seaweed_differences(drtool: Callable[..., CliRun], seaweed_bucke
     assert "missing 1, extra 1, mismatched 1" in human.out
     assert "missing  datasets/d1/raw/file-005.txt" in human.out and "(etag, size)" in human.out
     assert "verdict: CRITICAL" in human.out
-    assert f'drtool_replication_verify_missing{{bucket="{bucket}",source="A",target="B"}} 1' in metrics.read_text()
+    assert f'drtool_replication_verify_missing_objects{{bucket="{bucket}",source="A",target="B"}} 1' in \
+        metrics.read_text()
+    assert parse_metrics(metrics)["drtool_replication_verify_last_exit_code"][()] == 4
 
     # Inside a settle window of an hour every one of these changes is recent: reported as unsettled, exit 0.
     res = drtool("replication", "verify", "--bucket", bucket, "--settle", "3600", "--json")
-    [summary] = res.event("replication_verify")["buckets"]
+    [summary] = res.event("result")["buckets"]
     assert res.code == 0
     assert (summary["missing"], summary["extra"], summary["mismatch"], summary["unsettled"]) == (0, 0, 0, 3)
     assert summary["unsettled_by_kind"] == {"missing": 1, "extra": 1, "mismatch": 1}
@@ -101,13 +104,13 @@ def test_verify_sample_finds_missing_and_changed(drtool: Callable[..., CliRun],
     b.put_object(Bucket=bucket, Key="datasets/d0/raw/file-000.txt", Body=b"different")
     res = drtool("replication", "verify", "--bucket", bucket, "--settle", "0", "--sample", "1000", "--json")
     assert res.code == 4
-    [summary] = res.event("replication_verify")["buckets"]
+    [summary] = res.event("result")["buckets"]
     assert summary["sampled"] == 40 and summary["missing"] == 1 and summary["mismatch"] == 1
     assert summary["bad_fraction_upper_bound_95"] > 2 / 40
     human = drtool("replication", "verify", "--bucket", bucket, "--settle", "0", "--sample", "1000")
     assert "sampled 40 of 40" in human.out and "with 95% confidence, at most" in human.out
     small = drtool("replication", "verify", "--bucket", bucket, "--settle", "0", "--sample", "5", "--json")
-    [summary] = small.event("replication_verify")["buckets"]
+    [summary] = small.event("result")["buckets"]
     assert summary["sampled"] == 5 and summary["matched"] + summary["missing"] + summary["mismatch"] == 5
 
 
@@ -117,7 +120,7 @@ def test_read_data_on_seaweed_latest_mode(drtool: Callable[..., CliRun],
     bucket, _, _ = seaweed_bucket
     res = drtool("replication", "verify", "--bucket", bucket, "--settle", "0", "--read-data", "100", "--json")
     assert res.code == 0, res.out + res.err
-    [summary] = res.event("replication_verify")["buckets"]
+    [summary] = res.event("result")["buckets"]
     rd = summary["read_data"]
     assert summary["mode"] == "latest" and (rd["selected"], rd["read"], rd["unreadable"], rd["differing"]) == (
         40, 40, 0, 0)
@@ -143,12 +146,12 @@ def test_verify_minio_versions(drtool: Callable[..., CliRun], minio_env: Any) ->
     a.put_object(Bucket=bucket, Key="k0", Body=b"v3 longer")
     a.delete_object(Bucket=bucket, Key="k1")  # a delete marker
     res = _in_sync(drtool, "--bucket", bucket)
-    [summary] = res.event("replication_verify")["buckets"]
+    [summary] = res.event("result")["buckets"]
     assert summary["mode"] == "versions"
     assert summary["source_entries"] == summary["target_entries"] == summary["matched"] == 13
     assert all_versions(a, bucket) == all_versions(minio_env.b.s3_client(), bucket)  # same version ids
     latest = drtool("replication", "verify", "--json", "--bucket", bucket, "--mode", "latest")
-    [summary] = latest.event("replication_verify")["buckets"]
+    [summary] = latest.event("result")["buckets"]
     assert latest.code == 0 and summary["mode"] == "latest" and summary["matched"] == 9  # k1 is deleted
 
 
@@ -167,10 +170,12 @@ def test_probe_minio(drtool: Callable[..., CliRun], minio_env: Any, tmp_path: An
     res = drtool("replication", "probe", "--bucket", bucket, "--json", "--timeout", "60", "--metrics-file",
                  str(metrics))
     assert res.code == 0, res.out + res.err
-    event = res.event("replication_probe")
+    event = res.event("result")
     assert event["ok"] and event["verdict"] == "OK" and event["cleaned_up"]
     assert 0 < event["put_lag_seconds"] < 60 and 0 <= event["delete_lag_seconds"] < 60
-    assert "drtool_replication_probe_ok{source=\"A\",target=\"B\"} 1" in metrics.read_text()
+    probed = parse_metrics(metrics)  # prometheus_client's parser
+    assert probed["drtool_replication_probe_last_exit_code"][()] == 0
+    assert 0 < probed["drtool_replication_probe_put_lag_seconds"][(("source", "A"), ("target", "B"))] < 60
     for site in (minio_env.a, minio_env.b):
         client = site.s3_client()
         wait_for(lambda c=client: _no_canary(c, bucket), 30, f"no canary left on {site.alias}")
@@ -183,7 +188,7 @@ def test_probe_seaweed(drtool: Callable[..., CliRun], seaweed_bucket: tuple[str,
     bucket, a, b = seaweed_bucket
     res = drtool("replication", "probe", "--bucket", bucket, "--json", "--timeout", "60")
     assert res.code == 0, res.out + res.err
-    event = res.event("replication_probe")
+    event = res.event("result")
     assert event["ok"] and event["put_lag_seconds"] > 0 and event["delete_lag_seconds"] >= 0
     assert not [k for k in keys(a, bucket) + keys(b, bucket) if k.startswith(".drtool/")]
 
@@ -245,7 +250,7 @@ def test_probe_with_the_target_down_is_critical_and_cleans_up(drtool: Callable[.
     finally:
         minio_env.b.start()
     assert res.code == 4
-    event = res.event("replication_probe")
+    event = res.event("result")
     assert event["verdict"] == "CRITICAL" and event["put_lag_seconds"] is None
     assert "did not appear on site B within 3 s (site B could not be reached: EndpointConnectionError)" in \
         event["error"]

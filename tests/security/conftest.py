@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from tests.foundation.json_contract import check_json_run
 from tests.stack.minio_sites import MinioSites
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +41,7 @@ def drtool(*args: str, env: dict[str, str], cwd: Path, label: str = "", timeout:
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "drtool", *args], env=base, capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+    check_json_run(args, proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
     return Run(label or " ".join(args[:2]), tuple(args), proc.returncode, proc.stdout, proc.stderr,
                time.monotonic() - started)
 

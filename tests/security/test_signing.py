@@ -166,7 +166,7 @@ def test_a_signed_snapshot_verifies_only_against_its_trusted_key(
 
     trusted = e.run("snapshots", "verify", sid, "--deep", "--json", extra_env=keys["trust"])
     assert trusted.code == 0, trusted.stderr
-    event = trusted.events()[-1]
+    [event] = [ev for ev in trusted.events() if ev["event"] == "snapshot.verified"]
     assert event["authenticated"] is True and event["signed_by"] == keys["key_id"] and event["digest"] == digest
     assert "not authenticated" not in trusted.stderr
     # A trusted-keys file (what `drtool keys public` prints, comment line included) works as well.
@@ -201,7 +201,7 @@ def test_a_signed_snapshot_verifies_only_against_its_trusted_key(
     open_run = e.run("snapshots", "verify", sid, "--json")
     assert open_run.code == 0, open_run.stderr
     assert f"snapshot {sid} {NOT_AUTHENTICATED}" in error_message(open_run.stderr)
-    assert open_run.events()[-1]["authenticated"] is False
+    assert [ev["authenticated"] for ev in open_run.events() if ev["event"] == "snapshot.verified"] == [False]
 
     restored = e.run("restore", sid, "--objects-to", target, "--expect-digest", digest, "--json",
                      extra_env=keys["trust"])

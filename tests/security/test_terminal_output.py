@@ -124,14 +124,14 @@ def test_verify_json_keeps_the_exact_hostile_keys(pg: Any, dify_db_factory: Call
     run = drtool("--json", "verify", "--skip-vectors", env=env, cwd=tmp_path)
     assert run.code == 4, run.stderr
     assert run.stdout.isascii() and run.stderr.isascii()  # controls, bidi and all non-ASCII as \uNNNN
-    summary = next(e for e in run.events() if e.get("event") == "verify_summary")
+    summary = next(e for e in run.events() if e.get("event") == "result")
     assert summary["exit_code"] == 4 and summary["counts"] == {"missing_object": 5}
     examples = summary["examples"]["missing_object"]
     assert {e["key"] for e in examples} == set(HOSTILE_KEYS)  # byte for byte what the row holds
     refused = {e["key"]: e["problem"] for e in examples if "problem" in e}
     assert set(refused) == REFUSED_BY_MINIO
     assert all(problem.startswith("the object store refused the key (400") for problem in refused.values())
-    files = next(e for e in run.events() if e.get("event") == "verify_files")
+    files = next(e for e in run.events() if e.get("event") == "verify.files")
     assert files["missing"] == 5
 
 
@@ -158,6 +158,6 @@ def test_a_hostile_lock_holder_reaches_the_terminal_escaped(pg: Any, dify_db_fac
     cron: Run = drtool("--json", "export-chunks", "--all", env=env, cwd=tmp_path)
     assert cron.code == 11
     assert cron.stdout.isascii() and cron.stderr.isascii()
-    error = next(e for e in cron.events() if e.get("event") == "error")
+    error = next(e for e in cron.events() if e.get("event") == "result")
     assert error["exit_code"] == 11 and "\\x1b[2J" in error["message"]
     assert all(json.loads(line)["level"] for line in cron.stderr.splitlines())  # JSON lines off a terminal

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.foundation.json_contract import check_json_run
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
@@ -51,6 +52,7 @@ class SnapshotEnv:
         env = dict(self.env, **(extra_env or {}))
         proc = subprocess.run([sys.executable, "-m", "drtool", *args], env=env, capture_output=True, text=True,
                               timeout=timeout, cwd=REPO)
+        check_json_run(args, proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
     def popen(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -111,7 +111,7 @@ def test_lock_of_another_host_needs_the_explicit_flag(minio_env: SnapshotEnv) ->
     ok = e.run("snapshot", "create", "--json", "--break-stale-lock")
     assert ok.code == 0, ok.stderr
     assert "breaking the stale lock" in ok.stderr and "other-host.example" in ok.stderr
-    taken = [ev for ev in ok.events() if ev.get("event") == "lock_taken_over"]
+    taken = [ev for ev in ok.events() if ev.get("event") == "lock.taken_over"]
     assert len(taken) == 1 and taken[0]["automatic"] is False
     assert e.keys(e.dest_bucket, "drtool/locks/") == []  # released after the run
 
@@ -182,7 +182,7 @@ def test_killed_run_invisible_next_run_succeeds_gc_cleans(minio_env: SnapshotEnv
     else:  # ... but the next run takes it over by itself: its holder is a dead process on this host
         ok = e.run("snapshot", "create", "--json")
         assert "taking over the stale lock" in ok.stderr and f"pid {proc.pid}" in ok.stderr
-        taken = [ev for ev in ok.events() if ev.get("event") == "lock_taken_over"]
+        taken = [ev for ev in ok.events() if ev.get("event") == "lock.taken_over"]
         assert len(taken) == 1 and taken[0]["previous_holder"]["pid"] == proc.pid and taken[0]["automatic"]
         assert f"process {proc.pid} no longer runs" in taken[0]["reason"]
     assert ok.code == 0, ok.stderr

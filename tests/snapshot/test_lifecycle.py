@@ -8,27 +8,31 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from tests.foundation.metrics_check import parse_metrics
 from tests.snapshot.conftest import SnapshotEnv
 
 
 def test_json_events_and_metrics_file(minio_env: SnapshotEnv, tmp_path) -> None:
     e = minio_env
-    metrics = tmp_path / "drtool_snapshot.prom"
+    metrics = tmp_path / "drtool_snapshot_create.prom"
     run = e.run("snapshot", "create", "--json", "--metrics-file", str(metrics))
     assert run.code == 0, run.stderr
     kinds = [ev["event"] for ev in run.events()]
     assert kinds == ["snapshot.started", "snapshot.dumped", "snapshot.committed", "result"]
-    text = metrics.read_text()
-    assert 'drtool_snapshot_outcome{outcome="success"} 1' in text
-    assert f"drtool_snapshot_objects {len(e.files) - 1}" in text
-    success = next(line for line in text.splitlines() if line.startswith("drtool_snapshot_last_success"))
+    assert {ev["command"] for ev in run.events()} == {"snapshot create"}
+    parsed = parse_metrics(metrics)  # prometheus_client's parser
+    assert parsed["drtool_snapshot_create_last_exit_code"][()] == 0
+    assert parsed["drtool_snapshot_create_pinned_objects"][()] == len(e.files) - 1
+    success = parsed["drtool_snapshot_create_last_success_timestamp_seconds"][()]
+    assert success == parsed["drtool_snapshot_create_last_run_timestamp_seconds"][()]
     # A failed run keeps the last success time and records the failure.
     bad = e.run("snapshot", "create", "--metrics-file", str(metrics),
                 extra_env={"DRTOOL_POSTGRES_PASSWORD": "wrong-password"})
     assert bad.code == 12
-    text = metrics.read_text()
-    assert success in text and "drtool_snapshot_last_exit_code 12" in text
-    assert 'drtool_snapshot_outcome{outcome="error"} 1' in text
+    parsed = parse_metrics(metrics)
+    assert parsed["drtool_snapshot_create_last_success_timestamp_seconds"][()] == success
+    assert parsed["drtool_snapshot_create_last_exit_code"][()] == 12
+    assert parsed["drtool_snapshot_create_last_run_timestamp_seconds"][()] > success
     verbose = e.run("snapshot", "create", "-v")
     assert verbose.code == 0 and "committed" in verbose.stdout + verbose.stderr
 

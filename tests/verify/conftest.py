@@ -105,4 +105,4 @@ def weaviate_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any
 
 
 def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(e for e in events if e.get("event") == "verify_summary")
+    return next(e for e in events if e.get("event") == "result")
