@@ -179,19 +179,19 @@ class WeaviateTarget(VectorStoreDefaults):
     def exists(self, name: str) -> bool:
         return bool(self._call("exists", self.client.collections.exists, name))
 
-    def _require(self, name: str) -> None:
+    def _require(self, what: str, name: str) -> None:
         """Weaviate answers a read of a missing collection with a gRPC query error and creates one on insert
         (auto-schema, in the wrong layout): check first, once per name, so a missing collection is NotFoundError
         (exit 10) and nothing is created."""
         if name in self._present:
             return
         if not self.serves(name):
-            raise NotFoundError(f"collection {name} does not exist", hint="check the collection name",
+            raise NotFoundError(f"{what} {name}: no such collection", hint="check the collection name",
                                 system=self.describe())
         self._present.add(name)
 
     def dimension(self, name: str) -> int | None:
-        self._require(name)
+        self._require("dimension of", name)
         collection = self.client.collections.get(name)
         result = self._call("fetch a vector", collection.query.fetch_objects, limit=1, include_vector=True)
         for obj in result.objects:
@@ -289,7 +289,7 @@ class WeaviateTarget(VectorStoreDefaults):
                 props["chunk_index"] = props["position"]
             props["text"] = text
             objects.append(DataObject(properties=props, uuid=self._uuid(text, meta), vector={"default": vector}))
-        self._require(name)
+        self._require("insert into", name)
         collection = self.client.collections.get(name)
         result = self._call(f"insert into {name}", collection.data.insert_many, objects)
         if result.has_errors:
@@ -303,7 +303,7 @@ class WeaviateTarget(VectorStoreDefaults):
         return 0
 
     def count(self, name: str) -> int:
-        self._require(name)
+        self._require("count", name)
         collection = self.client.collections.get(name)
         result = self._call(f"count {name}", collection.aggregate.over_all, total_count=True)
         return int(result.total_count or 0)
@@ -323,7 +323,7 @@ class WeaviateTarget(VectorStoreDefaults):
     def search(self, name: str, vector: list[float], k: int) -> list[dict[str, Any]]:
         from weaviate.classes.query import MetadataQuery
 
-        self._require(name)
+        self._require("search", name)
         collection = self.client.collections.get(name)
         result = self._call("search", collection.query.near_vector, near_vector=vector, target_vector="default",
                             limit=k, return_metadata=MetadataQuery(distance=True))
@@ -333,7 +333,7 @@ class WeaviateTarget(VectorStoreDefaults):
                     ) -> tuple[list[dict[str, Any]], str]:
         from weaviate.classes.query import Filter, MetadataQuery
 
-        self._require(name)
+        self._require("search", name)
         collection = self.client.collections.get(name)
         result = self._call("search", collection.query.near_vector, near_vector=vector, target_vector="default",
                             limit=k, filters=Filter.by_property("document_id").contains_any(document_ids),
