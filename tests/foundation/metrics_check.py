@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 from prometheus_client.parser import text_string_to_metric_families
 
 COMMON = ("last_run_timestamp_seconds", "last_success_timestamp_seconds", "last_exit_code", "duration_seconds")
@@ -41,4 +42,24 @@ def common_metrics(path: str | Path, prefix: str) -> dict[str, float]:
         found[suffix] = parsed[name][()]
     foreign = [n for n in parsed if not n.startswith(prefix + "_")]
     assert not foreign, f"{path}: metrics outside {prefix}_*: {foreign}"
+    return found
+
+
+def commands_with_metrics(group: click.Group | None = None, path: str = "") -> set[str]:
+    """The canonical names of every command that takes --metrics-file, found in the CLI itself (loading the lazily
+    listed commands): what the docs and the metrics contract are checked against."""
+    from drtool.cli.app import canonical_command
+    from drtool.cli.main import cli
+
+    group = cli if group is None else group
+    found = set()
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None
+        full = f"{path} {name}".strip()
+        if any(p.name == "metrics_file" for p in command.params):
+            found.add(canonical_command(full))  # `snapshots create` is an alias of `snapshot create`
+        if isinstance(command, click.Group):
+            found |= commands_with_metrics(command, full)
     return found

@@ -10,11 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import click
-
-from drtool.cli.app import canonical_command
-from drtool.cli.main import cli
 from drtool.core.metrics import metric_prefix
+from tests.foundation.metrics_check import commands_with_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 _IN_CODE = re.compile(r'Metric\(\s*(f?)"(drtool_[a-z_]*)(\{)?')
@@ -22,22 +19,10 @@ _CONSTANT = re.compile(r'^_[A-Z_]+ = "(drtool_[a-z_]+)"', re.M)
 COMMON = ("last_run_timestamp_seconds", "last_success_timestamp_seconds", "last_exit_code", "duration_seconds")
 
 
-def _metric_commands(group: click.Group = cli, path: str = "") -> set[str]:
-    found = set()
-    context = click.Context(group)
-    for name in group.list_commands(context):  # the root group loads its commands lazily
-        command = group.get_command(context, name)
-        assert command is not None
-        full = f"{path} {name}".strip()
-        if any(p.name == "metrics_file" for p in command.params):
-            found.add(canonical_command(full))  # `snapshots create` is an alias of `snapshot create`
-        if isinstance(command, click.Group):
-            found |= _metric_commands(command, full)
-    return found
 
 
 def _prefixes() -> set[str]:
-    return {metric_prefix(c) for c in _metric_commands()}
+    return {metric_prefix(c) for c in commands_with_metrics()}
 
 
 def _code_names() -> tuple[set[str], set[str]]:

@@ -13,15 +13,12 @@ import os
 import time
 from pathlib import Path
 
-import click
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from drtool.cli.app import canonical_command
-from drtool.cli.main import cli
 from drtool.core.metrics import Metric, metric_prefix, render
 from tests.foundation.cli_runner import drtool, make_run_cli
-from tests.foundation.metrics_check import common_metrics, parse_metrics
+from tests.foundation.metrics_check import commands_with_metrics, common_metrics, parse_metrics
 from tests.snapshot.conftest import SnapshotEnv, minio_env  # noqa: F401 - minio_env: fixture
 
 # Every command that changes or checks state (issue #14), and arguments that reach its configuration.
@@ -41,22 +38,10 @@ STATEFUL = {
 }
 
 
-def _commands_with_metrics(group: click.Group = cli, path: str = "") -> set[str]:
-    found = set()
-    context = click.Context(group)
-    for name in group.list_commands(context):  # the root group loads its commands lazily
-        command = group.get_command(context, name)
-        assert command is not None
-        full = f"{path} {name}".strip()
-        if any(p.name == "metrics_file" for p in command.params):
-            found.add(canonical_command(full))  # `snapshots create` is an alias of `snapshot create`
-        if isinstance(command, click.Group):
-            found |= _commands_with_metrics(command, full)
-    return found
 
 
 def test_exactly_the_stateful_commands_take_metrics_file() -> None:
-    assert _commands_with_metrics() == set(STATEFUL)
+    assert commands_with_metrics() == set(STATEFUL)
 
 
 def test_prefix_is_derived_from_the_command_name() -> None:
