@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 from typing import Any
@@ -13,48 +15,137 @@ from drtool.core.metrics import Metric
 from drtool.core.ports import VECTOR_STORES
 from drtool.core.terminal import one_line
 from drtool.errors import UsageError
+from drtool.log import LOGGER_NAME
 from drtool.ops.rebuild import DatasetReport, Options, Rebuilder, overall_exit_code
 
 
-class _RichProgress:
-    """A progress bar on stderr when it is a terminal: datasets, chunks, chunks/s, cache hits, ETA."""
+class _Work:
+    """What a progress display counts: chunks stored (inserted, or already there on a resume), against the
+    dataset's chunk count estimated from the bytes read so far, since a chunk file's line count is known only at
+    its end. Bytes read run ahead of embedding; chunks stored do not."""
 
-    def __init__(self, datasets: int) -> None:
+    def __init__(self) -> None:
+        self.datasets = 0
+        self.index = 0
+        self.dataset_id = ""
+        self.total_bytes: int | None = None
+        self.started = 0.0
+        self.done = 0
+        self.estimate: int | None = None
+        self.rate = 0.0
+        self.hits = 0
+
+    def plan(self, datasets: int) -> None:
+        self.datasets += datasets
+
+    def start(self, dataset_id: str, total_bytes: int | None) -> None:
+        self.index += 1
+        self.dataset_id, self.total_bytes = dataset_id, total_bytes
+        self.started, self.done, self.estimate, self.rate, self.hits = time.monotonic(), 0, None, 0.0, 0
+
+    def advance(self, bytes_read: int, report: DatasetReport) -> None:
+        self.done = report.inserted + report.skipped_done
+        self.hits = report.cache_hits_sidecar + report.cache_hits_dify
+        self.rate = report.inserted / max(1e-6, time.monotonic() - self.started)
+        lines = report.lines_read
+        if self.total_bytes and bytes_read and lines:
+            self.estimate = max(lines, self.done, round(lines * self.total_bytes / bytes_read))
+
+    @property
+    def label(self) -> str:
+        # A dataset id may come from a bucket listing: control characters are escaped (one_line).
+        return f"[{self.index}/{max(self.datasets, self.index)}] {one_line(self.dataset_id[:13])}"
+
+    def eta_seconds(self) -> float | None:
+        if self.estimate is None or self.rate <= 0:
+            return None
+        return max(0.0, (self.estimate - self.done) / self.rate)
+
+
+class _RichProgress(_Work):
+    """A progress bar on stderr when it is a terminal: datasets, chunks stored of the estimate, chunks/s, cache
+    hits, ETA. Log records are routed through the bar's console while it runs, so a warning gets its own line."""
+
+    def __init__(self) -> None:
+        super().__init__()
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(
             TextColumn("{task.fields[label]}", style="bold", markup=False), BarColumn(),
-            TextColumn("{task.fields[chunks]} chunks  {task.fields[rate]:.0f}/s  cache {task.fields[hits]}"),
+            TextColumn("{task.completed}{task.fields[of]} chunks  {task.fields[rate]:.0f}/s  "
+                       "cache {task.fields[hits]}"),
             TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-        self._datasets = datasets
-        self._index = 0
         self._task: Any = None
-        self._started = 0.0
+        self._rerouted: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     def start(self, dataset_id: str, total_bytes: int | None) -> None:
-        self._index += 1
+        super().start(dataset_id, total_bytes)
         if self._task is None:
             self._progress.start()
-        # A dataset id may come from a bucket listing: the label column is not parsed as rich markup (no "[red]"
-        # from data opens a tag), and control characters are escaped before rich sees them.
-        label = f"[{self._index}/{self._datasets}] {one_line(dataset_id[:13])}"
-        self._task = self._progress.add_task("", total=total_bytes, label=label, chunks=0, rate=0.0, hits=0)
-        self._started = time.monotonic()
+            self._reroute_logs()
+        self._task = self._progress.add_task("", total=None, label=self.label, rate=0.0, hits=0, of="")
 
     def advance(self, bytes_read: int, report: DatasetReport) -> None:
-        if self._task is None:
-            return
-        done = report.inserted + report.skipped_done
-        rate = report.inserted / max(1e-6, time.monotonic() - self._started)
-        self._progress.update(self._task, completed=bytes_read, chunks=done, rate=rate,
-                              hits=report.cache_hits_sidecar + report.cache_hits_dify)
+        super().advance(bytes_read, report)
+        if self._task is not None:
+            self._progress.update(self._task, completed=self.done, total=self.estimate, rate=self.rate,
+                                  hits=self.hits, of="" if self.estimate is None else f"/~{self.estimate}")
 
     def stop(self) -> None:
         if self._task is not None:
-            self._progress.update(self._task, completed=self._progress.tasks[-1].total)
+            self._progress.update(self._task, total=self.done, completed=self.done, of=f"/{self.done}")
             self._progress.stop()
             self._task = None
+            for handler, stream in self._rerouted:
+                handler.setStream(stream)
+            self._rerouted = []
+
+    def _reroute_logs(self) -> None:
+        """rich's live display proxies sys.stderr; drtool's log handler kept the real one and would write into
+        the bar's line. Point it at the proxy while the bar runs."""
+        for handler in logging.getLogger(LOGGER_NAME).handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.__stderr__:
+                self._rerouted.append((handler, handler.setStream(sys.stderr)))
+
+
+class _LogProgress(_Work):
+    """Off a terminal (cron, Kubernetes, journald): one progress line every `every` seconds (DRTOOL_PROGRESS_SECONDS,
+    default 30), so a three-hour rebuild shows life. Silenced by -q with the rest of the progress; never on stdout."""
+
+    def __init__(self, every: float | None = None) -> None:
+        super().__init__()
+        self.every = float(os.environ.get("DRTOOL_PROGRESS_SECONDS", "30")) if every is None else every
+        self._last = 0.0
+
+    def start(self, dataset_id: str, total_bytes: int | None) -> None:
+        super().start(dataset_id, total_bytes)
+        self._last = time.monotonic()
+
+    def advance(self, bytes_read: int, report: DatasetReport) -> None:
+        super().advance(bytes_read, report)
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            self._line()
+
+    def stop(self) -> None:
+        if self.dataset_id:
+            self._line(final=True)
+            self.dataset_id = ""
+
+    def _line(self, *, final: bool = False) -> None:
+        of = f"/~{self.estimate}" if self.estimate is not None and not final else ""
+        eta = self.eta_seconds()
+        left = f", ~{eta:.0f} s left" if eta is not None and not final else ""
+        text = f"rebuild {self.label}: {self.done}{of} chunks stored, {self.rate:.0f}/s, cache hits {self.hits}{left}"
+        # Bypasses the logger's level (WARNING without -v) on purpose, as the -q reason does: life signs are the
+        # point off a terminal; -q turns them off where the display is chosen.
+        log = logging.getLogger(f"{LOGGER_NAME}.rebuild")
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (text,), None,
+                                  extra={"fields": {"event": "rebuild.progress", "dataset": self.dataset_id,
+                                                    "chunks_stored": self.done, "chunks_estimated": self.estimate,
+                                                    "rate_per_second": round(self.rate, 1)}}))
 
 
 def _build_components(app: App, settings: Any, *, need_target: bool) -> dict[str, Any]:
@@ -166,7 +257,9 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, annot
                       rollback=rollback, drop_old=drop_old, yes=yes, break_stale_lock=break_stale_lock)
     parts = _build_components(app, settings, need_target=True)
     tty = sys.stderr.isatty() and not app.json_mode and not app.quiet
-    progress = _RichProgress(len(datasets) or 1) if tty and not (dry_run or rollback) else None
+    progress: _Work | None = None
+    if not (dry_run or rollback or app.quiet):
+        progress = _RichProgress() if tty else _LogProgress()
     rebuilder = Rebuilder(settings, options, store=parts["store"], target=parts["target"],
                           embedder=parts["embedder"], meta=parts["meta"], emit=app.emit, progress=progress,
                           redis_url=settings.redis.url)

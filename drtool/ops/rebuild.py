@@ -96,12 +96,16 @@ Emit = Callable[[dict[str, Any]], None]
 
 
 class Progress(Protocol):
+    def plan(self, datasets: int) -> None: ...  # more datasets to come (a run may plan twice: annotations)
     def start(self, dataset_id: str, total_bytes: int | None) -> None: ...
     def advance(self, bytes_read: int, report: DatasetReport) -> None: ...
     def stop(self) -> None: ...
 
 
 class _NoProgress:
+    def plan(self, datasets: int) -> None:
+        pass
+
     def start(self, dataset_id: str, total_bytes: int | None) -> None:
         pass
 
@@ -275,7 +279,9 @@ class Rebuilder:
     # -- the run
     def run(self) -> list[DatasetReport]:
         reports: list[DatasetReport] = []
-        for dataset_id in self.dataset_ids():
+        dataset_ids = self.dataset_ids()
+        self.progress.plan(len(dataset_ids))
+        for dataset_id in dataset_ids:
             try:
                 plan = self.plan(dataset_id)
             except DrtoolError as exc:
