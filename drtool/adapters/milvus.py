@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -122,6 +123,12 @@ def translate_error(exc: Exception, milvus: MilvusSettings) -> DrtoolError:
 
 
 def check(milvus: MilvusSettings) -> dict[str, Any]:
+    uri = milvus.uri or ""
+    if uri and "://" not in uri and not os.path.exists(uri):
+        # Opening a Lite path creates it: a mistyped path would pass here and leave an empty index file behind.
+        raise NotFoundError(f"Milvus Lite file {uri} does not exist (not created by config check)",
+                            hint="check milvus.uri for a typo; a new index is created by the first rebuild-index",
+                            system=f"milvus {uri}")
     client = connect(milvus)
     try:
         collections = client.list_collections()

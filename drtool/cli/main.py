@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -26,6 +27,9 @@ from drtool.log import LOG_FORMAT_ENV, LOGGER_NAME, loudest_emitted, reset_loude
 from drtool.redact import redact
 
 log = logging.getLogger(LOGGER_NAME)
+# gRPC's C core (pymilvus, weaviate) writes its own lines straight to stderr (`GOAWAY ... too_many_pings`), which
+# would break the JSON log stream and cron mail; silenced before any command imports it, unless asked for.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 # Each command's module is imported when that command runs (drtool/cli/lazy.py); the summaries are its --help line.
 COMMANDS = {

@@ -47,7 +47,8 @@ def configured_systems(settings: Settings) -> list[tuple[str, str, Callable[[], 
     # The chosen vector store (vector.store), or with none chosen every one whose connection is configured.
     for backend in vector_stores.to_check(settings):
         systems.append((backend.name, backend.location(settings) or "-", functools.partial(backend.check, settings)))
-    if given("embedding."):
+    # The embedding model rebuilds would use, the default included, whenever a rebuild could run (a vector store).
+    if given("embedding.") or vector_stores.to_check(settings):
         emb = settings.embedding
         target = emb.base_url if emb.provider == "openai" else (emb.model or "bundled model")
         systems.append((f"embedding ({emb.provider})", target or "-", lambda: embedders.check(emb)))

@@ -63,10 +63,31 @@ def test_every_configured_system_answers(all_systems: dict[str, str], weaviate_s
     assert_no_secrets(run, all_systems)
 
 
-def test_milvus_lite_is_checked(milvus_uri: str) -> None:
-    run = drtool("config", "check", "--json", env={"DRTOOL_VECTOR_STORE": "milvus", "DRTOOL_MILVUS_URI": milvus_uri})
+def test_milvus_lite_is_checked(milvus_uri: str, local_model_path: Any) -> None:
+    import subprocess
+    import sys
+
+    # An index file that exists (rebuild-index made it), made by a process that is gone: Lite locks its file.
+    subprocess.run([sys.executable, "-c", f"from pymilvus import MilvusClient; MilvusClient({milvus_uri!r}).close()"],
+                   check=True, timeout=120)
+    env = {"DRTOOL_VECTOR_STORE": "milvus", "DRTOOL_MILVUS_URI": milvus_uri,
+           "DRTOOL_EMBEDDING_MODEL": str(local_model_path)}
+    run = drtool("config", "check", "--json", env=env)
     assert run.code == 0, run.stdout + run.stderr
     assert systems(run)["milvus"]["ok"]
+    # The model rebuilds would use is checked too, although no embedding.* setting was given (the default).
+    assert systems(run)["embedding (local)"]["details"]["dimension"] == 384
+
+
+def test_a_missing_milvus_lite_file_is_reported_not_created(tmp_path: Any) -> None:
+    path = tmp_path / "typo" / "milvsu.db"
+    path.parent.mkdir()
+    run = drtool("config", "check", "--json", env={"DRTOOL_VECTOR_STORE": "milvus", "DRTOOL_MILVUS_URI": str(path),
+                                                    "DRTOOL_EMBEDDING_PROVIDER": "openai",
+                                                    "DRTOOL_EMBEDDING_BASE_URL": "http://127.0.0.1:9/v1"})
+    assert run.code == 10, run.stdout + run.stderr
+    assert "does not exist" in systems(run)["milvus"]["problem"]
+    assert not path.exists() and list(path.parent.iterdir()) == []
 
 
 def test_wrong_postgres_password_exits_12_naming_the_system(all_systems: dict[str, str]) -> None:

@@ -53,3 +53,14 @@ def test_version_names_drtool_and_its_clients() -> None:
     assert first.startswith("drtool, version ")
     assert any(line.strip().startswith("boto3 ") for line in clients)
     assert any(line.strip().startswith("pymilvus ") for line in clients)
+
+
+def test_grpc_core_logging_is_silenced_unless_asked_for() -> None:
+    """gRPC's C core prints to stderr itself (GOAWAY too_many_pings), which no log format of drtool's could wrap."""
+    probe = "import os, drtool.cli.main; print(os.environ['GRPC_VERBOSITY'])"
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env=env).stdout.strip() == "NONE"
+    asked = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                           env={**env, "GRPC_VERBOSITY": "DEBUG"})
+    assert asked.stdout.strip() == "DEBUG"
