@@ -157,6 +157,11 @@ class MinioAdmin:
         return data
 
     # -- API -----------------------------------------------------------------------------------------------
+    def server_info(self) -> dict[str, Any]:
+        """GET info (`mc admin info`): servers, and under `services` the audit and logger targets with their state.
+        Unlike `admin config get`, whose answer madmin encrypts, it is plain JSON."""
+        return self._admin_json("/info", {}, "server info")
+
     def info(self) -> dict[str, Any]:
         """GET site-replication/info: `{"enabled": false}` when site replication is off."""
         data = self._admin_json("/site-replication/info", {"api-version": "1"}, "site replication info")

@@ -64,6 +64,11 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
        "keys, signatures and the database dumps travel unencrypted and can be altered on the way"),
     _c("s3.root_credentials", W, "drtool uses the root or default MinIO credentials",
        "a leak of drtool's key is a leak of the whole server, Object Lock governance and every bucket included"),
+    _c("minio.audit_log_off", W, "MinIO's audit log has no target",
+       "without a record of every PUT, GET and DELETE, what was changed, read or destroyed before an incident "
+       "cannot be established, nor which restore point predates it"),
+    _c("minio.audit_log_offline", W, "MinIO's audit log target is offline",
+       "audit records are not delivered while the target is down: the trail has a gap"),
     _c("minio.site_replication_off", W, "MinIO site replication is not enabled",
        "with one site, losing its disks loses the objects and the snapshots together"),
     _c("minio.site_offline", C, "a replication site is down or reported offline",

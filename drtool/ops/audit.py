@@ -22,7 +22,7 @@ from drtool.adapters import s3 as s3a
 from drtool.config import S3Settings, Settings
 from drtool.core.audit import AuditResult, Finding, Severity
 from drtool.core.retention import Policy
-from drtool.errors import AuthError, ConfigError, DrtoolError, NotFoundError
+from drtool.errors import AuthError, ConfigError, DrtoolError, NotFoundError, UnavailableError
 
 log = logging.getLogger("drtool.audit")
 
@@ -295,6 +295,47 @@ class _Audit:
                 return
 
     # --- MinIO admin ----------------------------------------------------------------------------------------------
+    def minio_audit_log(self) -> None:
+        """Every MinIO site (or s3.endpoint) sends its audit log somewhere, and that target is online."""
+        from drtool.adapters.minio_admin import NotMinioError
+        from drtool.ops.replication import Site, admin_for, configured_sites
+
+        try:
+            sites = configured_sites(self.settings)
+        except ConfigError:
+            sites = []
+        if not sites and self.settings.s3.endpoint:
+            sites = [Site("s3", self.settings.s3.endpoint.rstrip("/"))]
+        if not sites:
+            self.result.skipped.append("minio: audit log (no replication.sites and no s3.endpoint)")
+            return
+        for site in sites:
+            admin = admin_for(self.settings, site)
+            try:
+                info = admin.server_info()
+            except NotMinioError:
+                self.result.skipped.append(f"minio: audit log of {site.endpoint} (no MinIO admin API)")
+                continue
+            except UnavailableError:  # a site that is down is the site-replication check's finding
+                self.result.skipped.append(f"minio: audit log of {site.endpoint} (unreachable)")
+                continue
+            finally:
+                admin.close()
+            targets: dict[str, str] = {}
+            for entry in (info.get("services") or {}).get("audit") or []:
+                for name, state in (entry or {}).items():
+                    targets[str(name)] = str((state or {}).get("status", "unknown"))
+            fix = ("mc admin config set ALIAS audit_webhook enable=on endpoint=https://<collector>/ (or "
+                   "audit_kafka); MINIO_AUDIT_WEBHOOK_ENABLE_<ID>=on in the server's environment")
+            if not targets:
+                self.add("minio.audit_log_off", f"admin info of {site.endpoint}: no audit target", fix,
+                         site.endpoint)
+            elif not any(status == "online" for status in targets.values()):
+                listed = ", ".join(f"{name} {status}" for name, status in sorted(targets.items()))
+                self.add("minio.audit_log_offline", f"admin info of {site.endpoint}: {listed}",
+                         "bring the audit target's endpoint back (check `mc admin info --json` services.audit)",
+                         site.endpoint)
+
     def minio(self) -> None:
         from drtool.adapters.minio_admin import NotMinioError
         from drtool.ops.replication import Site, admin_for, configured_sites, replication_status, thresholds_from
@@ -475,6 +516,7 @@ class _Audit:
         for b in self.buckets():
             self.guarded(f"s3: {b.role} bucket {b.name}", lambda b=b: self.audit_bucket(b))  # type: ignore[misc]
         self.guarded("minio: site replication", self.minio)
+        self.guarded("minio: audit log", self.minio_audit_log)
         if self.settings.s3.bucket or self.settings.snapshot.bucket:
             self.guarded("drtool: snapshots", self.snapshots)
             self.guarded("drtool: drills", self.drills)
@@ -484,7 +526,6 @@ class _Audit:
         else:
             self.result.skipped.append("drtool: chunk files and models not checked (postgres unreachable)")
         self.guarded("vector: reachable", self.vector)
-        self.result.skipped.append("minio: audit webhook configuration (not implemented yet, docs/audit.md)")
         return self.result
 
 

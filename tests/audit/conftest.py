@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +103,46 @@ def put_drill(client: Any, bucket: str, record: dict[str, Any]) -> None:
                       Body=dr.render_json(record).encode(), ContentType="application/json")
 
 
+class _Collector(BaseHTTPRequestHandler):
+    """An audit-log collector: MinIO's audit webhook posts one JSON record per request; 200 keeps it online."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def set_audit_webhook(sites: MinioSites, endpoint: str | None) -> None:
+    """Point both sites' audit webhook at `endpoint`, or reset it (None). Applied live, no restart."""
+    for alias in ("A", "B"):
+        if endpoint is None:
+            sites.mc("admin", "config", "reset", alias, "audit_webhook", check=False)
+        else:
+            sites.mc("admin", "config", "set", alias, "audit_webhook", "enable=on", f"endpoint={endpoint}")
+
+
+@pytest.fixture(scope="session")
+def audit_collector(minio_pair: MinioSites) -> Iterator[str]:
+    """A well-configured MinIO sends its audit log somewhere: a real HTTP collector on loopback for the session."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}/audit"
+    set_audit_webhook(minio_pair, endpoint)
+    try:
+        yield endpoint
+    finally:
+        set_audit_webhook(minio_pair, None)
+        server.shutdown()
+
+
 @pytest.fixture
 def world(minio_pair: MinioSites, audit_user: tuple[str, str], dify_db: DifyDatabase, pg: PostgresServer,
-          monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[World]:
+          monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+          audit_collector: str) -> Iterator[World]:
     site = minio_pair.a
     client = site.s3_client()
     tag = uuid.uuid4().hex[:8]

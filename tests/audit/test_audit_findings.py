@@ -302,3 +302,24 @@ def test_one_site_down_is_critical(world: World, minio_pair: MinioSites) -> None
         while world.audit("replication", "status", "--no-bucket-check", "--json").code == 4:
             assert time.monotonic() < deadline, "replication did not recover after site B restarted"
             time.sleep(1.0)
+
+
+def test_no_audit_log_target_then_an_offline_one_are_warnings(world: World, minio_pair: MinioSites,
+                                                              audit_collector: str) -> None:
+    from tests.audit.conftest import set_audit_webhook
+
+    try:
+        set_audit_webhook(minio_pair, None)
+        done = world.audit("audit", "--json")
+        assert done.problems().get("minio.audit_log_off") == "warning", done.findings
+        assert done.code == 3
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()  # nothing listens there: the target is offline
+        set_audit_webhook(minio_pair, f"http://127.0.0.1:{port}/audit")
+        done = world.audit("audit", "--json")
+        assert "minio.audit_log_off" not in done.problems()
+        assert done.problems().get("minio.audit_log_offline") == "warning", done.findings
+    finally:
+        set_audit_webhook(minio_pair, audit_collector)
