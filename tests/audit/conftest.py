@@ -124,9 +124,10 @@ def set_audit_webhook(sites: MinioSites, endpoint: str | None) -> None:
             sites.mc("admin", "config", "set", alias, "audit_webhook", "enable=on", f"endpoint={endpoint}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def audit_collector(minio_pair: MinioSites) -> Iterator[str]:
-    """A well-configured MinIO sends its audit log somewhere: a real HTTP collector on loopback for the session."""
+    """A well-configured MinIO sends its audit log somewhere: a real HTTP collector on loopback while the audit
+    tests run (the webhook is reset after them, so the shared MinIO pair is as the other tests expect it)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
