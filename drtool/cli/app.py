@@ -48,6 +48,7 @@ class RunState:
     metrics_path: str | None = None
     metrics: list[Metric] = field(default_factory=list)
     result: dict[str, Any] | None = None
+    heartbeat: Any = None  # drtool.cli.heartbeat.Heartbeat of a long command, stopped by finish_run
 
 
 _run = RunState()
@@ -98,6 +99,9 @@ def finish_run(code: int, error: Mapping[str, Any] | None = None) -> int:
     --json. Returns the final exit code: a metrics file that cannot be written turns 0 and 3 into 1 (an alert
     that silently stops being fed is worse than a failed run) and is reported on stderr in every case."""
     state = _run
+    if state.heartbeat is not None:
+        state.heartbeat.stop()
+        state.heartbeat = None
     metrics_error = None
     if state.metrics_path:
         try:
@@ -209,6 +213,7 @@ class App:
         """Load settings once per run; a command passes the flags it owns as `section.key` overrides. Every
         command starts here, so it is also where an impossible --metrics-file is refused."""
         check_metrics_path()
+        self._start_heartbeat()
         merged = {**self.tls_overrides, **(flags or {})}
         if self.dify_hosts:
             merged["dify.hosts"] = ",".join(self.dify_hosts)
@@ -218,11 +223,21 @@ class App:
             )
         return self._settings
 
+    def _start_heartbeat(self) -> None:
+        """Long commands log a life sign every DRTOOL_PROGRESS_SECONDS (drtool/cli/heartbeat.py), except with -q."""
+        from drtool.cli.heartbeat import LONG_COMMANDS, Heartbeat
+
+        command = _command_path(click.get_current_context(silent=True))
+        if _run.heartbeat is None and not self.quiet and command in LONG_COMMANDS:
+            _run.heartbeat = Heartbeat(command)
+
     def emit(self, event: Mapping[str, Any]) -> None:
         """One JSON object per line on stdout, only in --json mode; human output is the renderer's job. Progress
         events only: the result is `result`'s, written once at the end of the run."""
         if event.get("event") == "result":
             raise ValueError("the result event is written by finish_run: pass it to App.result")
+        if _run.heartbeat is not None:
+            _run.heartbeat.observe(event)
         if self.json_mode:
             write_json_line(stamp(event))
 
