@@ -124,6 +124,8 @@ def translate_error(exc: Exception, milvus: MilvusSettings) -> DrtoolError:
 
 def check(milvus: MilvusSettings) -> dict[str, Any]:
     uri = milvus.uri or ""
+    if uri and "://" not in uri and not _lite_installed():
+        connect(milvus)  # the configuration error naming the `lite` extra comes first
     if uri and "://" not in uri and not os.path.exists(uri):
         # Opening a Lite path creates it: a mistyped path would pass here and leave an empty index file behind.
         raise NotFoundError(f"Milvus Lite file {uri} does not exist (not created by config check)",
