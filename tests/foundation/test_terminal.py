@@ -131,7 +131,8 @@ def test_rebuild_progress_label_is_neither_markup_nor_raw_controls() -> None:
     """rich parses "[red]" as markup: a dataset id from a bucket listing reaches the bar as plain, escaped text."""
     from drtool.cli.rebuild_cmd import _RichProgress
 
-    progress = _RichProgress(1)
+    progress = _RichProgress()
+    progress.plan(1)
     progress.start("[red]\x1b[2J\u202e", None)
     try:
         task = progress._progress.tasks[0]

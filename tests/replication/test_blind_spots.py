@@ -41,6 +41,13 @@ def _remove_bucket(pair: Any, bucket: str) -> None:
             client.delete_bucket(Bucket=bucket)
 
 
+@pytest.fixture(scope="module")
+def minio_pair(own_minio_pair: Any) -> Any:
+    """This module takes site B down and then expects a pair-wide verdict: it gets a pair of its own, since other
+    modules' buckets on the shared pair heal at MinIO's pace and would decide that verdict."""
+    return own_minio_pair
+
+
 @pytest.fixture
 def replicated_bucket(minio_env: Any) -> Iterator[tuple[str, Any, Any]]:
     """A bucket made on A and replicated to B (removed from both sites afterwards)."""
@@ -199,13 +206,13 @@ def test_backlog_makes_old_failures_critical_and_a_healed_outage_ok(drtool: Call
         runs.append(drtool("replication", "status", "--json", *strict))
         return runs[-1].code == 0
 
-    wait_for(ok, 240, "the verdict to be OK after B healed", interval=3)
+    # MinIO retries failed versions at its own pace: about a minute on a quiet machine, longer on a loaded one.
+    wait_for(ok, 420, "the verdict to be OK after B healed", interval=3)
     healed_after = time.monotonic() - started
     result = runs[-1].event("result")
     site_a = next(s for s in result["sites"] if s["alias"] == "A")
     failed = [m["failed"]["lastHour"]["count"] for m in site_a["status"]["Metrics"]["replMetrics"].values()]
     assert max(failed) >= 50, failed
-    assert healed_after < 240
     print(f"healed to OK {healed_after:.0f} s after B restarted")
 
 

@@ -216,6 +216,22 @@ def minio_pair(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[Min
         _restartable.remove(sites.b)
 
 
+@pytest.fixture(scope="module")
+def own_minio_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioSites]:
+    """A MinIO pair for one module only. A module that takes a site down and then expects a pair-wide verdict
+    uses it: on the shared pair, other tests' buckets heal at MinIO's pace and would decide that verdict. With
+    DRTOOL_TEST_MINIO_* set there is no second pair to make, and the shared one is used."""
+    if _env("DRTOOL_TEST_MINIO_A_URL"):
+        yield request.getfixturevalue("minio_pair")
+        return
+    _build(request, MINIO, MC)
+    with local_minio_pair(tmp_path_factory.mktemp("own-minio")) as sites:
+        _restartable.extend((sites.a, sites.b))
+        yield sites
+        _restartable.remove(sites.a)
+        _restartable.remove(sites.b)
+
+
 @pytest.fixture(scope="session")
 def seaweed_pair(_stack_dir: Path) -> Iterator[SeaweedClusters]:
     """Two SeaweedFS clusters synced A -> B by weed filer.sync (or the DRTOOL_TEST_SEAWEED_* clusters)."""
