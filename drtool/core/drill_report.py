@@ -22,8 +22,10 @@ RECORD_VERSION = 1
 PHASES: tuple[tuple[str, str], ...] = (
     ("snapshot_check", "check the snapshot: checksums, pinned object versions, dump readable"),
     ("restore_database", "restore the dump into the scratch database"),
-    ("rebuild_index", "re-embed the chunks into scratch collections, with rebuild's verification gate"),
-    ("verify", "drtool verify: files at pinned versions, vectors <-> segments, on the scratch targets"),
+    ("rebuild_index", "re-embed the chunks and the annotation replies into scratch collections, with rebuild's "
+                      "verification gate (Dify's annotation query for annotations)"),
+    ("verify", "drtool verify: files at pinned versions, vectors <-> segments and annotations, on the scratch "
+               "targets"),
 )
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -94,6 +96,49 @@ def rpo_seconds(now: datetime, fence: datetime, lag: float | None) -> tuple[floa
     return round(age + (lag or 0.0), 3), lag
 
 
+def _detail(phases: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any]:
+    for p in phases:
+        if isinstance(p, Mapping) and p.get("name") == name and isinstance(p.get("detail"), Mapping):
+            return p["detail"]
+    return {}
+
+
+def annotation_rows(phases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per app with annotation reply (issue #13), joined from the rebuild and verify phases' details.
+
+    Annotation collections are not datasets: an operator reading the report must see per app whether Dify would
+    answer its annotations again, which is the gate's Dify-query figure and verify's presence check. Empty when
+    the snapshot's database has no app with annotation reply (and for records written before issue #13)."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(app_id: str) -> dict[str, Any]:
+        return rows.setdefault(app_id, {"app_id": app_id, "collection": None, "annotations": None, "rebuild": None,
+                                        "dify_query": None, "vectors": None, "verify": None, "error": None})
+
+    for item in _detail(phases, "rebuild_index").get("per_app") or []:
+        if not isinstance(item, Mapping) or not item.get("app_id"):
+            continue
+        r = row(str(item["app_id"]))
+        gate = item.get("gate") if isinstance(item.get("gate"), Mapping) else {}
+        r.update(collection=item.get("collection") or None, annotations=item.get("annotations"),
+                 rebuild=item.get("status"), error=item.get("error"))
+        if gate.get("sample") is not None:
+            r["dify_query"] = f"{gate.get('dify_query_ok')}/{gate.get('sample')}"
+    for item in _detail(phases, "verify").get("annotations") or []:
+        if not isinstance(item, Mapping) or not item.get("app_id"):
+            continue
+        r = row(str(item["app_id"]))
+        breaks = item.get("breaks") if isinstance(item.get("breaks"), Mapping) else {}
+        r["collection"] = r["collection"] or item.get("collection")
+        r["vectors"] = item.get("vectors")
+        if r["annotations"] is None:
+            r["annotations"] = item.get("annotations")
+        r["verify"] = "ok" if item.get("ok") else ", ".join(f"{k} {n}" for k, n in breaks.items()) or "failed"
+        if item.get("note") and not r["error"]:
+            r["error"] = item.get("note")
+    return list(rows.values())
+
+
 def build_record(*, drill_id: str, started_at: datetime, finished_at: datetime, snapshot: Mapping[str, Any],
                  fence: datetime, phases: Sequence[Mapping[str, Any]], rto_slo: float | None,
                  rpo_slo: float | None, lag: float | None, lag_source: str, scratch: Mapping[str, Any],
@@ -134,6 +179,7 @@ def build_record(*, drill_id: str, started_at: datetime, finished_at: datetime, 
         "scratch": dict(scratch),
         "kept": kept,
         "cleanup": dict(cleanup),
+        "annotations": annotation_rows(phases),
     }
 
 
@@ -203,6 +249,10 @@ def render_history_table(records: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def _md_cell(value: Any) -> str:
     """A table cell or list item: one line, and no control character for whoever `cat`s the report."""
     return one_line(str(value).replace("\n", " ")).replace("|", "\\|")
@@ -225,6 +275,17 @@ def render_markdown(record: Mapping[str, Any], history: Sequence[Mapping[str, An
         out.append(f"| {p.get('name')} | {p.get('status')} | {format_duration(p.get('seconds'))} | "
                    f"{_md_cell(p.get('error') or about.get(str(p.get('name')), ''))} |")
     out.append("")
+    apps = annotation_rows(record.get("phases", []))
+    if apps:
+        out += ["## Annotation replies", "", "| app | scratch collection | annotations | rebuild | Dify's query | "
+                "vectors | verify |", "|---|---|---:|---|---:|---:|---|"]
+        for a in apps:
+            out.append(f"| `{_md_cell(a['app_id'])}` | `{_md_cell(a['collection'] or '-')}` | "
+                       f"{_md_cell(_or_dash(a['annotations']))} | {_md_cell(a['rebuild'] or 'not run')} | "
+                       f"{_md_cell(_or_dash(a['dify_query']))} | {_md_cell(_or_dash(a['vectors']))} | "
+                       f"{_md_cell(a['verify'] or 'not run')} |")
+        out += [f"- app `{_md_cell(a['app_id'])}`: {_md_cell(a['error'])}" for a in apps if a["error"]]
+        out.append("")
     problems = record.get("problems") or []
     if problems:
         out += ["## Problems", ""] + [f"- {_md_cell(p)}" for p in problems[:50]] + [""]
@@ -376,6 +437,24 @@ def render_html(record: Mapping[str, Any], history: Sequence[Mapping[str, Any]] 
                     f"{_e(status)}</td><td class=num>{_e(format_duration(p.get('seconds')))}</td>"
                     f"<td>{_e(detail)}</td></tr>")
     body.append("</table>")
+    apps = annotation_rows(record.get("phases", []))
+    if apps:
+        body.append("<h2>Annotation replies</h2><p>Each app with annotation reply enabled in the restored database: "
+                    "its scratch collection, the rebuild's status, how many sampled questions Dify's annotation "
+                    "query answered with their own annotation, and verify's verdict.</p>"
+                    "<table><tr><th>app</th><th>scratch collection</th><th class=num>annotations</th>"
+                    "<th>rebuild</th><th class=num>Dify's query</th><th class=num>vectors</th><th>verify</th>"
+                    "<th>note</th></tr>")
+        for a in apps:
+            body.append(f"<tr><td><code>{_e(a['app_id'])}</code></td><td><code>{_e(a['collection'] or '-')}</code>"
+                        f"</td><td class=num>{_e(_or_dash(a['annotations']))}</td>"
+                        f"<td class=\"{'ok' if a['rebuild'] == 'rebuilt' else 'bad'}\">"
+                        f"{_e(a['rebuild'] or 'not run')}</td>"
+                        f"<td class=num>{_e(_or_dash(a['dify_query']))}</td>"
+                        f"<td class=num>{_e(_or_dash(a['vectors']))}</td>"
+                        f"<td class=\"{'ok' if a['verify'] == 'ok' else 'bad'}\">{_e(a['verify'] or 'not run')}</td>"
+                        f"<td>{_e(a['error'] or '')}</td></tr>")
+        body.append("</table>")
     problems = record.get("problems") or []
     if problems:
         body.append("<h2>Problems</h2><ul>" + "".join(f"<li>{_e(p)}</li>" for p in problems[:50]) + "</ul>")

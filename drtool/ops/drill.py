@@ -4,14 +4,19 @@ Phases (RTO is their sum; each is the step an operator would run during an incid
 1. snapshot_check   - `snapshots verify --deep`: checksums, every pinned object version still exists, dump readable;
 2. restore_database - `restore --target-db <scratch>` (no object copies: the pinned versions are read in place);
 3. rebuild_index    - `rebuild-index` of every high-quality dataset of the restored database into scratch
-                      collections, from the chunk files at the versions the snapshot pinned, with the gate;
-4. verify           - `verify --snapshot` against the scratch database and collections.
+                      collections, from the chunk files at the versions the snapshot pinned, with the gate; and
+                      `rebuild-index --annotations` of every app the restored database has annotation reply
+                      enabled for (app_annotation_settings + dataset_collection_bindings), from the annotation
+                      files at their pinned versions, with Dify's annotation query as the gate (issue #13);
+4. verify           - `verify --snapshot --annotations` against the scratch database and collections.
 
 Nothing live is written except two additive things: the drill's history object under the snapshot prefix and
 rebuild's embedding sidecar cache (which later rebuilds reuse). The scratch collections get their own names
 (`Drill_<id>_<name>`) because the restored rows are rewritten to point at them, so rebuild and verify, which take
-collection names from `datasets.index_struct`, find the scratch ones through their normal code path. Every scratch
-target is removed afterwards (also on failure, Ctrl-C or SIGTERM) unless --keep.
+collection names from `datasets.index_struct`, find the scratch ones through their normal code path. Annotation
+collections have no index_struct: their name is Dify's gen_collection_name_by_id(app id) under vector.index_prefix,
+so the scratch settings prepend the same `Drill_<id>_` to that prefix and both commands land on scratch names.
+Every scratch target is removed afterwards (also on failure, Ctrl-C or SIGTERM) unless --keep.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from psycopg import sql
 
@@ -49,11 +54,16 @@ from drtool.ops.snapshot_auth import authenticate
 from drtool.ops.snapshot_catalog import SnapshotInfo, iter_records, resolve
 from drtool.redact import redact_obj
 
+if TYPE_CHECKING:
+    from drtool.adapters.dify_annotations import AnnotationApp
+    from drtool.ops.rebuild import DatasetReport
+
 log = logging.getLogger("drtool.drill")
 
 Emit = Callable[[dict[str, Any]], None]
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_CHUNK_FILE = re.compile(r"^datasets/[^/]+/processed/chunks\.jsonl(\.gz|\.zst)?$")
+# Dataset chunk files and annotation files (issue #13): both are read at the version the snapshot pinned.
+_CHUNK_FILE = re.compile(r"^(datasets|annotations)/[^/]+/processed/chunks\.jsonl(\.gz|\.zst)?$")
 
 
 @dataclass
@@ -225,6 +235,9 @@ class _Scratch:
     backend: str | None = None
     plugin_database: str | None = None  # issue 13: the plugin daemon's database, when the snapshot holds one
     plugin_db_created: bool = False
+    # issue 13: apps with annotation reply enabled in the restored database, and their scratch collections
+    annotation_apps: list[AnnotationApp] = field(default_factory=list)
+    annotation_collections: dict[str, str] = field(default_factory=dict)
 
 
 class Drill:
@@ -349,6 +362,7 @@ class Drill:
             detail["plugin_database"] = result.plugin_database
             self._check_plugin_rows(info, detail)
         detail["collections"] = self._point_at_scratch_collections()
+        detail["annotation_collections"] = self._annotation_collections(detail)
 
     def _check_plugin_rows(self, info: SnapshotInfo, detail: dict[str, Any]) -> None:
         """Every table of the restored plugin database holds the rows it held at the snapshot (issue 13).
@@ -390,18 +404,42 @@ class Drill:
         self.scratch.collections = list(renamed.values())
         return renamed
 
+    def _annotation_collections(self, detail: dict[str, Any]) -> dict[str, str]:
+        """The apps the restored database has annotation reply enabled for, and the scratch collection each gets.
+
+        Read from the restored copy, not the live database: the drill rehearses what the snapshot can bring back.
+        An app whose setting names a binding that does not exist has no collection in Dify either (Dify answers
+        none of its annotations): it is counted, never built."""
+        from drtool.adapters.dify_metadata import DifyReader
+        from drtool.ops.annotations import collection_for, read_enabled_apps
+
+        scratch = self.scratch_settings()
+        with DifyReader(scratch.postgres) as reader:
+            apps = read_enabled_apps(reader)
+        self.scratch.annotation_apps = apps
+        names = {a.app_id: collection_for(a.app_id, scratch.vector.index_prefix) for a in apps if a.model_name}
+        unbound = [a.app_id for a in apps if not a.model_name]
+        if unbound:
+            detail["annotation_apps_without_binding"] = unbound
+        self.scratch.annotation_collections = names
+        self.scratch.collections += [n for n in names.values() if n not in self.scratch.collections]
+        return names
+
     def rebuild_index(self, dest: Destination, info: SnapshotInfo, detail: dict[str, Any]) -> None:
         from drtool.adapters.dify_embedding_cache import DifyMetadata
         from drtool.adapters.embedders import make_embedder
         from drtool.adapters.s3 import BucketStore
         from drtool.errors import VerificationFailed
+        from drtool.ops.annotations import AnnotationRebuilder
         from drtool.ops.rebuild import Options, Rebuilder
 
         scratch = self.scratch_settings()
         datasets = sorted(self._scratch_datasets())
+        apps = [a for a in self.scratch.annotation_apps if a.app_id in self.scratch.annotation_collections]
         detail["datasets"] = len(datasets)
-        if not datasets:
-            detail["note"] = "no high-quality dataset: nothing to index"
+        detail["annotation_apps"] = len(apps)
+        if not datasets and not apps:
+            detail["note"] = "no high-quality dataset and no app with annotation reply: nothing to index"
             return
         store = BucketStore(scratch.s3)
         key_prefix = str(info.meta.get("source", {}).get("key_prefix", store.prefix) or "")
@@ -410,17 +448,29 @@ class Drill:
         target = self._target(scratch)
         embedder = make_embedder(scratch.embedding)
         meta = DifyMetadata(scratch.postgres)
+        reports: list[DatasetReport] = []
+        app_reports: list[DatasetReport] = []
         try:
-            rebuilder = Rebuilder(scratch, Options(datasets=tuple(datasets)), store=pinned, target=target,
-                                  embedder=embedder, meta=meta, emit=self.emit, redis_url=None)
-            reports = rebuilder.run()
+            if datasets:
+                rebuilder = Rebuilder(scratch, Options(datasets=tuple(datasets)), store=pinned, target=target,
+                                      embedder=embedder, meta=meta, emit=self.emit, redis_url=None)
+                reports = rebuilder.run()
+            if apps:
+                # The enabled list read from the restored rows: Postgres, not the files, says which apps Dify
+                # answers annotations for and with which model (as `rebuild-index --annotations` with Postgres).
+                annotations = AnnotationRebuilder(scratch, Options(), store=pinned, target=target,
+                                                  embedder=embedder, meta=meta, emit=self.emit, redis_url=None,
+                                                  apps=self.scratch.annotation_apps)
+                app_reports = annotations.run()
         finally:
             for part in (target, embedder, meta):
                 with contextlib.suppress(Exception):
                     part.close()
+        read = pinned.pinned_reads
+        dataset_pins = sum(1 for k in read if k.startswith("datasets/"))
         detail["model"] = embedder.model_id
-        detail["chunk_files_at_snapshot_version"] = len(pinned.pinned_reads)
-        detail["chunk_files_current"] = len(datasets) - len(pinned.pinned_reads)
+        detail["chunk_files_at_snapshot_version"] = dataset_pins
+        detail["chunk_files_current"] = len(datasets) - dataset_pins
         detail["per_dataset"] = [{
             "dataset_id": r.dataset_id, "collection": r.collection, "status": r.status, "valid": r.valid,
             "inserted": r.inserted, "embedded": r.embedded,
@@ -428,10 +478,27 @@ class Drill:
             "gate": {k: v for k, v in r.verification.items() if k != "problems"} if r.verification else None,
             "error": r.error} for r in reports]
         detail["chunks"] = sum(r.inserted for r in reports)
-        failed = [r for r in reports if r.status != "rebuilt"]
-        if failed:
-            raise VerificationFailed(f"{len(failed)} of {len(reports)} dataset(s) could not be rebuilt: "
-                                     + "; ".join(f"{r.dataset_id}: {r.error}" for r in failed[:5]))
+        if apps:
+            annotation_pins = sum(1 for k in read if k.startswith("annotations/"))
+            detail["annotation_files_at_snapshot_version"] = annotation_pins
+            detail["annotation_files_current"] = len(apps) - annotation_pins
+            detail["per_app"] = [{
+                "app_id": r.dataset_id, "collection": r.collection, "status": r.status, "annotations": r.valid,
+                "inserted": r.inserted, "embedded": r.embedded,
+                "cache_hits": r.cache_hits_sidecar + r.cache_hits_dify, "rejected": r.rejected,
+                "gate": {k: v for k, v in r.verification.items() if k != "problems"} if r.verification else None,
+                "error": r.error} for r in app_reports]
+            detail["annotations"] = sum(r.inserted for r in app_reports)
+        failed = [f"{r.dataset_id}: {r.error}" for r in reports if r.status != "rebuilt"]
+        failed_apps = [f"app {r.dataset_id}: {r.error}" for r in app_reports if r.status != "rebuilt"]
+        if failed or failed_apps:
+            parts: list[str] = []
+            if failed:
+                parts.append(f"{len(failed)} of {len(reports)} dataset(s) could not be rebuilt")
+            if failed_apps:
+                parts.append(f"{len(failed_apps)} of {len(app_reports)} annotation collection(s) could not be "
+                             "rebuilt")
+            raise VerificationFailed(" and ".join(parts) + ": " + "; ".join((failed + failed_apps)[:5]))
 
     def _scratch_datasets(self) -> list[str]:
         from drtool.adapters.dify_metadata import DifyReader
@@ -448,12 +515,18 @@ class Drill:
         from drtool.ops.verify import VerifyOptions
         from drtool.ops.verify import verify as verify_closure
 
+        # annotations=True: --snapshot alone leaves them out, but the drill rebuilt them into scratch collections
+        # and must prove they hold every annotation exactly once (an empty list when the database has none).
         report = verify_closure(self.scratch_settings(),
-                                VerifyOptions(snapshot=info.id, identity=self.options.identity),
+                                VerifyOptions(snapshot=info.id, identity=self.options.identity, annotations=True),
                                 emit=lambda _e: None)
         summary = report.to_dict()
         detail.update(breaks=summary["breaks"], counts=summary["counts"], files=summary["files"],
                       datasets=len(summary["datasets"]))
+        if summary["annotations"]:
+            detail["annotation_apps"] = len(summary["annotations"])
+            detail["annotations"] = [{k: a.get(k) for k in ("app_id", "collection", "annotations", "vectors", "ok",
+                                                            "breaks", "note")} for a in summary["annotations"]]
         if not report.ok:
             examples = [f"{kind}: " + ", ".join(f"{k}={v}" for k, v in ex[0].items() if v is not None)
                         for kind, ex in summary["examples"].items() if ex]

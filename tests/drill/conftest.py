@@ -40,6 +40,7 @@ class DrillWorld:
     backend: str = "milvus"
     weaviate: WeaviateSettings | None = None
     milvus_token: str | None = None
+    annotations: Any = None  # tests.stack.dify_seed.AnnotationSeed when the world was built with annotations
 
     @property
     def client(self) -> Any:
@@ -111,9 +112,16 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
 
 def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
            embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli,
-           weaviate: WeaviateSettings | None = None, milvus_token: str | None = None) -> DrillWorld:
-    db = dify_db_factory(vector_type=backend, documents_per_dataset=2, segments_per_document=4,
-                         embed=embed_via(embedding_server))
+           weaviate: WeaviateSettings | None = None, milvus_token: str | None = None,
+           annotations: bool = False, **seed_options: Any) -> DrillWorld:
+    seed_options = {"documents_per_dataset": 2, "segments_per_document": 4, **seed_options}
+    db = dify_db_factory(vector_type=backend, embed=embed_via(embedding_server), **seed_options)
+    seeded = None
+    if annotations:  # issue 13: apps with annotation reply, exported by export-chunks --all, pinned by the snapshot
+        from tests.stack.dify_seed import seed_annotations
+
+        with db.connect() as conn:
+            seeded = seed_annotations(conn, db.seed, score_threshold=0.8)
     site = minio_pair.a
     client = site.s3_client()
     source, dest = new_bucket(client), new_bucket(client)
@@ -134,7 +142,7 @@ def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pai
     code, events = run_cli("export-chunks", "--all")
     assert code == 0, events
     world = DrillWorld(db=db, pg=pg, bucket=bucket, dest_bucket=dest, env=env, milvus_uri=milvus_uri,
-                       backend=backend, weaviate=weaviate, milvus_token=milvus_token)
+                       backend=backend, weaviate=weaviate, milvus_token=milvus_token, annotations=seeded)
     # The live index: what Dify queries (the drill must never open it for writing).
     target = world.target()
     try:
@@ -164,6 +172,20 @@ def drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, m
     before = world.databases()
     yield world
     for name in world.databases() - before:  # a failed assertion must not leave scratch databases behind
+        if name.startswith("drtool_drill_"):
+            pg.drop_database(name)
+
+
+@pytest.fixture
+def annotated_drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
+                          embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
+                          ) -> Iterator[DrillWorld]:
+    """A small world (one dataset) whose database also has apps with annotation reply (tests.stack.dify_seed)."""
+    world = _build("milvus", pg, dify_db_factory, minio_pair, milvus_uri, embedding_server, monkeypatch, run_cli,
+                   annotations=True, datasets=1, documents_per_dataset=1, segments_per_document=2)
+    before = world.databases()
+    yield world
+    for name in world.databases() - before:
         if name.startswith("drtool_drill_"):
             pg.drop_database(name)
 

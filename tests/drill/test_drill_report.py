@@ -149,3 +149,49 @@ def test_is_record_accepts_records_and_refuses_damaged_ones() -> None:
                    {"phases": {}}, {"rto": {"seconds": True}}):
         assert not dr.is_record({**record, **damage}), damage
     assert not dr.is_record(["not", "a", "dict"])
+
+
+def _annotated_phases(app_id: str = "app-1") -> list[dict[str, Any]]:
+    phases = _phases(("snapshot_check", "ok", 1.0), ("restore_database", "ok", 1.0), ("rebuild_index", "ok", 5.0),
+                     ("verify", "ok", 1.0))
+    phases[2]["detail"] = {"per_app": [
+        {"app_id": app_id, "collection": "Drill_abc123_Vector_index_app_1_Node", "status": "rebuilt",
+         "annotations": 4, "gate": {"passed": True, "sample": 4, "dify_query_ok": 4}, "error": None},
+        {"app_id": "app-2", "collection": "Drill_abc123_Vector_index_app_2_Node", "status": "failed",
+         "annotations": 0, "gate": None, "error": "no annotation file for app app-2"}]}
+    phases[3]["detail"] = {"annotations": [
+        {"app_id": app_id, "collection": "Drill_abc123_Vector_index_app_1_Node", "annotations": 4, "vectors": 4,
+         "ok": True, "breaks": {}, "note": ""},
+        {"app_id": "app-3", "collection": "Drill_abc123_Vector_index_app_3_Node", "annotations": 2, "vectors": 1,
+         "ok": False, "breaks": {"missing_annotation_vector": 1}, "note": ""}]}
+    return phases
+
+
+def test_annotation_rows_join_rebuild_and_verify_per_app() -> None:
+    record = _record(_annotated_phases())
+    assert record["annotations"] == [
+        {"app_id": "app-1", "collection": "Drill_abc123_Vector_index_app_1_Node", "annotations": 4,
+         "rebuild": "rebuilt", "dify_query": "4/4", "vectors": 4, "verify": "ok", "error": None},
+        {"app_id": "app-2", "collection": "Drill_abc123_Vector_index_app_2_Node", "annotations": 0,
+         "rebuild": "failed", "dify_query": None, "vectors": None, "verify": None,
+         "error": "no annotation file for app app-2"},
+        {"app_id": "app-3", "collection": "Drill_abc123_Vector_index_app_3_Node", "annotations": 2,
+         "rebuild": None, "dify_query": None, "vectors": 1, "verify": "missing_annotation_vector 1", "error": None}]
+    markdown = dr.render_markdown(record)
+    assert "## Annotation replies" in markdown and "| rebuilt | 4/4 | 4 | ok |" in markdown
+    assert "| failed | - | - | not run |" in markdown and "no annotation file for app app-2" in markdown
+    assert "Annotation replies" in dr.render_html(record)
+    # A record without annotation apps (and one written before issue 13) renders no such section.
+    assert "Annotation replies" not in dr.render_markdown(_record(OK4))
+    old = _record(OK4)
+    old.pop("annotations")
+    assert "Annotation replies" not in dr.render_html(old)
+
+
+def test_annotation_rows_are_escaped_in_both_reports() -> None:
+    """App ids come from the restored database: untrusted, never raw markup or a table-breaking pipe."""
+    record = _record(_annotated_phases(app_id="<img src=x onerror=alert(1)>|\x1b[2J"))
+    page = dr.render_html(record)
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    markdown = dr.render_markdown(record)
+    assert "\x1b" not in markdown and "\\|" in markdown
