@@ -153,6 +153,16 @@ class DifyReader:
         except psycopg.Error as exc:
             raise self._error(exc) from None
 
+    def count_index_nodes(self, dataset_id: str) -> int:
+        """How many rows iter_index_nodes would yield, counted by the server from the same query (Dify's filters
+        live in one place), without sending a single chunk text: what `drtool audit` compares with a collection's
+        count."""
+        try:
+            row = self.conn.execute(f"SELECT count(*) FROM ({_NODES_SQL}) n_all", {"ds": dataset_id}).fetchone()
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+        return int(row[0]) if row else 0
+
     def iter_file_refs(self) -> Iterator[FileRef]:
         """Every object key Dify's rows point at: upload_files.key and tool_files.file_key (if the table exists)."""
         queries = [("upload_files", "SELECT id::text, key, tenant_id::text, storage_type FROM upload_files"

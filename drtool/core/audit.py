@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
@@ -45,6 +46,9 @@ def _c(id: str, severity: Severity, title: str, why: str) -> Check:
 
 W, C, INFO = Severity.WARNING, Severity.CRITICAL, Severity.INFO
 
+MIN_FREE_PERCENT = 10.0  # free share of a MinIO drive below which the audit warns (AuditOptions.min_free_percent)
+TLS_EXPIRY_WARNING_DAYS = 14  # two weeks: enough for a certificate renewal that needs a person and a change window
+
 CATALOG: dict[str, Check] = {c.id: c for c in (
     _c("s3.unreachable", C, "object storage does not answer",
        "nothing can be snapshotted or restored while the bucket cannot be read"),
@@ -62,6 +66,11 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
        "user uploads and snapshots (the whole database) are readable by anyone who reaches the endpoint"),
     _c("s3.plain_http", W, "the S3 endpoint is plain http",
        "keys, signatures and the database dumps travel unencrypted and can be altered on the way"),
+    _c("s3.tls_invalid", C, "the S3 endpoint's TLS certificate is expired or not valid",
+       "clients that verify certificates (Dify's boto3, drtool, mc) refuse the endpoint: uploads, snapshots and "
+       "restores stop"),
+    _c("s3.tls_expiring", W, f"the S3 endpoint's TLS certificate expires within {TLS_EXPIRY_WARNING_DAYS} days",
+       "when it expires every verifying client refuses the endpoint: uploads, snapshots and restores stop"),
     _c("s3.root_credentials", W, "drtool uses the root or default MinIO credentials",
        "a leak of drtool's key is a leak of the whole server, Object Lock governance and every bucket included"),
     _c("minio.audit_log_off", W, "MinIO's audit log has no target",
@@ -69,6 +78,9 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
        "cannot be established, nor which restore point predates it"),
     _c("minio.audit_log_offline", W, "MinIO's audit log target is offline",
        "audit records are not delivered while the target is down: the trail has a gap"),
+    _c("minio.low_free_space", W, f"a MinIO drive has less than {MIN_FREE_PERCENT:g} % free",
+       "a full drive makes MinIO refuse writes: Dify's uploads fail and the next snapshot cannot be written; "
+       "versioned buckets grow with every overwrite, so it fills faster than the data seems to"),
     _c("minio.site_replication_off", W, "MinIO site replication is not enabled",
        "with one site, losing its disks loses the objects and the snapshots together"),
     _c("minio.site_offline", C, "a replication site is down or reported offline",
@@ -93,8 +105,15 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
        "without archive_mode/WAL archiving, the newest restorable state is the newest logical snapshot"),
     _c("postgres.pg_dump_older", C, "pg_dump is older than the server",
        "snapshot create refuses to run (an older pg_dump cannot dump a newer server)"),
+    _c("postgres.dump_unreadable", C, "the configured role cannot read every table pg_dump dumps",
+       "pg_dump stops at the first table it may not read (permission denied): every snapshot fails until it can"),
     _c("vector.unreachable", C, "the vector database does not answer",
        "Dify's retrieval is down and a rebuild has nowhere to write"),
+    _c("vector.collection_missing", C, "a high-quality dataset's vector collection does not exist",
+       "Dify's retrieval finds nothing in that dataset until its index is rebuilt"),
+    _c("vector.count_short", W, "a collection holds fewer vectors than the dataset's indexed texts",
+       "the missing chunks are invisible to retrieval; the index was restored from an older state or a rebuild "
+       "or an indexing run did not finish"),
     _c("vector.embedding_mismatch", C, "the rebuild embedding model differs from a dataset's",
        "a rebuild would fill the index with vectors Dify's queries cannot match (other model or dimension)"),
     _c("audit.check_failed", W, "a check could not be completed",
@@ -234,6 +253,108 @@ def metrics(result: AuditResult) -> list[Metric]:
     out.append(Metric("drtool_audit_score", "Score of the last audit (100: no warning or critical finding).",
                       float(result.score)))
     return out
+
+
+def quote_ident(name: str) -> str:
+    """A Postgres identifier as SQL text, quoted unless it is a plain lower-case name (names come from the catalog,
+    so they may hold quotes or spaces: the fix must be pasteable, not injectable)."""
+    if name and name[0].isalpha() and all(ch.islower() or ch.isdigit() or ch == "_" for ch in name) \
+            and name.isascii():
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def pg_grant_fix(role: str, schemas: list[str], no_usage: list[str]) -> str:
+    """The GRANTs that let `role` dump these schemas, to run as the tables' owner or a superuser; plus the default
+    privileges, since a table created tomorrow by the same owner would otherwise break the snapshot again."""
+    r = quote_ident(role)
+    parts = [f"GRANT USAGE ON SCHEMA {quote_ident(s)} TO {r};" for s in no_usage]
+    for s in schemas:
+        q = quote_ident(s)
+        parts += [f"GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {r};",
+                  f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA {q} TO {r};",
+                  f"ALTER DEFAULT PRIVILEGES FOR ROLE <owner> IN SCHEMA {q} GRANT SELECT ON TABLES TO {r};"]
+    return ("as the tables' owner or a superuser: " + " ".join(parts) +
+            f" (PostgreSQL 14+: GRANT pg_read_all_data TO {r};)")
+
+
+@dataclass(frozen=True)
+class CertFacts:
+    """What a TLS certificate says about itself, for the evidence of a finding."""
+
+    subject: str
+    issuer: str
+    not_before: datetime
+    not_after: datetime
+
+
+def cert_facts(der: bytes) -> CertFacts:
+    """Parse the server's leaf certificate (DER, as `getpeercert(binary_form=True)` returns it)."""
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(der)
+    return CertFacts(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.not_valid_before_utc,
+                     cert.not_valid_after_utc)
+
+
+def tls_verdict(facts: CertFacts, now: datetime, verify_error: str | None,
+                warn_days: float = TLS_EXPIRY_WARNING_DAYS) -> tuple[str, str] | None:
+    """(finding id, evidence) for a certificate, or None when it is fine.
+
+    Expired, not yet valid, or refused by the verification drtool's own clients do (chain, name) is
+    `s3.tls_invalid`; valid but ending within `warn_days` is `s3.tls_expiring`. The dates are checked even when
+    verification is off: other clients (Dify's) still verify.
+    """
+    about = f"certificate {facts.subject} (issuer {facts.issuer}) valid until {facts.not_after.isoformat()}"
+    left = (facts.not_after - now).total_seconds() / 86400
+    if left < 0:
+        return "s3.tls_invalid", f"{about}: expired {-left:.1f} day(s) ago"
+    if now < facts.not_before:
+        return "s3.tls_invalid", f"{about}: not valid before {facts.not_before.isoformat()}"
+    if verify_error:
+        return "s3.tls_invalid", f"{about}: verification failed: {verify_error}"
+    if left < warn_days:
+        return "s3.tls_expiring", f"{about}: expires in {left:.1f} day(s) (warning below {warn_days:g})"
+    return None
+
+
+@dataclass(frozen=True)
+class DriveSpace:
+    """One drive of a MinIO server as `admin info` reports it."""
+
+    server: str
+    path: str
+    total: int
+    available: int
+
+    @property
+    def free_percent(self) -> float:
+        return 100.0 * self.available / self.total if self.total else 0.0
+
+
+def low_free_drives(info: dict[str, Any], min_free_percent: float = MIN_FREE_PERCENT) -> list[DriveSpace]:
+    """The online drives in MinIO's `admin info` answer (servers[].drives[]: totalspace, availspace, state) whose
+    free share is below `min_free_percent`, fullest first. Per drive, not summed: an erasure set stops taking
+    writes when its drives are full, however empty the other pools are. Offline drives and drives that report no
+    size are left out (they are not a space problem, and the site-replication and healing checks see them)."""
+    low: list[DriveSpace] = []
+    for server in info.get("servers") or []:
+        if not isinstance(server, dict):
+            continue
+        for drive in server.get("drives") or server.get("disks") or []:
+            if not isinstance(drive, dict) or drive.get("state", "ok") != "ok":
+                continue
+            try:
+                total, avail = int(drive.get("totalspace") or 0), int(drive.get("availspace") or 0)
+            except (TypeError, ValueError):
+                continue
+            if total <= 0:
+                continue
+            d = DriveSpace(str(server.get("endpoint") or "?"), str(drive.get("path") or drive.get("endpoint") or "?"),
+                           total, avail)
+            if d.free_percent < min_free_percent:
+                low.append(d)
+    return sorted(low, key=lambda d: (d.free_percent, d.server, d.path))
 
 
 def finding_event(f: Finding) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 
 from drtool.adapters import s3 as s3a
 from drtool.config import S3Settings, Settings
-from drtool.core.audit import AuditResult, Finding, Severity
+from drtool.core.audit import MIN_FREE_PERCENT, AuditResult, Finding, Severity
 from drtool.core.retention import Policy
 from drtool.errors import AuthError, ConfigError, DrtoolError, NotFoundError, UnavailableError
+from drtool.ops import audit_checks_pg, audit_checks_storage, audit_checks_tls, audit_checks_vector
 
 log = logging.getLogger("drtool.audit")
 
@@ -34,6 +35,7 @@ class AuditOptions:
     rpo_hours: float = 26.0  # nightly snapshots plus slack
     drill_max_age_days: float = 14.0  # weekly drills, one may be missed
     probe: bool = True
+    min_free_percent: float = MIN_FREE_PERCENT  # a MinIO drive with less free space is a warning
 
 
 @dataclass
@@ -513,19 +515,24 @@ class _Audit:
             self.result.checked.append(f"vector: {backend.name} reachable")
 
     def run(self) -> AuditResult:
+        self.guarded("s3: TLS certificates", lambda: audit_checks_tls.certificates(self))
         for b in self.buckets():
             self.guarded(f"s3: {b.role} bucket {b.name}", lambda b=b: self.audit_bucket(b))  # type: ignore[misc]
         self.guarded("minio: site replication", self.minio)
         self.guarded("minio: audit log", self.minio_audit_log)
+        self.guarded("minio: free space", lambda: audit_checks_storage.free_space(self))
         if self.settings.s3.bucket or self.settings.snapshot.bucket:
             self.guarded("drtool: snapshots", self.snapshots)
             self.guarded("drtool: drills", self.drills)
         pg_up = self.postgres()
         if pg_up:
+            self.guarded("postgres: tables readable by the role", lambda: audit_checks_pg.dump_readable(self))
             self.guarded("drtool: datasets", self.datasets)
         else:
             self.result.skipped.append("drtool: chunk files and models not checked (postgres unreachable)")
         self.guarded("vector: reachable", self.vector)
+        if pg_up:
+            self.guarded("vector: collection counts", lambda: audit_checks_vector.index_counts(self))
         return self.result
 
 

@@ -1,0 +1,64 @@
+"""`drtool audit`: the Postgres checks that need more than a version number.
+
+Kept apart from drtool/ops/audit.py (one module, one job): these read the catalog as the role drtool is configured
+with, because that role is the one `pg_dump` runs as. Each function takes the running audit and adds its findings
+to it; a failure is turned into `audit.check_failed` by the caller's `guarded`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from drtool.core.audit import pg_grant_fix
+
+if TYPE_CHECKING:
+    from drtool.ops.audit import _Audit
+
+MAX_LISTED = 10  # tables named in the evidence; the count says how many more
+
+# Every relation pg_dump reads data from when it dumps the whole database (what `drtool snapshot create` does
+# without --schema/--table): ordinary and partitioned tables (pg_dump LOCKs them, which needs SELECT, then reads
+# them) and sequences (it reads last_value), outside the system schemas, minus the members of an extension (the
+# extension's CREATE EXTENSION recreates them). `has_*_privilege` without a role asks for current_user: the role
+# the connection logged in as, the same as pg_dump's.
+_UNREADABLE_SQL = r"""
+SELECT n.nspname, c.relname, c.relkind::text,
+       has_schema_privilege(n.oid, 'USAGE') AS usable,
+       CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'SELECT')
+            ELSE has_table_privilege(c.oid, 'SELECT') END AS readable
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'S')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def dump_readable(audit: _Audit) -> None:
+    """The configured role may read every table and sequence `pg_dump` dumps.
+
+    Why: pg_dump stops at the first relation it may not read ("permission denied for table ..."), so one table
+    created by another role (a migration run as a different user, a plugin) makes every nightly snapshot fail
+    until someone reads the cron mail. Reading privileges from the catalog finds it before the next snapshot.
+    """
+    from drtool.adapters import postgres as pga
+
+    pg = audit.settings.postgres
+    where = f"{pg.host}:{pg.port}/{pg.database}"
+    with pga.connect(pg, autocommit=True) as conn:
+        role = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
+        rows = conn.execute(_UNREADABLE_SQL).fetchall()
+    blocked = [(str(s), str(t), str(k)) for s, t, k, usable, readable in rows if not (usable and readable)]
+    audit.result.checked.append(f"postgres: role {role} can read the {len(rows)} table(s)/sequence(s) pg_dump dumps")
+    if not blocked:
+        return
+    no_usage = sorted({s for s, t, k, usable, _ in rows if not usable})
+    names = [f"{s}.{t}" + (" (sequence)" if k == "S" else "") for s, t, k in blocked]
+    more = f" (+{len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
+    evidence = (f"role {role} cannot read {len(blocked)} of {len(rows)} relation(s) pg_dump dumps: "
+                + ", ".join(names[:MAX_LISTED]) + more
+                + (f"; no USAGE on schema(s) {', '.join(no_usage)}" if no_usage else ""))
+    audit.add("postgres.dump_unreadable", evidence,
+              pg_grant_fix(role, sorted({s for s, _, _ in blocked}), no_usage), where)
