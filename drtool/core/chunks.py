@@ -331,20 +331,10 @@ def parse_line(raw: bytes, number: int, source: str, *, dataset_id: str | None =
         return reject(f"a line of kind {line_kind!r} in a file of kind {kind!r}")
     if line_kind == KIND_ANNOTATION:
         return _parse_annotation(obj, number, reject, app_id=dataset_id)
-    for name in REQUIRED:
-        value = obj.get(name)
-        if value is None:
-            return reject(f"missing required field '{name}'")
-        if not isinstance(value, str):
-            return reject(f"field '{name}' must be a string, got {type(value).__name__}")
-        if not value.strip():
-            return reject(f"field '{name}' is empty")
-    if dataset_id is not None and obj["dataset_id"] != dataset_id:
-        return reject(f"dataset_id {obj['dataset_id']!r} does not match the file's dataset {dataset_id!r}")
-    for name in OPTIONAL_STR:
-        value = obj.get(name)
-        if value is not None and not isinstance(value, str):
-            return reject(f"field '{name}' must be a string, got {type(value).__name__}")
+    problem = _string_fields_problem(obj, REQUIRED, OPTIONAL_STR, owner_field="dataset_id", owner=dataset_id,
+                                     owner_noun="dataset")
+    if problem:
+        return reject(problem)
     position = obj.get("position")
     if position is not None and (isinstance(position, bool) or not isinstance(position, int)):
         return reject(f"field 'position' must be an integer, got {type(position).__name__}")
@@ -366,21 +356,33 @@ def parse_line(raw: bytes, number: int, source: str, *, dataset_id: str | None =
 def _parse_annotation(obj: dict[str, Any], number: int, reject: Callable[[str], Rejection], *,
                       app_id: str | None) -> Chunk | Rejection:
     """An annotation line: id (annotation id), text (what Dify embeds), app_id (owner), optional answer."""
-    for name in ANNOTATION_REQUIRED:
+    problem = _string_fields_problem(obj, ANNOTATION_REQUIRED, ("answer",), owner_field="app_id", owner=app_id,
+                                     owner_noun="app")
+    if problem:
+        return reject(problem)
+    return Chunk(id=obj["id"], text=obj["text"], dataset_id=obj["app_id"], document_id=obj["id"], line=number,
+                 answer=obj.get("answer"), kind=KIND_ANNOTATION)
+
+
+def _string_fields_problem(obj: dict[str, Any], required: Iterable[str], optional: Iterable[str], *,
+                           owner_field: str, owner: str | None, owner_noun: str) -> str | None:
+    """The first reason a line's string fields fail (required: present, strings, not blank; the owner: the file's;
+    optional: strings), or None. One check for both line kinds, so both reject a fault in the same words."""
+    for name in required:
         value = obj.get(name)
         if value is None:
-            return reject(f"missing required field '{name}'")
+            return f"missing required field '{name}'"
         if not isinstance(value, str):
-            return reject(f"field '{name}' must be a string, got {type(value).__name__}")
+            return f"field '{name}' must be a string, got {type(value).__name__}"
         if not value.strip():
-            return reject(f"field '{name}' is empty")
-    if app_id is not None and obj["app_id"] != app_id:
-        return reject(f"app_id {obj['app_id']!r} does not match the file's app {app_id!r}")
-    answer = obj.get("answer")
-    if answer is not None and not isinstance(answer, str):
-        return reject(f"field 'answer' must be a string, got {type(answer).__name__}")
-    return Chunk(id=obj["id"], text=obj["text"], dataset_id=obj["app_id"], document_id=obj["id"], line=number,
-                 answer=answer, kind=KIND_ANNOTATION)
+            return f"field '{name}' is empty"
+    if owner is not None and obj[owner_field] != owner:
+        return f"{owner_field} {obj[owner_field]!r} does not match the file's {owner_noun} {owner!r}"
+    for name in optional:
+        value = obj.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"field '{name}' must be a string, got {type(value).__name__}"
+    return None
 
 
 def dumps_chunk(chunk: dict[str, Any]) -> bytes:

@@ -17,10 +17,7 @@ collections, so a rebuild that walks datasets misses them; this module covers th
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,29 +33,11 @@ from drtool.adapters.dify_annotations import (
 )
 from drtool.adapters.dify_metadata import DifyReader
 from drtool.core import naming
-from drtool.core.chunk_writer import SUFFIX, WRITER_FORMAT, ChunkFileWriter
-from drtool.core.chunks import (
-    CHUNK_FILE_NAMES,
-    KIND_ANNOTATION,
-    Chunk,
-    CorruptStream,
-    Rejection,
-    compression_for,
-    iter_lines,
-    parse_lines,
-)
-from drtool.core.streams import CountingRawStream
+from drtool.core.chunk_writer import SUFFIX, text_digest
+from drtool.core.chunks import CHUNK_FILE_NAMES, KIND_ANNOTATION, Chunk, CorruptStream
 from drtool.errors import NotFoundError, UsageError
-from drtool.ops.export_chunks import (
-    META_FORMAT,
-    META_SHA,
-    SPOOL_IN_MEMORY,
-    DatasetExport,
-    Emit,
-    ExportOptions,
-    upload_spool,
-)
-from drtool.ops.rebuild import DatasetReport, Plan, Rebuilder, _same_model
+from drtool.ops.export_chunks import DatasetExport, Emit, ExportOptions, write_chunk_file
+from drtool.ops.rebuild import DatasetReport, Plan, Rebuilder, _same_model, head_chunk_file, read_chunk_file
 from drtool.ops.vector_sidecar import VectorSidecar, model_folder
 
 log = logging.getLogger("drtool.annotations")
@@ -122,46 +101,27 @@ def export_annotations(reader: DifyReader, store: s3_adapter.BucketStore, option
 
 def _export_app(reader: DifyReader, store: s3_adapter.BucketStore, app: AnnotationApp, result: DatasetExport,
                 options: ExportOptions, emit: Emit) -> None:
-    started = time.monotonic()
-    head = store.head(result.key)
-    stored = (head or {}).get("Metadata") or {}
-    if head is not None and stored.get(META_FORMAT) == WRITER_FORMAT:
-        result.previous_sha256 = stored.get(META_SHA)
     extra = {META_KIND: KIND_ANNOTATION, META_PROVIDER: _ascii(app.provider_name), META_MODEL: _ascii(app.model_name),
              META_THRESHOLD: repr(app.score_threshold)}
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, prefix="drtool-annotations-") as spool:
-        writer = ChunkFileWriter(spool, options.compression)
+
+    def records() -> Iterator[dict[str, Any]]:
         for row in iter_annotations(reader, app.app_id):
             if not row.embedded_text.strip():
                 result.skipped_blank += 1
                 continue
-            writer.write(annotation_record(row))
+            yield annotation_record(row)
             form = "answer_as_text" if row.question_missing else "question"
             result.doc_forms[form] = result.doc_forms.get(form, 0) + 1
-        # The binding's model and the threshold are part of the identity: a changed model must re-export.
-        lines_sha = writer.close()
-        result.sha256 = hashlib.sha256(
-            f"{lines_sha}\n{extra[META_PROVIDER]}\n{extra[META_MODEL]}\n{extra[META_THRESHOLD]}".encode()).hexdigest()
-        result.chunks, result.raw_bytes = writer.count, writer.raw_bytes
-        size = spool.tell()
-        result.stored_bytes = size
         if result.doc_forms.get("answer_as_text"):
             log.warning("app %s: %d annotation(s) have no question; their answer is the embedded text, as in Dify",
                         app.app_id, result.doc_forms["answer_as_text"])
-        unchanged = result.previous_sha256 == result.sha256 and not options.force
-        if options.dry_run:
-            result.status = "unchanged" if unchanged else "would_write"
-        elif unchanged:
-            result.status = "unchanged"
-        else:
-            upload_spool(store, result, spool, size, options, emit, extra_metadata=extra)
-    if not options.dry_run:
-        for name in CHUNK_FILE_NAMES:
-            other = f"{ROOT}{app.app_id}/processed/{name}"
-            if other != result.key and store.head(other) is not None:
-                store.delete(other)  # rebuild reads the first name that exists: never a stale one
-                result.removed.append(other)
-    result.seconds = round(time.monotonic() - started, 3)
+
+    # The binding's model and the threshold are part of the identity: a changed model must re-export.
+    write_chunk_file(store, result, records(), options, emit,
+                     stale_keys=[k for k in (f"{ROOT}{app.app_id}/processed/{n}" for n in CHUNK_FILE_NAMES)
+                                 if k != result.key],
+                     identity=(extra[META_PROVIDER], extra[META_MODEL], extra[META_THRESHOLD]),
+                     extra_metadata=extra, spool_prefix="drtool-annotations-")
 
 
 # --- rebuild -------------------------------------------------------------------------------------------------
@@ -177,6 +137,9 @@ class AnnotationRebuilder(Rebuilder):
     `apps`: the enabled apps read from Postgres (None without Postgres: the files and their object metadata are
     then the only source). `app_ids`: the apps asked for (empty: every enabled app, or every file).
     """
+
+    chunk_kind = KIND_ANNOTATION
+    file_label = "annotation file"
 
     def __init__(self, *args: Any, apps: list[AnnotationApp] | None, app_ids: tuple[str, ...] = (),
                  **kwargs: Any) -> None:
@@ -199,20 +162,12 @@ class AnnotationRebuilder(Rebuilder):
 
     def plan(self, dataset_id: str) -> Plan:
         app_id = dataset_id
-        key = etag = ""
-        size = 0
-        head: dict[str, Any] | None = None
-        for name in CHUNK_FILE_NAMES:
-            head = self.store.head(f"{ROOT}{app_id}/processed/{name}")
-            if head is not None:
-                key = f"{ROOT}{app_id}/processed/{name}"
-                etag, size = str(head.get("ETag", "")).strip('"'), int(head.get("ContentLength", 0))
-                break
-        if not key or head is None:
+        found = head_chunk_file(self.store, f"{ROOT}{app_id}/processed/")
+        if found is None:
             raise NotFoundError(f"no annotation file for app {app_id} at {self.store.url(f'{ROOT}{app_id}/processed/')}"
                                 f"({', '.join(CHUNK_FILE_NAMES)})",
                                 hint="run drtool export-chunks --annotations first", system="object store")
-        stored = head.get("Metadata") or {}
+        stored = found.metadata
         model, provider = stored.get(META_MODEL) or None, stored.get(META_PROVIDER) or None
         threshold: float | None = None
         try:
@@ -233,7 +188,7 @@ class AnnotationRebuilder(Rebuilder):
                              hint="rebuild annotations of apps on another model in a run with that embedding.model")
         collection = collection_for(app_id, self.settings.vector.index_prefix)
         return AnnotationPlan(app_id, collection, f"annotations of app {app_id} (gen_collection_name_by_id)",
-                              key, etag, size, model, provider, score_threshold=threshold)
+                              found.key, found.etag, found.size, model, provider, score_threshold=threshold)
 
     def _sidecar(self, plan: Plan, dim: int) -> VectorSidecar:
         sidecar = VectorSidecar(self.store, plan.dataset_id, self.embedder.model_id, dim)
@@ -241,25 +196,6 @@ class AnnotationRebuilder(Rebuilder):
         sidecar.prefix = f"{ROOT}{plan.dataset_id}/processed/vectors/{model_folder(self.embedder.model_id, dim)}/"
         sidecar.open()
         return sidecar
-
-    def _stream(self, plan: Plan, report: DatasetReport, counter: list[CountingRawStream]) -> Iterator[Chunk]:
-        body = CountingRawStream(self.store.open(plan.chunk_key))
-        counter.append(body)
-        source = self.store.url(plan.chunk_key)
-        lines = iter_lines(io.BufferedReader(body, 1 << 20), compression_for(plan.chunk_key), source)
-        try:
-            for item in parse_lines(lines, source, dataset_id=plan.dataset_id, kind=KIND_ANNOTATION):
-                report.lines_read = item.line
-                if isinstance(item, Rejection):
-                    self._reject(report, item)
-                    continue
-                report.valid += 1
-                yield item
-        except CorruptStream as exc:
-            raise UsageError(f"{exc}", hint="the annotation file is damaged: restore it from a snapshot or "
-                                            "re-export it", system="object store") from None
-        finally:
-            body.close()
 
     def verify(self, plan: Plan, report: DatasetReport, build: str, dim: int, dify_cache: Any) -> dict[str, Any]:
         """Count, self-retrieval recall@k, and Dify's annotation query for each sampled question.
@@ -271,19 +207,9 @@ class AnnotationRebuilder(Rebuilder):
         """
         target = self.target
         assert target is not None
-        problems: list[str] = []
-        expected = report.valid - report.key_collisions
-        count = target.count(build)
-        if count != expected:
-            problems.append(f"count {count} != {expected} valid annotations")
-        collided: set[bytes] = getattr(self, "_collided", set())
-
-        def shared(chunk: Chunk) -> bool:
-            key = target.object_key(chunk.text, chunk.vector_metadata())
-            return key is not None and hashlib.blake2b(key.encode(), digest_size=8).digest() in collided
-
-        sample = [item for item in getattr(self, "sample", []) if not shared(item[0])]
-        vectors = self._sample_vectors(plan, sample, dim, dify_cache)
+        count, expected, problems = self._count_check(report, build, "annotations")
+        sample = self._gate_sample(plan, dim, dify_cache)
+        vectors = [v for _, v in sample]
         stored = plan.score_threshold if isinstance(plan, AnnotationPlan) else None
         threshold = stored or 1.0  # Dify: `annotation_setting.score_threshold or 1`
         note = ""
@@ -293,11 +219,9 @@ class AnnotationRebuilder(Rebuilder):
         k = max(1, self.rs.top_k)
         own = target.search_batch(build, vectors, k) if vectors else []
         top1 = target.search_batch(build, vectors, 1) if vectors else []
-        hits = dify_ok = 0
+        dify_ok = 0
         failures: list[str] = []
         for i, (chunk, _) in enumerate(sample):
-            if any((r["metadata"] or {}).get("doc_id") == chunk.id for r in own[i]):
-                hits += 1
             best = top1[i][0] if top1[i] else None
             meta = (best or {}).get("metadata") or {}
             why = ""
@@ -322,9 +246,7 @@ class AnnotationRebuilder(Rebuilder):
             elif len(failures) < 5:
                 failures.append(f"{chunk.id} (line {chunk.line}): {why}")
         n = len(sample)
-        recall = hits / n if n else 1.0
-        if recall < self.rs.min_recall_pct / 100:
-            problems.append(f"self-retrieval recall@{k} {recall:.3f} < {self.rs.min_recall_pct / 100:.2f}")
+        recall = self._recall_check(sample, own, k, problems)
         if dify_ok != n:
             problems.append(f"Dify's annotation query (top 1, score > {threshold}) answered {dify_ok}/{n} sampled "
                             f"questions with their own annotation (failed: {', '.join(failures)})")
@@ -332,32 +254,6 @@ class AnnotationRebuilder(Rebuilder):
                 f"recall_at_{k}": round(recall, 4), "dify_query_ok": dify_ok,
                 "dify_filter": f"annotation reply: top 1, score > {threshold}", "score_threshold": threshold,
                 "note": note, "problems": problems}
-
-    def _sample_vectors(self, plan: Plan, sample: list[tuple[Chunk, list[float] | None]], dim: int,
-                        dify_cache: Any) -> list[list[float]]:
-        """The sample's vectors: from the build when it embedded them, else Dify's cache, the sidecar, the model."""
-        need = [i for i, (_, v) in enumerate(sample) if v is None]
-        found: dict[int, list[float]] = {}
-        if need:
-            texts = [sample[i][0].text for i in need]
-            if dify_cache is not None:
-                found.update(dify_cache.lookup(texts, dim))
-            rest = [j for j in range(len(need)) if j not in found]
-            if rest:
-                hits = self._sidecar(plan, dim).lookup([hashlib.sha256(texts[j].encode()).digest() for j in rest])
-                for j, v in hits.items():
-                    found[rest[j]] = v
-            rest = [j for j in range(len(need)) if j not in found]
-            if rest:
-                fresh = self.embedder.embed([self.embedder.truncate(texts[j]) for j in rest])
-                for j, v in zip(rest, fresh, strict=True):
-                    found[j] = v
-        out: list[list[float]] = []
-        slot = {i: j for j, i in enumerate(need)}
-        for i, (_, v) in enumerate(sample):
-            vector = v if v is not None else found[slot[i]]
-            out.append(vector)
-        return out
 
 
 def read_enabled_apps(reader: DifyReader) -> list[AnnotationApp]:
@@ -387,8 +283,6 @@ def verify_annotations(reader: DifyReader, settings: Any, scanner_for: Any, stor
 
     `scanner_for(backend)` opens a VectorStore; annotations have no index_struct, so the backend is vector.store.
     """
-    from drtool.core.chunk_writer import text_digest
-
     if not tables_present(reader):
         return []
     verdicts: list[dict[str, Any]] = []
@@ -451,21 +345,18 @@ def _verify_annotation_vectors(app: AnnotationApp, collection: str, scanner: Any
 
 def _verify_annotation_file(app: AnnotationApp, store: s3_adapter.BucketStore, expected: dict[str, bytes],
                             verdict: dict[str, Any], findings: Any) -> None:
-    from drtool.core.chunk_writer import text_digest
-
-    key = next((k for k in (f"{ROOT}{app.app_id}/processed/{n}" for n in CHUNK_FILE_NAMES)
-                if store.head(k) is not None), None)
-    if key is None:
+    found = head_chunk_file(store, f"{ROOT}{app.app_id}/processed/")
+    if found is None:
         findings.add("annotation_file_missing", app_id=app.app_id, url=store.url(annotation_key(app.app_id)),
                      hint="run drtool export-chunks --annotations")
         return
+    key = found.key
     url = store.url(key)
     verdict["annotation_file"] = url
     seen: set[str] = set()
-    body = io.BufferedReader(CountingRawStream(store.open(key)), buffer_size=1 << 20)
+    items = read_chunk_file(store, key, dataset_id=app.app_id, kind=KIND_ANNOTATION)
     try:
-        for item in parse_lines(iter_lines(body, compression_for(key), url), url, dataset_id=app.app_id,
-                                kind=KIND_ANNOTATION):
+        for item in items:
             if not isinstance(item, Chunk):
                 findings.add("annotation_file_stale", app_id=app.app_id, url=url, problem="invalid line",
                              line=item.line, reason=item.reason)
@@ -481,7 +372,7 @@ def _verify_annotation_file(app: AnnotationApp, store: s3_adapter.BucketStore, e
     except CorruptStream as exc:
         findings.add("annotation_file_stale", app_id=app.app_id, url=url, problem="file is corrupt", reason=str(exc))
     finally:
-        body.close()
+        items.close()
     for annotation_id in expected.keys() - seen:
         findings.add("annotation_file_stale", app_id=app.app_id, url=url, problem="annotation missing from the file",
                      annotation_id=annotation_id)

@@ -15,10 +15,11 @@ it again finishes the job (unchanged datasets are skipped).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ META_SHA = "drtool-content-sha256"
 META_CHUNKS = "drtool-chunks"
 META_FORMAT = "drtool-writer-format"
 SPOOL_IN_MEMORY = 8 << 20  # bytes a dataset's file may take in memory before the spool moves to disk
+PROGRESS_EVERY = 1000  # segments between two progress reports inside a dataset (a report costs a dict)
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -115,13 +117,23 @@ def export_chunks(settings: Settings, options: ExportOptions, *, emit: Emit) -> 
         datasets = select_datasets(reader, options)
         emit({"event": "export.started", "datasets": len(datasets), "bucket": store.bucket,
               "compression": options.compression, "dry_run": options.dry_run})
+        segments = 0  # written to the chunk files so far, all datasets together
+
+        def progress(finished: int, in_dataset: int = 0) -> None:
+            # Units of work for the progress display (drtool/cli/progress.py): datasets of the run, segments.
+            emit({"event": "progress", "task": "export-chunks", "unit": "datasets", "done": finished,
+                  "total": len(datasets), "also": {"segments": segments + in_dataset}})
+
         for number, dataset in enumerate(datasets, start=1):
             key = chunk_key(dataset.id, options.compression)
             result = DatasetExport(dataset_id=dataset.id, name=dataset.name, key=key, url=store.url(key))
             if dataset.provider == "external":  # an external knowledge base has no segments in Dify
                 result.status = "skipped_external"
             else:
-                _export_one(reader, store, dataset, result, options, emit)
+                _export_one(reader, store, dataset, result, options, emit,
+                            on_segments=lambda n, done=number - 1: progress(done, n))
+            segments += result.chunks
+            progress(number)
             log.info("[%d/%d] %s %s: %s, %d chunks", number, len(datasets), dataset.id, dataset.name,
                      result.status, result.chunks)
             emit({"event": "export.dataset_exported", **result.to_dict()})
@@ -134,35 +146,60 @@ def export_chunks(settings: Settings, options: ExportOptions, *, emit: Emit) -> 
 
 
 def _export_one(reader: DifyReader, store: s3_adapter.BucketStore, dataset: DatasetRow, result: DatasetExport,
-                options: ExportOptions, emit: Emit) -> None:
+                options: ExportOptions, emit: Emit, *, on_segments: Callable[[int], None] | None = None) -> None:
+    """Export one dataset; `on_segments` hears how many segments were written every PROGRESS_EVERY of them."""
+
+    def records() -> Iterator[dict[str, Any]]:
+        written = 0
+        for node in reader.iter_index_nodes(dataset.id):
+            if not node.text.strip():  # Dify does not embed a blank text; the chunk format forbids it
+                result.skipped_blank += 1
+                continue
+            yield node_record(node)
+            written += 1
+            if on_segments is not None and written % PROGRESS_EVERY == 0:
+                on_segments(written)
+            result.doc_forms[node.doc_form] = result.doc_forms.get(node.doc_form, 0) + 1
+        if result.skipped_blank:
+            log.warning("dataset %s: %d blank segment(s) left out", dataset.id, result.skipped_blank)
+
+    write_chunk_file(store, result, records(), options, emit,
+                     stale_keys=other_chunk_keys(dataset.id, options.compression))
+
+
+def write_chunk_file(store: s3_adapter.BucketStore, result: DatasetExport, records: Iterable[dict[str, Any]],
+                     options: ExportOptions, emit: Emit, *, stale_keys: Iterable[str], identity: tuple[str, ...] = (),
+                     extra_metadata: dict[str, str] | None = None, spool_prefix: str = "drtool-chunks-") -> None:
+    """Write `records` to result.key unless the stored file already holds them, then delete `stale_keys`.
+
+    Shared by dataset and annotation files so both skip unchanged files, upload and clean up the same way.
+    `identity`: what besides the lines makes the file (an annotation binding's model and threshold), hashed
+    with them so that a change to it re-exports; `extra_metadata` is stored on the object beside the hash.
+    """
     started = time.monotonic()
     head = store.head(result.key)
     metadata = (head or {}).get("Metadata") or {}
     if head is not None and metadata.get(META_FORMAT) == WRITER_FORMAT:
         result.previous_sha256 = metadata.get(META_SHA)
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, prefix="drtool-chunks-") as spool:
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, prefix=spool_prefix) as spool:
         writer = ChunkFileWriter(spool, options.compression)
-        for node in reader.iter_index_nodes(dataset.id):
-            if not node.text.strip():  # Dify does not embed a blank text; the chunk format forbids it
-                result.skipped_blank += 1
-                continue
-            writer.write(node_record(node))
-            result.doc_forms[node.doc_form] = result.doc_forms.get(node.doc_form, 0) + 1
-        result.sha256 = writer.close()
+        for record in records:
+            writer.write(record)
+        lines_sha = writer.close()
+        result.sha256 = (hashlib.sha256("\n".join((lines_sha, *identity)).encode()).hexdigest() if identity
+                         else lines_sha)
         result.chunks, result.raw_bytes = writer.count, writer.raw_bytes
         size = spool.tell()
         result.stored_bytes = size
-        if result.skipped_blank:
-            log.warning("dataset %s: %d blank segment(s) left out", dataset.id, result.skipped_blank)
         unchanged = result.previous_sha256 == result.sha256 and not options.force
         if options.dry_run:
             result.status = "unchanged" if unchanged else "would_write"
         elif unchanged:
             result.status = "unchanged"
         else:
-            upload_spool(store, result, spool, size, options, emit)
+            upload_spool(store, result, spool, size, options, emit, extra_metadata=extra_metadata)
     if not options.dry_run:
-        for other in other_chunk_keys(dataset.id, options.compression):
+        for other in stale_keys:
             if store.head(other) is not None:
                 store.delete(other)  # rebuild-index reads the first name that exists: never a stale one
                 result.removed.append(other)

@@ -15,14 +15,15 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from drtool.config import Settings
 from drtool.core import naming
 from drtool.core.chunks import (
     CHUNK_FILE_NAMES,
+    KIND_CHUNK,
     Chunk,
     CorruptStream,
     Rejection,
@@ -169,16 +170,50 @@ class Plan:
     dify_provider: str | None = None
 
 
-def find_chunk_file(store: Any, dataset_id: str) -> tuple[str, str, int]:
+class ChunkFile(NamedTuple):
+    """A chunk or annotation file as its HEAD shows it; `metadata` is what export-chunks stored with it."""
+
+    key: str
+    etag: str
+    size: int
+    metadata: dict[str, str]
+
+
+def head_chunk_file(store: Any, folder: str) -> ChunkFile | None:
+    """The file a reader takes in `folder`: the first of CHUNK_FILE_NAMES that exists. One lookup for datasets and
+    annotation files, so rebuild, verify and export agree on which name shadows which."""
     for name in CHUNK_FILE_NAMES:
-        key = f"datasets/{dataset_id}/processed/{name}"
-        head = store.head(key)
+        head = store.head(f"{folder}{name}")
         if head is not None:
-            return key, str(head.get("ETag", "")).strip('"'), int(head.get("ContentLength", 0))
+            return ChunkFile(f"{folder}{name}", str(head.get("ETag", "")).strip('"'),
+                             int(head.get("ContentLength", 0)), head.get("Metadata") or {})
+    return None
+
+
+def find_chunk_file(store: Any, dataset_id: str) -> tuple[str, str, int]:
+    found = head_chunk_file(store, f"datasets/{dataset_id}/processed/")
+    if found is not None:
+        return found.key, found.etag, found.size
     raise NotFoundError(f"no chunk file for dataset {dataset_id} at {store.url(f'datasets/{dataset_id}/processed/')}"
                         f"({', '.join(CHUNK_FILE_NAMES)})",
                         hint="check --dataset and s3.bucket/s3.key_prefix, or run drtool export-chunks first",
                         system="object store")
+
+
+def read_chunk_file(store: Any, key: str, *, dataset_id: str, kind: str,
+                    counter: list[CountingRawStream] | None = None) -> Generator[Chunk | Rejection, None, None]:
+    """Each line of the file as a Chunk or a Rejection, read as it streams; CorruptStream stops it. The one reader
+    of rebuild and verify, so both judge a file alike. `counter` receives the byte-counting body (progress);
+    close() the generator to close the body when stopping early."""
+    body = CountingRawStream(store.open(key))
+    if counter is not None:
+        counter.append(body)
+    source = store.url(key)
+    try:
+        yield from parse_lines(iter_lines(io.BufferedReader(body, 1 << 20), compression_for(key), source), source,
+                               dataset_id=dataset_id, kind=kind)
+    finally:
+        body.close()
 
 
 def list_datasets(store: Any) -> list[str]:
@@ -186,6 +221,11 @@ def list_datasets(store: Any) -> list[str]:
 
 
 class Rebuilder:
+    # What the chunk files hold, and what a damaged one is called and raises (AnnotationRebuilder: annotations).
+    chunk_kind = KIND_CHUNK
+    file_label = "chunk file"
+    corrupt_error: type[UsageError] = ChunkFileRefused
+
     def __init__(self, settings: Settings, options: Options, *, store: Any, target: VectorStore | None, embedder: Any,
                  meta: Any | None, emit: Emit, progress: Progress | None = None, redis_url: str | None = None
                  ) -> None:
@@ -338,12 +378,10 @@ class Rebuilder:
     def _stream(self, plan: Plan, report: DatasetReport, counter: list[CountingRawStream]
                 ) -> Iterator[Chunk]:
         """Valid chunks of the file; rejections are recorded and bounded by max_rejects."""
-        body = CountingRawStream(self.store.open(plan.chunk_key))
-        counter.append(body)
-        source = self.store.url(plan.chunk_key)
-        lines = iter_lines(io.BufferedReader(body, 1 << 20), compression_for(plan.chunk_key), source)
+        items = read_chunk_file(self.store, plan.chunk_key, dataset_id=plan.dataset_id, kind=self.chunk_kind,
+                                counter=counter)
         try:
-            for item in parse_lines(lines, source, dataset_id=plan.dataset_id):
+            for item in items:
                 report.lines_read = item.line
                 if isinstance(item, Rejection):
                     self._reject(report, item)
@@ -351,10 +389,10 @@ class Rebuilder:
                 report.valid += 1
                 yield item
         except CorruptStream as exc:
-            raise ChunkFileRefused(f"{exc}", hint="the chunk file is damaged: restore it from a snapshot or "
-                                   "re-export it", system="object store") from None
+            raise self.corrupt_error(f"{exc}", hint=f"the {self.file_label} is damaged: restore it from a snapshot "
+                                     "or re-export it", system="object store") from None
         finally:
-            body.close()
+            items.close()
 
     def _reject(self, report: DatasetReport, rejection: Rejection) -> None:
         report.rejected += 1
@@ -690,35 +728,9 @@ class Rebuilder:
     def verify(self, plan: Plan, report: DatasetReport, build: str, dim: int, dify_cache: Any) -> dict[str, Any]:
         target = self.target
         assert target is not None
-        problems: list[str] = []
-        expected = report.valid - report.key_collisions
-        count = target.count(build)
-        if count != expected:
-            problems.append(f"count {count} != {expected} valid chunks")
-        collided: set[bytes] = getattr(self, "_collided", set())
-
-        def shared(chunk: Chunk) -> bool:  # one store object for several chunks: its id is one of theirs
-            key = target.object_key(chunk.text, chunk.vector_metadata())
-            return key is not None and hashlib.blake2b(key.encode(), digest_size=8).digest() in collided
-
-        sample = [item for item in getattr(self, "sample", []) if not shared(item[0])]
-        need = [i for i, (_, v) in enumerate(sample) if v is None]
-        if need:
-            sidecar = self._sidecar(plan, dim)
-            chunks = [sample[i][0] for i in need]
-            found = dify_cache.lookup([c.text for c in chunks], dim) if dify_cache is not None else {}
-            rest = [j for j in range(len(chunks)) if j not in found]
-            for j, v in sidecar.lookup([hashlib.sha256(chunks[j].text.encode()).digest() for j in rest]).items():
-                found[rest[j]] = v
-            rest = [j for j in range(len(chunks)) if j not in found]
-            if rest:
-                for j, v in zip(rest, self.embedder.embed([self.embedder.truncate(chunks[j].text) for j in rest]),
-                                strict=True):
-                    found[j] = v
-            for j, i in enumerate(need):
-                sample[i] = (sample[i][0], found[j])
+        count, expected, problems = self._count_check(report, build, "chunks")
+        sample = self._gate_sample(plan, dim, dify_cache)
         k = max(1, self.rs.top_k)
-        hits = 0
         dify_ok = 0
         dify_filter = ""
         failures: list[str] = []
@@ -727,15 +739,10 @@ class Rebuilder:
         own_hits: list[Any] = []
         dify_hits: list[Any] = []
         if sample:
-            vectors = [v for _, v in sample if v is not None]
-            assert len(vectors) == len(sample)
+            vectors = [v for _, v in sample]
             own_hits = target.search_batch(build, vectors, k)
             dify_hits = target.dify_search_batch(build, vectors, k, [c.document_id for c, _ in sample])
-        for i, (chunk, vector) in enumerate(sample):
-            assert vector is not None
-            results = own_hits[i]
-            if any((r["metadata"] or {}).get("doc_id") == chunk.id for r in results):
-                hits += 1
+        for i, (chunk, _) in enumerate(sample):
             found_hits, dify_filter = dify_hits[i]
             match = next((r for r in found_hits if (r["metadata"] or {}).get("doc_id") == chunk.id), None)
             want = chunk.vector_metadata()
@@ -754,16 +761,61 @@ class Rebuilder:
             elif len(failures) < 5:
                 failures.append(f"{chunk.id} (line {chunk.line}): {why}")
         n = len(sample)
-        recall = hits / n if n else 1.0
-        minimum = self.rs.min_recall_pct / 100
-        if recall < minimum:
-            problems.append(f"self-retrieval recall@{k} {recall:.3f} < {minimum:.2f}")
+        recall = self._recall_check(sample, own_hits, k, problems)
         if dify_ok != n:
             problems.append(f"Dify's query path returned {dify_ok}/{n} sampled chunks with their metadata "
                             f"(missing: {', '.join(failures)})")
         return {"passed": not problems, "count": count, "expected": expected, "sample": n,
                 f"recall_at_{k}": round(recall, 4), "dify_query_ok": dify_ok, "dify_filter": dify_filter,
                 "problems": problems}
+
+    def _count_check(self, report: DatasetReport, build: str, noun: str) -> tuple[int, int, list[str]]:
+        """The gate's first test: (count, expected, problems). Chunks that share a store object (key_collisions)
+        are one object, so the build holds that many fewer than the file's valid lines."""
+        assert self.target is not None
+        expected = report.valid - report.key_collisions
+        count = self.target.count(build)
+        return count, expected, [f"count {count} != {expected} valid {noun}"] if count != expected else []
+
+    def _recall_check(self, sample: list[tuple[Chunk, list[float]]], own_hits: list[Any], k: int,
+                      problems: list[str]) -> float:
+        """Self-retrieval recall@k: the share of sampled chunks whose own vector finds them (by doc_id) in its k
+        nearest; below rebuild.min_recall_pct the index is not what the file says, and a problem is added."""
+        hits = sum(1 for (chunk, _), results in zip(sample, own_hits, strict=True)
+                   if any((r["metadata"] or {}).get("doc_id") == chunk.id for r in results))
+        recall = hits / len(sample) if sample else 1.0
+        minimum = self.rs.min_recall_pct / 100
+        if recall < minimum:
+            problems.append(f"self-retrieval recall@{k} {recall:.3f} < {minimum:.2f}")
+        return recall
+
+    def _gate_sample(self, plan: Plan, dim: int, dify_cache: Any) -> list[tuple[Chunk, list[float]]]:
+        """The gate's sample, each chunk with its vector: the build's when it embedded it, else Dify's cache, the
+        sidecar (opened only when still needed), the model. Chunks that share a store object are left out: the
+        object carries one of their ids, so the others could never find themselves."""
+        target = self.target
+        assert target is not None
+        collided: set[bytes] = getattr(self, "_collided", set())
+
+        def shared(chunk: Chunk) -> bool:
+            key = target.object_key(chunk.text, chunk.vector_metadata())
+            return key is not None and hashlib.blake2b(key.encode(), digest_size=8).digest() in collided
+
+        sample = [item for item in getattr(self, "sample", []) if not shared(item[0])]
+        need = [i for i, (_, v) in enumerate(sample) if v is None]
+        texts = [sample[i][0].text for i in need]
+        found: dict[int, list[float]] = dict(dify_cache.lookup(texts, dim)) if need and dify_cache is not None else {}
+        rest = [j for j in range(len(need)) if j not in found]
+        if rest:
+            hits = self._sidecar(plan, dim).lookup([hashlib.sha256(texts[j].encode()).digest() for j in rest])
+            for j, v in hits.items():
+                found[rest[j]] = v
+        rest = [j for j in range(len(need)) if j not in found]
+        if rest:
+            for j, v in zip(rest, self.embedder.embed([self.embedder.truncate(texts[j]) for j in rest]), strict=True):
+                found[j] = v
+        slot = {i: j for j, i in enumerate(need)}
+        return [(chunk, v if v is not None else found[slot[i]]) for i, (chunk, v) in enumerate(sample)]
 
     def rollback(self, plan: Plan, report: DatasetReport) -> None:
         assert self.target is not None

@@ -370,3 +370,28 @@ def test_pgvector_annotation_tables(annotated: tuple[Any, AnnotationSeed], pgvec
                 assert stored == text and 1 - distance > THRESHOLD
     code, events = run_cli("verify", "--skip-files", "--annotations")
     assert all(a["ok"] for a in summary(events)["annotations"]), summary(events)["annotations"]
+
+
+def test_a_damaged_annotation_file_leaves_nothing_behind(annotated: tuple[Any, AnnotationSeed],
+                                                         chunk_bucket: ChunkBucket, rebuild_env: dict[str, str],
+                                                         run_cli: RunCli) -> None:
+    """As for a dataset's chunk file: a damaged annotation file is exit 2 naming the file, and leaves neither a
+    collection under Dify's name nor a checkpoint, so the run after the fix needs no --resume or --force."""
+    _, seeded = annotated
+    app = next(a for a in seeded.enabled if a.name == "Support bot")
+    assert run_cli("export-chunks", "--annotations", "--compression", "gzip")[0] == 0
+    key = f"annotations/{app.id}/processed/chunks.jsonl.gz"
+    good = chunk_bucket.client.get_object(Bucket=chunk_bucket.name, Key=key)["Body"].read()
+    chunk_bucket.client.put_object(Bucket=chunk_bucket.name, Key=key, Body=good[: len(good) // 2])  # truncated
+    code, events = run_cli("rebuild-index", "--app", app.id)
+    failed = [e["error"] for e in events if e.get("event") == "rebuild.dataset_failed"]
+    assert code == 2 and failed and "annotation file" in failed[0], summary(events)
+    client = MilvusClient(rebuild_env["DRTOOL_MILVUS_URI"])
+    try:
+        assert not client.has_collection(app.collection_name)
+    finally:
+        client.close()
+    assert not chunk_bucket.keys("drtool/rebuild/")
+    chunk_bucket.client.put_object(Bucket=chunk_bucket.name, Key=key, Body=good)
+    code, events = run_cli("rebuild-index", "--app", app.id)
+    assert code == 0, summary(events)
