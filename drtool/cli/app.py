@@ -48,7 +48,7 @@ class RunState:
     metrics_path: str | None = None
     metrics: list[Metric] = field(default_factory=list)
     result: dict[str, Any] | None = None
-    heartbeat: Any = None  # drtool.cli.heartbeat.Heartbeat of a long command, stopped by finish_run
+    heartbeat: Any = None  # the progress display of a long command (drtool/cli/progress.py), stopped by finish_run
 
 
 _run = RunState()
@@ -224,21 +224,23 @@ class App:
         return self._settings
 
     def _start_heartbeat(self) -> None:
-        """Long commands log a life sign every DRTOOL_PROGRESS_SECONDS (drtool/cli/heartbeat.py), except with -q."""
-        from drtool.cli.heartbeat import LONG_COMMANDS, Heartbeat
+        """Long commands show progress (drtool/cli/heartbeat.py, progress.py): a bar on a terminal, a line every
+        DRTOOL_PROGRESS_SECONDS off one; nothing with -q."""
+        from drtool.cli import heartbeat
 
         command = _command_path(click.get_current_context(silent=True))
-        if _run.heartbeat is None and not self.quiet and command in LONG_COMMANDS:
-            _run.heartbeat = Heartbeat(command)
+        if _run.heartbeat is None and not self.quiet:
+            _run.heartbeat = heartbeat.start(command, json_mode=self.json_mode, log_format=self.log_format)
 
     def emit(self, event: Mapping[str, Any]) -> None:
         """One JSON object per line on stdout, only in --json mode; human output is the renderer's job. Progress
-        events only: the result is `result`'s, written once at the end of the run."""
+        events only: the result is `result`'s, written once at the end of the run. A unit-count `progress` event
+        (drtool/cli/progress.py) goes to the progress display on stderr alone, never to stdout."""
         if event.get("event") == "result":
             raise ValueError("the result event is written by finish_run: pass it to App.result")
         if _run.heartbeat is not None:
             _run.heartbeat.observe(event)
-        if self.json_mode:
+        if self.json_mode and event.get("event") != "progress":
             write_json_line(stamp(event))
 
     def result(self, payload: Mapping[str, Any], render: Callable[[], None]) -> None:

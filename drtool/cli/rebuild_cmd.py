@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 import time
 from typing import Any
 
 import click
 
 from drtool.cli.app import App, Outcome, conclude, global_options, metrics_option, pass_app
+from drtool.cli.progress import LogDisplay, RichDisplay, on_terminal
 from drtool.core.metrics import Metric
 from drtool.core.ports import VECTOR_STORES
 from drtool.core.terminal import one_line
@@ -20,16 +18,19 @@ from drtool.ops.rebuild import DatasetReport, Options, Rebuilder, overall_exit_c
 
 
 class _Work:
-    """What a progress display counts: chunks stored (inserted, or already there on a resume), against the
+    """What a rebuild's progress counts: chunks stored (inserted, or already there on a resume), against the
     dataset's chunk count estimated from the bytes read so far, since a chunk file's line count is known only at
-    its end. Bytes read run ahead of embedding; chunks stored do not."""
+    its end. Bytes read run ahead of embedding; chunks stored do not. Implements drtool.ops.rebuild.Progress (plan,
+    start, advance, stop) and shows the counts on one of the shared displays (drtool/cli/progress.py), one task
+    per dataset."""
 
-    def __init__(self) -> None:
+    def __init__(self, display: LogDisplay) -> None:
+        self.display = display
         self.datasets = 0
         self.index = 0
         self.dataset_id = ""
         self.total_bytes: int | None = None
-        self.started = 0.0
+        self.dataset_started = 0.0
         self.done = 0
         self.estimate: int | None = None
         self.rate = 0.0
@@ -39,113 +40,84 @@ class _Work:
         self.datasets += datasets
 
     def start(self, dataset_id: str, total_bytes: int | None) -> None:
+        if self.dataset_id:  # the previous dataset's last line is written while its counts are still here
+            self.display.end_task()
         self.index += 1
         self.dataset_id, self.total_bytes = dataset_id, total_bytes
-        self.started, self.done, self.estimate, self.rate, self.hits = time.monotonic(), 0, None, 0.0, 0
+        self.dataset_started, self.done, self.estimate, self.rate, self.hits = time.monotonic(), 0, None, 0.0, 0
+        self._show()
 
     def advance(self, bytes_read: int, report: DatasetReport) -> None:
         self.done = report.inserted + report.skipped_done
         self.hits = report.cache_hits_sidecar + report.cache_hits_dify
-        self.rate = report.inserted / max(1e-6, time.monotonic() - self.started)
+        self.rate = report.inserted / max(1e-6, time.monotonic() - self.dataset_started)  # this run's inserts
         lines = report.lines_read
         if self.total_bytes and bytes_read and lines:
             self.estimate = max(lines, self.done, round(lines * self.total_bytes / bytes_read))
+        self._show()
+
+    def stop(self) -> None:
+        """The datasets' part of the run ended: the display ends the last dataset's task (a run may start again,
+        for the annotation collections, and then gets a fresh task)."""
+        if self.dataset_id:
+            self.display.stop()
+            self.dataset_id = ""
 
     @property
     def label(self) -> str:
-        # A dataset id may come from a bucket listing: control characters are escaped (one_line).
-        return f"[{self.index}/{max(self.datasets, self.index)}] {one_line(self.dataset_id[:13])}"
+        # The display escapes it (one_line): a dataset id may come from a bucket listing.
+        return f"[{self.index}/{max(self.datasets, self.index)}] {self.dataset_id[:13]}"
 
     def eta_seconds(self) -> float | None:
         if self.estimate is None or self.rate <= 0:
             return None
         return max(0.0, (self.estimate - self.done) / self.rate)
 
+    def _show(self) -> None:
+        self.display.update(self.label, "chunks", self.done, total=self.estimate, also={"cache hits": self.hits},
+                            approximate=True, rate=self.rate)
+
 
 class _RichProgress(_Work):
-    """A progress bar on stderr when it is a terminal: datasets, chunks stored of the estimate, chunks/s, cache
-    hits, ETA. Log records are routed through the bar's console while it runs, so a warning gets its own line."""
+    """The bar on a terminal: datasets, chunks stored of the estimate, chunks/s, cache hits, ETA."""
 
     def __init__(self) -> None:
-        super().__init__()
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        super().__init__(RichDisplay("rebuild-index", beat=False))
 
-        self._progress = Progress(
-            TextColumn("{task.fields[label]}", style="bold", markup=False), BarColumn(),
-            TextColumn("{task.completed}{task.fields[of]} chunks  {task.fields[rate]:.0f}/s  "
-                       "cache {task.fields[hits]}"),
-            TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-        self._task: Any = None
-        self._rerouted: list[tuple[logging.StreamHandler[Any], Any]] = []
+    @property
+    def _progress(self) -> Any:
+        """The rich Progress of the bar (tests render its columns)."""
+        return self.display._progress  # type: ignore[attr-defined]
 
-    def start(self, dataset_id: str, total_bytes: int | None) -> None:
-        super().start(dataset_id, total_bytes)
-        if self._task is None:
-            self._progress.start()
-            self._reroute_logs()
-        self._task = self._progress.add_task("", total=None, label=self.label, rate=0.0, hits=0, of="")
 
-    def advance(self, bytes_read: int, report: DatasetReport) -> None:
-        super().advance(bytes_read, report)
-        if self._task is not None:
-            self._progress.update(self._task, completed=self.done, total=self.estimate, rate=self.rate,
-                                  hits=self.hits, of="" if self.estimate is None else f"/~{self.estimate}")
+class _RebuildLog(LogDisplay):
+    """`rebuild.progress` records, with the fields they have always had (docs/json.md)."""
 
-    def stop(self) -> None:
-        if self._task is not None:
-            self._progress.update(self._task, total=self.done, completed=self.done, of=f"/{self.done}")
-            self._progress.stop()
-            self._task = None
-            for handler, stream in self._rerouted:
-                handler.setStream(stream)
-            self._rerouted = []
+    def __init__(self, work: _Work | None = None, every: float | None = None) -> None:
+        super().__init__("rebuild-index", every, logger=f"{LOGGER_NAME}.rebuild", beat=False)
+        self.work = work
 
-    def _reroute_logs(self) -> None:
-        """rich's live display proxies sys.stderr; drtool's log handler kept the real one and would write into
-        the bar's line. Point it at the proxy while the bar runs."""
-        for handler in logging.getLogger(LOGGER_NAME).handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.__stderr__:
-                self._rerouted.append((handler, handler.setStream(sys.stderr)))
+    def record(self, now: float, *, final: bool = False) -> tuple[str, dict[str, Any]]:
+        w = self.work
+        if w is None:
+            return super().record(now, final=final)
+        of = f"/~{w.estimate}" if w.estimate is not None and not final else ""
+        eta = w.eta_seconds()
+        left = f", ~{eta:.0f} s left" if eta is not None and not final else ""
+        text = f"rebuild {one_line(w.label)}: {w.done}{of} chunks stored, {w.rate:.0f}/s, cache hits {w.hits}{left}"
+        return text, {"event": "rebuild.progress", "dataset": w.dataset_id, "chunks_stored": w.done,
+                      "chunks_estimated": w.estimate, "rate_per_second": round(w.rate, 1)}
 
 
 class _LogProgress(_Work):
-    """Off a terminal (cron, Kubernetes, journald): one progress line every `every` seconds (DRTOOL_PROGRESS_SECONDS,
-    default 30), so a three-hour rebuild shows life. Silenced by -q with the rest of the progress; never on stdout."""
+    """Off a terminal (cron, Kubernetes, journald): one `rebuild.progress` line every `every` seconds
+    (DRTOOL_PROGRESS_SECONDS, default 30), so a three-hour rebuild shows life, and a dataset's last count when lines
+    were logged for it. Silenced by -q with the rest of the progress; never on stdout."""
 
     def __init__(self, every: float | None = None) -> None:
-        super().__init__()
-        self.every = float(os.environ.get("DRTOOL_PROGRESS_SECONDS", "30")) if every is None else every
-        self._last = 0.0
-
-    def start(self, dataset_id: str, total_bytes: int | None) -> None:
-        super().start(dataset_id, total_bytes)
-        self._last = time.monotonic()
-
-    def advance(self, bytes_read: int, report: DatasetReport) -> None:
-        super().advance(bytes_read, report)
-        now = time.monotonic()
-        if now - self._last >= self.every:
-            self._last = now
-            self._line()
-
-    def stop(self) -> None:
-        if self.dataset_id:
-            self._line(final=True)
-            self.dataset_id = ""
-
-    def _line(self, *, final: bool = False) -> None:
-        of = f"/~{self.estimate}" if self.estimate is not None and not final else ""
-        eta = self.eta_seconds()
-        left = f", ~{eta:.0f} s left" if eta is not None and not final else ""
-        text = f"rebuild {self.label}: {self.done}{of} chunks stored, {self.rate:.0f}/s, cache hits {self.hits}{left}"
-        # Bypasses the logger's level (WARNING without -v) on purpose, as the -q reason does: life signs are the
-        # point off a terminal; -q turns them off where the display is chosen.
-        log = logging.getLogger(f"{LOGGER_NAME}.rebuild")
-        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (text,), None,
-                                  extra={"fields": {"event": "rebuild.progress", "dataset": self.dataset_id,
-                                                    "chunks_stored": self.done, "chunks_estimated": self.estimate,
-                                                    "rate_per_second": round(self.rate, 1)}}))
+        display = _RebuildLog(every=every)
+        super().__init__(display)
+        display.work = self
 
 
 def _build_components(app: App, settings: Any, *, need_target: bool) -> dict[str, Any]:
@@ -256,10 +228,10 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, annot
     options = Options(datasets=datasets, all_datasets=all_datasets, resume=resume, force=force, dry_run=dry_run,
                       rollback=rollback, drop_old=drop_old, yes=yes, break_stale_lock=break_stale_lock)
     parts = _build_components(app, settings, need_target=True)
-    tty = sys.stderr.isatty() and not app.json_mode and not app.quiet
     progress: _Work | None = None
     if not (dry_run or rollback or app.quiet):
-        progress = _RichProgress() if tty else _LogProgress()
+        progress = _RichProgress() if on_terminal(json_mode=app.json_mode, log_format=app.log_format) \
+            else _LogProgress()
     rebuilder = Rebuilder(settings, options, store=parts["store"], target=parts["target"],
                           embedder=parts["embedder"], meta=parts["meta"], emit=app.emit, progress=progress,
                           redis_url=settings.redis.url)

@@ -331,7 +331,7 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
                       settle_seconds=settings.replication.settle_seconds, examples=examples, sample=sample,
                       check_version_id=False if ignore_version_id else None,
                       on_difference=stream if app.json_mode else None, seed=seed, read_data=read_data,
-                      max_rate=max_rate, progress=progress)
+                      max_rate=max_rate, progress=progress, emit=app.emit)
 
     progress.plan(f"bucket {b}" for b in buckets)
     report = run_with_deadline(work, limit, progress, f"replication verify {src.alias} -> {dst.alias}")

@@ -28,6 +28,8 @@ from drtool.ops.replication import Site, site_client, site_error, tls_verify
 from drtool.ops.replication_deadline import Progress
 from drtool.ops.replication_read_data import ReadDataResult, read_subset
 
+PROGRESS_EVERY = 1000  # source entries between two progress reports inside a bucket (a report costs a dict)
+
 log = logging.getLogger("drtool.replication")
 
 _PREFETCH_PAGES = 4  # pages buffered per side: bounds memory at ~4,000 entries each
@@ -183,8 +185,11 @@ def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str
            mode: str = "auto", settle_seconds: int = 120, examples: int = 10, sample: int | None = None,
            check_version_id: bool | None = None, on_difference: Callable[[str, Difference], None] | None = None,
            seed: int | None = None, read_data: float | None = None, max_rate: float | None = None,
-           progress: Progress | None = None) -> VerifyReport:
-    """Compare each bucket on both sites; `on_difference` sees every difference (for --json streaming).
+           progress: Progress | None = None,
+           emit: Callable[[dict[str, Any]], None] | None = None) -> VerifyReport:
+    """Compare each bucket on both sites; `on_difference` sees every difference (for --json streaming); `emit`
+    hears a `progress` event with the source entries compared so far (every PROGRESS_EVERY and after each bucket)
+    for the progress display (drtool/cli/progress.py).
 
     `read_data` (percent) also downloads that reproducible subset of versions from both sites
     (replication_read_data.py).
@@ -196,6 +201,19 @@ def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str
     tls = tls_verify(settings)
     timeout = float(settings.replication.timeout) * 4  # a page of 1,000 versions can take a while on a busy site
     results: list[BucketResult] = []
+    compared = 0  # source entries (versions, or latest objects) compared in the buckets finished
+
+    def report(in_bucket: int = 0) -> None:
+        if emit is not None:
+            emit({"event": "progress", "task": "replication verify", "unit": "objects compared",
+                  "done": compared + in_bucket, "total": None, "also": {"buckets": len(results)}})
+
+    def counting(entries: Iterator[Entry]) -> Iterator[Entry]:
+        for n, entry in enumerate(entries, start=1):
+            if n % PROGRESS_EVERY == 0:
+                report(n)
+            yield entry
+
     for bucket in buckets:
         settle_before = datetime.now(UTC) - timedelta(seconds=settle_seconds)
         src_versioning = _versioning(src, bucket, source)
@@ -221,7 +239,7 @@ def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str
                 lambda b=bucket, v=versions: s3_adapter.iter_listing_pages_fast(dst, b, prefix, versions=v,
                                                                                verify=tls, timeout=timeout),
                 what=f"site {target.alias}: listing bucket {bucket}", endpoint=target.endpoint, site=target)
-            for diff in diff_listings(src_entries, dst_entries, mode=chosen,  # type: ignore[arg-type]
+            for diff in diff_listings(counting(src_entries), dst_entries, mode=chosen,  # type: ignore[arg-type]
                                       settle_before=settle_before, check_version_id=compare_vids,
                                       counts=result.counts):
                 if on_difference is not None:
@@ -237,6 +255,8 @@ def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str
                                            examples=examples)
         progress.done(f"bucket {bucket}")
         results.append(result)
+        compared += result.counts.source_entries
+        report()
     return VerifyReport(source, target, settle_seconds, results)
 
 

@@ -197,7 +197,7 @@ def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, s
                 dump_name=info.meta.get("artifacts", {}).get("plugin_dump"), slot="plugin_database")
         if not skip_objects:
             _restore_objects(settings, dest, info, sums, objects_to, dry_run=dry_run, verify_only=verify_only,
-                             identities=identities, result=result)
+                             identities=identities, result=result, emit=emit)
             emit({"event": "restore.objects", **result.objects})
         if target_db and not verify_only:
             if prepared is not None:
@@ -211,7 +211,10 @@ def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, s
 
 def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
                      objects_to: str | None, *, dry_run: bool, verify_only: bool, identities: list[Any] | None,
-                     result: RestoreResult) -> None:
+                     result: RestoreResult, emit: Emit = _noop) -> None:
+    """Copy every pinned version back (or check it, or count what would be copied). `emit` hears a `progress`
+    event per object handled, against the snapshot's pinned count, for the progress display
+    (drtool/cli/progress.py)."""
     source = info.meta.get("source", {})
     src_bucket = source.get("bucket") or settings.s3.bucket
     target_bucket = objects_to or settings.s3.bucket or src_bucket
@@ -271,9 +274,13 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
                     counts["skipped_dangling"] += 1
 
         try:
+            total = (info.meta.get("counts") or {}).get("pinned")
             for outcome, problem in bounded_map(one, pinned(), settings.snapshot.workers):
                 counts["pinned"] += 1
                 counts[outcome] = counts.get(outcome, 0) + 1
+                emit({"event": "progress", "task": "restore objects", "unit": "objects", "done": counts["pinned"],
+                      "total": total if isinstance(total, int) else None,
+                      "also": {"copied": counts["copied"], "already current": counts["already_current"]}})
                 if problem:
                     result.problems.append(problem)
         except ValueError as exc:

@@ -54,6 +54,7 @@ from drtool.ops.lock import destination_lock
 log = logging.getLogger("drtool.snapshot")
 
 Emit = Callable[[dict[str, Any]], None]
+PROGRESS_EVERY = 100  # versions listed between two progress reports (a report costs a dict)
 
 
 def _noop(_event: dict[str, Any]) -> None:
@@ -473,7 +474,7 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             inner: Any = agea.EncryptingWriter(manifest_sink, recipients) if recipients else manifest_sink
             writer = mf.ManifestWriter(inner)
             listed = _write_manifest(writer, index, patterns, src_client, src_bucket, key_prefix, fence,
-                                     versioning, dest if versioning != "Enabled" else None, folder)
+                                     versioning, dest if versioning != "Enabled" else None, folder, emit=emit)
             writer.close()
             if recipients:
                 inner.close()
@@ -595,9 +596,15 @@ def _cleanup_failed(dest: Destination, folder: str) -> None:
 
 def _write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: KeyPatterns, client: Any,
                     bucket: str, key_prefix: str, fence: datetime, versioning: str, copy_dest: Destination | None,
-                    folder: str) -> int:
-    """Stream the listing, pin versions, write records; returns how many listing entries were read."""
+                    folder: str, *, emit: Emit = _noop) -> int:
+    """Stream the listing, pin versions, write records; returns how many listing entries were read. `emit` hears
+    the versions listed and the objects pinned so far (a `progress` event every PROGRESS_EVERY versions, and at
+    the end), for the progress display (drtool/cli/progress.py)."""
     listed = 0
+
+    def progress() -> None:
+        emit({"event": "progress", "task": "snapshot objects", "unit": "versions listed", "done": listed,
+              "total": None, "also": {"pinned": writer.counts.get(mf.STATE_PINNED, 0)}})
 
     # Only prefixes that something references or includes are listed: a bucket's traces and crawls are skipped.
     heads = index.first_segments(key_prefix) | set(patterns.literal_heads)
@@ -610,6 +617,8 @@ def _write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: 
         for prefix in prefixes:
             for v in s3a.iter_object_versions(client, bucket, key_prefix + prefix):
                 listed += 1
+                if listed % PROGRESS_EVERY == 0:
+                    progress()
                 yield v
 
     def handle(key: str, version: mf.ObjectVersion | None, later: bool, refs: tuple[str, ...] | None,
@@ -655,6 +664,7 @@ def _write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: 
                 flush(batch)
                 batch = []
         flush(batch)
+        progress()
     except DrtoolError:
         raise
     except Exception as exc:

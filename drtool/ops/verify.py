@@ -64,7 +64,7 @@ class VerifyOptions:
     identity: str | None = None  # age identity file, for the manifest of an encrypted snapshot
     workers: int = 8
     # Annotation-reply collections of every enabled app. None: unless --dataset or --snapshot narrows the run
-    # (drill verifies with --snapshot and does not rebuild annotations yet).
+    # (drill, which verifies with --snapshot, asks for them explicitly since it rebuilds them too).
     annotations: bool | None = None
 
     @property
@@ -185,13 +185,23 @@ def verify(settings: Settings, options: VerifyOptions, *, emit: Emit) -> VerifyR
             datasets = reader.datasets(options.datasets)
             emit({"event": "verify.started", "datasets": len(datasets), "deep": options.deep})
             if options.check_files and store is not None:
+                # Units of work for the progress display (drtool/cli/progress.py): file rows checked, then datasets.
+                def files_checked(n: int) -> None:
+                    emit({"event": "progress", "task": "verify files", "unit": "files", "done": n, "total": None})
+
                 if options.snapshot:
-                    files = _verify_files_at_snapshot(settings, options, reader.iter_file_refs(), store, findings)
+                    files = _verify_files_at_snapshot(settings, options, reader.iter_file_refs(), store, findings,
+                                                      on_checked=files_checked)
                 else:
-                    files = _verify_files(reader.iter_file_refs(), store, findings, options.workers)
+                    files = _verify_files(reader.iter_file_refs(), store, findings, options.workers,
+                                          on_checked=files_checked)
                 emit({"event": "verify.files", **asdict(files)})
-            for dataset in datasets:
+            chunks = 0
+            for number, dataset in enumerate(datasets, start=1):
                 verdict = _verify_dataset(reader, dataset, settings, scanners, store, findings, options)
+                chunks += verdict.indexed_chunks
+                emit({"event": "progress", "task": "verify datasets", "unit": "datasets", "done": number,
+                      "total": len(datasets), "also": {"chunks": chunks}})
                 emit({"event": "verify.dataset", **verdict.to_dict()})
                 verdicts.append(verdict)
             apps: list[dict[str, Any]] = []
@@ -206,7 +216,7 @@ def verify(settings: Settings, options: VerifyOptions, *, emit: Emit) -> VerifyR
 
 
 def _verify_files(refs: Iterator[FileRef], store: s3_adapter.BucketStore, findings: Findings,
-                  workers: int) -> FilesVerdict:
+                  workers: int, *, on_checked: Callable[[int], None] | None = None) -> FilesVerdict:
     from drtool.ops.snapshot_catalog import bounded_map
 
     verdict = FilesVerdict()
@@ -221,6 +231,8 @@ def _verify_files(refs: Iterator[FileRef], store: s3_adapter.BucketStore, findin
 
     for ref, exists, refused in bounded_map(head, refs, workers):
         verdict.checked += 1
+        if on_checked is not None:
+            on_checked(verdict.checked)
         verdict.by_table[ref.table] = verdict.by_table.get(ref.table, 0) + 1
         if not exists:
             verdict.missing += 1
@@ -230,7 +242,8 @@ def _verify_files(refs: Iterator[FileRef], store: s3_adapter.BucketStore, findin
 
 
 def _verify_files_at_snapshot(settings: Settings, options: VerifyOptions, refs: Iterator[FileRef],
-                              store: s3_adapter.BucketStore, findings: Findings) -> FilesVerdict:
+                              store: s3_adapter.BucketStore, findings: Findings, *,
+                              on_checked: Callable[[int], None] | None = None) -> FilesVerdict:
     """Each referenced key must be pinned in the snapshot's manifest, and that exact version must still exist.
 
     This is what a restore from the snapshot will need: the current object may have changed or gone since.
@@ -275,6 +288,8 @@ def _verify_files_at_snapshot(settings: Settings, options: VerifyOptions, refs: 
 
     for ref, problem in bounded_map(check, refs, options.workers):
         verdict.checked += 1
+        if on_checked is not None:
+            on_checked(verdict.checked)
         verdict.by_table[ref.table] = verdict.by_table.get(ref.table, 0) + 1
         if problem:
             verdict.missing += 1
