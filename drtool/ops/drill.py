@@ -310,6 +310,12 @@ class Drill:
             rebuild=dataclasses.replace(s.rebuild, ledger_prefix=self.scratch.ledger_prefix),
             redis=dataclasses.replace(s.redis, url=None))  # never touch live Dify's Redis keys
 
+    def _progress_only(self, event: dict[str, Any]) -> None:
+        """What a phase's command reports, reduced to its unit counts: the drill's own events are its JSON contract,
+        so verify's or restore's events stay out of it, but their `progress` reaches the display (never stdout)."""
+        if event.get("event") == "progress":
+            self.emit(event)
+
     # -- phases
     def _phase(self, name: str, fn: Callable[[dict[str, Any]], None]) -> bool:
         phase: dict[str, Any] = {"name": name, "status": "running", "seconds": 0.0, "detail": {}, "error": None}
@@ -356,7 +362,7 @@ class Drill:
         result = restore(self.settings, dest, info.id, target_db=self.scratch.database, objects_to=None,
                          dry_run=False, yes=False, verify_only=False, identities=self.identities, no_owner=True,
                          skip_objects=True, expect_digest=self.options.expect_digest,
-                         target_plugin_db=self.scratch.plugin_database)
+                         target_plugin_db=self.scratch.plugin_database, emit=self._progress_only)
         detail["database"] = result.database
         if self.scratch.plugin_database:
             detail["plugin_database"] = result.plugin_database
@@ -431,7 +437,7 @@ class Drill:
         from drtool.adapters.s3 import BucketStore
         from drtool.errors import VerificationFailed
         from drtool.ops.annotations import AnnotationRebuilder
-        from drtool.ops.rebuild import Options, Rebuilder
+        from drtool.ops.rebuild import ChunkProgressEvents, Options, Rebuilder
 
         scratch = self.scratch_settings()
         datasets = sorted(self._scratch_datasets())
@@ -453,14 +459,16 @@ class Drill:
         try:
             if datasets:
                 rebuilder = Rebuilder(scratch, Options(datasets=tuple(datasets)), store=pinned, target=target,
-                                      embedder=embedder, meta=meta, emit=self.emit, redis_url=None)
+                                      embedder=embedder, meta=meta, emit=self.emit, redis_url=None,
+                                      progress=ChunkProgressEvents(self.emit, "drill rebuild"))
                 reports = rebuilder.run()
             if apps:
                 # The enabled list read from the restored rows: Postgres, not the files, says which apps Dify
                 # answers annotations for and with which model (as `rebuild-index --annotations` with Postgres).
                 annotations = AnnotationRebuilder(scratch, Options(), store=pinned, target=target,
                                                   embedder=embedder, meta=meta, emit=self.emit, redis_url=None,
-                                                  apps=self.scratch.annotation_apps)
+                                                  apps=self.scratch.annotation_apps,
+                                                  progress=ChunkProgressEvents(self.emit, "drill annotations"))
                 app_reports = annotations.run()
         finally:
             for part in (target, embedder, meta):
@@ -519,7 +527,7 @@ class Drill:
         # and must prove they hold every annotation exactly once (an empty list when the database has none).
         report = verify_closure(self.scratch_settings(),
                                 VerifyOptions(snapshot=info.id, identity=self.options.identity, annotations=True),
-                                emit=lambda _e: None)
+                                emit=self._progress_only)
         summary = report.to_dict()
         detail.update(breaks=summary["breaks"], counts=summary["counts"], files=summary["files"],
                       datasets=len(summary["datasets"]))
@@ -625,12 +633,14 @@ class Drill:
                     ("rebuild_index", lambda d: self.rebuild_index(dest, info, d)),
                     ("verify", lambda d: self.verify(info, d)),
                 ]
-                for name, fn in steps:
+                for number, (name, fn) in enumerate(steps, start=1):
                     if self.phases and self.phases[-1]["status"] != "ok":
                         self.phases.append({"name": name, "status": "skipped", "seconds": 0.0, "detail": {},
                                             "error": None})
                         continue
                     self._phase(name, fn)
+                    self.emit({"event": "progress", "task": "drill", "unit": "phases", "done": number,
+                               "total": len(steps)})
             except KeyboardInterrupt:
                 log.error("drill %s interrupted: %s", self.drill_id,
                           "scratch targets kept (--keep)" if self.options.keep else "removing its scratch targets")

@@ -103,6 +103,29 @@ class Progress(Protocol):
     def stop(self) -> None: ...
 
 
+class ChunkProgressEvents:
+    """Progress as `progress` events, for a rebuild run inside another command (the drill), whose display
+    (drtool/cli/progress.py) reads events: chunks stored, one task per dataset."""
+
+    def __init__(self, emit: Emit, task: str) -> None:
+        self.emit, self.task = emit, task
+        self.datasets = self.index = 0
+
+    def plan(self, datasets: int) -> None:
+        self.datasets += datasets
+
+    def start(self, dataset_id: str, total_bytes: int | None) -> None:
+        self.index += 1
+
+    def advance(self, bytes_read: int, report: DatasetReport) -> None:
+        # One task per dataset: `done` is absolute within a task, and each dataset's count starts at 0.
+        self.emit({"event": "progress", "task": f"{self.task} [{self.index}/{max(self.datasets, self.index)}]",
+                   "unit": "chunks", "done": report.inserted + report.skipped_done, "total": None})
+
+    def stop(self) -> None:
+        pass
+
+
 class _NoProgress:
     def plan(self, datasets: int) -> None:
         pass

@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.drill.conftest import DrillWorld, summary
 from tests.export.helpers import RunCli
+from tests.export.test_progress import run_json
 
 
 def _scratch_left(w: DrillWorld, token: str) -> list[str]:
@@ -20,8 +23,9 @@ def _scratch_left(w: DrillWorld, token: str) -> list[str]:
         target.close()
 
 
-def test_a_drill_rebuilds_verifies_and_reports_the_annotation_collections(annotated_drill_world: DrillWorld,
-                                                                          run_cli: RunCli, tmp_path: Path) -> None:
+def test_a_drill_rebuilds_verifies_and_reports_the_annotation_collections(
+        annotated_drill_world: DrillWorld, run_cli: RunCli, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     w = annotated_drill_world
     enabled = {a.id: a for a in w.annotations.enabled}
     assert len(enabled) == 2
@@ -31,9 +35,19 @@ def test_a_drill_rebuilds_verifies_and_reports_the_annotation_collections(annota
                             Body=b"{not json\n")
     databases = w.databases()
 
-    code, events = run_cli("drill", "--report-dir", str(tmp_path))
+    monkeypatch.setenv("DRTOOL_PROGRESS_SECONDS", "0")
+    code, events, records = run_json(capsys, "drill", "--report-dir", str(tmp_path))
     result = summary(events)
     assert code == 0, result["problems"]
+    # Off a terminal the drill logs its progress (issue #14): phases of 4, then the chunks each rebuild stored and
+    # the files verify checked, each last line equal to the work the result reports.
+    progress = [r for r in records if r.get("event") == "progress" and r.get("task")]
+    last = {r["task"]: r for r in progress}
+    phases = [r["done"] for r in progress if r["task"] == "drill"]
+    assert phases == sorted(phases) and set(phases) == {1, 2, 3, 4} and last["drill"]["total"] == 4
+    apps = [t for t in last if t.startswith("drill annotations [")]
+    assert sorted(last[t]["done"] for t in apps) == sorted(len(a.annotations) for a in enabled.values())
+    assert last["verify files"]["done"] == result["phases"][3]["detail"]["files"]["checked"]
     token = result["drill_id"][-6:]
     restored = result["phases"][1]["detail"]
     assert restored["annotation_collections"] == {a.id: f"Drill_{token}_{a.collection_name}"
