@@ -1,6 +1,6 @@
 """Crash-consistency figures: seeded kill -9 trials of every writing command, and concurrent-run races.
 
-    .venv/bin/python -m bench.reliability.run                 # 20 trials per command (the test suite's default)
+    .venv/bin/python -m bench.reliability.run                 # 20 trials per command (the test suite runs 10)
     .venv/bin/python -m bench.reliability.run --trials 100    # more trials, same seed: a superset of the above
     .venv/bin/python -m bench.reliability.run --seed 7 --only snapshot
 

@@ -178,7 +178,9 @@ def test_vector_store_goes_away_mid_run_then_resume(weaviate_env: Any, weaviate_
     chunk_bucket.put_chunks(ds, chunks)
     ledger_key = f"drtool/rebuild/weaviate/{name}.json"
     embedding_server.slow_next(0.15, count=1000)
-    env = {**os.environ, "DRTOOL_REBUILD_BATCH_SIZE": "16", "DRTOOL_EMBEDDING_BATCH_SIZE": "16"}
+    # A short timeout and two tries: the retry budget has tests of its own (tests/network), here it only delays.
+    env = {**os.environ, "DRTOOL_REBUILD_BATCH_SIZE": "16", "DRTOOL_EMBEDDING_BATCH_SIZE": "16",
+           "DRTOOL_WEAVIATE_TIMEOUT": "10", "DRTOOL_WEAVIATE_MAX_ATTEMPTS": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "drtool", "--json", "rebuild-index", "--dataset", ds],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
