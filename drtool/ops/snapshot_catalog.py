@@ -130,9 +130,18 @@ def load(dest: Destination, snapshot_id: str) -> SnapshotInfo | None:
 
 
 def list_snapshots(dest: Destination) -> list[SnapshotInfo]:
-    """Committed snapshots, newest first."""
+    """Committed snapshots, newest first. An id tells the second it was taken in; two snapshots of the same second
+    (cron and an operator's manual run) are ordered by their fence, so `latest` is the one taken last."""
     out = [info for sid in reversed(folder_ids(dest)) if (info := load(dest, sid)) is not None]
-    return out
+    return sorted(out, key=_newest_first_key, reverse=True)
+
+
+def _newest_first_key(info: SnapshotInfo) -> tuple[str, datetime]:
+    try:
+        fence = info.fence
+    except (KeyError, TypeError, ValueError):  # a record without a readable fence sorts first in its second
+        fence = datetime.min.replace(tzinfo=UTC)
+    return info.id.split("-", 1)[0], fence
 
 
 def resolve(dest: Destination, ref: str) -> SnapshotInfo:
