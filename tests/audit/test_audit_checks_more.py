@@ -10,9 +10,7 @@ import ipaddress
 import os
 import re
 import secrets
-import ssl
 import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +23,8 @@ from psycopg import sql
 
 from tests.audit.conftest import World
 from tests.audit.test_audit_findings import free_port, only
-from tests.stack.minio_sites import MinioSites
+from tests.stack.minio_sites import MinioSites, start_tls_minio
 from tests.stack.pg_server import PostgresServer
-from tests.stack.process import ManagedProcess
 
 
 @contextmanager
@@ -166,34 +163,6 @@ def _write_certs(folder: Path) -> Path:
     return folder / "ca.pem"
 
 
-def _start_tls_minio(folder: Path, port: int) -> ManagedProcess:
-    from tests.stack.build import ensure_go_binary
-    from tests.stack.versions import MINIO
-
-    endpoint = f"https://127.0.0.1:{port}"
-    proc = ManagedProcess(
-        name=f"minio with TLS on {endpoint}",
-        argv=[str(ensure_go_binary(MINIO)), "server", str(folder / "data"), "--address", f"127.0.0.1:{port}",
-              "--console-address", f"127.0.0.1:{free_port()}", "--certs-dir", str(folder / "certs"), "--quiet"],
-        log_path=folder / "minio.log",
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(folder), "MINIO_ROOT_USER": TLS_ROOT,
-             "MINIO_ROOT_PASSWORD": TLS_ROOT_SECRET, "MINIO_BROWSER": "off", "MINIO_UPDATE": "off",
-             "MINIO_CI_CD": "1"},
-        cwd=folder, stop_timeout=20.0)
-    context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"{endpoint}/minio/health/ready", timeout=3, context=context) as resp:
-                return int(resp.status) == 200
-        except OSError:
-            return False
-
-    proc.start()
-    proc.wait_ready(ready, 60, what="ready over TLS")
-    return proc
-
-
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # the s3.verify_tls=false run
 def test_tls_certificate_expiring_then_expired(world: World, minio_pair: MinioSites, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,7 +178,7 @@ def test_tls_certificate_expiring_then_expired(world: World, minio_pair: MinioSi
     ca = _write_certs(folder)
     port = free_port()
     endpoint = f"https://127.0.0.1:{port}"
-    proc = _start_tls_minio(folder, port)
+    proc = start_tls_minio(folder, port, TLS_ROOT, TLS_ROOT_SECRET)
     try:
         user, password = "drtool-tls-user", "tls-user-" + secrets.token_urlsafe(12)
         mc = [str(minio_pair.mc_path), "--config-dir", str(folder / "mc"), "--insecure"]

@@ -86,10 +86,7 @@ def test_snapshot_lose_everything_restore_rebuild_verify(
     env = drtool_env(pg, db.dbname, bucket, DRTOOL_SNAPSHOT_BUCKET=dest, DRTOOL_SNAPSHOT_PG_BIN_DIR=str(pg.bin_dir),
                      DRTOOL_POSTGRES_PLUGIN_DATABASE=plugin_database, DRTOOL_SNAPSHOT_PLUGIN_STORAGE_BUCKET=source,
                      DRTOOL_VECTOR_STORE="milvus", DRTOOL_MILVUS_URI=milvus_uri,
-                     DRTOOL_EMBEDDING_PROVIDER="openai", DRTOOL_EMBEDDING_BASE_URL=embedding_server.base_url,
-                     DRTOOL_EMBEDDING_API_KEY=embedding_server.api_key,
-                     DRTOOL_EMBEDDING_MODEL=embedding_server.model_name,
-                     DRTOOL_EMBEDDING_DIMENSIONS=str(embedding_server.dimensions), DRTOOL_REBUILD_SAMPLE="10")
+                     **embedding_server.settings_env(), DRTOOL_REBUILD_SAMPLE="10")
     apply_env(monkeypatch, env)
 
     # --- export-chunks, the live index, then the snapshot ---------------------------------------------------------

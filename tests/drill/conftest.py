@@ -134,10 +134,7 @@ def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pai
         "DRTOOL_WEAVIATE_GRPC_ENDPOINT": str(weaviate.grpc_endpoint)}
     env = drtool_env(pg, db.dbname, bucket, DRTOOL_SNAPSHOT_BUCKET=dest, DRTOOL_SNAPSHOT_PG_BIN_DIR=str(pg.bin_dir),
                      DRTOOL_VECTOR_STORE=backend, **store,
-                     DRTOOL_EMBEDDING_PROVIDER="openai", DRTOOL_EMBEDDING_BASE_URL=embedding_server.base_url,
-                     DRTOOL_EMBEDDING_API_KEY=embedding_server.api_key,
-                     DRTOOL_EMBEDDING_MODEL=embedding_server.model_name,
-                     DRTOOL_EMBEDDING_DIMENSIONS=str(embedding_server.dimensions), DRTOOL_REBUILD_SAMPLE="10")
+                     **embedding_server.settings_env(), DRTOOL_REBUILD_SAMPLE="10")
     apply_env(monkeypatch, env)
     code, events = run_cli("export-chunks", "--all")
     assert code == 0, events

@@ -12,7 +12,7 @@ import pytest
 
 from tests.drill.conftest import DrillWorld, summary
 from tests.export.helpers import RunCli
-from tests.export.test_progress import run_json
+from tests.foundation.cli_runner import run_json
 
 
 def _scratch_left(w: DrillWorld, token: str) -> list[str]:

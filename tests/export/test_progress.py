@@ -4,25 +4,12 @@ on stdout. Real Postgres (seeded Dify tables) and MinIO."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from tests.export.helpers import Bucket
-from tests.foundation.json_contract import check_json_run
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
-    """`drtool --json --log-format json ARGS` in this process: exit code, stdout events, stderr records."""
-    from drtool.cli.main import run
-
-    capsys.readouterr()
-    code = run(["--json", "--log-format", "json", *args])
-    captured = capsys.readouterr()
-    check_json_run(["--json", *args], captured.out, code)
-    return (code, [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")],
-            [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")])
+from tests.foundation.cli_runner import run_json
 
 
 def test_export_progress_counts_datasets_and_segments(env: dict[str, str], dify_db: Any, bucket: Bucket,

@@ -53,3 +53,16 @@ def make_run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
         return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     return call
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    """`drtool --json --log-format json ARGS` in this process: exit code, stdout events, stderr records (what a
+    test of the logs, such as the progress lines, reads)."""
+    from drtool.cli.main import run
+
+    capsys.readouterr()
+    code = run(["--json", "--log-format", "json", *args])
+    captured = capsys.readouterr()
+    check_json_run(["--json", *args], captured.out, code)
+    return (code, [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")],
+            [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")])

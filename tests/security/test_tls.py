@@ -5,9 +5,7 @@ turning verification off takes an explicit flag and prints a warning. Both the S
 from __future__ import annotations
 
 import os
-import ssl
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +15,8 @@ import pytest
 from botocore.config import Config
 
 from tests.security.conftest import drtool
-from tests.stack.build import ensure_go_binary
+from tests.stack.minio_sites import start_tls_minio
 from tests.stack.ports import free_ports
-from tests.stack.process import ManagedProcess
-from tests.stack.versions import MINIO
 
 ACCESS, SECRET = "tlsadmin", "tls-secret-Wq83Lk2Pz"
 
@@ -63,28 +59,10 @@ def _make_certs(folder: Path) -> None:
 def tls_minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsMinio]:
     folder = tmp_path_factory.mktemp("tls-minio")
     _make_certs(folder)
-    port, console = free_ports(2)
+    [port] = free_ports(1)
     endpoint = f"https://127.0.0.1:{port}"
-    proc = ManagedProcess(
-        name=f"minio with TLS on {endpoint}",
-        argv=[str(ensure_go_binary(MINIO)), "server", str(folder / "data"), "--address", f"127.0.0.1:{port}",
-              "--console-address", f"127.0.0.1:{console}", "--certs-dir", str(folder / "certs"), "--quiet"],
-        log_path=folder / "minio.log",
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(folder), "MINIO_ROOT_USER": ACCESS,
-             "MINIO_ROOT_PASSWORD": SECRET, "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CI_CD": "1"},
-        cwd=folder, stop_timeout=20.0)
-    context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"{endpoint}/minio/health/ready", timeout=3, context=context) as resp:
-                return int(resp.status) == 200
-        except OSError:
-            return False
-
-    proc.start()
+    proc = start_tls_minio(folder, port, ACCESS, SECRET)
     try:
-        proc.wait_ready(ready, 60, what="ready over TLS")
         client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS, aws_secret_access_key=SECRET,
                               region_name="us-east-1", verify=str(folder / "ca.pem"),
                               config=Config(s3={"addressing_style": "path"}))

@@ -166,6 +166,12 @@ class EmbeddingServer:
     dimensions: int
     _state: _ServerState | None = field(default=None, repr=False, compare=False)
 
+    def settings_env(self) -> dict[str, str]:
+        """drtool's embedding settings for this server, as the environment sets them."""
+        return {"DRTOOL_EMBEDDING_PROVIDER": "openai", "DRTOOL_EMBEDDING_BASE_URL": self.base_url,
+                "DRTOOL_EMBEDDING_API_KEY": self.api_key, "DRTOOL_EMBEDDING_MODEL": self.model_name,
+                "DRTOOL_EMBEDDING_DIMENSIONS": str(self.dimensions)}
+
     @property
     def controllable(self) -> bool:
         """True for the in-process server (fault injection and counters work); False for an external one."""

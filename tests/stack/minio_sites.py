@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -316,3 +317,37 @@ def external_minio_pair(
     for site in (sites.a, sites.b):
         sites.mc("alias", "set", site.alias, site.endpoint, site.access_key, site.secret_key)
     return sites
+
+
+def start_tls_minio(folder: Path, port: int, root_user: str, root_password: str) -> ManagedProcess:
+    """One MinIO serving TLS with the certificates already in `folder`/certs (public.crt, private.key, and SNI
+    sub-folders), ready when its health answers over TLS verified by `folder`/ca.pem. The caller stops it."""
+    from tests.stack.versions import MINIO
+
+    endpoint = f"https://127.0.0.1:{port}"
+    [console] = free_ports(1)
+    proc = ManagedProcess(
+        name=f"minio with TLS on {endpoint}",
+        argv=[str(ensure_go_binary(MINIO)), "server", str(folder / "data"), "--address", f"127.0.0.1:{port}",
+              "--console-address", f"127.0.0.1:{console}", "--certs-dir", str(folder / "certs"), "--quiet"],
+        log_path=folder / "minio.log",
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(folder), "MINIO_ROOT_USER": root_user,
+             "MINIO_ROOT_PASSWORD": root_password, "MINIO_BROWSER": "off", "MINIO_UPDATE": "off",
+             "MINIO_CI_CD": "1"},
+        cwd=folder, stop_timeout=20.0)
+    context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/minio/health/ready", timeout=3, context=context) as resp:
+                return int(resp.status) == 200
+        except OSError:
+            return False
+
+    proc.start()
+    try:
+        proc.wait_ready(ready, 60, what="ready over TLS")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc

@@ -4,25 +4,10 @@ done; nothing of it on stdout. Real Postgres, MinIO and Milvus Lite."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 
-from tests.foundation.json_contract import check_json_run
+from tests.foundation.cli_runner import run_json
 from tests.verify.conftest import World
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
-    """`drtool --json --log-format json ARGS` in this process: exit code, stdout events, stderr records."""
-    from drtool.cli.main import run
-
-    capsys.readouterr()
-    code = run(["--json", "--log-format", "json", *args])
-    captured = capsys.readouterr()
-    check_json_run(["--json", *args], captured.out, code)
-    return (code, [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")],
-            [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")])
 
 
 def test_verify_deep_progress_counts_files_then_datasets(milvus_world: World, capsys: pytest.CaptureFixture[str],
