@@ -5,11 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
+import pytest
 
 from tests.foundation.metrics_check import parse_metrics
 from tests.snapshot.conftest import SnapshotEnv
+
+
+@pytest.fixture(scope="module")
+def minio_pair(own_minio_pair: Any) -> Any:
+    """A pair of this module's own: --require-replication's verdict covers every bucket of the pair, and buckets
+    other modules made around a site restart (one missing on a site for a while) would decide it."""
+    return own_minio_pair
 
 
 def test_json_events_and_metrics_file(minio_env: SnapshotEnv, tmp_path) -> None:
