@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -297,8 +297,10 @@ class _Audit:
                 return
 
     # --- MinIO admin ----------------------------------------------------------------------------------------------
-    def minio_audit_log(self) -> None:
-        """Every MinIO site (or s3.endpoint) sends its audit log somewhere, and that target is online."""
+    def minio_server_infos(self, what: str) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """(site, `admin info` answer) of every MinIO site of replication.sites, or of s3.endpoint when none is
+        configured; a site without the admin API or down is recorded as skipped for `what` (a site that is down
+        is the site-replication check's finding)."""
         from drtool.adapters.minio_admin import NotMinioError
         from drtool.ops.replication import Site, admin_for, configured_sites
 
@@ -309,20 +311,25 @@ class _Audit:
         if not sites and self.settings.s3.endpoint:
             sites = [Site("s3", self.settings.s3.endpoint.rstrip("/"))]
         if not sites:
-            self.result.skipped.append("minio: audit log (no replication.sites and no s3.endpoint)")
+            self.result.skipped.append(f"minio: {what} (no replication.sites and no s3.endpoint)")
             return
         for site in sites:
             admin = admin_for(self.settings, site)
             try:
                 info = admin.server_info()
             except NotMinioError:
-                self.result.skipped.append(f"minio: audit log of {site.endpoint} (no MinIO admin API)")
+                self.result.skipped.append(f"minio: {what} of {site.endpoint} (no MinIO admin API)")
                 continue
-            except UnavailableError:  # a site that is down is the site-replication check's finding
-                self.result.skipped.append(f"minio: audit log of {site.endpoint} (unreachable)")
+            except UnavailableError:
+                self.result.skipped.append(f"minio: {what} of {site.endpoint} (unreachable)")
                 continue
             finally:
                 admin.close()
+            yield site, info
+
+    def minio_audit_log(self) -> None:
+        """Every MinIO site (or s3.endpoint) sends its audit log somewhere, and that target is online."""
+        for site, info in self.minio_server_infos("audit log"):
             targets: dict[str, str] = {}
             for entry in (info.get("services") or {}).get("audit") or []:
                 for name, state in (entry or {}).items():

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from drtool.core.audit import low_free_drives
-from drtool.errors import ConfigError, UnavailableError
 
 if TYPE_CHECKING:
     from drtool.ops.audit import _Audit
@@ -24,31 +23,8 @@ def _gb(n: int) -> str:
 
 def free_space(audit: _Audit) -> None:
     """A drive below `AuditOptions.min_free_percent` free is a warning, one finding per site."""
-    from drtool.adapters.minio_admin import NotMinioError
-    from drtool.ops.replication import Site, admin_for, configured_sites
-
-    try:
-        sites = configured_sites(audit.settings)
-    except ConfigError:
-        sites = []
-    if not sites and audit.settings.s3.endpoint:
-        sites = [Site("s3", audit.settings.s3.endpoint.rstrip("/"))]
-    if not sites:
-        audit.result.skipped.append("minio: free space (no replication.sites and no s3.endpoint)")
-        return
     limit = audit.options.min_free_percent
-    for site in sites:
-        admin = admin_for(audit.settings, site)
-        try:
-            info = admin.server_info()
-        except NotMinioError:
-            audit.result.skipped.append(f"minio: free space of {site.endpoint} (no MinIO admin API)")
-            continue
-        except UnavailableError:  # a site that is down is the site-replication check's finding
-            audit.result.skipped.append(f"minio: free space of {site.endpoint} (unreachable)")
-            continue
-        finally:
-            admin.close()
+    for site, info in audit.minio_server_infos("free space"):
         audit.result.checked.append(f"minio: free space of {site.endpoint}")
         low = low_free_drives(info, limit)
         if not low:
