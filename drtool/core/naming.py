@@ -9,6 +9,7 @@ from typing import Any
 from drtool.errors import UsageError
 
 _VALID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DIFY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 BUILD_SUFFIX = "_drtool_build"
 PREVIOUS_SUFFIX = "_drtool_prev"
 
@@ -20,6 +21,15 @@ def dify_collection_name(dataset_id: str, prefix: str = "Vector_index") -> str:
         raise UsageError(f"dataset id {dataset_id!r} with prefix {prefix!r} gives an invalid collection name {name!r}",
                          hint="check --dataset and vector.index_prefix")
     return name
+
+
+def is_dify_id(text: str) -> bool:
+    """A dataset or app id as Dify writes it: a lowercase canonical UUID.
+
+    Folder names read from a bucket listing are data, and whoever can write to the bucket chooses them: only a name
+    of this shape is taken for a dataset or an app.
+    """
+    return bool(_DIFY_ID.fullmatch(text))
 
 
 def from_index_struct(index_struct: str | dict[str, Any] | None) -> tuple[str | None, str | None]:

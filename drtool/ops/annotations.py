@@ -37,7 +37,15 @@ from drtool.core.chunk_writer import SUFFIX, text_digest
 from drtool.core.chunks import CHUNK_FILE_NAMES, KIND_ANNOTATION, Chunk, CorruptStream
 from drtool.errors import NotFoundError, UsageError
 from drtool.ops.export_chunks import DatasetExport, Emit, ExportOptions, write_chunk_file
-from drtool.ops.rebuild import DatasetReport, Plan, Rebuilder, _same_model, head_chunk_file, read_chunk_file
+from drtool.ops.rebuild import (
+    DatasetReport,
+    Plan,
+    Rebuilder,
+    _same_model,
+    head_chunk_file,
+    read_chunk_file,
+    split_dify_ids,
+)
 from drtool.ops.vector_sidecar import VectorSidecar, model_folder
 
 log = logging.getLogger("drtool.annotations")
@@ -140,6 +148,7 @@ class AnnotationRebuilder(Rebuilder):
 
     chunk_kind = KIND_ANNOTATION
     file_label = "annotation file"
+    listing_root = ROOT
 
     def __init__(self, *args: Any, apps: list[AnnotationApp] | None, app_ids: tuple[str, ...] = (),
                  **kwargs: Any) -> None:
@@ -158,7 +167,8 @@ class AnnotationRebuilder(Rebuilder):
             return list(dict.fromkeys(self.app_ids))
         if self.apps is not None:
             return [a for a, app in self.apps.items() if app.model_name]
-        return sorted(d for d in self.store.list_folders(ROOT) if d)
+        ids, self.refused_folders = split_dify_ids(self.store.list_folders(ROOT))
+        return ids
 
     def plan(self, dataset_id: str) -> Plan:
         app_id = dataset_id

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -239,8 +239,14 @@ def read_chunk_file(store: Any, key: str, *, dataset_id: str, kind: str,
         body.close()
 
 
-def list_datasets(store: Any) -> list[str]:
-    return sorted(d for d in store.list_folders("datasets/") if d)
+def split_dify_ids(folders: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(Dify ids, other names) among folder names from a listing: a planted `datasets/../` is not a dataset."""
+    names = sorted(d for d in folders if d)
+    return [n for n in names if naming.is_dify_id(n)], [n for n in names if not naming.is_dify_id(n)]
+
+
+def list_datasets(store: Any) -> tuple[list[str], list[str]]:
+    return split_dify_ids(store.list_folders("datasets/"))
 
 
 class Rebuilder:
@@ -248,6 +254,7 @@ class Rebuilder:
     chunk_kind = KIND_CHUNK
     file_label = "chunk file"
     corrupt_error: type[UsageError] = ChunkFileRefused
+    listing_root = "datasets/"  # where --all lists one folder per dataset
 
     def __init__(self, settings: Settings, options: Options, *, store: Any, target: VectorStore | None, embedder: Any,
                  meta: Any | None, emit: Emit, progress: Progress | None = None, redis_url: str | None = None
@@ -263,18 +270,30 @@ class Rebuilder:
         self.progress = progress or _NoProgress()
         self.redis_url = redis_url
         self._dimension: int | None = None
+        self.refused_folders: list[str] = []  # listed folders that are not Dify ids (see split_dify_ids)
 
     # -- helpers
     def dataset_ids(self) -> list[str]:
         if self.options.all_datasets:
-            ids = list_datasets(self.store)
-            if not ids:
+            ids, self.refused_folders = list_datasets(self.store)
+            if not ids and not self.refused_folders:
                 raise NotFoundError(f"no datasets under {self.store.url('datasets/')}",
                                     hint="check s3.bucket and s3.key_prefix", system="object store")
             return [i for i in ids if not self._skip_economy(i)]
         if not self.options.datasets:
             raise UsageError("say which datasets to rebuild", hint="pass --dataset ID (repeatable) or --all")
         return list(dict.fromkeys(self.options.datasets))
+
+    def _refuse_folders(self) -> list[DatasetReport]:
+        """A folder whose name is not a Dify id gets no collection, only a report and exit 3 (worth a look)."""
+        out = []
+        for name in self.refused_folders:
+            where = self.store.url(self.listing_root)
+            error = (f"folder {name!r} under {where} is not a Dify id (a UUID): left alone; remove it from the "
+                     "bucket if nobody should have written it")
+            self.emit({"event": "rebuild.dataset_refused", "dataset": name, "error": error})
+            out.append(DatasetReport(name, "", "", status="refused", error=error, exit_code=int(ExitCode.DEGRADED)))
+        return out
 
     def _skip_economy(self, dataset_id: str) -> bool:
         """export-chunks writes economy datasets too (their chunks feed the keyword index); --all leaves them."""
@@ -343,6 +362,7 @@ class Rebuilder:
     def run(self) -> list[DatasetReport]:
         reports: list[DatasetReport] = []
         dataset_ids = self.dataset_ids()
+        reports.extend(self._refuse_folders())
         self.progress.plan(len(dataset_ids))
         for dataset_id in dataset_ids:
             try:
