@@ -333,7 +333,8 @@ def _verify_dataset(reader: DifyReader, dataset: DatasetRow, settings: Settings,
     verdict.breaks = {k: findings.counts.get(k, 0) - before.get(k, 0) for k in KINDS
                       if findings.counts.get(k, 0) != before.get(k, 0)}
     verdict.seconds = round(time.monotonic() - started, 3)
-    log.info("dataset %s: %d indexed, %s vectors, %s", dataset.id, verdict.indexed_chunks, verdict.vectors,
+    vectors = "vectors not checked" if verdict.vectors is None else f"{verdict.vectors} vectors"
+    log.info("dataset %s: %d indexed, %s, %s", dataset.id, verdict.indexed_chunks, vectors,
              "ok" if verdict.ok else f"breaks {verdict.breaks}")
     return verdict
 

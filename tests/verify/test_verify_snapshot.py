@@ -7,11 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env
+from tests.foundation.cli_runner import run_json
 from tests.verify.conftest import summary
 
 
 def test_pinned_versions_outlive_a_deleted_object_until_the_version_is_gone(
-        pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, monkeypatch: Any, run_cli: RunCli) -> None:
+        pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, monkeypatch: Any, run_cli: RunCli,
+        capsys: Any) -> None:
     db = dify_db_factory()
     client = minio_pair.a.s3_client()
     source, dest = (f"verify-{uuid.uuid4().hex[:10]}" for _ in range(2))
@@ -30,8 +32,10 @@ def test_pinned_versions_outlive_a_deleted_object_until_the_version_is_gone(
     pinned_version = client.head_object(Bucket=source, Key=key)["VersionId"]
     client.delete_object(Bucket=source, Key=key)  # a delete marker: the current object is gone
 
-    code, events = run_cli("verify", "--skip-vectors")
+    code, events, records = run_json(capsys, "-v", "verify", "--skip-vectors")
     assert code == 4 and summary(events)["counts"] == {"missing_object": 1}
+    said = " ".join(str(r.get("message", r)) for r in records)
+    assert "vectors not checked" in said and "None vectors" not in said
 
     code, events = run_cli("verify", "--skip-vectors", "--snapshot", "latest")
     assert code == 0, events
