@@ -185,6 +185,7 @@ class MilvusTarget(VectorStoreDefaults):
 
     backend = "milvus"
     switches_by_alias = False
+    switch_is_rename = True
 
     def __init__(self, settings: MilvusSettings) -> None:
         self.settings = settings

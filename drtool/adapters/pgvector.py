@@ -230,6 +230,7 @@ class PgvectorTarget(VectorStoreDefaults):
 
     backend = "pgvector"
     switches_by_alias = False
+    switch_is_rename = True
 
     def __init__(self, settings: PgvectorSettings) -> None:
         self.settings = settings

@@ -96,6 +96,7 @@ class WeaviateTarget(VectorStoreDefaults):
 
     backend = "weaviate"
     switches_by_alias = False  # per instance: True only with weaviate.switch = alias
+    switch_is_rename = False  # the copy switch re-inserts every object (HNSW again): docs/rebuild-index.md
 
     def __init__(self, settings: WeaviateSettings, *, uuid_scheme: str = "content") -> None:
         import weaviate

@@ -61,6 +61,9 @@ class VectorStore(Protocol):
 
     backend: str  # the registry name, also the `type` Dify writes into datasets.index_struct
     switches_by_alias: bool  # True: the name Dify queries is an alias of the build (weaviate.switch=alias)
+    # True: the switch renames (O(1)), so even a first build goes beside the name and is renamed in after the gate;
+    # False (Weaviate's copy switch re-indexes every vector): with nothing to replace, the build is made in place.
+    switch_is_rename: bool
 
     def describe(self) -> str:
         """`<backend> <endpoint>` for messages and reports; never a credential."""

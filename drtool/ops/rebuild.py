@@ -471,7 +471,10 @@ class Rebuilder:
                         self.rs.batch_size))
         report.plan = {"to_embed": missing, "model_calls": -(-missing // bs),
                                "collection_exists": exists,
-                               "would": "build beside it and switch (blue/green)" if exists else "build in place"}
+                               "would": "build beside it and switch (blue/green)" if exists
+                                        else "build beside the name, rename it in after the gate"
+                                        if self.target is not None and self.target.switch_is_rename
+                                        else "build in place"}
         report.status = "planned"
         self.emit({"event": "rebuild.dataset_planned", **report.to_dict()})
 
@@ -530,10 +533,13 @@ class Rebuilder:
                 needed = target.confirm_needed(plan.collection)
                 if needed:
                     raise UsageError(needed, hint="add --yes to confirm, or rebuild into another vector store")
-            mode = "blue-green" if exists else ("new alias" if target.switches_by_alias else "in-place")
-            build = plan.collection
-            if exists or target.switches_by_alias:  # an alias store always builds beside, then points the alias
-                build = target.build_name(plan.collection)
+            # Beside the name Dify queries also when nothing is there yet (the disaster case), wherever the switch
+            # is a rename: Dify never sees a half-built or ungated collection, and a failed gate leaves the name as
+            # empty as it was. Weaviate's copy switch would re-index every object: built in place there.
+            beside = exists or target.switches_by_alias or target.switch_is_rename
+            build = target.build_name(plan.collection) if beside else plan.collection
+            mode = ("blue-green" if exists else "new alias" if target.switches_by_alias
+                    else "new" if beside else "in-place")
             if mode == "blue-green" and target.exists(build):
                 if target.count(build) > 0 and not self.options.force:
                     raise UsageError(f"collection {build} already holds vectors and no checkpoint explains them",
@@ -749,8 +755,13 @@ class Rebuilder:
         target = self.target
         assert target is not None
         collection = plan.collection
-        if build == collection:
+        if build == collection:  # a checkpoint of a version that built in place when nothing was there
             report.switch = f"built in place as {collection} (no previous collection)"
+            target.load(collection)
+        elif target.switch_is_rename and not target.exists(build) and target.exists(collection):
+            # Killed after the rename and before the checkpoint was deleted: renaming again would move the new
+            # collection aside and leave the name empty.
+            report.switch = f"{build} -> {collection} (done before the interruption)"
             target.load(collection)
         else:
             ledger.save(phase="switching")

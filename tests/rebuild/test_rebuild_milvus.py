@@ -27,7 +27,7 @@ def test_fresh_rebuild_writes_difys_exact_layout_and_verifies(
     result = summary(events)["datasets"][0]
     assert code == 0, result
     name = dify_collection_name(ds)
-    assert result["collection"] == name and result["mode"] == "in-place"
+    assert result["collection"] == name and result["mode"] == "new"
     assert result["inserted"] == 120 and result["embedded"] == 120
     assert result["verification"]["passed"] and result["verification"]["count"] == 120
     assert result["verification"]["recall_at_5"] >= 0.9

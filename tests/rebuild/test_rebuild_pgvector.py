@@ -78,7 +78,7 @@ def test_export_rebuild_verify_switch_and_rollback_on_pgvector(
     try:
         for dataset in db.seed.datasets:
             result = results[dataset.id]
-            assert result["collection"] == dataset.collection_name and result["mode"] == "in-place"
+            assert result["collection"] == dataset.collection_name and result["mode"] == "new"
             assert result["verification"]["passed"], result["verification"]
             assert result["verification"]["dify_filter"].startswith("meta->>'document_id' in ('")
             assert store.count(dataset.collection_name) == len(dataset.index_nodes)
