@@ -8,6 +8,7 @@ setting: docs/configuration.md is generated from them (`python -m drtool.config`
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 import typing
@@ -255,6 +256,19 @@ class RebuildSettings:
     ledger_prefix: str = _opt("drtool/rebuild", "object-storage prefix of the rebuild checkpoint ledgers")
 
 
+@dataclass(frozen=True)
+class AuditSettings:
+    """The targets `drtool audit` measures against: site policy, so they live with the other settings (a
+    drtool.toml shared by the weekly audit job and a person running it by hand) rather than only in flags."""
+
+    rpo_hours: float = _opt(26.0, "the newest committed snapshot must be younger than this many hours "
+                                  "(nightly snapshots plus slack; flag --rpo-hours)")
+    drill_max_age_days: float = _opt(14.0, "a restore drill must have passed within this many days (weekly drills, "
+                                           "one may be missed; flag --drill-max-age-days)")
+    min_free_percent: float = _opt(10.0, "a MinIO drive with less free space than this percentage is a warning "
+                                         "(flag --min-free-percent)")
+
+
 SECTIONS: dict[str, type] = {
     "s3": S3Settings,
     "postgres": PostgresSettings,
@@ -268,6 +282,7 @@ SECTIONS: dict[str, type] = {
     "rebuild": RebuildSettings,
     "snapshot": SnapshotSettings,
     "replication": ReplicationSettings,
+    "audit": AuditSettings,
 }
 
 
@@ -321,6 +336,7 @@ class Settings:
     rebuild: RebuildSettings
     snapshot: SnapshotSettings
     replication: ReplicationSettings
+    audit: AuditSettings
     sources: Mapping[str, str]
     storage_problem: str | None = None
     notes: tuple[str, ...] = ()
@@ -551,6 +567,16 @@ def _coerce(spec: SettingSpec, value: Any, source: str) -> Any:
         if number < 0:
             raise invalid("a number >= 0")
         return number
+    if spec.kind is float:
+        if isinstance(value, bool):
+            raise invalid("a number")
+        try:
+            real = float(str(value).strip())
+        except ValueError:
+            raise invalid("a number") from None
+        if not math.isfinite(real) or real < 0:
+            raise invalid("a finite number >= 0")
+        return real
     text = str(value).strip() if not isinstance(value, str) else value.strip()
     if spec.choices and text.lower() not in spec.choices:
         raise invalid("one of " + ", ".join(spec.choices))

@@ -153,6 +153,27 @@ class DifyReader:
         except psycopg.Error as exc:
             raise self._error(exc) from None
 
+    def iter_index_node_rows(self, dataset_id: str) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of iter_index_nodes as plain tuples in batches of up to FETCH_ROWS, columns in _NODES_SQL order.
+
+        For export-chunks, whose per-row work is the bottleneck: a `COPY (...) TO STDOUT` streams while the client
+        encodes (a server-side cursor waits for each FETCH), and no IndexNode is built per row. Memory stays bounded:
+        the server blocks when the socket's buffer is full.
+        """
+        try:
+            with self.conn.cursor() as cur, cur.copy(f"COPY ({_NODES_SQL}) TO STDOUT", {"ds": dataset_id}) as copy:
+                copy.set_types(["text", "text", "text", "text", "int8", "text", "text", "text", "text"])
+                batch: list[tuple[Any, ...]] = []
+                for row in copy.rows():
+                    batch.append(row)
+                    if len(batch) >= FETCH_ROWS:
+                        yield batch
+                        batch = []
+                if batch:
+                    yield batch
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
     def count_index_nodes(self, dataset_id: str) -> int:
         """How many rows iter_index_nodes would yield, counted by the server from the same query (Dify's filters
         live in one place), without sending a single chunk text: what `drtool audit` compares with a collection's
@@ -162,6 +183,24 @@ class DifyReader:
         except psycopg.Error as exc:
             raise self._error(exc) from None
         return int(row[0]) if row else 0
+
+    def count_cached_index_nodes(self, dataset_id: str, model_name: str, provider_name: str) -> tuple[int, int]:
+        """(texts, texts with a vector in Dify's `embeddings` cache for this model): the rows of iter_index_nodes,
+        each looked up by the key Dify and `rebuild-index` use (sha256 of the text + "None", model, provider),
+        counted by the server in one query: the unique (model_name, hash, provider_name) index answers each
+        EXISTS, and no text or vector crosses the wire. None of the `embeddings` table: (texts, 0)."""
+        try:
+            if self.conn.execute("SELECT to_regclass('public.embeddings') IS NULL").fetchone()[0]:  # type: ignore[index]
+                return self.count_index_nodes(dataset_id), 0
+            row = self.conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE EXISTS ("
+                " SELECT 1 FROM embeddings e WHERE e.model_name = %(model)s AND e.provider_name = %(provider)s"
+                " AND e.hash = encode(sha256(convert_to(n_all.content || 'None', 'UTF8')), 'hex')))"
+                f" FROM ({_NODES_SQL}) n_all",
+                {"ds": dataset_id, "model": model_name, "provider": provider_name}).fetchone()
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def iter_file_refs(self) -> Iterator[FileRef]:
         """Every object key Dify's rows point at: upload_files.key and tool_files.file_key (if the table exists)."""

@@ -162,6 +162,11 @@ class MinioAdmin:
         Unlike `admin config get`, whose answer madmin encrypts, it is plain JSON."""
         return self._admin_json("/info", {}, "server info")
 
+    def account_info(self) -> dict[str, Any]:
+        """GET accountinfo (`mc admin accountinfo`): the caller's own account name, effective policy (`Policy`, the
+        combined policy of the user and its groups) and the buckets it may use. Any authenticated user may ask."""
+        return self._admin_json("/accountinfo", {}, "account info")
+
     def info(self) -> dict[str, Any]:
         """GET site-replication/info: `{"enabled": false}` when site replication is off."""
         data = self._admin_json("/site-replication/info", {"api-version": "1"}, "site replication info")

@@ -41,6 +41,7 @@ IAM_ACTIONS = {
     "GetBucketReplication": "s3:GetReplicationConfiguration",
     "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
     "GetObjectRetention": "s3:GetObjectRetention", "PutObjectRetention": "s3:PutObjectRetention",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration", "GetBucketPolicy": "s3:GetBucketPolicy",
 }
 # A write that carries Object Lock retention is also authorised as s3:PutObjectRetention (MinIO and AWS).
 LOCKED_WRITE_ACTIONS = "s3:PutObject and s3:PutObjectRetention"

@@ -73,12 +73,22 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
        "when it expires every verifying client refuses the endpoint: uploads, snapshots and restores stop"),
     _c("s3.root_credentials", W, "drtool uses the root or default MinIO credentials",
        "a leak of drtool's key is a leak of the whole server, Object Lock governance and every bucket included"),
+    _c("s3.policy_too_wide", W, "the credential's policy allows more than docs/iam.md lists",
+       "a leaked or misused drtool key can do more than drtool needs: delete or overwrite other buckets' objects, "
+       "change users or replication, and so take the restore points down with the data"),
+    _c("s3.multipart_refused", C, "a multipart upload probe was refused",
+       "snapshot dumps and Dify's large files are written as multipart uploads: they fail while a single PUT "
+       "still works (a refused abort only warns: interrupted uploads then leave their parts behind)"),
+    _c("s3.encryption_off", INFO, "the bucket has no default server-side encryption",
+       "info, not a warning: it does not stop a recovery (and a lost KMS key would), but the dumps and users' files "
+       "lie in the clear on the drives and on every replica"),
     _c("minio.audit_log_off", W, "MinIO's audit log has no target",
        "without a record of every PUT, GET and DELETE, what was changed, read or destroyed before an incident "
        "cannot be established, nor which restore point predates it"),
     _c("minio.audit_log_offline", W, "MinIO's audit log target is offline",
        "audit records are not delivered while the target is down: the trail has a gap"),
-    _c("minio.low_free_space", W, f"a MinIO drive has less than {MIN_FREE_PERCENT:g} % free",
+    _c("minio.low_free_space", W, f"a MinIO drive has less free space than audit.min_free_percent "
+       f"(default {MIN_FREE_PERCENT:g} %)",
        "a full drive makes MinIO refuse writes: Dify's uploads fail and the next snapshot cannot be written; "
        "versioned buckets grow with every overwrite, so it fills faster than the data seems to"),
     _c("minio.site_replication_off", W, "MinIO site replication is not enabled",
@@ -99,12 +109,18 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
        "an untested backup is a hope: only a drill proves restore works and measures the real RTO"),
     _c("drtool.chunks_missing", C, "a high-quality dataset has no chunk file",
        "its vector index cannot be rebuilt from object storage after the vector database is lost"),
+    _c("drtool.embedding_cache_coverage", INFO, "share of the texts a rebuild finds in Dify's embedding cache",
+       "every text not in the cache is sent to the embedding model during a rebuild: the model must be up and the "
+       "rebuild takes longer (and costs more with a paid model) the lower the share"),
     _c("postgres.unreachable", C, "PostgreSQL does not answer",
        "snapshots cannot dump the database and the audit of datasets is skipped"),
     _c("postgres.no_pitr", INFO, "no WAL archiving: the RPO is the snapshot interval",
        "without archive_mode/WAL archiving, the newest restorable state is the newest logical snapshot"),
     _c("postgres.pg_dump_older", C, "pg_dump is older than the server",
        "snapshot create refuses to run (an older pg_dump cannot dump a newer server)"),
+    _c("postgres.plugin_db_not_covered", W, "the Dify plugin daemon's database is not in the snapshots",
+       "a Dify restored without it has no installed plugins, so no model provider: it can neither embed nor "
+       "answer"),
     _c("postgres.dump_unreadable", C, "the configured role cannot read every table pg_dump dumps",
        "pg_dump stops at the first table it may not read (permission denied): every snapshot fails until it can"),
     _c("vector.unreachable", C, "the vector database does not answer",
@@ -152,6 +168,7 @@ class AuditResult:
     findings: list[Finding] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)  # "system: what" for every check that ran
     skipped: list[str] = field(default_factory=list)  # "system: why" for every check that did not
+    gauges: list[Metric] = field(default_factory=list)  # measurements a check reports besides its findings
 
     def counts(self) -> dict[str, int]:
         out = {s.label: 0 for s in Severity}
@@ -252,7 +269,7 @@ def metrics(result: AuditResult) -> list[Metric]:
                    {"id": fid, "severity": CATALOG[fid].severity.label}) for fid, n in per_id.items()]
     out.append(Metric("drtool_audit_score", "Score of the last audit (100: no warning or critical finding).",
                       float(result.score)))
-    return out
+    return out + list(result.gauges)
 
 
 def quote_ident(name: str) -> str:

@@ -7,7 +7,6 @@ report can be rendered again from history and these functions are tested without
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
@@ -15,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from drtool.core.html_page import escape, page
 from drtool.core.terminal import one_line
 
 RECORD_VERSION = 1
@@ -306,24 +306,12 @@ def render_markdown(record: Mapping[str, Any], history: Sequence[Mapping[str, An
     return "\n".join(out)
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:960px;color:#1d2430;
-padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #dde2ea}
-table{border-collapse:collapse;width:100%;font-size:.92rem}td,th{border:1px solid #dde2ea;padding:.3rem .5rem;
-text-align:left;vertical-align:top}th{background:#f3f5f8}.num{text-align:right;font-variant-numeric:tabular-nums}
-.badge{display:inline-block;padding:.1rem .6rem;border-radius:.8rem;color:#fff;font-weight:600}
-.passed{background:#1f8a4c}.failed{background:#c0392b}.breached{background:#d98200}.ok{color:#1f8a4c}
-.bad{color:#c0392b;font-weight:600}.warn{color:#b06a00;font-weight:600}code{background:#f3f5f8;padding:0 .2rem}
-.kpi{display:flex;gap:1rem;flex-wrap:wrap}.kpi div{border:1px solid #dde2ea;border-radius:.4rem;padding:.6rem 1rem;
-min-width:12rem}.kpi b{display:block;font-size:1.4rem}svg text{font-family:inherit;font-size:11px}
-"""
 
 _COLORS = {"ok": "#2e86de", "failed": "#c0392b", "skipped": "#b8c2cc", "pending": "#b8c2cc"}
 _OUTCOME_COLORS = {"passed": "#1f8a4c", "failed": "#c0392b", "slo breached": "#d98200"}
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+_e = escape  # every value from a record enters the page through drtool.core.html_page.escape
 
 
 def timeline_svg(phases: Sequence[Mapping[str, Any]], rto_slo: float | None, width: int = 900) -> str:
@@ -473,6 +461,4 @@ def render_html(record: Mapping[str, Any], history: Sequence[Mapping[str, Any]] 
                         f"<td class=num>{_e(row['rpo'])}</td><td>{_e(row['rto_slo'])}</td>"
                         f"<td>{_e(row['rpo_slo'])}</td></tr>")
         body.append("</table>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>drtool drill {_e(record.get('drill_id'))}: {_e(outcome)}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return page(f"drtool drill {record.get('drill_id')}: {outcome}", body)

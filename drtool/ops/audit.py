@@ -23,7 +23,14 @@ from drtool.config import S3Settings, Settings
 from drtool.core.audit import MIN_FREE_PERCENT, AuditResult, Finding, Severity
 from drtool.core.retention import Policy
 from drtool.errors import AuthError, ConfigError, DrtoolError, NotFoundError, UnavailableError
-from drtool.ops import audit_checks_pg, audit_checks_storage, audit_checks_tls, audit_checks_vector
+from drtool.ops import (
+    audit_checks_cache,
+    audit_checks_pg,
+    audit_checks_s3,
+    audit_checks_storage,
+    audit_checks_tls,
+    audit_checks_vector,
+)
 
 log = logging.getLogger("drtool.audit")
 
@@ -136,14 +143,18 @@ class _Audit:
             return
         self.result.checked.append(f"s3: {target} exists")
         self.credential_checks(b, target)
+        self.guarded(f"s3: {target} credential policy", lambda: audit_checks_s3.policy_scope(self, b, target))
         if self.options.probe:
             self.guarded(f"s3: {target} write/delete probe", lambda: self.probe(b, client, target))
+            self.guarded(f"s3: {target} multipart probe",
+                         lambda: audit_checks_s3.multipart_probe(self, b, client, target))
         self.guarded(f"s3: {target} versioning", lambda: self.versioning(b, client, target))
         if "snapshot" in b.role:
             self.guarded(f"s3: {target} object lock", lambda: self.object_lock(b, client, target))
         self.guarded(f"s3: {target} lifecycle", lambda: self.lifecycle(b, client, target))
         self.guarded(f"s3: {target} bucket policy", lambda: self.policy(b, client, target))
         self.guarded(f"s3: {target} anonymous list", lambda: self.anonymous_list(b, target))
+        self.guarded(f"s3: {target} encryption", lambda: audit_checks_s3.encryption(self, b, client, target))
 
     def tls_check(self, b: _Bucket, target: str) -> None:
         endpoint = b.s3.endpoint or ""
@@ -535,6 +546,8 @@ class _Audit:
         if pg_up:
             self.guarded("postgres: tables readable by the role", lambda: audit_checks_pg.dump_readable(self))
             self.guarded("drtool: datasets", self.datasets)
+            self.guarded("postgres: plugin database", lambda: audit_checks_pg.plugin_database(self))
+            self.guarded("drtool: embedding cache coverage", lambda: audit_checks_cache.embedding_cache(self))
         else:
             self.result.skipped.append("drtool: chunk files and models not checked (postgres unreachable)")
         self.guarded("vector: reachable", self.vector)

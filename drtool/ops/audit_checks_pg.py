@@ -62,3 +62,69 @@ def dump_readable(audit: _Audit) -> None:
                 + (f"; no USAGE on schema(s) {', '.join(no_usage)}" if no_usage else ""))
     audit.add("postgres.dump_unreadable", evidence,
               pg_grant_fix(role, sorted({s for s, _, _ in blocked}), no_usage), where)
+
+
+# Dify's DB_PLUGIN_DATABASE defaults to `dify_plugin` next to the default DB_DATABASE `dify`: the convention is the
+# main database's name with `_plugin`, and `dify_plugin` itself for a main database named otherwise.
+PLUGIN_DB_DEFAULT = "dify_plugin"
+
+
+def plugin_db_candidates(main: str) -> list[str]:
+    """The names Dify's plugin daemon database has when postgres.plugin_database is unset: Dify's default and the
+    main database's name + `_plugin` (`dify` -> `dify_plugin`, `dify_prod` -> `dify_prod_plugin`)."""
+    return sorted({PLUGIN_DB_DEFAULT, f"{main}_plugin"} - {main})
+
+
+def plugin_database(audit: _Audit) -> None:
+    """The plugin daemon's database is in the snapshots: configured and dumpable, or absent from the server.
+
+    Why: Dify 1.x keeps installed plugins (every model provider among them) in a database of its own; snapshots
+    dump it only when postgres.plugin_database names it (drtool/ops/snapshot_databases.py). Unset while such a
+    database exists, restores bring back a Dify that cannot embed or answer: a warning. Set but missing or not
+    readable, `snapshot create` refuses to run or pg_dump fails: every snapshot fails, so critical.
+    """
+    from drtool.adapters import postgres as pga
+    from drtool.core.audit import Severity
+    from drtool.errors import DrtoolError
+    from drtool.ops.snapshot_databases import check_plugin_database, plugin_postgres
+
+    pg = audit.settings.postgres
+    server = f"{pg.host}:{pg.port}"
+    name = pg.plugin_database
+    if not name:
+        candidates = plugin_db_candidates(pg.database)
+        with pga.connect(pg, autocommit=True) as conn:
+            found = [str(r[0]) for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname = ANY(%s) AND NOT datistemplate ORDER BY 1",
+                (candidates,)).fetchall()]
+        audit.result.checked.append(f"postgres: plugin daemon database ({' or '.join(candidates)}) on {server}")
+        for db in found:
+            audit.add("postgres.plugin_db_not_covered",
+                      f"database {db} exists on {server} (Dify's plugin daemon database, DB_PLUGIN_DATABASE) but "
+                      "postgres.plugin_database is unset: snapshots leave it out",
+                      f"set postgres.plugin_database={db} (env DRTOOL_POSTGRES_PLUGIN_DATABASE={db}), or run drtool "
+                      "with --dify-env pointing at Dify's docker/.env (it maps DB_PLUGIN_DATABASE); if it is a "
+                      "leftover of no running plugin daemon, drop it", f"{server}/{db}")
+        return
+    where = f"{server}/{name}"
+    fix = ("create the database or correct postgres.plugin_database (DRTOOL_POSTGRES_PLUGIN_DATABASE, Dify's "
+           "DB_PLUGIN_DATABASE via --dify-env); unset it if this Dify runs no plugin daemon")
+    try:
+        plug = plugin_postgres(audit.settings) or pg  # not None: plugin_database is set
+        check_plugin_database(audit.settings)
+        with pga.connect(plug, autocommit=True) as conn:
+            rows = conn.execute(_UNREADABLE_SQL).fetchall()
+    except DrtoolError as exc:
+        audit.add("postgres.plugin_db_not_covered", f"postgres.plugin_database={name}: {exc}; every snapshot "
+                                                    "fails until it is fixed", fix, where, Severity.CRITICAL)
+        return
+    audit.result.checked.append(f"postgres: plugin database {name} readable")
+    blocked = [f"{s}.{t}" for s, t, _k, usable, readable in rows if not (usable and readable)]
+    if blocked:
+        role = pg.user
+        more = f" (+{len(blocked) - MAX_LISTED} more)" if len(blocked) > MAX_LISTED else ""
+        audit.add("postgres.plugin_db_not_covered",
+                  f"role {role} cannot read {len(blocked)} relation(s) of the plugin database {name}: "
+                  + ", ".join(blocked[:MAX_LISTED]) + more + "; pg_dump of it fails, and every snapshot with it",
+                  "in the plugin database, " + pg_grant_fix(role, sorted({b.split('.', 1)[0] for b in blocked}), []),
+                  where, Severity.CRITICAL)

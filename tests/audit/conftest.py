@@ -65,14 +65,37 @@ class World:
     db: DifyDatabase
     env: dict[str, str]
     audit: Callable[..., AuditRun]
+    # grant(dify_bucket, snap_bucket): the user's documented policy for other buckets (a test that switches one)
+    grant: Callable[[str, str], None]
+
+
+AUDIT_POLICY = "drtool-audit-world"
+
+
+def grant_documented(sites: MinioSites, dify_bucket: str, snap_bucket: str, *, name: str = AUDIT_POLICY,
+                     user: str = AUDIT_USER, extra: list[dict[str, Any]] | None = None,
+                     leave_out: tuple[str, ...] = (), alias: str = "A") -> None:
+    """Give `user` exactly docs/iam.md's policies (their union, drtool.core.iam.documented_policy) for these two
+    buckets, plus `extra` statements and without the actions in `leave_out`: what a careful operator gives the
+    key drtool runs with, so a clean audit has no `s3.policy_too_wide`. Replaces the policy `name` in place."""
+    from drtool.core.iam import documented_policy
+
+    policy = documented_policy(dify_bucket, snap_bucket)
+    for st in policy["Statement"]:
+        st["Action"] = [a for a in st["Action"] if a not in leave_out]
+    policy["Statement"] = [st for st in policy["Statement"] if st["Action"]] + list(extra or [])
+    path = Path(sites.mc_config_dir) / f"{name}.json"
+    path.write_text(json.dumps(policy))
+    sites.mc("admin", "policy", "create", alias, name, str(path))
+    sites.mc("admin", "policy", "attach", alias, name, "--user", user, check=False)  # already attached: fine
 
 
 @pytest.fixture(scope="session")
 def audit_user(minio_pair: MinioSites) -> tuple[str, str]:
-    """A non-root IAM user with the readwrite policy (created once; site replication copies it to B)."""
+    """A non-root IAM user (created once; site replication copies it to B); each `world` gives it exactly the
+    documented policy for its buckets (grant_documented)."""
     password = "audit-" + secrets.token_urlsafe(18)
     minio_pair.mc("admin", "user", "add", "A", AUDIT_USER, password)
-    minio_pair.mc("admin", "policy", "attach", "A", "readwrite", "--user", AUDIT_USER, check=False)
     return AUDIT_USER, password
 
 
@@ -153,6 +176,7 @@ def world(minio_pair: MinioSites, audit_user: tuple[str, str], dify_db: DifyData
     for b in (dify_bucket, snap_bucket):
         client.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
     fill_source(client, dify_bucket, dify_db)
+    grant_documented(minio_pair, dify_bucket, snap_bucket)
     key_file = tmp_path / "signing.key"
     key = signing.generate()
     key_file.write_bytes(signing.private_pem(key))
@@ -180,7 +204,8 @@ def world(minio_pair: MinioSites, audit_user: tuple[str, str], dify_db: DifyData
     made = call("snapshot", "create", "--json")
     assert made.code == 0, made.out + made.err
     put_drill(client, snap_bucket, passed_drill(datetime.now(UTC) - timedelta(days=1)))
-    yield World(client, dify_bucket, snap_bucket, dify_db, env, call)
+    yield World(client, dify_bucket, snap_bucket, dify_db, env, call,
+                lambda dify, snap: grant_documented(minio_pair, dify, snap))
 
 
 @pytest.fixture(scope="session")

@@ -170,8 +170,12 @@ def test_tls_certificate_expiring_then_expired(world: World, minio_pair: MinioSi
     certificate ends in 5 days (a warning); reached as localhost MinIO serves one that expired a day ago
     (critical). With verification on, drtool cannot reach the bucket either; with s3.verify_tls off drtool still
     connects and the expired certificate is the only finding (Dify's verifying clients would refuse it)."""
+    import json
+
     import boto3
     from botocore.config import Config
+
+    from drtool.core.iam import documented_policy
 
     folder = tmp_path / "tls-minio"
     folder.mkdir()
@@ -181,19 +185,23 @@ def test_tls_certificate_expiring_then_expired(world: World, minio_pair: MinioSi
     proc = start_tls_minio(folder, port, TLS_ROOT, TLS_ROOT_SECRET)
     try:
         user, password = "drtool-tls-user", "tls-user-" + secrets.token_urlsafe(12)
+        bucket = "audit-tls-dify"
         mc = [str(minio_pair.mc_path), "--config-dir", str(folder / "mc"), "--insecure"]
         mc_env = {**os.environ, "MC_HOST_T": f"https://{TLS_ROOT}:{TLS_ROOT_SECRET}@127.0.0.1:{port}"}
+        policy = folder / "drtool-policy.json"  # docs/iam.md's, so s3.policy_too_wide is no second finding
+        policy.write_text(json.dumps(documented_policy(bucket, world.snap_bucket)))
         for args in (("admin", "user", "add", "T", user, password),
-                     ("admin", "policy", "attach", "T", "readwrite", "--user", user)):
+                     ("admin", "policy", "create", "T", "drtool-tls", str(policy)),
+                     ("admin", "policy", "attach", "T", "drtool-tls", "--user", user)):
             subprocess.run([*mc, *args], check=True, capture_output=True, timeout=60, env=mc_env)
         root = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=TLS_ROOT,
                             aws_secret_access_key=TLS_ROOT_SECRET, region_name="us-east-1", verify=str(ca),
                             config=Config(s3={"addressing_style": "path"}))
-        bucket = "audit-tls-dify"
         root.create_bucket(Bucket=bucket)
         root.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         for ds in world.db.dataset_ids:
             root.put_object(Bucket=bucket, Key=f"datasets/{ds}/processed/chunks.jsonl", Body=b'{"id": "x"}\n')
+        world.grant(bucket, world.snap_bucket)  # the world's key, on the snapshot bucket: documented for these
         env = world.env
         for name, value in (("SNAPSHOT_ENDPOINT", env["DRTOOL_S3_ENDPOINT"]),
                             ("SNAPSHOT_ACCESS_KEY", env["DRTOOL_S3_ACCESS_KEY"]),

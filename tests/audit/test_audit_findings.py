@@ -42,6 +42,7 @@ def fresh_snapshot_bucket(world: World, monkeypatch: pytest.MonkeyPatch, *, lock
     world.client.create_bucket(Bucket=name, **({"ObjectLockEnabledForBucket": True} if lock else {}))
     world.client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     monkeypatch.setenv("DRTOOL_SNAPSHOT_BUCKET", name)
+    world.grant(world.dify_bucket, name)
     made = world.audit("snapshot", "create", "--json")
     assert made.code == 0, made.out + made.err
     put_drill(world.client, name, passed_drill(datetime.now(UTC) - timedelta(days=1)))
@@ -159,6 +160,7 @@ def test_suspended_versioning_is_critical(solo_minio: tuple[str, str, str], worl
 def test_missing_bucket_is_critical(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = f"audit-missing-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("DRTOOL_SNAPSHOT_BUCKET", missing)
+    world.grant(world.dify_bucket, missing)  # the key may use it: the server answers 404, not 403
     done = world.audit("audit", "--json")
     mine = [f for f in done.findings if f["id"] == "s3.bucket_missing"]
     assert len(mine) == 1 and mine[0]["severity"] == "critical" and missing in str(mine[0]["target"]), done.findings
@@ -167,14 +169,17 @@ def test_missing_bucket_is_critical(world: World, monkeypatch: pytest.MonkeyPatc
 
 def test_read_only_key_fails_the_probe(world: World, minio_pair: MinioSites, monkeypatch: pytest.MonkeyPatch,
                                        tmp_path: Path) -> None:
-    """A key that may read everything but write nothing: the next snapshot would fail, and only a write says so."""
+    """A key that may read all the audit reads but write nothing: the next snapshot would fail, and only a write
+    says so. Its reads stay within docs/iam.md's resources (else s3.policy_too_wide would be a second finding)."""
     user, password = f"audit-ro-{uuid.uuid4().hex[:6]}", "ro-" + uuid.uuid4().hex
     policy = tmp_path / "no-write.json"
-    policy.write_text(json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject", "s3:GetBucketVersioning",
-                                      "s3:GetBucketObjectLockConfiguration", "s3:GetLifecycleConfiguration",
-                                      "s3:GetBucketPolicy"],
-        "Resource": ["arn:aws:s3:::*"]}]}))
+    buckets = [f"arn:aws:s3:::{world.dify_bucket}", f"arn:aws:s3:::{world.snap_bucket}"]
+    policy.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketVersioning", "s3:GetLifecycleConfiguration",
+                                       "s3:GetBucketPolicy", "s3:GetEncryptionConfiguration"], "Resource": buckets},
+        {"Effect": "Allow", "Action": ["s3:GetBucketObjectLockConfiguration"], "Resource": buckets[1:]},
+        {"Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [f"{buckets[0]}/*", f"{buckets[1]}/drtool/*"]}]}))
     minio_pair.mc("admin", "policy", "create", "A", "audit-no-write", str(policy))
     minio_pair.mc("admin", "user", "add", "A", user, password)
     minio_pair.mc("admin", "policy", "attach", "A", "audit-no-write", "--user", user)
@@ -216,6 +221,7 @@ def test_no_snapshot_is_critical(world: World, monkeypatch: pytest.MonkeyPatch) 
     world.client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
     put_drill(world.client, name, passed_drill(datetime.now(UTC) - timedelta(days=1)))
     monkeypatch.setenv("DRTOOL_SNAPSHOT_BUCKET", name)
+    world.grant(world.dify_bucket, name)
     finding = only(world, "drtool.no_snapshot", "critical")
     assert f"s3://{name}/drtool/snapshots/" in str(finding["evidence"])
 
@@ -290,20 +296,27 @@ def test_pg_dump_older_than_the_server_is_critical(world: World, pg: object,
 
 # --- MinIO -------------------------------------------------------------------------------------------------------
 
+def _wait_replicated(world: World, seconds: float, what: str) -> None:
+    """Until `replication status` says 0 (nothing pending or failed) on the shared pair."""
+    deadline = time.monotonic() + seconds
+    while world.audit("replication", "status", "--no-bucket-check", "--json").code != 0:
+        assert time.monotonic() < deadline, what
+        time.sleep(1.0)
+
+
 def test_one_site_down_is_critical(world: World, minio_pair: MinioSites) -> None:
-    """Last in this file: the other site needs a moment after its restart, which the test waits for."""
+    """Leaves the shared pair as healthy as it found it, whatever runs next: the world's own writes are
+    replicated before B stops (a version still queued would fail, and stay a failed replication that every later
+    audit and replication verdict reports), nothing is written while it is down (--no-probe), and the test waits
+    for the pair to be healthy again after B's restart."""
+    _wait_replicated(world, 120, "the world's writes were not replicated before site B was stopped")
     minio_pair.b.stop()
     try:
-        # --no-probe: nothing is written while B is down, so no failed replication is left on the shared pair for
-        # later modules' verdicts (a failed version older than replication.max_failed_age is CRITICAL).
         finding = only(world, "minio.site_offline", "critical", "--no-probe")
         assert "site B" in str(finding["evidence"]) or minio_pair.b.endpoint in str(finding["evidence"])
     finally:
         minio_pair.b.start()
-        deadline = time.monotonic() + 60
-        while world.audit("replication", "status", "--no-bucket-check", "--json").code == 4:
-            assert time.monotonic() < deadline, "replication did not recover after site B restarted"
-            time.sleep(1.0)
+        _wait_replicated(world, 180, "replication did not recover after site B restarted")
 
 
 def test_no_audit_log_target_then_an_offline_one_are_warnings(world: World, minio_pair: MinioSites,

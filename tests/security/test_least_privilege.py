@@ -10,7 +10,6 @@ import copy
 import json
 import os
 import random
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from drtool.core.iam import parse_policy_blocks, render
 from tests.rebuild.conftest import make_chunks
 from tests.security.conftest import REPO, Run, add_minio_user, drtool, new_bucket
 from tests.snapshot.conftest import fill_source
@@ -29,22 +29,11 @@ from tests.stack.pg_server import PostgresServer
 
 IAM_DOC = REPO / "docs" / "iam.md"
 SAMPLE = 3  # removals per command by default
-_POLICY = re.compile(r"<!-- iam-policy: (?P<name>[a-z-]+) -->\s*```json\n(?P<body>.*?)\n```", re.S)
 
 
 def doc_policies() -> dict[str, str]:
-    """Policy templates of docs/iam.md by name (placeholders still in)."""
-    found = {m["name"]: m["body"] for m in _POLICY.finditer(IAM_DOC.read_text())}
-    for body in found.values():
-        json.loads(body)  # every block is valid JSON
-    return found
-
-
-def render(template: str, **buckets: str) -> dict[str, Any]:
-    for placeholder, value in buckets.items():
-        template = template.replace(placeholder, value)
-    assert "_BUCKET" not in template, f"unreplaced placeholder in {template}"
-    return dict(json.loads(template))
+    """Policy templates of docs/iam.md by name (placeholders still in); every block is valid JSON."""
+    return parse_policy_blocks(IAM_DOC.read_text())
 
 
 def without(policy: dict[str, Any], index: int, action: str) -> dict[str, Any]:

@@ -180,6 +180,7 @@ def _start_site(
     password: str,
     ready_timeout: float,
     procs: list[ManagedProcess],
+    extra_env: Mapping[str, str] | None = None,
 ) -> MinioSite:
     api_port, console_port = free_ports(2)
     data_dir = workdir / "data"
@@ -194,6 +195,7 @@ def _start_site(
         "MINIO_UPDATE": "off",
         "MINIO_CI_CD": "1",  # single drive on the root filesystem is fine for tests
         "MINIO_PROMETHEUS_AUTH_TYPE": "public",
+        **(extra_env or {}),
     }
     proc = ManagedProcess(
         name=f"minio site {alias} on {endpoint}",
@@ -276,18 +278,21 @@ def local_minio_pair(workdir: Path, *, ready_timeout: float = READY_TIMEOUT_S) -
 
 @contextmanager
 def local_minio_site(
-    workdir: Path, *, alias: str = "A", ready_timeout: float = READY_TIMEOUT_S
+    workdir: Path, *, alias: str = "A", ready_timeout: float = READY_TIMEOUT_S,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[MinioSite]:
     """Run ONE MinIO server (no replication, no mc) for the duration of the block: what `make demo` needs.
 
     Same binary, credentials scheme and readiness check as a site of local_minio_pair; the data folder is
-    `workdir`/site-a and is left for the caller to delete.
+    `workdir`/site-a and is left for the caller to delete. `extra_env` adds server settings (e.g. a static KMS key,
+    MINIO_KMS_SECRET_KEY).
     """
     minio_bin = ensure_go_binary(MINIO)
     password = "drtool-" + secrets.token_urlsafe(24)
     procs: list[ManagedProcess] = []
     try:
-        yield _start_site("site-a", alias, workdir / "site-a", minio_bin, ROOT_USER, password, ready_timeout, procs)
+        yield _start_site("site-a", alias, workdir / "site-a", minio_bin, ROOT_USER, password, ready_timeout, procs,
+                          extra_env)
     finally:
         stop_all(procs)
 
