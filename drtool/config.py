@@ -232,12 +232,34 @@ class SnapshotSettings:
                                                "s3:BypassGovernanceRetention can)",
                                  choices=("compliance", "governance"))
     plugin_storage_bucket: str | None = _opt(None, "bucket of the Dify plugin daemon's storage (Dify's "
-                                                   "PLUGIN_STORAGE_OSS_BUCKET with PLUGIN_STORAGE_TYPE=aws_s3); when "
-                                                   "it is s3.bucket on s3.endpoint, its plugin_storage_prefixes are "
-                                                   "pinned in every snapshot, otherwise snapshots warn that it is "
-                                                   "not protected")
+                                                   "PLUGIN_STORAGE_OSS_BUCKET with PLUGIN_STORAGE_TYPE=aws_s3): its "
+                                                   "plugin_storage_prefixes are pinned in every snapshot (in the main "
+                                                   "manifest when it is s3.bucket on s3.endpoint at the root, else "
+                                                   "as the extra store `plugin`)")
     plugin_storage_endpoint: str | None = _opt(None, "S3 endpoint of the plugin storage bucket (Dify's "
                                                      "PLUGIN_S3_ENDPOINT); default: s3.endpoint")
+    plugin_storage_region: str | None = _opt(None, "region of the plugin storage bucket (Dify's PLUGIN_AWS_REGION); "
+                                                   "default: s3.region")
+    plugin_storage_access_key: str | None = _opt(None, "access key for the plugin storage bucket (Dify's "
+                                                       "PLUGIN_AWS_ACCESS_KEY); default, on s3.endpoint only: "
+                                                       "s3.access_key", secret=True)
+    plugin_storage_secret_key: str | None = _opt(None, "secret key for the plugin storage bucket (Dify's "
+                                                       "PLUGIN_AWS_SECRET_KEY); default, on s3.endpoint only: "
+                                                       "s3.secret_key", secret=True)
+    archive_storage_bucket: str | None = _opt(None, "bucket of Dify's archive storage (ARCHIVE_STORAGE_ARCHIVE_BUCKET "
+                                                    "with ARCHIVE_STORAGE_ENABLED=true: workflow runs archived out of "
+                                                    "Postgres): set, every snapshot pins the whole bucket as the "
+                                                    "extra store `archive`")
+    archive_storage_endpoint: str | None = _opt(None, "S3 endpoint of the archive bucket (ARCHIVE_STORAGE_ENDPOINT); "
+                                                      "default: s3.endpoint")
+    archive_storage_region: str | None = _opt(None, "region of the archive bucket (ARCHIVE_STORAGE_REGION); "
+                                                    "default: s3.region")
+    archive_storage_access_key: str | None = _opt(None, "access key for the archive bucket "
+                                                        "(ARCHIVE_STORAGE_ACCESS_KEY); default, on s3.endpoint only: "
+                                                        "s3.access_key", secret=True)
+    archive_storage_secret_key: str | None = _opt(None, "secret key for the archive bucket "
+                                                        "(ARCHIVE_STORAGE_SECRET_KEY); default, on s3.endpoint only: "
+                                                        "s3.secret_key", secret=True)
     plugin_storage_prefixes: str = _opt("plugin/,plugin_packages/,persistence/,assets/",
                                         "comma-separated prefixes of the plugin daemon's state in its bucket "
                                         "(installed packages, uploaded packages, plugin key-value storage, icons)")

@@ -23,6 +23,10 @@ from drtool.core.metrics import Metric
                    "the snapshot's own plugin database name for an in-place --target-db, else <target-db>_plugin).")
 @click.option("--objects-to", metavar="BUCKET", help="Bucket to restore objects into (default: s3.bucket).")
 @click.option("--no-objects", is_flag=True, help="Restore only the database.")
+@click.option("--stores", is_flag=True,
+              help="Also restore the extra stores the snapshot pinned (plugin storage outside Dify's bucket, archive "
+                   "storage): their pinned versions made current again in their own configured buckets, in place. "
+                   "Works with --dry-run and --verify-only.")
 @click.option("--verify-only", is_flag=True, help="Only check that the target bucket holds every pinned version.")
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
 @click.option("--yes", is_flag=True, help="Allow replacing the objects of a non-empty target database.")
@@ -39,7 +43,8 @@ from drtool.core.metrics import Metric
 def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
                 snapshot_id: str, target_db: str | None, objects_to: str | None, no_objects: bool,
                 verify_only: bool, dry_run: bool, yes: bool, no_owner: bool, identity: str | None,
-                break_stale_lock: bool, expect_digest: str | None, target_plugin_db: str | None = None) -> int:
+                break_stale_lock: bool, expect_digest: str | None, target_plugin_db: str | None = None,
+                stores: bool = False) -> int:
     """Restore SNAPSHOT_ID (or `latest`): make every pinned version current in the target bucket (server-side
     copy; objects already current are untouched), then pg_restore into --target-db in one transaction.
 
@@ -55,8 +60,8 @@ def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest
     from drtool.ops.snapshot import open_destination
     from drtool.ops.snapshot_auth import parse_expect_digest
 
-    if no_objects and not target_db:
-        raise UsageError("nothing to restore", hint="pass --target-db and/or drop --no-objects")
+    if no_objects and not target_db and not stores:
+        raise UsageError("nothing to restore", hint="pass --target-db or --stores, and/or drop --no-objects")
     expect_digest = parse_expect_digest(expect_digest)
     settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     dest = open_destination(settings)
@@ -64,7 +69,7 @@ def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest
     result = restore(settings, dest, snapshot_id, target_db=target_db, objects_to=objects_to, dry_run=dry_run,
                      yes=yes, verify_only=verify_only, identities=identities, no_owner=no_owner,
                      skip_objects=no_objects, emit=app.emit, break_stale_lock=break_stale_lock,
-                     expect_digest=expect_digest, target_plugin_db=target_plugin_db)
+                     expect_digest=expect_digest, target_plugin_db=target_plugin_db, stores=stores)
     payload: dict[str, Any] = {"event": "result", **result.to_dict()}
     objects = result.objects or {}
     app.add_metrics([
@@ -86,6 +91,14 @@ def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest
                      f"{o['already_current']} already current, {o['skipped_dangling']} dangling skipped")
         if d:
             app.echo(f"{prefix}database {d['target']}: {d['action']}")
+        for st in result.stores:
+            if verify_only:
+                app.echo(f"{st['name']} storage in {st['bucket']}: {st['already_current']} at their pinned version, "
+                         f"{st['differ']} differ")
+            else:
+                app.echo(f"{prefix}{st['name']} storage in {st['bucket']}: "
+                         f"{st['to_copy' if dry_run else 'copied']} {'to copy' if dry_run else 'copied'}, "
+                         f"{st['already_current']} already current")
         if result.plugin_database:
             app.echo(f"{prefix}plugin database {result.plugin_database['target']}: "
                      f"{result.plugin_database['action']}")

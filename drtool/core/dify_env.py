@@ -46,6 +46,7 @@ def map_dify_env(env: Mapping[str, str], host_map: Mapping[str, str] | None = No
     _map_storage(env, out)
     _map_postgres(env, out)
     _map_plugin_storage(env, out)
+    _map_archive_storage(env, out)
     _map_vector(env, out)
     _map_redis(env, out)
     out.keys = account_keys(env, out.values, out.consulted)
@@ -54,7 +55,7 @@ def map_dify_env(env: Mapping[str, str], host_map: Mapping[str, str] | None = No
 
 _HOST_VARS = {
     "S3_ENDPOINT", "OPENDAL_S3_ENDPOINT", "DB_HOST", "WEAVIATE_ENDPOINT", "WEAVIATE_GRPC_ENDPOINT",
-    "MILVUS_URI", "REDIS_HOST", "PGVECTOR_HOST", "PLUGIN_S3_ENDPOINT",
+    "MILVUS_URI", "REDIS_HOST", "PGVECTOR_HOST", "PLUGIN_S3_ENDPOINT", "ARCHIVE_STORAGE_ENDPOINT",
 }
 
 
@@ -151,13 +152,36 @@ def _map_postgres(env: Mapping[str, str], out: DifyMapping) -> None:
 
 
 def _map_plugin_storage(env: Mapping[str, str], out: DifyMapping) -> None:
-    """The plugin daemon's S3 storage (PLUGIN_STORAGE_TYPE=aws_s3): snapshots pin its prefixes when it is Dify's
-    own bucket on the same endpoint. Any other type (local, the default, on the plugin_daemon volume) is not
-    mapped: drtool cannot read it, and `config show` says so (dify_keys)."""
+    """The plugin daemon's S3 storage (PLUGIN_STORAGE_TYPE=aws_s3): snapshots pin its prefixes, in Dify's own
+    bucket or, anywhere else, as the extra store `plugin` with the daemon's own endpoint and credentials. Any other
+    type (local, the default, on the plugin_daemon volume) is not mapped: drtool cannot read it, and `config show`
+    says so (dify_keys)."""
     if (env.get("PLUGIN_STORAGE_TYPE") or "local").strip().lower() != "aws_s3":
         return
-    out.put("snapshot.plugin_storage_bucket", env, "PLUGIN_STORAGE_OSS_BUCKET")
-    out.put("snapshot.plugin_storage_endpoint", env, "PLUGIN_S3_ENDPOINT")
+    for setting, var in (
+        ("snapshot.plugin_storage_bucket", "PLUGIN_STORAGE_OSS_BUCKET"),
+        ("snapshot.plugin_storage_endpoint", "PLUGIN_S3_ENDPOINT"),
+        ("snapshot.plugin_storage_region", "PLUGIN_AWS_REGION"),
+        ("snapshot.plugin_storage_access_key", "PLUGIN_AWS_ACCESS_KEY"),
+        ("snapshot.plugin_storage_secret_key", "PLUGIN_AWS_SECRET_KEY"),
+    ):
+        out.put(setting, env, var)
+
+
+def _map_archive_storage(env: Mapping[str, str], out: DifyMapping) -> None:
+    """Dify's archive storage (ARCHIVE_STORAGE_ENABLED=true): the bucket Dify moves old workflow runs to, out of
+    Postgres (api/libs/archive_storage.py, ArchiveStorageConfig in api/configs/extra/archive_config.py). Snapshots
+    pin it whole as the extra store `archive`. The export bucket (download copies Dify makes on request) is not."""
+    if (env.get("ARCHIVE_STORAGE_ENABLED") or "").strip().lower() != "true":
+        return
+    for setting, var in (
+        ("snapshot.archive_storage_bucket", "ARCHIVE_STORAGE_ARCHIVE_BUCKET"),
+        ("snapshot.archive_storage_endpoint", "ARCHIVE_STORAGE_ENDPOINT"),
+        ("snapshot.archive_storage_region", "ARCHIVE_STORAGE_REGION"),
+        ("snapshot.archive_storage_access_key", "ARCHIVE_STORAGE_ACCESS_KEY"),
+        ("snapshot.archive_storage_secret_key", "ARCHIVE_STORAGE_SECRET_KEY"),
+    ):
+        out.put(setting, env, var)
 
 
 def _map_vector(env: Mapping[str, str], out: DifyMapping) -> None:

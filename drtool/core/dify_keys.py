@@ -192,9 +192,17 @@ def _provider(storage: str) -> Reason:
 
 
 def _archive(ctx: _Context, key: str) -> str:
-    state = "enabled" if ctx.archive_enabled else "disabled here"
-    return (f"archive storage (an S3 bucket Dify moves old workflow runs and conversations to; {state}): "
-            f"{NOT_COVERED}")
+    """Archive storage (api/libs/archive_storage.py): workflow runs Dify moved out of Postgres, in their own bucket
+    with their own endpoint and credentials. Mapped (snapshot.archive_storage_*) only when enabled."""
+    if not ctx.archive_enabled:
+        return ("archive storage is disabled here (ARCHIVE_STORAGE_ENABLED is not true): Dify keeps workflow runs "
+                "in the main database, which snapshots cover")
+    if key == "ARCHIVE_STORAGE_ENABLED":
+        return "true: snapshots pin the archive bucket (snapshot.archive_storage_*) as the extra store `archive`"
+    if key == "ARCHIVE_STORAGE_EXPORT_BUCKET":
+        return ("the export bucket holds download copies Dify makes on request from archived runs: not pinned "
+                "(the archive bucket they are made from is)")
+    return "empty here: the snapshot.archive_storage_* default applies"
 
 
 def _db_selector(ctx: _Context, key: str) -> str:
@@ -248,14 +256,14 @@ def _plugin_storage(ctx: _Context, key: str) -> str:
         return (f"PLUGIN_STORAGE_TYPE={ctx.plugin_storage}: the plugin daemon keeps installed plugins and their "
                 "key-value storage where drtool cannot read them (local: the plugin_daemon volume, "
                 "docker/volumes/plugin_daemon): NOT PROTECTED by snapshots; back that volume up, or use "
-                "PLUGIN_STORAGE_TYPE=aws_s3 with Dify's own bucket")
-    if not ctx.plugin_in_dify_bucket:
-        return ("PLUGIN_STORAGE_TYPE=aws_s3 in another bucket or endpoint than Dify's files (or Dify's files under "
-                "OPENDAL_S3_ROOT): snapshots pin plugin storage only in Dify's own bucket at its root: NOT PROTECTED")
-    if key in ("PLUGIN_STORAGE_OSS_BUCKET", "PLUGIN_S3_ENDPOINT"):
+                "PLUGIN_STORAGE_TYPE=aws_s3 (Dify's bucket or any other S3 bucket: snapshots pin it)")
+    if key == "PLUGIN_STORAGE_OSS_BUCKET":
         return "empty here: the plugin storage bucket is not known, so snapshots do not pin it"
-    return ("an option of the plugin daemon's own S3 client: snapshots pin its prefixes (snapshot.plugin_storage_"
-            "prefixes) in Dify's bucket with drtool's s3.* credentials")
+    if key in ("PLUGIN_S3_ENDPOINT", "PLUGIN_AWS_REGION", "PLUGIN_AWS_ACCESS_KEY", "PLUGIN_AWS_SECRET_KEY"):
+        return "empty here: the snapshot.plugin_storage_* default (s3.*) applies"
+    where = "in Dify's bucket" if ctx.plugin_in_dify_bucket else "as the extra store `plugin` (its own manifest)"
+    return ("an option of the plugin daemon's own S3 client drtool has no setting for: snapshots pin its prefixes "
+            f"(snapshot.plugin_storage_prefixes) {where}, path-style on a custom endpoint")
 
 
 _PLUGIN_STORAGE = _plugin_storage
@@ -276,8 +284,10 @@ _RULES: list[tuple[str, str, Reason]] = [
      r"PLUGIN_VOLCENGINE_TOS_.*|PLUGIN_(WORKING|INSTALLED)_PATH|PLUGIN_(PACKAGE|MEDIA)_CACHE_PATH",
      "storage", _PLUGIN_STORAGE),
     ("WORKFLOW_NODE_EXECUTION_STORAGE", "storage",
-     "rdbms (default) keeps workflow node executions in the main database, which snapshots cover; hybrid also "
-     f"writes them to object storage under keys snapshots do not pin: hybrid is {NOT_COVERED}"),
+     "rdbms (default) keeps workflow node executions in the main database, which snapshots cover; hybrid is not "
+     "an implemented backend in Dify's source (api/repositories/repository_registry.py raises NotImplementedError "
+     "for it); node inputs and outputs too large for a row are offloaded as upload_files rows in Dify's bucket "
+     "(api/models/workflow.py, WorkflowNodeExecutionOffload.file_id), which snapshots pin by reference"),
     # database
     ("DB_TYPE", "database", _db_selector),
     ("DB_PLUGIN_DATABASE", "database",
@@ -404,7 +414,8 @@ def account_keys(env: Mapping[str, str], mapped: Mapping[str, tuple[str, str]],
             known = True
         if not text:
             text = "no drtool setting corresponds to it (a Dify variable newer than drtool's table)"
-        status = READ if key in ("STORAGE_TYPE", "OPENDAL_SCHEME", "DB_TYPE", "VECTOR_STORE") else NOT_USED
+        status = READ if key in ("STORAGE_TYPE", "OPENDAL_SCHEME", "DB_TYPE", "VECTOR_STORE",
+                                 "ARCHIVE_STORAGE_ENABLED") else NOT_USED
         out.append(KeyAccount(key, family, status, (), text, known))
     return out
 

@@ -29,10 +29,11 @@ from drtool.adapters import postgres as pga
 from drtool.adapters import s3 as s3a
 from drtool.config import PostgresSettings, Settings
 from drtool.core import manifest as mf
+from drtool.core.events import Emit, no_events
 from drtool.errors import ConfigError, NotFoundError, UnavailableError, UsageError, VerificationFailed
-from drtool.ops import snapshot_databases
+from drtool.ops import restore_stores, snapshot_databases
 from drtool.ops.lock import destination_lock
-from drtool.ops.snapshot import Destination, Emit, _noop
+from drtool.ops.snapshot import Destination
 from drtool.ops.snapshot_auth import authenticate
 from drtool.ops.snapshot_catalog import (
     DecryptingReader,
@@ -96,18 +97,21 @@ class RestoreResult:
     problems: list[str] = field(default_factory=list)
     authentication: dict[str, Any] = field(default_factory=dict)  # authenticated, signed_by, digest
     plugin_database: dict[str, Any] = field(default_factory=dict)  # issue 13: the plugin daemon's database
+    stores: list[dict[str, Any]] = field(default_factory=list)  # issue 13: extra stores restored with --stores
 
     def to_dict(self) -> dict[str, Any]:
         return {"snapshot": self.snapshot_id, "dry_run": self.dry_run, "verify_only": self.verify_only,
                 **self.authentication, "database": self.database, "objects": self.objects,
                 **({"plugin_database": self.plugin_database} if self.plugin_database else {}),
+                **({"stores": self.stores} if self.stores else {}),
                 "problems": self.problems[:100]}
 
 
 def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str | None, objects_to: str | None,
             dry_run: bool, yes: bool, verify_only: bool, identities: list[Any] | None, no_owner: bool,
-            skip_objects: bool = False, emit: Emit = _noop, break_stale_lock: bool = False,
-            expect_digest: str | None = None, target_plugin_db: str | None = None) -> RestoreResult:
+            skip_objects: bool = False, emit: Emit = no_events, break_stale_lock: bool = False,
+            expect_digest: str | None = None, target_plugin_db: str | None = None,
+            stores: bool = False) -> RestoreResult:
     info = resolve(dest, ref)
     # Before anything else: a snapshot a trusted key did not sign (or not the pinned digest) is refused, exit 4.
     auth = authenticate(settings, dest, info, expect_digest=expect_digest)
@@ -133,12 +137,14 @@ def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str |
     if plugin_db and target_db and parse_target(settings, plugin_db).label == parse_target(settings, target_db).label:
         raise UsageError("--target-plugin-db is the same database as --target-db",
                          hint="the plugin daemon's database needs its own, e.g. dify_plugin")
+    # Issue 13: --stores brings the extra stores (plugin storage elsewhere, archive storage) back in place.
+    store_plans = restore_stores.plan(settings, info, enabled=stores)
     with _target_locks(settings, dest, info, objects_to=objects_to, skip_objects=skip_objects, target_db=target_db,
                        enabled=not (dry_run or verify_only), break_stale=break_stale_lock, emit=emit,
-                       plugin_db=plugin_db):
+                       plugin_db=plugin_db, store_buckets=restore_stores.lock_targets(store_plans)):
         _restore_locked(settings, dest, info, sums, result, target_db=target_db, objects_to=objects_to,
                         dry_run=dry_run, yes=yes, verify_only=verify_only, identities=identities, no_owner=no_owner,
-                        skip_objects=skip_objects, emit=emit, plugin_db=plugin_db)
+                        skip_objects=skip_objects, emit=emit, plugin_db=plugin_db, store_plans=store_plans)
     if verify_only and result.problems:
         raise VerificationFailed(
             f"{len(result.problems)} object(s) in the target differ from snapshot {info.id}: "
@@ -154,7 +160,8 @@ def _lock_name(kind: str, target: str) -> str:
 
 def _target_locks(settings: Settings, dest: Destination, info: SnapshotInfo, *, objects_to: str | None,
                   skip_objects: bool, target_db: str | None, enabled: bool, break_stale: bool,
-                  emit: Emit, plugin_db: str | None = None) -> contextlib.ExitStack:
+                  emit: Emit, plugin_db: str | None = None,
+                  store_buckets: list[str] | None = None) -> contextlib.ExitStack:
     """One restore per target bucket and per target database: a second one exits 11 instead of copying and
     pg_restoring into the same place at once. The locks live next to the snapshots' own lock."""
     stack = contextlib.ExitStack()
@@ -168,8 +175,9 @@ def _target_locks(settings: Settings, dest: Destination, info: SnapshotInfo, *, 
         names.append(_lock_name("db", parse_target(settings, target_db).label))
     if plugin_db:
         names.append(_lock_name("db", parse_target(settings, plugin_db).label))
+    names += [_lock_name("bucket", target) for target in store_buckets or ()]
     try:
-        for name in sorted(names):
+        for name in sorted(set(names)):
             stack.enter_context(destination_lock(dest.client, dest.bucket, dest.key("locks", name),
                                                  holder="restore", stale_after_s=settings.snapshot.lock_stale_after,
                                                  break_stale=break_stale, emit=emit))
@@ -182,7 +190,8 @@ def _target_locks(settings: Settings, dest: Destination, info: SnapshotInfo, *, 
 def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
                     result: RestoreResult, *, target_db: str | None, objects_to: str | None, dry_run: bool, yes: bool,
                     verify_only: bool, identities: list[Any] | None, no_owner: bool, skip_objects: bool,
-                    emit: Emit, plugin_db: str | None = None) -> None:
+                    emit: Emit, plugin_db: str | None = None,
+                    store_plans: list[restore_stores.StorePlan] | None = None) -> None:
     with contextlib.ExitStack() as stack:
         prepared = prepared_plugin = None
         if target_db and not verify_only:
@@ -195,10 +204,16 @@ def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, s
                 identities=identities, result=result, stack=stack,
                 db_meta=info.meta.get(snapshot_databases.PLUGIN_META),
                 dump_name=info.meta.get("artifacts", {}).get("plugin_dump"), slot="plugin_database")
+        # Every store manifest checked (checksum, confinement) before the first object of any bucket is copied.
+        restore_stores.prepare(dest, info, sums, store_plans or [], identities, stack)
         if not skip_objects:
             _restore_objects(settings, dest, info, sums, objects_to, dry_run=dry_run, verify_only=verify_only,
                              identities=identities, result=result, emit=emit)
             emit({"event": "restore.objects", **result.objects})
+        if store_plans:
+            result.stores = restore_stores.apply(settings, info, store_plans, dry_run=dry_run,
+                                                 verify_only=verify_only, identities=identities,
+                                                 problems=result.problems)
         if target_db and not verify_only:
             if prepared is not None:
                 _apply_database(prepared, info, no_owner=no_owner, result=result)
@@ -211,7 +226,7 @@ def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, s
 
 def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, sums: dict[str, str],
                      objects_to: str | None, *, dry_run: bool, verify_only: bool, identities: list[Any] | None,
-                     result: RestoreResult, emit: Emit = _noop) -> None:
+                     result: RestoreResult, emit: Emit = no_events) -> None:
     """Copy every pinned version back (or check it, or count what would be copied). `emit` hears a `progress`
     event per object handled, against the snapshot's pinned count, for the progress display
     (drtool/cli/progress.py)."""

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from drtool.adapters import postgres as pga
 from drtool.adapters import s3 as s3a
 from drtool.config import S3Settings, Settings
 from drtool.core import manifest as mf
+from drtool.core.events import Emit, no_events
 from drtool.core.keys import (
     KeyPatterns,
     ReferenceIndex,
@@ -48,17 +49,12 @@ from drtool.errors import (
     UsageError,
     VerificationFailed,
 )
-from drtool.ops import snapshot_auth, snapshot_databases
+from drtool.ops import snapshot_auth, snapshot_databases, snapshot_stores
 from drtool.ops.lock import destination_lock
 
 log = logging.getLogger("drtool.snapshot")
 
-Emit = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY = 100  # versions listed between two progress reports (a report costs a dict)
-
-
-def _noop(_event: dict[str, Any]) -> None:
-    return None
 
 
 # --- where snapshots live ---------------------------------------------------------------------------------------
@@ -140,7 +136,7 @@ def open_destination(settings: Settings, *, check: bool = True) -> Destination:
 class CreateOptions:
     schemas: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
-    encrypt_to: str | None = None
+    encrypt_to: tuple[str, ...] = ()
     copy_unversioned: bool = False
     require_replication: bool = False
     break_stale_lock: bool = False
@@ -315,7 +311,7 @@ def _object_lock(settings: Settings, options: CreateOptions, dest: Destination) 
     return retention
 
 
-def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = _noop) -> CreateResult:
+def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = no_events) -> CreateResult:
     """Take one consistent snapshot; see the module docstring for the mechanics."""
     started = time.monotonic()
     settings.require("postgres.host", "postgres.database")
@@ -325,6 +321,8 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
     # Issue 13: the plugin daemon's storage prefixes, pinned like include_prefixes when it is Dify's own bucket.
     plugin_storage = snapshot_databases.plugin_storage_plan(settings)
     patterns = KeyPatterns.parse(",".join([settings.snapshot.include_prefixes, *plugin_storage.patterns]))
+    # Issue 13: storages outside Dify's bucket (plugin storage elsewhere, archive storage), each its own manifest.
+    stores = snapshot_stores.configured_stores(settings)
     recipients = agea.parse_recipients(options.encrypt_to) if options.encrypt_to else None
     if options.signing_key is None:  # read before any work: a bad key file stops the run with nothing written
         options = dataclasses.replace(options, signing_key=snapshot_auth.signing_key(settings))
@@ -359,6 +357,9 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
             warnings.append(
                 f"lifecycle rule {rule!r} on bucket {src_bucket} expires noncurrent versions after {days} days but "
                 f"retention keeps snapshots up to {horizon} days: older snapshots would lose their pinned objects")
+    prepared_stores, store_warnings = snapshot_stores.prepare(stores, copy_unversioned=options.copy_unversioned,
+                                                              horizon_days=horizon)
+    warnings += store_warnings
     replication = _replication_verdict(settings, options.require_replication)
     _check_pg_dump(settings)  # before the lock, which is the first write: a refusal leaves the bucket untouched
     snapshot_databases.check_plugin_database(settings)  # likewise: a configured but missing plugin database
@@ -372,7 +373,8 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
                                 recipients, warnings, emit, replication,
                                 # The store's clock, carried forward to now: the replication check and the lock
                                 # take a while, and that time is not clock skew.
-                                None if s3_date is None else s3_date + timedelta(seconds=time.monotonic() - s3_date_at))
+                                None if s3_date is None else s3_date + timedelta(seconds=time.monotonic() - s3_date_at),
+                                stores=prepared_stores)
     result.meta["durations"]["total_s"] = round(time.monotonic() - started, 3)
     for w in result.warnings:
         log.warning("%s", w)
@@ -404,7 +406,8 @@ def _check_pg_dump(settings: Settings) -> None:
 def _create_locked(settings: Settings, options: CreateOptions, dest: Destination, src_client: Any, src_bucket: str,
                    versioning: str, columns: list[tuple[str, ...]], patterns: KeyPatterns,
                    recipients: list[Any] | None, warnings: list[str], emit: Emit,
-                   replication: dict[str, Any] | None, s3_date: datetime | None) -> CreateResult:
+                   replication: dict[str, Any] | None, s3_date: datetime | None,
+                   stores: list[snapshot_stores.PreparedStore] | None = None) -> CreateResult:
     pg = settings.postgres
     encrypted = bool(recipients)
     t0 = time.monotonic()
@@ -482,6 +485,18 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             list_s = time.monotonic() - t_list
             referenced = index.count
 
+        # Extra stores (issue 13): each store's versions at the same fence, into its own manifest artifact.
+        store_meta: list[dict[str, Any]] = []
+        store_sums: dict[str, str] = {}
+        for prepared in stores or ():
+            section, digest = snapshot_stores.pin(prepared, dest, folder, fence, recipients=recipients,
+                                                  part_size=part_size, writers=writers, emit=emit)
+            store_meta.append(section)
+            store_sums[section["artifact"]] = digest
+            if section["refused"]:
+                warnings.append(f"{section['refused']} key(s) of {section['name']} storage were refused because "
+                                "they could escape their folder ('../', absolute, control characters)")
+
         dump_thread.join()
         stderr_file.seek(0)
         dump_err = stderr_file.read().decode("utf-8", "replace").strip()
@@ -532,11 +547,13 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             # Issue 13 (absent in older snapshots): the plugin daemon's database and storage, and the main
             # database's own fence (meta["fence"] is the later of the two, the one objects are pinned at).
             snapshot_databases.PLUGIN_META: plugin_meta,
-            "plugin_storage": snapshot_databases.plugin_storage_plan(settings).meta,
+            "plugin_storage": _plugin_storage_meta(settings, store_meta),
+            snapshot_stores.META_KEY: store_meta,
             "database_fence": db_fence.astimezone(UTC).isoformat(),
             "counts": {"referenced_keys": referenced, "listed_versions": listed, "pinned": counts.get("pinned", 0),
                        "dangling": dangling, "refused": refused, "changed": changed},
-            "bytes": {"dump": dump_sink.size, "manifest": manifest_sink.size, "pinned_objects": writer.pinned_bytes},
+            "bytes": {"dump": dump_sink.size, "manifest": manifest_sink.size, "pinned_objects": writer.pinned_bytes,
+                      **({"stores": sum(int(s["bytes"]) for s in store_meta)} if store_meta else {})},
             "durations": {"references_s": round(refs_s, 3), "listing_s": round(list_s, 3),
                           "dump_s": round(dump_s, 3)},
             "replication": replication,
@@ -549,6 +566,7 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             meta["bytes"]["plugin_dump"] = plugin_meta["bytes"]
         sums = {dump_name: dump_sink.sha256.hexdigest(), manifest_name: manifest_sink.sha256.hexdigest(),
                 **({plugin_meta["artifact"]: plugin_dump.sha256} if plugin_dump and plugin_meta else {}),
+                **store_sums,
                 mf.META: hashlib.sha256(meta_bytes).hexdigest()}
         sums_bytes = mf.format_sums(sums)
         dest.put_artifact(folder + mf.SUMS, sums_bytes)
@@ -586,6 +604,15 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
         conn.close()
 
 
+def _plugin_storage_meta(settings: Settings, store_meta: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """meta.json's `plugin_storage`: pinned in the main manifest, or as the extra store `plugin` when it was."""
+    meta = snapshot_databases.plugin_storage_plan(settings).meta
+    if meta is not None and not snapshot_stores.plugin_in_main_manifest(settings):
+        pinned = any(s["name"] == "plugin" for s in store_meta)
+        meta = {**meta, "pinned": pinned, **({"store": "plugin"} if pinned else {})}
+    return meta
+
+
 def _cleanup_failed(dest: Destination, folder: str) -> None:
     """Best effort: a failed run removes what it wrote; whatever is left, gc removes after the grace period."""
     try:
@@ -596,7 +623,7 @@ def _cleanup_failed(dest: Destination, folder: str) -> None:
 
 def _write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: KeyPatterns, client: Any,
                     bucket: str, key_prefix: str, fence: datetime, versioning: str, copy_dest: Destination | None,
-                    folder: str, *, emit: Emit = _noop) -> int:
+                    folder: str, *, emit: Emit = no_events) -> int:
     """Stream the listing, pin versions, write records; returns how many listing entries were read. `emit` hears
     the versions listed and the objects pinned so far (a `progress` event every PROGRESS_EVERY versions, and at
     the end), for the progress display (drtool/cli/progress.py)."""

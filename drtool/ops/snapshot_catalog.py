@@ -26,6 +26,7 @@ from drtool.config import Settings
 from drtool.core import manifest as mf
 from drtool.core.keys import SNAPSHOT_ID, UnsafeKey, check_snapshot_id
 from drtool.errors import NotFoundError, UsageError, VerificationFailed
+from drtool.ops import snapshot_stores
 from drtool.ops.snapshot import Destination
 
 log = logging.getLogger("drtool.snapshot")
@@ -65,7 +66,8 @@ class SnapshotInfo:
     @property
     def size(self) -> int:
         b = self.meta.get("bytes", {})
-        return int(b.get("dump", 0)) + int(b.get("manifest", 0)) + int(b.get("plugin_dump", 0))
+        return int(b.get("dump", 0)) + int(b.get("manifest", 0)) + int(b.get("plugin_dump", 0)) \
+            + int(b.get("stores", 0))
 
     def summary(self) -> dict[str, Any]:
         counts = self.meta.get("counts", {})
@@ -352,12 +354,22 @@ def verify(settings: Settings, dest: Destination, info: SnapshotInfo, *, deep: b
         sums = {}
         broken.append(exc.message)
     manifest_name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
+    try:  # issue 13: the extra stores' manifests, each confined to its store's prefixes
+        stores = {s["artifact"]: s for s in snapshot_stores.sections(info)}
+    except VerificationFailed as exc:
+        stores = {}
+        broken.append(exc.message)
+    for name in stores:
+        if sums and name not in sums:
+            broken.append(f"{name}: missing from {mf.SUMS}")
     for name, digest in sums.items():
         confinement: list[str] = []
         try:
             reader = open_artifact(dest, info.id, name)
             if name == manifest_name and not info.encrypted:
                 confinement = confinement_problems(dest, info, mf.read_manifest(reader), name)
+            elif name in stores and not info.encrypted:
+                confinement = snapshot_stores.confinement_problems(stores[name], mf.read_manifest(reader))
             reader.drain()
         except NotFoundError:
             broken.append(f"{name}: missing")
@@ -448,6 +460,7 @@ def _verify_deep(settings: Settings, dest: Destination, info: SnapshotInfo, iden
             "meta.json records a plugin database but no plugin dump"
         if problem:
             broken.append(problem)
+    broken += snapshot_stores.verify_deep(settings, dest, info, identities, sums)
     return broken
 
 

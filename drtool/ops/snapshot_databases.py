@@ -74,7 +74,8 @@ def check_plugin_database(settings: Settings) -> None:
 
 @dataclass
 class StoragePlan:
-    """How the plugin daemon's storage is covered: prefixes pinned in the manifest, or a warning that it is not."""
+    """How the plugin daemon's storage is covered: prefixes pinned in the main manifest, or (patterns empty) as the
+    extra store `plugin` (ops.snapshot_stores)."""
 
     patterns: list[str] = field(default_factory=list)  # added to snapshot.include_prefixes
     meta: dict[str, Any] | None = None
@@ -82,29 +83,26 @@ class StoragePlan:
 
 
 def plugin_storage_plan(settings: Settings) -> StoragePlan:
-    """Pin the plugin prefixes when plugin storage is Dify's own bucket on the same endpoint, at the bucket root.
+    """Pin the plugin prefixes in the main manifest when plugin storage is Dify's own bucket on the same endpoint,
+    at the bucket root.
 
-    Why only then: a manifest pins versions of one source bucket and a restore writes only keys under that
-    source's key prefix (confinement); the daemon writes at its bucket's root. Another bucket or endpoint would
-    need its own manifest and credentials, which drtool does not have yet: said in a warning (exit 3) on every
-    snapshot, and by `config check`, rather than skipped in silence.
+    Why only then: the main manifest pins versions of one source bucket and a restore writes only keys under that
+    source's key prefix (confinement); the daemon writes at its bucket's root. Anywhere else (another bucket or
+    endpoint, or Dify's files under s3.key_prefix) plugin storage is the extra store `plugin`, with its own
+    manifest, endpoint and credentials (ops.snapshot_stores); `pinned` in meta.json says whether it was.
     """
+    from drtool.ops.snapshot_stores import plugin_in_main_manifest, plugin_prefixes
+
     snap, s3 = settings.snapshot, settings.s3
     bucket = snap.plugin_storage_bucket
     if not bucket:
         return StoragePlan()
-    prefixes = [p.strip() for p in snap.plugin_storage_prefixes.split(",") if p.strip()]
-    endpoint = snap.plugin_storage_endpoint or s3.endpoint
-    same_endpoint = (endpoint or "aws").rstrip("/") == (s3.endpoint or "aws").rstrip("/")
-    meta: dict[str, Any] = {"bucket": bucket, "endpoint": endpoint, "prefixes": prefixes}
-    if bucket == s3.bucket and same_endpoint and not s3.key_prefix:
+    prefixes = list(plugin_prefixes(settings))
+    meta: dict[str, Any] = {"bucket": bucket, "endpoint": snap.plugin_storage_endpoint or s3.endpoint,
+                            "prefixes": prefixes}
+    if plugin_in_main_manifest(settings):
         return StoragePlan(patterns=prefixes, meta={**meta, "pinned": True})
-    why = ("Dify's files are under s3.key_prefix " + repr(s3.key_prefix)) if bucket == s3.bucket and same_endpoint \
-        else f"it is not Dify's bucket {s3.bucket} on {s3.endpoint or 'AWS S3'}"
-    return StoragePlan(meta={**meta, "pinned": False}, warning=(
-        f"plugin storage s3://{bucket} ({endpoint or 'AWS S3'}) is NOT in this snapshot: {why}; installed plugins "
-        "and their key-value storage cannot be restored from it (move plugin storage into Dify's bucket, or back "
-        "that bucket up separately)"))
+    return StoragePlan(meta={**meta, "pinned": False})
 
 
 # --- the dump --------------------------------------------------------------------------------------------------------

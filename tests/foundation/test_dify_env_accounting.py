@@ -114,15 +114,18 @@ def test_what_the_issue_names_is_reported_with_its_reason() -> None:
     # As shipped the plugin daemon stores plugins on its local volume: said not protected on every plugin key.
     for key in ("PLUGIN_STORAGE_TYPE", "PLUGIN_S3_ENDPOINT", "PLUGIN_AWS_SECRET_KEY"):
         assert "PLUGIN_STORAGE_TYPE=local" in found[key].reason and "NOT PROTECTED" in found[key].reason, key
-    assert "not covered yet (issue #13)" in found["ARCHIVE_STORAGE_ARCHIVE_BUCKET"].reason
-    # aws_s3 in Dify's own bucket: mapped, and its prefixes pinned; in another bucket: not protected.
+    # Archive storage is disabled as shipped: said so (workflow runs stay in the main database).
+    assert "disabled here" in found["ARCHIVE_STORAGE_ARCHIVE_BUCKET"].reason
+    assert found["ARCHIVE_STORAGE_ENABLED"].status == READ
+    # aws_s3 in Dify's own bucket: mapped, and its prefixes pinned; in another bucket: pinned as an extra store.
     same = accounts(STORAGE_TYPE="s3", S3_BUCKET_NAME="difyai", PLUGIN_STORAGE_TYPE="aws_s3",
                     PLUGIN_STORAGE_OSS_BUCKET="difyai", PLUGIN_S3_ENDPOINT="")
     assert same["PLUGIN_STORAGE_OSS_BUCKET"].settings == ("snapshot.plugin_storage_bucket",)
-    assert "pin its prefixes" in same["PLUGIN_AWS_SECRET_KEY"].reason
+    assert "pin its prefixes" in same["PLUGIN_S3_USE_PATH_STYLE"].reason
     other = accounts(STORAGE_TYPE="s3", S3_BUCKET_NAME="difyai", PLUGIN_STORAGE_TYPE="aws_s3",
                      PLUGIN_STORAGE_OSS_BUCKET="plugins")
-    assert "NOT PROTECTED" in other["PLUGIN_AWS_SECRET_KEY"].reason
+    assert "extra store" in other["PLUGIN_S3_USE_PATH_STYLE"].reason
+    assert not [a.key for a in not_protected(list(other.values())) if a.key.startswith("PLUGIN_")]
     # As shipped Dify keeps files on local disk (opendal + fs): not protected, said on the keys that decide it.
     assert "NOT PROTECTED" in found["OPENDAL_SCHEME"].reason
     assert "NOT PROTECTED" in found["OPENDAL_FS_ROOT"].reason
@@ -151,6 +154,63 @@ def test_the_selected_backend_flips_what_is_used() -> None:
     assert mysql["DB_HOST"].status == NOT_USED and "NOT PROTECTED" in mysql["DB_HOST"].reason
 
 
+def test_plugin_and_archive_storage_keys_map_to_their_extra_stores() -> None:
+    """Issue 13: the plugin daemon's and archive storage's own endpoint, bucket, region and credentials."""
+    plugin = map_dify_env(example_env(PLUGIN_STORAGE_TYPE="aws_s3", PLUGIN_STORAGE_OSS_BUCKET="plugins",
+                                      PLUGIN_S3_ENDPOINT="http://minio:9000", PLUGIN_AWS_REGION="eu-west-1",
+                                      PLUGIN_AWS_ACCESS_KEY="plugin-ak", PLUGIN_AWS_SECRET_KEY="plugin-sk"),
+                          host_map={"minio": "10.0.0.7"})
+    assert {k: v for k, v in plugin.values.items() if k.startswith("snapshot.plugin")} == {
+        "snapshot.plugin_storage_bucket": ("plugins", "PLUGIN_STORAGE_OSS_BUCKET"),
+        "snapshot.plugin_storage_endpoint": ("http://10.0.0.7:9000", "PLUGIN_S3_ENDPOINT"),
+        "snapshot.plugin_storage_region": ("eu-west-1", "PLUGIN_AWS_REGION"),
+        "snapshot.plugin_storage_access_key": ("plugin-ak", "PLUGIN_AWS_ACCESS_KEY"),
+        "snapshot.plugin_storage_secret_key": ("plugin-sk", "PLUGIN_AWS_SECRET_KEY")}
+    by_key = {a.key: a for a in plugin.keys}
+    for key in ("PLUGIN_STORAGE_OSS_BUCKET", "PLUGIN_S3_ENDPOINT", "PLUGIN_AWS_REGION", "PLUGIN_AWS_ACCESS_KEY",
+                "PLUGIN_AWS_SECRET_KEY"):
+        assert by_key[key].status == MAPPED, key
+    archive_env = dict(ARCHIVE_STORAGE_ENDPOINT="http://archive:9000", ARCHIVE_STORAGE_ARCHIVE_BUCKET="runs",
+                       ARCHIVE_STORAGE_EXPORT_BUCKET="exports", ARCHIVE_STORAGE_ACCESS_KEY="arch-ak",
+                       ARCHIVE_STORAGE_SECRET_KEY="arch-sk", ARCHIVE_STORAGE_REGION="auto")
+    off = map_dify_env(example_env(**archive_env))  # ARCHIVE_STORAGE_ENABLED=false in the fixture
+    assert not [k for k in off.values if k.startswith("snapshot.archive")]
+    on = map_dify_env(example_env(ARCHIVE_STORAGE_ENABLED="true", **archive_env))
+    assert {k: v[0] for k, v in on.values.items() if k.startswith("snapshot.archive")} == {
+        "snapshot.archive_storage_bucket": "runs", "snapshot.archive_storage_endpoint": "http://archive:9000",
+        "snapshot.archive_storage_region": "auto", "snapshot.archive_storage_access_key": "arch-ak",
+        "snapshot.archive_storage_secret_key": "arch-sk"}
+    by_key = {a.key: a for a in on.keys}
+    for key in ("ARCHIVE_STORAGE_ARCHIVE_BUCKET", "ARCHIVE_STORAGE_ENDPOINT", "ARCHIVE_STORAGE_ACCESS_KEY",
+                "ARCHIVE_STORAGE_SECRET_KEY", "ARCHIVE_STORAGE_REGION"):
+        assert by_key[key].status == MAPPED, key
+    assert by_key["ARCHIVE_STORAGE_EXPORT_BUCKET"].status == NOT_USED
+    assert "not pinned" in by_key["ARCHIVE_STORAGE_EXPORT_BUCKET"].reason
+    assert not [a for a in not_protected(list(on.keys)) if a.key.startswith("ARCHIVE_")]
+
+
+def test_extra_store_credentials_are_secrets_with_file_forms(tmp_path: Path) -> None:
+    """The store keys follow s3.secret_key: `_FILE` in the environment, `_file` in drtool.toml, masked in output."""
+    from drtool.config import load_settings, setting_specs
+
+    specs = {sp.key: sp for sp in setting_specs()}
+    for store in ("plugin", "archive"):
+        for part in ("access_key", "secret_key"):
+            assert specs[f"snapshot.{store}_storage_{part}"].secret, (store, part)
+    secret = tmp_path / "plugin-secret"
+    secret.write_text("plugin-sk-from-file\n")
+    settings = load_settings(environ={"DRTOOL_SNAPSHOT_PLUGIN_STORAGE_SECRET_KEY_FILE": str(secret)},
+                             config_path=_toml(tmp_path, f'[snapshot]\narchive_storage_secret_key_file = "{secret}"\n'))
+    assert settings.snapshot.plugin_storage_secret_key == "plugin-sk-from-file"
+    assert settings.snapshot.archive_storage_secret_key == "plugin-sk-from-file"
+
+
+def _toml(folder: Path, text: str) -> Path:
+    path = folder / "drtool.toml"
+    path.write_text(text)
+    return path
+
+
 def test_a_family_key_newer_than_the_table_is_listed_not_dropped() -> None:
     found = {a.key: a for a in account_keys({"DB_SOMETHING_NEW": "x", "FOO_VECTOR_BAR": "y", "UNRELATED": "z"}, {})}
     assert set(found) == {"DB_SOMETHING_NEW", "FOO_VECTOR_BAR"}
@@ -168,7 +228,7 @@ def test_config_show_lists_every_family_key_in_text_and_json_without_values(tmp_
     shown = {line.split()[0] for line in text.stdout.split("Dify .env keys", 1)[1].splitlines()[1:] if line.strip()}
     assert shown == expected
     assert "DB_PLUGIN_DATABASE" in text.stdout and "postgres.plugin_database" in text.stdout
-    assert "not covered yet (issue #13)" in text.stdout  # archive storage still is not
+    assert "not covered yet (issue #13)" in text.stdout  # Aliyun SLS Logstore still is not
     run = drtool("--dify-env", str(env_file), "config", "show", "--json", cwd=tmp_path)
     assert run.code == 0, run.stderr
     (result,) = [e for e in run.json_lines() if "dify_keys" in e]

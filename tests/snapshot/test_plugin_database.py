@@ -192,13 +192,17 @@ def test_a_configured_but_missing_plugin_database_writes_nothing(minio_env: Snap
     assert e.keys(e.dest_bucket) == []  # not even the lock
 
 
-def test_plugin_storage_in_another_bucket_is_said_to_be_unprotected(minio_env: SnapshotEnv) -> None:
+def test_plugin_storage_in_another_bucket_is_pinned_as_an_extra_store(minio_env: SnapshotEnv) -> None:
+    """No longer a warning: another bucket is the extra store `plugin` (tests/snapshot/test_extra_stores.py)."""
     e = minio_env
     other = new_bucket(e.client)
+    e.client.put_object(Bucket=other, Key="plugin/p.difypkg", Body=b"pkg")
     run = e.run("snapshot", "create", "--json", extra_env={"DRTOOL_SNAPSHOT_PLUGIN_STORAGE_BUCKET": other})
-    assert run.code == 3, run.stdout + run.stderr
-    assert any(f"plugin storage s3://{other}" in w and "NOT in this snapshot" in w
-               for w in run.result()["warnings"])
+    assert run.code == 0 and not run.result()["warnings"], run.stdout + run.stderr
+    folder = f"drtool/snapshots/{run.result()['snapshot']}/"
+    meta = json.loads(e.client.get_object(Bucket=e.dest_bucket, Key=folder + "meta.json")["Body"].read())
+    assert meta["plugin_storage"]["pinned"] is True
+    assert [(st["name"], st["bucket"], st["count"]) for st in meta["stores"]] == [("plugin", other, 1)]
 
 
 def reseal_meta(client: Any, bucket: str, folder: str, edit: Callable[[dict[str, Any]], None]) -> None:
