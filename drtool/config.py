@@ -213,7 +213,8 @@ class SnapshotSettings:
     gc_grace: int = _opt(86400, "seconds an uncommitted snapshot folder is left alone before gc removes it")
     pg_bin_dir: str | None = _opt(None, "folder of pg_dump/pg_restore; default: /usr/lib/postgresql/<server major>"
                                         "/bin, else the newest /usr/lib/postgresql/*/bin, else PATH")
-    encrypt_to: str | None = _opt(None, "age recipients (age1...) or recipient files, comma-separated: encrypt")
+    encrypt_to: tuple[str, ...] = _opt((), "age recipients (age1...) or recipient files; a list (`--encrypt-to` "
+                                           "repeated, a TOML array, or comma-separated in the environment): encrypt")
     part_size_mb: int = _opt(16, "multipart upload part size for the dump and manifest, in MiB (>= 5)")
     workers: int = _opt(8, "parallel S3 requests for restore and verify --deep")
     signing_key_file: str | None = _opt(None, "Ed25519 private key file (`drtool keys generate`, mode 0600) that "
@@ -335,6 +336,8 @@ def setting_specs() -> Iterator[SettingSpec]:
 
 
 def _base_type(hint: Any) -> tuple[type, bool]:
+    if typing.get_origin(hint) is tuple:  # tuple[str, ...]: a list setting
+        return tuple, False
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if args:
         return args[0], True
@@ -570,6 +573,13 @@ def _coerce(spec: SettingSpec, value: Any, source: str) -> Any:
 
     if spec.optional and (value is None or value == ""):
         return None
+    if spec.kind is tuple:
+        # A list setting: flags and TOML arrays keep their items whole (a recipients-file path may hold a comma);
+        # a single string (environment, a TOML string, a .env value) is split on commas.
+        items = list(value) if isinstance(value, list | tuple) else str(value).split(",")
+        if not all(isinstance(item, str) for item in items):
+            raise invalid("a list of strings")
+        return tuple(item.strip() for item in items if item.strip())
     if isinstance(value, dict | list | tuple):
         raise invalid("a single value, not a table or list")
     if spec.kind is bool:
@@ -626,8 +636,9 @@ def render_reference() -> str:
         "|---|---|---|---|---|",
     ]
     for spec in SPECS.values():
-        kind = spec.kind.__name__ + (f" ({'/'.join(spec.choices)})" if spec.choices else "")
-        default = "" if spec.default in (None, "") else f"`{spec.default}`"
+        kind = ("list" if spec.kind is tuple else spec.kind.__name__) + (
+            f" ({'/'.join(spec.choices)})" if spec.choices else "")
+        default = "" if spec.default in (None, "", ()) else f"`{spec.default}`"
         secret = " Secret: shown as `***`." if spec.secret else ""
         lines.append(f"| `{spec.key}` | `{spec.env_var}` | {kind} | {default} | {spec.help}.{secret} |")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,10 +17,12 @@ import pyrage
 from drtool.errors import AuthError, ConfigError, UsageError, VerificationFailed
 
 
-def parse_recipients(spec: str) -> list[Any]:
-    """`age1…` / `ssh-ed25519 …` recipients, or paths of files holding one per line (# comments allowed)."""
+def parse_recipients(spec: Sequence[str]) -> list[Any]:
+    """`age1…` / `ssh-ed25519 …` recipients, or paths of files holding one per line (# comments allowed).
+
+    Items stay whole: a recipients-file path may hold a comma (snapshot.encrypt_to is a list setting)."""
     items: list[str] = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
+    for part in filter(None, (p.strip() for p in spec)):
         if part.startswith(("age1", "ssh-")):
             items.append(part)
             continue

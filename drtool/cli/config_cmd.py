@@ -24,6 +24,8 @@ def _display(settings: Settings, key: str) -> object:
     value = settings.get(key)
     if value is None or value == "":
         return value
+    if isinstance(value, tuple):  # a list setting: a JSON list, and one line on a terminal
+        return list(value) if not SPECS[key].secret else MASK
     if SPECS[key].secret:
         # A URL secret (redis://user:pw@host) stays useful with only its password masked.
         return redact(value) if isinstance(value, str) and "://" in value and "@" in value else MASK
@@ -43,7 +45,7 @@ def show(app: App, show_all: bool) -> None:
     rows = [
         {"setting": key, "value": _display(settings, key), "source": settings.sources[key]}
         for key in SPECS
-        if show_all or settings.sources[key] != "default" or settings.get(key) not in (None, "")
+        if show_all or settings.sources[key] != "default" or settings.get(key) not in (None, "", ())
     ]
     payload = {"event": "result", "settings": rows, "storage_problem": settings.storage_problem,
                "notes": list(settings.notes), "dify_keys": _keys_payload(settings)}

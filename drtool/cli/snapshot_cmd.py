@@ -122,7 +122,7 @@ def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
 
     flags = _dest_flags(dest_bucket, dest_prefix, dest_endpoint)
     if encrypt_to:
-        flags["snapshot.encrypt_to"] = ",".join(encrypt_to)
+        flags["snapshot.encrypt_to"] = encrypt_to  # a list setting: each item whole, a comma in a path included
     settings = app.settings(flags)
     options = CreateOptions(schemas=schemas, tables=tables, encrypt_to=settings.snapshot.encrypt_to,
                             copy_unversioned=copy_unversioned, require_replication=require_replication,

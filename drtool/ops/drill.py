@@ -46,6 +46,7 @@ from drtool.config import Settings
 from drtool.core import drill_report as dr
 from drtool.core import manifest as mf
 from drtool.core import naming
+from drtool.core.events import Emit
 from drtool.core.ports import VectorStore
 from drtool.errors import DrtoolError, NotFoundError, UsageError
 from drtool.ops import snapshot_databases
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("drtool.drill")
 
-Emit = Callable[[dict[str, Any]], None]
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Dataset chunk files and annotation files (issue #13): both are read at the version the snapshot pinned.
 _CHUNK_FILE = re.compile(r"^(datasets|annotations)/[^/]+/processed/chunks\.jsonl(\.gz|\.zst)?$")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from drtool.adapters import s3 as s3a
+from drtool.core.events import Emit
 from drtool.core.lock import Judgement, LockInfo, Origin, judge
 from drtool.errors import AuthError, LockedError
 
 log = logging.getLogger("drtool.lock")
-
-Emit = Callable[[dict[str, Any]], None]
 
 
 def _pid_alive(pid: int) -> bool:

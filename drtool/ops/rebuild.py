@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -31,6 +31,7 @@ from drtool.core.chunks import (
     iter_lines,
     parse_lines,
 )
+from drtool.core.events import Emit
 from drtool.core.pipeline import batched, ordered_map
 from drtool.core.ports import VectorStore
 from drtool.core.streams import CountingRawStream
@@ -91,9 +92,6 @@ class DatasetReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-Emit = Callable[[dict[str, Any]], None]
 
 
 class Progress(Protocol):

@@ -26,6 +26,7 @@ from drtool.config import Settings
 from drtool.core import naming
 from drtool.core.chunk_writer import text_digest
 from drtool.core.chunks import CHUNK_FILE_NAMES, Chunk, CorruptStream, compression_for, iter_lines, parse_lines
+from drtool.core.events import Emit
 from drtool.core.ports import VECTOR_STORES, VectorStore
 from drtool.core.streams import CountingRawStream
 from drtool.errors import ConfigError, KeyRefusedError, UsageError
@@ -50,8 +51,6 @@ KINDS: dict[str, str] = {
 }
 # Annotation-reply collections (issue #13): checked per enabled app by drtool.ops.annotations.
 KINDS.update(ANNOTATION_KINDS)
-
-Emit = Callable[[dict[str, Any]], None]
 
 
 @dataclass

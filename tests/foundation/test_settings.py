@@ -165,3 +165,29 @@ def test_generated_configuration_doc_is_current() -> None:
 def test_toml_tables_and_lists_are_refused_where_a_value_is_expected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"s3\.bucket .*a single value"):
         load_settings(environ={}, config_path=write(tmp_path, "d.toml", "[s3]\nbucket = ['a', 'b']\n"))
+
+
+def test_a_list_setting_keeps_its_items_whole_from_flags_and_toml_and_splits_a_string(tmp_path: Path) -> None:
+    """snapshot.encrypt_to: a recipients-file path with a comma used to be split in two."""
+    path = "/etc/drtool/recipients,dr-site.txt"
+    flagged = load_settings(environ={}, flags={"snapshot.encrypt_to": (path, "age1xyz")})
+    assert flagged.snapshot.encrypt_to == (path, "age1xyz")
+    toml = write(tmp_path, "d.toml", f"[snapshot]\nencrypt_to = [{path!r}, 'age1xyz']\n")
+    assert load_settings(environ={}, config_path=toml).snapshot.encrypt_to == (path, "age1xyz")
+    env = load_settings(environ={"DRTOOL_SNAPSHOT_ENCRYPT_TO": "age1a, age1b,"})
+    assert env.snapshot.encrypt_to == ("age1a", "age1b")
+    assert load_settings(environ={}).snapshot.encrypt_to == ()
+    with pytest.raises(ConfigError, match=r"snapshot\.encrypt_to .*a list of strings"):
+        load_settings(environ={}, config_path=write(tmp_path, "e.toml", "[snapshot]\nencrypt_to = [1, 2]\n"))
+
+
+def test_recipients_file_with_a_comma_in_its_path_is_read_whole(tmp_path: Path) -> None:
+    import pyrage
+
+    from drtool.adapters.age import parse_recipients
+
+    folder = tmp_path / "keys,dr"
+    folder.mkdir()
+    recipients = folder / "recipients.txt"
+    recipients.write_text("# the DR site\n" + str(pyrage.x25519.Identity.generate().to_public()) + "\n")
+    assert len(parse_recipients([str(recipients)])) == 1
