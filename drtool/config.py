@@ -159,7 +159,10 @@ class EmbeddingSettings:
     api_key: str | None = _opt(None, "API key for the embedding endpoint", secret=True)
     dimensions: int | None = _opt(None, "vector dimension to request or expect")
     batch_size: int = _opt(64, "texts per embedding request or model batch")
-    concurrency: int = _opt(4, "concurrent embedding requests (openai)")
+    concurrency: int = _opt(16, "most concurrent embedding requests (openai): a hard ceiling; with "
+                                "embedding.adaptive the number in flight adapts below it, without it stays fixed")
+    adaptive: bool = _opt(True, "adapt the requests in flight to the endpoint (openai): start at 4, grow while "
+                                "latency stays flat, shrink on 429/503 or rising latency, within embedding.concurrency")
     timeout: int = _opt(60, "seconds before an embedding request times out")
     max_attempts: int = _opt(6, "tries per embedding request (openai) on timeouts, resets, 429 and 5xx")
     requests_per_minute: int = _opt(0, "embedding requests per minute budget (openai; 0 = unlimited)")

