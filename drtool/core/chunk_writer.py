@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import queue
+import threading
 from typing import IO, Any
 
 from drtool.core.chunks import CHUNK_FILE_NAMES, Compression
@@ -18,6 +20,8 @@ from drtool.core.chunks import CHUNK_FILE_NAMES, Compression
 # line (json.dumps builds a new encoder for non-default options): a third of the export's CPU time.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _FLUSH_BYTES = 1 << 20
+# Blocks (about a MiB each) waiting for the background thread: what bounds the writer's memory when it lags.
+_QUEUE_BLOCKS = 4
 
 # Part of the stored hash's identity: a change to what a line contains must re-export unchanged datasets.
 WRITER_FORMAT = "1"
@@ -59,9 +63,15 @@ class ChunkFileWriter:
 
     The sink is a local spool, never the final object: the caller uploads the finished file in one atomic PUT
     (or a multipart upload, which S3 only shows once it is completed).
+
+    `background=True` hashes, compresses and writes in a thread fed through a bounded queue, while the caller
+    reads and encodes the next rows: hashlib, zlib and zstd release the GIL on large buffers, so this overlaps
+    with the Python work on another core. Same bytes either way; call `abort()` in a `finally` so an exception
+    in the caller stops the thread (a no-op after `close()`).
     """
 
-    def __init__(self, sink: IO[bytes], compression: Compression, *, level: int | None = None) -> None:
+    def __init__(self, sink: IO[bytes], compression: Compression, *, level: int | None = None,
+                 background: bool = False) -> None:
         self.compression = compression
         self.sha256 = hashlib.sha256()
         self.sha256.update(f"drtool-chunks-writer-{WRITER_FORMAT}\n".encode())
@@ -83,6 +93,13 @@ class ChunkFileWriter:
             self._closer = self._out
         else:
             self._out = sink
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=_QUEUE_BLOCKS)
+            self._thread = threading.Thread(target=self._drain, name="drtool-chunk-writer", daemon=True)
+            self._thread.start()
 
     def write(self, record: dict[str, Any]) -> None:
         line = _ENCODER.encode(record).encode("utf-8") + b"\n"
@@ -93,18 +110,61 @@ class ChunkFileWriter:
         if self._pending_bytes >= _FLUSH_BYTES:
             self._flush()
 
+    def write_block(self, block: bytes, count: int) -> None:
+        """Append `count` lines already serialised as `write` would (each ending in a newline), in one call:
+        export-chunks encodes a whole batch of rows at once instead of building one dict per line."""
+        self._flush()
+        self.raw_bytes += len(block)
+        self.count += count
+        self._put(block)
+
     def _flush(self) -> None:
         """Hash and write lines in blocks: one call per MiB instead of one per line."""
         if self._pending:
             block = b"".join(self._pending)
-            self.sha256.update(block)
-            self._out.write(block)
             self._pending.clear()
             self._pending_bytes = 0
+            self._put(block)
+
+    def _emit(self, block: bytes) -> None:
+        self.sha256.update(block)
+        self._out.write(block)
+
+    def _put(self, block: bytes) -> None:
+        if self._queue is None:
+            self._emit(block)
+            return
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)  # blocks while _QUEUE_BLOCKS wait: memory stays bounded
+
+    def _drain(self) -> None:
+        """The background thread: emit blocks until None; after an error keep taking them (and drop them), so
+        that the caller never waits forever on a full queue and sees the error at its next write or at close."""
+        assert self._queue is not None
+        while (block := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._emit(block)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+
+    def _stop(self) -> None:
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def abort(self) -> None:
+        """Stop the background thread without finishing the file (after an error in the caller)."""
+        self._stop()
 
     def close(self) -> str:
         """Finish the compressed stream (the sink stays open) and return the content hash."""
         self._flush()
+        self._stop()
+        if self._error is not None:
+            raise self._error
         if self._closer is not None:
             self._closer.close()
             self._closer = None

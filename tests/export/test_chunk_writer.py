@@ -59,3 +59,46 @@ def test_names_match_what_rebuild_looks_for() -> None:
     assert chunk_key("ds", "zstd") == "datasets/ds/processed/chunks.jsonl.zst"
     assert other_chunk_keys("ds", "zstd") == ["datasets/ds/processed/chunks.jsonl",
                                               "datasets/ds/processed/chunks.jsonl.gz"]
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_background_writer_writes_the_same_bytes_and_hash(compression: Any) -> None:
+    sink = io.BytesIO()
+    writer = ChunkFileWriter(sink, compression, background=True)
+    for _ in range(50):  # many blocks through the bounded queue, records and pre-encoded blocks mixed
+        for record in RECORDS[:2]:
+            writer.write(record)
+        writer.write_block(json_line(RECORDS[2]) * 2000, 2000)
+    digest = writer.close()
+    writer.abort()  # a no-op after close
+    reference = io.BytesIO()
+    plain = ChunkFileWriter(reference, compression)
+    for _ in range(50):
+        for record in RECORDS[:2]:
+            plain.write(record)
+        for _ in range(2000):
+            plain.write(RECORDS[2])
+    plain_digest = plain.close()
+    assert (sink.getvalue(), digest) == (reference.getvalue(), plain_digest)
+    assert writer.count == plain.count == 50 * 2002
+
+
+class BrokenSink(io.BytesIO):
+    def write(self, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_background_writer_hands_a_write_error_to_the_caller() -> None:
+    writer = ChunkFileWriter(BrokenSink(), "none", background=True)
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(100):  # more blocks than the queue holds: the caller must not block forever
+            writer.write_block(b"x" * (1 << 20), 1)
+        writer.close()
+    writer.abort()
+    assert writer._thread is None  # stopped
+
+
+def json_line(record: dict[str, Any]) -> bytes:
+    from drtool.core.chunks import dumps_chunk
+
+    return dumps_chunk(record)
