@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import struct
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -204,19 +205,57 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 
 
 class LocalEmbedder:
-    """sentence-transformers on this machine: needs `pip install 'drtool[local]'`, loads offline."""
+    """sentence-transformers on this machine: needs `pip install 'drtool[local]'`, loads offline.
+
+    The model is loaded on first use, not when the embedder is made: a rebuild whose vectors are all cached (a
+    warm rebuild, a drill of a snapshot whose caches are complete) never imports torch and sentence-transformers,
+    which were about two thirds of such a run's time (bench/results/rebuild_warm.md). The dimension comes from the
+    model folder's own files when they tell it (declared_dimension), else from loading the model.
+    """
 
     def __init__(self, settings: EmbeddingSettings) -> None:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("sentence_transformers") is None:
             raise ConfigError(
                 "the local embedding provider needs sentence-transformers",
                 hint="pip install 'drtool[local]', or use embedding.provider=openai",
-            ) from None
+            )
         name = settings.model or default_local_model()
+        if os.path.isabs(name) and not os.path.isdir(name):  # a path that is not there: say so before any work
+            raise ConfigError(f"cannot load local model {name}: no such folder",
+                              hint="give embedding.model as a path to a model folder")
+        self._name = name
+        self._batch_size = settings.batch_size
+        self._wanted_dimension = settings.dimensions
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self._dimension: int | None = None
+        declared = declared_dimension(name)
+        if declared is not None:
+            self._set_dimension(declared)
+
+    def _set_dimension(self, dim: int) -> None:
+        if self._wanted_dimension and self._wanted_dimension != dim:
+            raise UsageError(f"model {self._name} makes vectors of dimension {dim}, but embedding.dimensions is "
+                             f"{self._wanted_dimension}")
+        self._dimension = int(dim)
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def _loaded_model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from sentence_transformers import SentenceTransformer
+
         try:  # transformers' "Loading weights" bar would clutter drtool's own progress and logs
             from transformers.utils import logging as hf_logging
 
@@ -224,21 +263,20 @@ class LocalEmbedder:
         except ImportError:
             pass
         try:
-            self._model = SentenceTransformer(name, device="cpu")
+            model = SentenceTransformer(self._name, device="cpu")
         except Exception as exc:
-            raise ConfigError(f"cannot load local model {name}: {type(exc).__name__}: {exc}",
+            raise ConfigError(f"cannot load local model {self._name}: {type(exc).__name__}: {exc}",
                               hint="give embedding.model as a path to a model folder") from None
-        self._name = name
-        self._batch_size = settings.batch_size
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or \
-            self._model.get_sentence_embedding_dimension
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dim = get_dim()
         if dim is None:
-            raise ConfigError(f"model {name} does not report its embedding dimension")
-        if settings.dimensions and settings.dimensions != dim:
-            raise UsageError(f"model {name} makes vectors of dimension {dim}, but embedding.dimensions is "
-                             f"{settings.dimensions}")
-        self._dimension = int(dim)
+            raise ConfigError(f"model {self._name} does not report its embedding dimension")
+        if self._dimension is not None and int(dim) != self._dimension:
+            raise ConfigError(f"model {self._name} makes vectors of dimension {dim}, but its files declare "
+                              f"{self._dimension}", hint="check the model folder's modules.json and configs")
+        self._set_dimension(int(dim))
+        log.info("loaded local model %s (%d-d)", self._name, dim)
+        return model
 
     @property
     def model_id(self) -> str:
@@ -246,11 +284,14 @@ class LocalEmbedder:
 
     @property
     def dimension(self) -> int:
+        if self._dimension is None:
+            self._loaded_model()
+        assert self._dimension is not None
         return self._dimension
 
     @property
     def max_tokens(self) -> int:
-        return int(self._model.max_seq_length)
+        return int(self._loaded_model().max_seq_length)
 
     @property
     def model_name(self) -> str:
@@ -276,7 +317,7 @@ class LocalEmbedder:
         if not texts:
             return []
         logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)  # we count them
-        encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False,
+        encoded = self._loaded_model().tokenizer(list(texts), add_special_tokens=True, truncation=False,
                                         return_attention_mask=False, return_token_type_ids=False)
         limit = self.max_tokens
         return [len(ids) > limit for ids in encoded["input_ids"]]
@@ -308,17 +349,56 @@ class LocalEmbedder:
         return out
 
     def _encode(self, texts: list[str]) -> Any:
-        return self._model.encode(texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True,
-                                  show_progress_bar=False)
+        return self._loaded_model().encode(texts, batch_size=len(texts), normalize_embeddings=True,
+                                           convert_to_numpy=True, show_progress_bar=False)
 
     def _token_counts(self, texts: list[str]) -> list[int]:
         """Tokens the model will read per text (capped at its max_seq_length, as encode() truncates)."""
-        encoded = self._model.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.max_tokens,
+        encoded = self._loaded_model().tokenizer(texts, add_special_tokens=True, truncation=True,
+                                                 max_length=self.max_tokens,
                                         return_attention_mask=False, return_token_type_ids=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def close(self) -> None:
         pass
+
+
+_POOLING_MODES = ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
+                  "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
+
+
+def declared_dimension(folder: str) -> int | None:
+    """The vector dimension a sentence-transformers folder declares, read from its files without importing torch:
+    the Pooling module's word_embedding_dimension (one pooling mode), changed only by a Dense module's out_features.
+
+    None when the files do not tell it for sure (another module type, several pooling modes, a hub name): the model
+    is then loaded to ask it. Loading later checks that the model agrees.
+    """
+    import json
+    from pathlib import Path
+
+    root = Path(folder)
+    try:
+        modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
+        dim: int | None = None
+        for module in modules:
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            if kind in ("Transformer", "Normalize"):
+                continue
+            config = json.loads((root / str(module.get("path", "")) / "config.json").read_text(encoding="utf-8"))
+            if kind == "Pooling" and sum(bool(config.get(m)) for m in _POOLING_MODES) == 1:
+                dim = int(config["word_embedding_dimension"])
+            elif kind == "Dense" and dim is not None:
+                dim = int(config["out_features"])
+            else:
+                return None
+        if (root / "config_sentence_transformers.json").is_file():
+            extra = json.loads((root / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+            if extra.get("truncate_dim"):
+                return None
+        return dim if dim and dim > 0 else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def default_local_model() -> str:

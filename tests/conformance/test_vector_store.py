@@ -119,6 +119,10 @@ def test_dify_search_applies_difys_document_filter(vector_backend: VectorBackend
     assert all(str(h["metadata"]["document_id"]) == doc for (hits, _), doc in zip(batch, wanted, strict=True)
                for h in hits)
     assert [doc_ids(h)[0] for h, _ in batch[1:]] == ["chunk-2", "chunk-5"]
+    # Interleaved documents: a store may answer one document's vectors together, but each answer keeps its place.
+    order = [0, 3, 2, 5, 4, 1]
+    batch = store.dify_search_batch(name, [unit(i) for i in order], 1, [DOC_A if i % 2 == 0 else DOC_B for i in order])
+    assert [doc_ids(h)[0] for h, _ in batch] == [f"chunk-{i}" for i in order]
 
 
 def test_iteration_sees_every_row_exactly_once(vector_backend: VectorBackendUnderTest) -> None:
