@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -247,6 +247,26 @@ def read_manifest(source: IO[bytes]) -> Iterator[ManifestRecord]:
                 yield ManifestRecord.from_line(line, lineno)
     except zstandard.ZstdError as exc:
         raise ValueError(f"manifest is not valid zstd data ({exc})") from None
+
+
+def tampered_lines(name: str, records: Iterable[ManifestRecord], check: Callable[[ManifestRecord], str | None],
+                   limit: int) -> list[str]:
+    """Each record `check` finds a problem with, as a "tampered record" line (at most `limit` named, then a
+    count); a manifest that cannot be read to its end (ValueError) adds one line."""
+    problems: list[str] = []
+    count = 0
+    try:
+        for rec in records:
+            problem = check(rec)
+            if problem:
+                count += 1
+                if len(problems) < limit:
+                    problems.append(f"{name}: tampered record: {problem}")
+    except ValueError as exc:
+        problems.append(f"{name}: {exc}")
+    if count > limit:
+        problems.append(f"{name}: {count - limit} more tampered record(s)")
+    return problems
 
 
 def format_sums(sums: dict[str, str]) -> bytes:

@@ -396,20 +396,8 @@ def confinement_problems(dest: Destination, info: SnapshotInfo, records: Iterabl
     `limit` named, then a count); an unreadable manifest is one line."""
     folder = dest.folder(info.id)
     key_prefix = str(info.meta.get("source", {}).get("key_prefix") or "")
-    problems: list[str] = []
-    count = 0
-    try:
-        for rec in records:
-            problem = mf.confinement_problem(rec, snapshot_folder=folder, key_prefix=key_prefix)
-            if problem:
-                count += 1
-                if len(problems) < limit:
-                    problems.append(f"{name}: tampered record: {problem}")
-    except ValueError as exc:
-        problems.append(f"{name}: {exc}")
-    if count > limit:
-        problems.append(f"{name}: {count - limit} more tampered record(s)")
-    return problems
+    return mf.tampered_lines(name, records, lambda rec: mf.confinement_problem(
+        rec, snapshot_folder=folder, key_prefix=key_prefix), limit)
 
 
 def _verify_deep(settings: Settings, dest: Destination, info: SnapshotInfo, identities: list[Any] | None,

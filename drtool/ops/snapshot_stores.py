@@ -240,21 +240,7 @@ def records(stream: IO[bytes] | Any, info: Any, identities: list[Any] | None, na
 
 def confinement_problems(section: dict[str, Any], recs: Iterator[mf.ManifestRecord], limit: int = 20) -> list[str]:
     patterns = KeyPatterns(section["prefixes"])
-    name = section["artifact"]
-    problems: list[str] = []
-    count = 0
-    try:
-        for rec in recs:
-            problem = record_problem(rec, patterns)
-            if problem:
-                count += 1
-                if len(problems) < limit:
-                    problems.append(f"{name}: tampered record: {problem}")
-    except ValueError as exc:
-        problems.append(f"{name}: {exc}")
-    if count > limit:
-        problems.append(f"{name}: {count - limit} more tampered record(s)")
-    return problems
+    return mf.tampered_lines(section["artifact"], recs, lambda rec: record_problem(rec, patterns), limit)
 
 
 def store_for(settings: Settings, section: dict[str, Any]) -> ExtraStore:
