@@ -66,9 +66,16 @@ class PostgresSettings:
     )
     connect_timeout: int = _opt(10, "seconds to wait for a connection")
     plugin_database: str | None = _opt(None, "the Dify plugin daemon's database (Dify's DB_PLUGIN_DATABASE, e.g. "
-                                             "dify_plugin) on this same server, user and password, as Dify's "
-                                             "docker-compose runs it; set, every snapshot dumps it too (unset: "
-                                             "installed plugins, model providers included, are NOT in snapshots)")
+                                             "dify_plugin), on this server with this user and password as Dify's "
+                                             "docker-compose runs it unless postgres.plugin_host/plugin_user say "
+                                             "otherwise; set, every snapshot dumps it too (unset: installed "
+                                             "plugins, model providers included, are NOT in snapshots)")
+    plugin_host: str | None = _opt(None, "host of the plugin database when the plugin daemon points elsewhere; "
+                                         "default: postgres.host")
+    plugin_port: int | None = _opt(None, "port of the plugin database's server; default: postgres.port")
+    plugin_user: str | None = _opt(None, "user for the plugin database; default: postgres.user (and then "
+                                         "postgres.password)")
+    plugin_password: str | None = _opt(None, "password of postgres.plugin_user", secret=True)
 
 
 @dataclass(frozen=True)

@@ -359,7 +359,11 @@ class Drill:
 
         self.scratch.db_created = True  # from here on the database may exist: cleanup drops it if it does
         self.scratch.plugin_db_created = self.scratch.plugin_database is not None
-        result = restore(self.settings, dest, info.id, target_db=self.scratch.database, objects_to=None,
+        # The scratch plugin database lives on the main server, where the drill made sure it was free and drops
+        # it: not on postgres.plugin_host, which a bare --target-plugin-db name would otherwise mean.
+        on_main = dataclasses.replace(self.settings, postgres=dataclasses.replace(
+            self.settings.postgres, plugin_host=None, plugin_port=None, plugin_user=None, plugin_password=None))
+        result = restore(on_main, dest, info.id, target_db=self.scratch.database, objects_to=None,
                          dry_run=False, yes=False, verify_only=False, identities=self.identities, no_owner=True,
                          skip_objects=True, expect_digest=self.options.expect_digest,
                          target_plugin_db=self.scratch.plugin_database, emit=self._progress_only)

@@ -87,6 +87,12 @@ def parse_target(settings: Settings, text: str) -> Target:
     return Target(pg=pg, dbname=str(params["dbname"]))
 
 
+def plugin_target(settings: Settings, text: str) -> Target:
+    """--target-plugin-db (or the derived name): a bare name is on the plugin database's server
+    (postgres.plugin_host/plugin_user, default the main one)."""
+    return parse_target(snapshot_databases.plugin_settings(settings), text)
+
+
 @dataclass
 class RestoreResult:
     snapshot_id: str
@@ -134,7 +140,7 @@ def restore(settings: Settings, dest: Destination, ref: str, *, target_db: str |
     if plugin_db and not info.meta.get("artifacts", {}).get("plugin_dump"):  # never fall back to the main dump
         raise VerificationFailed(f"snapshot {info.id}: meta.json records a plugin database but no plugin dump",
                                  hint="run `drtool snapshots verify`; restore another snapshot")
-    if plugin_db and target_db and parse_target(settings, plugin_db).label == parse_target(settings, target_db).label:
+    if plugin_db and target_db and plugin_target(settings, plugin_db).label == parse_target(settings, target_db).label:
         raise UsageError("--target-plugin-db is the same database as --target-db",
                          hint="the plugin daemon's database needs its own, e.g. dify_plugin")
     # Issue 13: --stores brings the extra stores (plugin storage elsewhere, archive storage) back in place.
@@ -174,7 +180,7 @@ def _target_locks(settings: Settings, dest: Destination, info: SnapshotInfo, *, 
     if target_db:
         names.append(_lock_name("db", parse_target(settings, target_db).label))
     if plugin_db:
-        names.append(_lock_name("db", parse_target(settings, plugin_db).label))
+        names.append(_lock_name("db", plugin_target(settings, plugin_db).label))
     names += [_lock_name("bucket", target) for target in store_buckets or ()]
     try:
         for name in sorted(set(names)):
@@ -200,7 +206,7 @@ def _restore_locked(settings: Settings, dest: Destination, info: SnapshotInfo, s
                                          stack=stack)
         if plugin_db:  # checked like the main one, before the first object is copied
             prepared_plugin = _prepare_database(
-                settings, dest, info, sums, parse_target(settings, plugin_db), dry_run=dry_run, yes=yes,
+                settings, dest, info, sums, plugin_target(settings, plugin_db), dry_run=dry_run, yes=yes,
                 identities=identities, result=result, stack=stack,
                 db_meta=info.meta.get(snapshot_databases.PLUGIN_META),
                 dump_name=info.meta.get("artifacts", {}).get("plugin_dump"), slot="plugin_database")

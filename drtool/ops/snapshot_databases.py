@@ -42,15 +42,35 @@ PLUGIN_META = "plugin_database"  # its section of meta.json; absent in snapshots
 
 # --- settings ------------------------------------------------------------------------------------------------------
 
+def plugin_server(settings: Settings) -> PostgresSettings:
+    """The plugin database's server and role: postgres.* unless postgres.plugin_host/port/user say otherwise.
+
+    Dify's compose runs the plugin daemon on the main server with the main credentials; a deployment may point it
+    elsewhere. Another user never inherits the main password (it would be sent to the wrong role).
+    """
+    pg = settings.postgres
+    other_user = bool(pg.plugin_user) and pg.plugin_user != pg.user
+    return dataclasses.replace(pg, host=pg.plugin_host or pg.host, port=pg.plugin_port or pg.port,
+                               user=pg.plugin_user or pg.user,
+                               password=pg.plugin_password if other_user or pg.plugin_password else pg.password)
+
+
 def plugin_postgres(settings: Settings) -> PostgresSettings | None:
-    """The plugin database's connection: postgres.* with the database name replaced; None when not configured."""
+    """The plugin database's connection (plugin_server with its database); None when not configured."""
     name = settings.postgres.plugin_database
     if not name:
         return None
-    if name == settings.postgres.database:
+    server = plugin_server(settings)
+    if name == settings.postgres.database and (server.host, server.port) == (settings.postgres.host,
+                                                                             settings.postgres.port):
         raise ConfigError(f"postgres.plugin_database is the main database ({name})",
                           hint="set it to the plugin daemon's database (Dify's DB_PLUGIN_DATABASE, e.g. dify_plugin)")
-    return dataclasses.replace(settings.postgres, database=name)
+    return dataclasses.replace(server, database=name)
+
+
+def plugin_settings(settings: Settings) -> Settings:
+    """settings whose postgres.* is the plugin server's: a bare --target-plugin-db name lands on that server."""
+    return dataclasses.replace(settings, postgres=plugin_server(settings))
 
 
 def check_plugin_database(settings: Settings) -> None:
