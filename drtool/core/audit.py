@@ -77,8 +77,9 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
        "a leaked or misused drtool key can do more than drtool needs: delete or overwrite other buckets' objects, "
        "change users or replication, and so take the restore points down with the data"),
     _c("s3.multipart_refused", C, "a multipart upload probe was refused",
-       "snapshot dumps and Dify's large files are written as multipart uploads: they fail while a single PUT "
-       "still works (a refused abort only warns: interrupted uploads then leave their parts behind)"),
+       "drtool writes snapshot dumps and manifests as multipart uploads: they fail while a single PUT still "
+       "works (Dify itself saves every file with one PutObject, so it has no multipart threshold to read; a "
+       "refused abort only warns: interrupted uploads then leave their parts behind)"),
     _c("s3.encryption_off", INFO, "the bucket has no default server-side encryption",
        "info, not a warning: it does not stop a recovery (and a lost KMS key would), but the dumps and users' files "
        "lie in the clear on the drives and on every replica"),
