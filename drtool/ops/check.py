@@ -11,7 +11,7 @@ from typing import Any
 from drtool.config import Settings
 from drtool.core.dify_keys import NOT_USED, not_protected
 from drtool.errors import DrtoolError, ExitCode
-from drtool.ops.check_destination import check_snapshot_destination, destination_target
+from drtool.ops.check_destination import check_snapshot_destination, destination_target, extra_store_targets
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ def configured_systems(settings: Settings) -> list[tuple[str, str, Callable[[], 
         # Where `snapshot create` writes: a missing or read-only destination fails here, not at 2 a.m.
         systems.append(("snapshot bucket", destination_target(settings),
                         lambda: check_snapshot_destination(settings)))
+        systems.extend(extra_store_targets(settings))  # plugin storage elsewhere, archive storage (issue 13)
     # The chosen vector store (vector.store), or with none chosen every one whose connection is configured.
     for backend in vector_stores.to_check(settings):
         systems.append((backend.name, backend.location(settings) or "-", functools.partial(backend.check, settings)))

@@ -1,4 +1,6 @@
-"""`config check` of the snapshot destination: the bucket `snapshot create` will write to must exist and take writes.
+"""`config check` of the snapshot destination: the bucket `snapshot create` will write to must exist and take writes;
+and of the extra stores it pins (plugin storage outside Dify's bucket, archive storage): each must exist, be
+readable with its own credentials and be versioned.
 
 Why: a snapshot bucket that is missing, read-only for this key, or without the Object Lock that
 `snapshot.object_lock_days` asks for makes the first nightly snapshot fail at 2 a.m.; `config check` is where the
@@ -10,6 +12,7 @@ wrote, so a versioned bucket keeps no trace beyond what a bucket with Object Loc
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from drtool.config import Settings
@@ -102,3 +105,46 @@ def _remove_probe(client: Any, bucket: str, key: str, version_id: str | None) ->
         except Exception:
             return False
         return False
+
+
+def extra_store_targets(settings: Settings) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
+    """(system, target, probe) of each extra store snapshots pin (plugin storage outside Dify's bucket, archive
+    storage): read-only probes, because `snapshot create` only reads a store. A store whose settings cannot work
+    (another endpoint without credentials) is a row whose probe raises that ConfigError."""
+    from drtool.ops import snapshot_stores
+
+    try:
+        stores = snapshot_stores.configured_stores(settings)
+    except ConfigError as exc:
+        error = exc
+
+        def refused() -> dict[str, Any]:
+            raise error
+
+        return [("extra store", "-", refused)]
+    return [(f"{store.name} storage", f"{store.s3.endpoint or 'AWS S3'}/{store.bucket}",
+             lambda store=store: check_extra_store(store)) for store in stores]
+
+
+def check_extra_store(store: Any) -> dict[str, Any]:
+    """The bucket exists (10), this key may read it (12), and it is versioned (2 otherwise, as `snapshot create`
+    refuses an unversioned store)."""
+    from drtool.adapters import s3 as s3a
+
+    client = s3a.make_client(store.s3, max_attempts=2, read_timeout=20)
+    try:
+        client.head_bucket(Bucket=store.bucket)
+        versioning = s3a.bucket_versioning(client, store.bucket)
+    except Exception as exc:
+        err = s3a.translate_error(exc, what=f"{store.name} storage bucket {store.bucket}",
+                                  endpoint=store.s3.endpoint)
+        if isinstance(err, NotFoundError) or s3a.http_status(exc) == 404:
+            raise NotFoundError(f"{store.name} storage bucket {store.bucket} does not exist",
+                                hint=f"check snapshot.{store.name}_storage_bucket and its endpoint",
+                                system=err.system) from None
+        raise err from None
+    if versioning != "Enabled":
+        raise ConfigError(f"{store.name} storage bucket {store.bucket} is not versioned ({versioning}): snapshots "
+                          "cannot pin its objects and `snapshot create` refuses it",
+                          hint=f"mc version enable ALIAS/{store.bucket}")
+    return {"bucket": store.bucket, "versioning": versioning, "prefixes": list(store.prefixes)}

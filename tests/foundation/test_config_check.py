@@ -130,3 +130,36 @@ def test_unreachable_weaviate_exits_1_and_human_output_names_it(all_systems: dic
     assert run.code == 1
     line = next(line for line in run.stdout.splitlines() if line.startswith("weaviate"))
     assert "FAILED" in line and "cannot reach" in line
+
+
+def test_extra_stores_are_checked_exist_readable_and_versioned(all_systems: dict[str, str], minio_pair: Any,
+                                                               seaweed_pair: Any) -> None:
+    """Plugin storage in another bucket of the pair (site replication versions it), archive storage on another
+    endpoint (SeaweedFS) with credentials of its own: each is a row of its own."""
+    site = minio_pair.a
+    plugin = f"check-plugin-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=site.endpoint, aws_access_key_id=site.access_key,
+                 aws_secret_access_key=site.secret_key, region_name="us-east-1").create_bucket(Bucket=plugin)
+    other = seaweed_pair.a
+    archive = f"check-archive-{uuid.uuid4().hex[:8]}"
+    other.s3_client().create_bucket(Bucket=archive)
+    env = {**all_systems, "DRTOOL_SNAPSHOT_PLUGIN_STORAGE_BUCKET": plugin,
+           "DRTOOL_SNAPSHOT_ARCHIVE_STORAGE_BUCKET": archive,
+           "DRTOOL_SNAPSHOT_ARCHIVE_STORAGE_ENDPOINT": other.endpoint}
+    without_keys = drtool("config", "check", "--json", env=env)
+    assert without_keys.code == 2, without_keys.stdout
+    assert "no credentials of its own" in systems(without_keys)["extra store"]["problem"]
+
+    env.update({"DRTOOL_SNAPSHOT_ARCHIVE_STORAGE_ACCESS_KEY": other.access_key,
+                "DRTOOL_SNAPSHOT_ARCHIVE_STORAGE_SECRET_KEY": other.secret_key})
+    run = drtool("config", "check", "--json", env=env)
+    found = systems(run)
+    assert found["plugin storage"]["ok"] and found["plugin storage"]["details"]["versioning"] == "Enabled"
+    assert not found["archive storage"]["ok"] and "not versioned" in found["archive storage"]["problem"]
+    assert run.code == 2, run.stdout
+    assert other.secret_key not in run.stdout + run.stderr
+
+    other.s3_client().put_bucket_versioning(Bucket=archive, VersioningConfiguration={"Status": "Enabled"})
+    assert drtool("config", "check", "--json", env=env).code == 0
+    missing = drtool("config", "check", "--json", env={**env, "DRTOOL_SNAPSHOT_ARCHIVE_STORAGE_BUCKET": "no-such-b"})
+    assert missing.code == 10 and "does not exist" in systems(missing)["archive storage"]["problem"]
