@@ -3,8 +3,9 @@ behind it, a multipart-upload probe, and whether the credential's policy is wide
 
 - Encryption: GetBucketEncryption; without a default configuration the finding says whether the MinIO server has a
   KMS at all (`admin info` services.kmsStatus), since on MinIO `mc encrypt set` is refused until it has one.
-- Multipart: snapshot dumps go up as multipart uploads (adapters.s3.MultipartWriter), and so do Dify's large
-  files; a single PUT working says nothing about them when a proxy or policy treats them differently. The probe
+- Multipart: snapshot dumps go up as multipart uploads (adapters.s3.MultipartWriter); Dify itself saves every file
+  with one PutObject (api/extensions/storage/aws_s3_storage.py). A single PUT working says nothing about the
+  dumps when a proxy or policy treats multipart differently. The probe
   starts, fills (one tiny part) and aborts an upload on a drtool-owned key next to the write probe's; when the
   abort is refused it completes the upload and deletes that version instead, so it leaves nothing behind either way.
 - Policy: MinIO's `accountinfo` returns the caller's effective policy (any user may ask for its own); it is
