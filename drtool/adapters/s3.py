@@ -6,6 +6,7 @@ cannot fix (credentials, missing bucket) are translated into drtool's error fami
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,18 @@ from botocore.config import Config
 
 from drtool.config import S3Settings
 from drtool.core.object_lock import Retention
-from drtool.errors import AuthError, DrtoolError, KeyRefusedError, NotFoundError, UnavailableError, VerificationFailed
+from drtool.errors import (
+    AccessDenied,
+    DrtoolError,
+    KeyRefusedError,
+    NotFound,
+    NotFoundError,
+    PreconditionFailed,
+    UnavailableError,
+    Unreachable,
+    Unsupported,
+    VerificationFailed,
+)
 
 log = logging.getLogger("drtool.s3")
 
@@ -26,6 +38,7 @@ _AUTH_CODES = {
     "AllAccessDisabled", "AccountProblem", "403", "Forbidden", "XMinioAdminNoSuchUser",
 }
 _NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412"}
 # The IAM permission each S3 call needs, so a refusal names what to grant (docs/iam.md).
 IAM_ACTIONS = {
     "HeadBucket": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket",
@@ -160,7 +173,19 @@ def error_code(exc: botocore.exceptions.ClientError) -> tuple[str, str]:
 
 
 def translate_error(exc: Exception, *, what: str, endpoint: str | None, needed: str | None = None) -> DrtoolError:
+    """`_translate`, with the S3 error code (or the transport error's class name) kept as the error's `code`."""
+    error = _translate(exc, what=what, endpoint=endpoint, needed=needed)
+    error.code = (error_code(exc)[0] or None) if isinstance(exc, botocore.exceptions.ClientError) \
+        else type(exc).__name__
+    return error
+
+
+def _translate(exc: Exception, *, what: str, endpoint: str | None, needed: str | None = None) -> DrtoolError:
     """Turn a botocore exception into an error that names the system and what the operator should do.
+
+    The one place S3 answers become drtool errors: the ObjectStore port (BucketStore) and every helper here raise what
+    it returns (NotFound, AccessDenied, PreconditionFailed, UnavailableError, ...), so operations never see
+    botocore.
 
     `needed` overrides the permission named for a refusal, for calls whose IAM action depends on their arguments
     (a PUT with Object Lock retention also needs s3:PutObjectRetention).
@@ -169,46 +194,51 @@ def translate_error(exc: Exception, *, what: str, endpoint: str | None, needed: 
     if isinstance(exc, botocore.exceptions.ClientError):
         code, message = error_code(exc)
         if code == "RequestTimeTooSkewed":
-            return AuthError(f"{what}: the server refused the request because this machine's clock is off",
-                             hint="synchronise the clock (NTP) and retry", system=system)
+            return AccessDenied(f"{what}: the server refused the request because this machine's clock is off",
+                                hint="synchronise the clock (NTP) and retry", system=system)
         if code == "SignatureDoesNotMatch":
-            return AuthError(f"{what}: the secret key does not match the access key (SignatureDoesNotMatch)",
-                             hint="check the secret key setting (s3.secret_key, or the command's own credentials); "
-                                  "a policy change cannot cause this", system=system)
+            return AccessDenied(f"{what}: the secret key does not match the access key (SignatureDoesNotMatch)",
+                                hint="check the secret key setting (s3.secret_key, or the command's own credentials); "
+                                     "a policy change cannot cause this", system=system)
         if code == "InvalidAccessKeyId":
-            return AuthError(f"{what}: this server does not know the access key (InvalidAccessKeyId)",
-                             hint="check the access key setting and that the user exists on this server",
-                             system=system)
+            return AccessDenied(f"{what}: this server does not know the access key (InvalidAccessKeyId)",
+                                hint="check the access key setting and that the user exists on this server",
+                                system=system)
         if code in _AUTH_CODES:
             needed = needed or IAM_ACTIONS.get(exc.operation_name or "")
             if needed and code in ("403", "Forbidden"):  # a HEAD answer: no body, so no reason
-                return AuthError(f"{what}: access refused (HTTP 403 without a reason: a HEAD answer has no body)",
-                                 hint=f"check the access and secret key first; if they are right, grant {needed} "
-                                      "to this user (docs/iam.md lists each command's policy)", system=system)
+                return AccessDenied(f"{what}: access refused (HTTP 403 without a reason: a HEAD answer has no body)",
+                                    hint=f"check the access and secret key first; if they are right, grant {needed} "
+                                         "to this user (docs/iam.md lists each command's policy)", system=system)
             if needed and code in ("AccessDenied", "AllAccessDisabled"):
-                return AuthError(f"{what}: access refused ({code}: {message}): {exc.operation_name} needs {needed}",
-                                 hint=f"grant {needed} to this user (docs/iam.md lists each command's policy)",
-                                 system=system)
-            return AuthError(f"{what}: access refused ({code}: {message})",
-                             hint="check the access key, secret key and the policy of that user", system=system)
+                return AccessDenied(f"{what}: access refused ({code}: {message}): {exc.operation_name} needs {needed}",
+                                    hint=f"grant {needed} to this user (docs/iam.md lists each command's policy)",
+                                    system=system)
+            return AccessDenied(f"{what}: access refused ({code}: {message})",
+                                hint="check the access key, secret key and the policy of that user", system=system)
+        if code in _PRECONDITION_CODES or http_status(exc) == 412:
+            return PreconditionFailed(f"{what}: the conditional write lost ({code}): the object was created or "
+                                      "changed by someone else first", system=system)
         if code in _NOT_FOUND_CODES:
-            return NotFoundError(f"{what}: not found ({code})",
-                                 hint="check the bucket name and key prefix", system=system)
+            return NotFound(f"{what}: not found ({code})",
+                            hint="check the bucket name and key prefix", system=system)
+        if code in ("NotImplemented", "MethodNotAllowed", "501") or http_status(exc) == 501:
+            return Unsupported(f"{what}: {code}: {message}", system=system)
         return UnavailableError(f"{what}: {code}: {message}", system=system)
     if isinstance(exc, botocore.exceptions.SSLError):
         return UnavailableError(f"{what}: TLS handshake failed: {tls_reason(exc)}", hint=TLS_HINT, system=system)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return AuthError(f"{what}: no credentials configured", hint="set s3.access_key and s3.secret_key",
-                         system=system)
+        return AccessDenied(f"{what}: no credentials configured", hint="set s3.access_key and s3.secret_key",
+                            system=system)
     if isinstance(exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError):
-        return UnavailableError(f"{what}: the endpoint did not answer in time, every try ({type(exc).__name__})",
-                                hint="check that the server is running and the network; on a slow link raise "
-                                     "s3.read_timeout / s3.connect_timeout, on a flaky one s3.max_attempts; "
-                                     "then re-run", system=system)
+        return Unreachable(f"{what}: the endpoint did not answer in time, every try ({type(exc).__name__})",
+                           hint="check that the server is running and the network; on a slow link raise "
+                                "s3.read_timeout / s3.connect_timeout, on a flaky one s3.max_attempts; "
+                                "then re-run", system=system)
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionClosedError):
-        return UnavailableError(f"{what}: cannot reach the endpoint ({type(exc).__name__})",
-                                hint="check s3.endpoint, the network and that the server is running; then re-run",
-                                system=system)
+        return Unreachable(f"{what}: cannot reach the endpoint ({type(exc).__name__})",
+                           hint="check s3.endpoint, the network and that the server is running; then re-run",
+                           system=system)
     if isinstance(exc, ObjectTooLarge):
         return VerificationFailed(f"{what}: {exc}", hint="delete or restore that object; do not trust its folder",
                                   system=system)
@@ -233,9 +263,40 @@ def check(s3: S3Settings) -> dict[str, Any]:
     return {"bucket": s3.bucket, "versioning": versioning}
 
 
+class TranslatedBody:
+    """A streaming body whose read errors (a connection cut mid-body) arrive as drtool errors, not botocore's."""
+
+    def __init__(self, body: Any, translate: Any) -> None:
+        self._body = body
+        self._translate = translate
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return bytes(self._body.read(None if size is None or size < 0 else size))
+        except DrtoolError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    def readline(self, size: int | None = -1) -> bytes:
+        try:
+            return bytes(self._body.readline() if size is None or size < 0 else self._body.readline(size))
+        except DrtoolError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    def close(self) -> None:
+        self._body.close()
+
+
 class BucketStore:
-    """One bucket seen through s3.key_prefix, with every error translated: what rebuild's ledger, sidecar cache
-    and chunk reader need (get, ranged get, put, list, streaming open)."""
+    """The ObjectStore port (drtool/core/ports.py) on S3: one bucket seen through s3.key_prefix, every error
+    translated by `translate_error`. Rebuild's ledger, sidecar cache and chunk reader use it with Dify's settings;
+    locks, retention, drill and the replication probe through `BucketStore.over(client, bucket)`."""
 
     def __init__(self, s3: S3Settings, client: Any | None = None) -> None:
         if not s3.bucket:
@@ -245,8 +306,21 @@ class BucketStore:
         self.prefix = s3.key_prefix or ""
         self.client = client or make_client(s3)
 
+    @classmethod
+    def over(cls, client: Any, bucket: str, *, prefix: str = "") -> BucketStore:
+        """The port on a client made elsewhere (a snapshot destination's, a replication site's), keys whole."""
+        return cls(S3Settings(endpoint=client.meta.endpoint_url, bucket=bucket, key_prefix=prefix), client=client)
+
+    def at(self, bucket: str, prefix: str = "") -> BucketStore:
+        from dataclasses import replace
+
+        return BucketStore(replace(self.settings, bucket=bucket, key_prefix=prefix), client=self.client)
+
     def _error(self, exc: Exception, what: str) -> DrtoolError:
         return translate_error(exc, what=what, endpoint=self.settings.endpoint)
+
+    def describe(self) -> str:
+        return f"object store {self.settings.endpoint or 'AWS S3'}"
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
@@ -258,13 +332,17 @@ class BucketStore:
         except Exception as exc:
             raise self._error(exc, f"bucket {self.bucket}") from None
 
-    def head(self, key: str) -> dict[str, Any] | None:
-        """Metadata of an object, None when it does not exist; KeyRefusedError when the key itself is refused."""
+    def head(self, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:
+        """Metadata of an object (or version), None when it does not exist or is a delete marker; KeyRefusedError
+        when the key itself is refused."""
+        extra = {"VersionId": version_id} if version_id else {}
         try:
-            return dict(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key))
+            return dict(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key, **extra))
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code"))
-            if code in _NOT_FOUND_CODES:
+            if code in _NOT_FOUND_CODES or http_status(exc) in (404, 405):  # 405: that version is a delete marker
+                return None
+            if version_id and code in ("400", "InvalidArgument"):  # some servers' answer to an unknown version id
                 return None
             if http_status(exc) == 400 and code not in _AUTH_CODES:
                 reason = f"{code}: {exc.response.get('Error', {}).get('Message') or 'Bad Request'}"
@@ -277,44 +355,151 @@ class BucketStore:
         except Exception as exc:
             raise self._error(exc, self.url(key)) from None
 
-    def get(self, key: str, *, byte_range: tuple[int, int] | None = None) -> bytes | None:
-        """Bytes of an object (inclusive range when given), None when it does not exist.
+    def get(self, key: str, *, byte_range: tuple[int, int] | None = None, version_id: str | None = None
+            ) -> bytes | None:
+        """Bytes of an object or version (inclusive range when given), None when it does not exist.
 
         Capped: a whole object at SMALL_OBJECT_MAX_BYTES (ledgers and markers are a few KiB), a range at its own
         length, since whoever can write the bucket can plant a huge object or a server can ignore the range.
         """
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.prefix + key}
+        if version_id:
+            kwargs["VersionId"] = version_id
         max_bytes = SMALL_OBJECT_MAX_BYTES
         if byte_range is not None:
             kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
             max_bytes = max(0, byte_range[1] - byte_range[0] + 1)
         try:
             return read_whole(self.client, max_bytes=max_bytes, **kwargs)
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND_CODES:
+        except Exception as exc:
+            error = self._error(exc, self.url(key))
+            if isinstance(error, NotFound):
                 return None
+            raise error from None
+
+    def peek(self, key: str, max_bytes: int) -> tuple[bytes, str] | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            data = response["Body"].read(max_bytes + 1)
+            response["Body"].close()
+        except Exception as exc:
+            error = self._error(exc, self.url(key))
+            if isinstance(error, NotFound):
+                return None
+            raise error from None
+        return bytes(data), str(response.get("ETag", ""))
+
+    def open(self, key: str, *, version_id: str | None = None) -> Any:
+        """A streaming body (read/readline-able file object) for a large object such as a chunk file; a body cut
+        mid-way raises the translated error from read(), like every other failure of the port."""
+        extra = {"VersionId": version_id} if version_id else {}
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **extra)["Body"]
+        except Exception as exc:
             raise self._error(exc, self.url(key)) from None
+        return TranslatedBody(body, lambda exc: self._error(exc, self.url(key)))
+
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
+            metadata: dict[str, str] | None = None, if_none_match: bool = False, if_match: str | None = None
+            ) -> str:
+        """One PUT; returns the ETag (quotes kept, as HEAD and GET report it). PreconditionFailed when a condition
+        loses (MinIO answers If-Match on a missing key with NoSuchKey: reported as PreconditionFailed too)."""
+        extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
+        if if_none_match:
+            extra["IfNoneMatch"] = "*"
+        if if_match is not None:
+            extra["IfMatch"] = if_match
+        try:
+            answer = self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                            ContentType=content_type, **extra)
+        except Exception as exc:
+            error = self._error(exc, self.url(key))
+            conditional = if_none_match or if_match is not None
+            lost = http_status(exc) == 409 or (if_match is not None and isinstance(error, NotFound))
+            if conditional and lost and not isinstance(error, Unsupported):
+                error = PreconditionFailed(f"{self.url(key)}: the conditional write lost: the object changed or "
+                                           "vanished first", system=error.system)
+            raise error from None
+        return str(answer.get("ETag", ""))
+
+    def _conditional(self, key: str, data: bytes, **condition: Any) -> bool | None:
+        """put() under a condition: True written, False lost, None when the server has no conditional writes."""
+        try:
+            self.put(key, data, **condition)
+            return True
+        except PreconditionFailed:
+            return False
+        except Unsupported:  # no conditional writes on this server
+            return None
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        written = self._conditional(key, data, if_none_match=True)
+        if written is not None:
+            return written
+        if self.head(key) is not None:  # no conditional writes: check, then write (narrow race, docs/snapshots.md)
+            return False
+        self.put(key, data)
+        return True
+
+    def replace_if_match(self, key: str, etag: str, data: bytes) -> bool:
+        written = self._conditional(key, data, if_match=etag)
+        if written is not None:
+            return written
+        head = self.head(key)  # no conditional writes: check, then write (narrow race)
+        if head is None or str(head.get("ETag", "")) != etag:
+            return False
+        self.put(key, data)
+        return True
+
+    def list_versions(self, prefix: str) -> Iterator[Any]:
+        """Every version and delete marker (core.manifest.ObjectVersion) under `prefix`, keys relative."""
+        from dataclasses import replace
+
+        cut = len(self.prefix)
+        try:
+            for v in iter_object_versions(self.client, self.bucket, self.prefix + prefix):
+                yield replace(v, key=v.key[cut:]) if cut else v
+        except DrtoolError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, self.url(prefix)) from None
+
+    def copy(self, source_key: str, key: str, *, version_id: str | None = None) -> str:
+        source: dict[str, str] = {"Bucket": self.bucket, "Key": self.prefix + source_key}
+        if version_id:
+            source["VersionId"] = version_id
+        try:
+            answer = self.client.copy_object(Bucket=self.bucket, Key=self.prefix + key, CopySource=source)
+        except Exception as exc:
+            raise self._error(exc, f"copying {self.url(source_key)} to {self.url(key)}") from None
+        return str((answer.get("CopyObjectResult") or {}).get("ETag", ""))
+
+    def delete(self, key: str, *, version_id: str | None = None) -> None:
+        extra = {"VersionId": version_id} if version_id else {}
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key, **extra)
         except Exception as exc:
             raise self._error(exc, self.url(key)) from None
 
-    def open(self, key: str) -> Any:
-        """A streaming body (read/readline-able file object) for a large object such as a chunk file."""
+    def delete_prefix(self, prefix: str) -> int:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+            return delete_prefix(self.client, self.bucket, self.prefix + prefix)
+        except DrtoolError:
+            raise
         except Exception as exc:
-            raise self._error(exc, self.url(key)) from None
+            raise self._error(exc, self.url(prefix)) from None
 
-    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+    def abort_uploads(self, prefix: str, *, older_than: Any = None) -> int:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, ContentType=content_type)
+            return abort_uploads(self.client, self.bucket, self.prefix + prefix, older_than=older_than)
         except Exception as exc:
-            raise self._error(exc, self.url(key)) from None
+            raise self._error(exc, f"aborting uploads under {self.url(prefix)}") from None
 
-    def delete(self, key: str) -> None:
+    def versioning(self) -> str:
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+            return bucket_versioning(self.client, self.bucket)
         except Exception as exc:
-            raise self._error(exc, self.url(key)) from None
+            raise self._error(exc, f"bucket {self.bucket}") from None
 
     def list(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Objects under `prefix` (keys without s3.key_prefix), page by page."""
@@ -744,26 +929,10 @@ def object_lock_configuration(client: Any, bucket: str) -> dict[str, Any] | None
     return dict(config) if config.get("ObjectLockEnabled") == "Enabled" else None
 
 
-def version_locks(client: Any, bucket: str, prefix: str) -> list[tuple[str, str, Any, bool]]:
-    """(key, version id, retain-until or None, legal hold) of every object version under `prefix`, one HEAD each.
-
-    A server returns the lock headers only to a caller allowed s3:GetObjectRetention and s3:GetObjectLegalHold;
-    without them every version looks unlocked here, and the server itself still refuses the delete.
-    """
-    out: list[tuple[str, str, Any, bool]] = []
-    for v in iter_object_versions(client, bucket, prefix):
-        if v.is_delete_marker:
-            continue
-        head = head_or_none(client, bucket, v.key, version_id=None if v.version_id == "null" else v.version_id)
-        if head is None:
-            continue
-        out.append((v.key, v.version_id, head.get("ObjectLockRetainUntilDate"),
-                    head.get("ObjectLockLegalHoldStatus") == "ON"))
-    return out
-
-
-class DeleteRefused(AuthError):
+class DeleteRefused(AccessDenied):
     """The server refused to delete some versions (Object Lock retention, a legal hold, or a missing permission)."""
+
+    family = None  # its own name in JSON events, as before it was an AccessDenied
 
 
 class MultipartWriter:
@@ -947,6 +1116,68 @@ def put_file_atomic(client: Any, bucket: str, key: str, fileobj: Any, size: int,
             log.warning("could not abort the multipart upload of %s", key)
         raise
     return str(response.get("ETag", "")).strip('"')
+
+
+PROXY_HEADER = "X-Minio-Source-Proxy-Request"
+
+
+def no_proxy(client: Any) -> Any:
+    """Make HEAD and GET on this client answer from the site itself.
+
+    MinIO forwards a read of an object it lacks to its replication peer unless the request carries
+    X-Minio-Source-Proxy-Request (any value; MinIO's own peers send it so two sites never forward in a loop).
+    Other S3 servers ignore the header.
+    """
+    def add(request: Any, **_: Any) -> None:
+        request.headers[PROXY_HEADER] = "false"
+
+    for op in ("HeadObject", "GetObject"):
+        client.meta.events.register(f"before-sign.s3.{op}", add)
+    return client
+
+
+def is_server_answer(exc: BaseException) -> bool:
+    """The server answered with an S3 error (as opposed to a transport failure: refused, timed out, cut)."""
+    return isinstance(exc, botocore.exceptions.ClientError)
+
+
+def make_anonymous_client(s3: S3Settings) -> Any:
+    """A client that sends unsigned requests, as anyone on the network could (one try): what `audit` asks to
+    prove a bucket is not public."""
+    from botocore import UNSIGNED
+
+    anon = dataclasses.replace(s3, access_key=None, secret_key=None, use_instance_credentials=False)
+    made = make_client(anon, max_attempts=1)
+    made.meta.events.register("choose-signer.s3.*", lambda **_: UNSIGNED)
+    return made
+
+
+def bucket_policy(client: Any, bucket: str) -> str | None:
+    """The bucket policy document (JSON text); None when there is none or the server has no bucket policies.
+    Other failures are raised untranslated (the caller reports them as its check failing)."""
+    try:
+        return str(client.get_bucket_policy(Bucket=bucket).get("Policy") or "{}")
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc)[0] in ("NoSuchBucketPolicy", "NotImplemented"):
+            return None
+        raise
+
+
+def bucket_encryption_rules(client: Any, bucket: str, *, endpoint: str | None) -> list[Any]:
+    """The default-encryption rules of a bucket ([] when none is configured); Unsupported when the server has no
+    GetBucketEncryption, other refusals translated."""
+    try:
+        answer = client.get_bucket_encryption(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc)[0] == "ServerSideEncryptionConfigurationNotFoundError":
+            return []
+        raise translate_error(exc, what=f"GetBucketEncryption of {bucket}", endpoint=endpoint) from None
+    return list((answer.get("ServerSideEncryptionConfiguration") or {}).get("Rules") or [])
+
+
+def list_bucket_names(client: Any) -> list[str]:
+    """Every bucket these credentials may list, sorted."""
+    return sorted(b["Name"] for b in client.list_buckets().get("Buckets", []))
 
 
 def iter_listing_pages_fast(client: Any, bucket: str, prefix: str = "", *, versions: bool, verify: bool | str = True,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from drtool.core import naming
+
+if TYPE_CHECKING:  # manifest imports zstandard; the port only names its record type
+    from drtool.core.manifest import ObjectVersion
 
 # The vector databases drtool can rebuild and verify, by the name Dify's VECTOR_STORE and `vector.store` use.
 # Kept here, free of SDK imports, because config.py (setting choices), core/dify_env.py and the CLI's
@@ -27,6 +31,116 @@ class Embedder(Protocol):
     def dimension(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+# --- the object-store port -------------------------------------------------------------------------------------
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """One bucket of an S3-compatible object store, seen below a key prefix, as operations use it.
+
+    Keys are relative to `prefix` (s3.key_prefix for Dify's files; "" for a snapshot destination, whose keys are
+    built whole). Every method raises drtool errors (drtool.errors), never an SDK's: `NotFound` (exit 10) for a
+    missing bucket, key or version where absence is not an answer, `AccessDenied` (exit 12, naming the IAM action
+    to grant), `PreconditionFailed` when a conditional write loses, `UnavailableError` (exit 1) for a server that
+    cannot be reached or fails after the adapter's retries. The translation lives once, in the adapter
+    (drtool/adapters/s3.py `translate_error`); retries too. Implementation: `drtool.adapters.s3.BucketStore`.
+    Head and object dicts keep S3's field names (ETag, ContentLength, VersionId, Metadata, ReplicationStatus,
+    ObjectLockRetainUntilDate, ...), so a caller reads the same fields whatever the server.
+    """
+
+    bucket: str
+    prefix: str
+
+    def url(self, key: str) -> str:
+        """`s3://bucket/prefix+key`, for messages."""
+        ...
+
+    def at(self, bucket: str, prefix: str = "") -> ObjectStore:
+        """The same server, credentials and connection pool, seen onto another bucket and key prefix."""
+        ...
+
+    def describe(self) -> str:
+        """`object store <endpoint>` for an error's `system`; never a credential."""
+        ...
+
+    def probe(self) -> None:
+        """One cheap request proving the bucket exists and the credentials work (NotFound / AccessDenied)."""
+        ...
+
+    def head(self, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:
+        """The object's (or that version's) metadata; None when it, or that version, does not exist or is a delete
+        marker: absence is an answer here, so callers test for None instead of catching NotFound."""
+        ...
+
+    def get(self, key: str, *, byte_range: tuple[int, int] | None = None, version_id: str | None = None
+            ) -> bytes | None:
+        """The whole object (capped at the adapter's small-object limit) or an inclusive byte range; None when it
+        does not exist."""
+        ...
+
+    def peek(self, key: str, max_bytes: int) -> tuple[bytes, str] | None:
+        """At most max_bytes + 1 bytes of the object and its ETag, from one GET (so both describe the same
+        version: what a compare-and-swap needs); None when absent. More than max_bytes back means the object is
+        not the caller's, and it was never read whole."""
+        ...
+
+    def open(self, key: str, *, version_id: str | None = None) -> IO[bytes]:
+        """A streaming body of a large object; NotFound when the key or version does not exist."""
+        ...
+
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
+            metadata: dict[str, str] | None = None, if_none_match: bool = False, if_match: str | None = None
+            ) -> str:
+        """Write an object in one request and return its ETag. `if_none_match`: only if the key does not exist;
+        `if_match`: only if its current ETag is this one. A lost condition raises PreconditionFailed; a server
+        without conditional writes raises UnavailableError (NotImplemented): use put_if_absent /
+        replace_if_match for the check-then-write fallback."""
+        ...
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create the key only if it does not exist; False when it does. Servers without conditional writes get a
+        check-then-write (a narrow race, docs/snapshots.md)."""
+        ...
+
+    def replace_if_match(self, key: str, etag: str, data: bytes) -> bool:
+        """Overwrite the key only while its ETag is `etag`; False when it changed or vanished first (same
+        fallback as put_if_absent)."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Current objects under `prefix` (keys relative to the store's prefix), streamed page by page."""
+        ...
+
+    def list_folders(self, prefix: str) -> list[str]:
+        """Immediate sub-folder names under `prefix` (which ends with '/')."""
+        ...
+
+    def list_versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        """Every version and delete marker under `prefix` (keys relative, like list), in listing order."""
+        ...
+
+    def copy(self, source_key: str, key: str, *, version_id: str | None = None) -> str:
+        """Server-side copy of `source_key` (that version, when given) to `key`; returns the new ETag. NotFound
+        when the source or its version does not exist."""
+        ...
+
+    def delete(self, key: str, *, version_id: str | None = None) -> None:
+        """Delete the key (adds a delete marker in a versioned bucket) or, with `version_id`, that version."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every version and delete marker under `prefix`; returns how many. Versions the server refused
+        (Object Lock retention, a legal hold) raise DeleteRefused (an AccessDenied) once the rest is gone."""
+        ...
+
+    def abort_uploads(self, prefix: str, *, older_than: datetime | None = None) -> int:
+        """Abort unfinished multipart uploads under `prefix` (started before `older_than`); returns how many."""
+        ...
+
+    def versioning(self) -> str:
+        """'Enabled', 'Suspended' or 'Unversioned'."""
+        ...
 
 
 # --- the vector-store port -------------------------------------------------------------------------------------
@@ -172,6 +286,9 @@ def _text(value: Any) -> str | None:
 class VectorStoreDefaults:
     """What every VectorStore does the same way, derived from its other methods; an adapter overrides a method
     when its database can do better (Milvus batches the gate's Strong reads). Pure logic: no SDK here."""
+
+    # True when only one process can open the store (Milvus Lite's file): a sharded rebuild refuses it.
+    single_process = False
 
     def exists(self, name: str) -> bool:  # pragma: no cover - every adapter defines it
         raise NotImplementedError

@@ -8,7 +8,6 @@ what the audit could say about the others.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import uuid
@@ -61,22 +60,14 @@ class _Audit:
         self.options = options
         self.result = AuditResult()
         self.now = datetime.now(UTC)
-        self._clients: dict[tuple[Any, ...], Any] = {}  # boto3 clients take ~0.25 s each to make: one per key
+        self._clients: dict[tuple[Any, ...], Any] = {}  # S3 clients take ~0.25 s each to make: one per key
         self._dest: Any = None
 
     def client(self, s3: S3Settings, *, anonymous: bool = False) -> Any:
         key = (s3.endpoint, s3.region, s3.address_style, s3.verify_tls, s3.ca_bundle, anonymous,
                None if anonymous else (s3.access_key, s3.secret_key, s3.use_instance_credentials))
         if key not in self._clients:
-            if anonymous:
-                from botocore import UNSIGNED
-
-                anon = dataclasses.replace(s3, access_key=None, secret_key=None, use_instance_credentials=False)
-                made = s3a.make_client(anon, max_attempts=1)
-                made.meta.events.register("choose-signer.s3.*", lambda **_: UNSIGNED)
-            else:
-                made = s3a.make_client(s3, max_attempts=2)
-            self._clients[key] = made
+            self._clients[key] = s3a.make_anonymous_client(s3) if anonymous else s3a.make_client(s3, max_attempts=2)
         return self._clients[key]
 
     def destination(self) -> Any:
@@ -283,14 +274,9 @@ class _Audit:
                          f"(or remove it: mc ilm rule rm ALIAS/{b.name} --id {rule_id})", target)
 
     def policy(self, b: _Bucket, client: Any, target: str) -> None:
-        import botocore.exceptions as bex
-
-        try:
-            text = client.get_bucket_policy(Bucket=b.name).get("Policy") or "{}"
-        except bex.ClientError as exc:
-            if s3a.error_code(exc)[0] in ("NoSuchBucketPolicy", "NotImplemented"):
-                return
-            raise
+        text = s3a.bucket_policy(client, b.name)
+        if text is None:
+            return
         doc = json.loads(text)
         statements = doc.get("Statement") or []
         if isinstance(statements, dict):

@@ -23,7 +23,7 @@ from drtool.adapters import s3 as s3a
 from drtool.core import iam
 from drtool.core.audit import Severity
 from drtool.core.terminal import one_line
-from drtool.errors import DrtoolError
+from drtool.errors import DrtoolError, Unsupported
 
 if TYPE_CHECKING:
     from drtool.ops.audit import _Audit, _Bucket
@@ -76,19 +76,11 @@ def _kms_state(audit: _Audit, b: _Bucket) -> tuple[str, bool | None]:
 def encryption(audit: _Audit, b: _Bucket, client: Any, target: str) -> None:
     """No default encryption is `s3.encryption_off` (info): it does not stop a recovery, but the bucket holds the
     database dumps and users' files in the clear on the drives and on every replica."""
-    import botocore.exceptions as bex
-
     try:
-        answer = client.get_bucket_encryption(Bucket=b.name)
-        rules = (answer.get("ServerSideEncryptionConfiguration") or {}).get("Rules") or []
-    except bex.ClientError as exc:
-        code = s3a.error_code(exc)[0]
-        if code in ("NotImplemented", "MethodNotAllowed"):
-            audit.result.skipped.append(f"s3: {target} encryption (the server has no GetBucketEncryption)")
-            return
-        if code != "ServerSideEncryptionConfigurationNotFoundError":
-            raise s3a.translate_error(exc, what=f"GetBucketEncryption of {b.name}", endpoint=b.s3.endpoint) from None
-        rules = []
+        rules = s3a.bucket_encryption_rules(client, b.name, endpoint=b.s3.endpoint)
+    except Unsupported:
+        audit.result.skipped.append(f"s3: {target} encryption (the server has no GetBucketEncryption)")
+        return
     if rules:
         algorithms = sorted({str((r.get("ApplyServerSideEncryptionByDefault") or {}).get("SSEAlgorithm"))
                              for r in rules if isinstance(r, dict)})
@@ -139,8 +131,6 @@ def _await_replication(client: Any, b: _Bucket, key: str, version: str | None, t
 def multipart_probe(audit: _Audit, b: _Bucket, client: Any, target: str) -> None:
     """Create, fill and abort one multipart upload. A refused create or part is critical (snapshot dumps and large
     uploads fail); a refused abort only a warning (uploads work; a failed one leaves its parts behind)."""
-    import botocore.exceptions as bex
-
     if any(f.id == "s3.probe_failed" and f.target == target for f in audit.result.findings):
         audit.result.skipped.append(f"s3: {target} multipart probe (the write probe failed already)")
         return
@@ -148,16 +138,20 @@ def multipart_probe(audit: _Audit, b: _Bucket, client: Any, target: str) -> None
     url = f"s3://{b.name}/{key}"
     resource = f"arn:aws:s3:::{b.name}/{_probe_prefix(audit)}/*"
     upload_id: str | None = None
+    step = "CreateMultipartUpload"
     try:
         upload_id = str(client.create_multipart_upload(Bucket=b.name, Key=key)["UploadId"])
+        step = "UploadPart"
         part = client.upload_part(Bucket=b.name, Key=key, UploadId=upload_id, PartNumber=1,
                                   Body=b"drtool audit multipart probe")
-    except bex.ClientError as exc:
+    except Exception as exc:
+        if not s3a.is_server_answer(exc):  # unreachable, cut: the check failed, nothing was refused
+            raise
         if upload_id:  # the refusal is the finding; `snapshots gc` removes what this abort could not
             with contextlib.suppress(Exception):
                 client.abort_multipart_upload(Bucket=b.name, Key=key, UploadId=upload_id)
         err = s3a.translate_error(exc, what=url, endpoint=b.s3.endpoint)
-        audit.add("s3.multipart_refused", f"{exc.operation_name} of {url}: {err}",
+        audit.add("s3.multipart_refused", f"{step} of {url}: {err}",
                   f"grant s3:PutObject on {resource} (MinIO authorises CreateMultipartUpload, UploadPart and "
                   "CompleteMultipartUpload as s3:PutObject; docs/iam.md); check that no bucket or user policy "
                   "Deny and no proxy in front of the endpoint refuses multipart requests (POST ?uploads, "
@@ -166,7 +160,9 @@ def multipart_probe(audit: _Audit, b: _Bucket, client: Any, target: str) -> None
     try:
         client.abort_multipart_upload(Bucket=b.name, Key=key, UploadId=upload_id)
         return
-    except bex.ClientError as exc:
+    except Exception as exc:
+        if not s3a.is_server_answer(exc):
+            raise
         refused = s3a.translate_error(exc, what=url, endpoint=b.s3.endpoint)
     left = ""
     try:  # abort refused: complete the upload instead and delete the version it made, so nothing stays behind
@@ -175,7 +171,7 @@ def multipart_probe(audit: _Audit, b: _Bucket, client: Any, target: str) -> None
         _await_replication(client, b, key, done.get("VersionId"))
         _delete_version(audit, b, client, key, done.get("VersionId"))
     except Exception as exc:
-        why = s3a.translate_error(exc, what=url, endpoint=b.s3.endpoint) if isinstance(exc, bex.ClientError) else exc
+        why = s3a.translate_error(exc, what=url, endpoint=b.s3.endpoint) if s3a.is_server_answer(exc) else exc
         left = (f"; the probe's upload could not be completed and deleted either ({_clip(why, 200)}): remove it "
                 f"with mc rm --incomplete --recursive --force ALIAS/{b.name}/{_probe_prefix(audit)}/")
     audit.add("s3.multipart_refused", f"AbortMultipartUpload of {url}: {refused}{left}",

@@ -47,12 +47,12 @@ from drtool.core import drill_report as dr
 from drtool.core import manifest as mf
 from drtool.core import naming
 from drtool.core.events import Emit
-from drtool.core.ports import VectorStore
+from drtool.core.ports import ObjectStore, VectorStore
 from drtool.errors import DrtoolError, NotFoundError, UsageError
 from drtool.ops import snapshot_databases
 from drtool.ops.snapshot import Destination, open_destination
 from drtool.ops.snapshot_auth import authenticate
-from drtool.ops.snapshot_catalog import SnapshotInfo, iter_records, resolve
+from drtool.ops.snapshot_catalog import SnapshotInfo, destination_store, iter_records, resolve
 from drtool.redact import redact_obj
 
 if TYPE_CHECKING:
@@ -153,11 +153,7 @@ def load_history(dest: Destination, limit: int) -> list[dict[str, Any]]:
 
 def append_history(dest: Destination, record: dict[str, Any]) -> str:
     key = history_prefix(dest) + f"{record['drill_id']}.json"
-    try:
-        dest.client.put_object(Bucket=dest.bucket, Key=key, Body=dr.render_json(record).encode(),
-                               ContentType="application/json")
-    except Exception as exc:
-        raise dest.s3_error(exc, f"s3://{dest.bucket}/{key}") from None
+    destination_store(dest).put(key, dr.render_json(record).encode(), content_type="application/json")
     return key
 
 
@@ -178,33 +174,26 @@ class PinnedChunkStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def _where(self, rec: mf.ManifestRecord) -> tuple[Any, dict[str, Any]]:
+    def _where(self, rec: mf.ManifestRecord) -> tuple[ObjectStore, str, str | None]:
+        """(store, whole key, version): a copy in the snapshot folder, or the source's pinned version."""
         if rec.copy_key:
-            return self._dest.client, {"Bucket": self._dest.bucket, "Key": rec.copy_key}
-        return self._store.client, {"Bucket": self._bucket, "Key": rec.key, "VersionId": rec.version_id}
+            return destination_store(self._dest), rec.copy_key, None
+        return self._store.at(self._bucket), rec.key, rec.version_id
 
     def head(self, key: str) -> dict[str, Any] | None:
         rec = self._pins.get(key)
         if rec is None:
             return self._store.head(key)
-        client, where = self._where(rec)
-        try:
-            return s3a.head_or_none(client, where["Bucket"], where["Key"], version_id=where.get("VersionId"))
-        except Exception as exc:
-            raise s3a.translate_error(exc, what=f"{rec.key} (version {rec.version_id})",
-                                      endpoint=self._store.settings.endpoint) from None
+        store, whole, version = self._where(rec)
+        return store.head(whole, version_id=version)
 
     def open(self, key: str) -> Any:
         rec = self._pins.get(key)
         if rec is None:
             return self._store.open(key)
-        client, where = self._where(rec)
+        store, whole, version = self._where(rec)
         self.pinned_reads.add(key)
-        try:
-            return client.get_object(**where)["Body"]
-        except Exception as exc:
-            raise s3a.translate_error(exc, what=f"{rec.key} (version {rec.version_id})",
-                                      endpoint=self._store.settings.endpoint) from None
+        return store.open(whole, version_id=version)
 
 
 def _chunk_pins(dest: Destination, info: SnapshotInfo, identities: list[Any] | None, key_prefix: str

@@ -140,10 +140,7 @@ def export_chunks(settings: Settings, options: ExportOptions, *, emit: Emit) -> 
     """Export the chosen datasets; raises a DrtoolError (with its exit code) on the first failure."""
     settings.require_s3()
     store = s3_adapter.BucketStore(settings.s3)
-    try:
-        store.client.head_bucket(Bucket=store.bucket)
-    except Exception as exc:
-        raise s3_adapter.translate_error(exc, what=f"bucket {store.bucket}", endpoint=settings.s3.endpoint) from None
+    store.probe()
     results: list[DatasetExport] = []
     lock: Any = contextlib.nullcontext()
     if not options.dry_run:  # one writing run per bucket: a second one exits 11 instead of racing the first
@@ -261,7 +258,7 @@ def upload_spool(store: s3_adapter.BucketStore, result: DatasetExport, spool: An
         # invisible but billed until aborted. Abort it here rather than leave it to a lifecycle rule.
         # Best effort: without s3:ListBucketMultipartUploads/AbortMultipartUpload the export still works.
         try:
-            aborted = s3_adapter.abort_uploads(store.client, store.bucket, store.prefix + result.key)
+            aborted = store.abort_uploads(result.key)
         except Exception as exc:
             aborted = 0
             log.info("%s %s: could not look for unfinished uploads of %s: %s", result.kind, owner, result.url, exc)

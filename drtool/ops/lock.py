@@ -23,7 +23,8 @@ from typing import Any
 from drtool.adapters import s3 as s3a
 from drtool.core.events import Emit
 from drtool.core.lock import Judgement, LockInfo, Origin, judge
-from drtool.errors import AuthError, LockedError
+from drtool.core.ports import ObjectStore
+from drtool.errors import AuthError, DrtoolError, LockedError
 
 log = logging.getLogger("drtool.lock")
 
@@ -92,25 +93,19 @@ def _holder_alive(lock: LockInfo) -> bool:
     return True
 
 
-def read_lock(client: Any, bucket: str, key: str) -> LockInfo | None:
-    found = _read_with_etag(client, bucket, key)
+def read_lock(store: ObjectStore, key: str) -> LockInfo | None:
+    """The lock record at `key`, None when no run holds it."""
+    found = _read_with_etag(store, key)
     return found[0] if found else None
 
 
-def _read_with_etag(client: Any, bucket: str, key: str) -> tuple[LockInfo, str] | None:
-    import botocore.exceptions as bex
-
-    try:
-        response = client.get_object(Bucket=bucket, Key=key)
-    except bex.ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "404", "NotFound") or exc.response.get("ResponseMetadata", {}).get(
-                "HTTPStatusCode") == 404:
-            return None
-        raise
-    data = response["Body"].read(MAX_LOCK_BYTES + 1)
-    response["Body"].close()
-    return LockInfo.from_bytes(data if len(data) <= MAX_LOCK_BYTES else b""), str(response.get("ETag", ""))
+def _read_with_etag(store: ObjectStore, key: str) -> tuple[LockInfo, str] | None:
+    """The record and the ETag of the same GET: a takeover replaces exactly the version that was judged."""
+    found = store.peek(key, MAX_LOCK_BYTES)
+    if found is None:
+        return None
+    data, etag = found
+    return LockInfo.from_bytes(data if len(data) <= MAX_LOCK_BYTES else b""), etag
 
 
 def judge_lock(lock: LockInfo, stale_after_s: int, origin: Origin | None = None) -> Judgement:
@@ -125,30 +120,16 @@ def describe_stale(lock: LockInfo, stale_after_s: int) -> str | None:
     return judged.reason if judged.replaceable else None
 
 
-def _replace_if_match(client: Any, bucket: str, key: str, etag: str, body: bytes) -> bool:
-    """Overwrite the lock only if it is still the version judged dead; False when someone else changed it first."""
-    import botocore.exceptions as bex
-
-    try:
-        client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=etag)
-        return True
-    except bex.ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or status in (404, 409, 412):
-            return False
-        if code not in ("NotImplemented", "501") and status != 501:
-            raise
-    head = s3a.head_or_none(client, bucket, key)  # no conditional writes: check, then write (narrow race)
-    if head is None or str(head.get("ETag", "")) != etag:
-        return False
-    client.put_object(Bucket=bucket, Key=key, Body=body)
-    return True
+def destination_lock(client: Any, bucket: str, key: str, *, holder: str, stale_after_s: int,
+                     break_stale: bool = False, emit: Emit | None = None) -> Any:
+    """`object_lock` on a whole key of a snapshot destination's bucket (the client its Destination made)."""
+    return object_lock(s3a.BucketStore.over(client, bucket), key, holder=holder, stale_after_s=stale_after_s,
+                       break_stale=break_stale, emit=emit)
 
 
 @contextmanager
-def destination_lock(client: Any, bucket: str, key: str, *, holder: str, stale_after_s: int,
-                     break_stale: bool = False, emit: Emit | None = None) -> Iterator[LockInfo]:
+def object_lock(store: ObjectStore, key: str, *, holder: str, stale_after_s: int, break_stale: bool = False,
+                emit: Emit | None = None) -> Iterator[LockInfo]:
     """Hold the lock object for the block; raise LockedError (exit 11) naming the holder when it is taken.
 
     A lock whose holder is provably dead (same host, boot and PID namespace, pid gone) is taken over
@@ -160,50 +141,47 @@ def destination_lock(client: Any, bucket: str, key: str, *, holder: str, stale_a
     origin = here()
     mine = LockInfo.new(holder, origin.host, os.getpid(), proc_start=_proc_start("self"), boot_id=origin.boot_id,
                         pid_ns=origin.pid_ns)
-    import botocore.exceptions as bex
-
     try:
-        _acquire(client, bucket, key, mine, origin, stale_after_s=stale_after_s, break_stale=break_stale, emit=emit)
-    except bex.ClientError as exc:  # e.g. a policy without s3:PutObject on the lock: exit 12 naming it
-        raise s3a.translate_error(exc, what=f"taking the lock s3://{bucket}/{key}",
-                                  endpoint=client.meta.endpoint_url) from None
+        _acquire(store, key, mine, origin, stale_after_s=stale_after_s, break_stale=break_stale, emit=emit)
+    except LockedError:
+        raise
+    except DrtoolError as error:  # e.g. a policy without s3:PutObject on the lock: exit 12 naming it
+        error.message = f"taking the lock: {error.message}"
+        raise
     try:
         yield mine
     except BaseException:
-        _release(client, bucket, key, mine, strict=False)
+        _release(store, key, mine, strict=False)
         raise
-    _release(client, bucket, key, mine, strict=True)
+    _release(store, key, mine, strict=True)
 
 
-def _release(client: Any, bucket: str, key: str, mine: LockInfo, *, strict: bool) -> None:
+def _release(store: ObjectStore, key: str, mine: LockInfo, *, strict: bool) -> None:
     """Delete our lock. After a successful run a refused release is an error (exit 12): the lock would block
     every later run, so cron must hear about it now; after a failed run it never hides the run's own error."""
-    import botocore.exceptions as bex
-
     try:
-        current = read_lock(client, bucket, key)
+        current = read_lock(store, key)
         if current is not None and current.token == mine.token:
-            client.delete_object(Bucket=bucket, Key=key)
+            store.delete(key)
         else:
             log.warning("the lock %s was removed or replaced while this run held it", key)
-    except bex.ClientError as exc:
-        error = s3a.translate_error(exc, what=f"the run finished, but releasing its lock s3://{bucket}/{key}",
-                                    endpoint=client.meta.endpoint_url)
-        if strict and isinstance(error, AuthError):
+    except AuthError as error:
+        if strict:
+            error.message = f"the run finished, but releasing its lock: {error.message}"
             error.hint = f"{error.hint}; until then the lock blocks the next run (remove it by hand)"
-            raise error from None
-        log.warning("could not release the lock %s: %s", key, exc)
+            raise
+        log.warning("could not release the lock %s: %s", key, error)
     except Exception as exc:  # never hide the run's own outcome behind a release problem
         log.warning("could not release the lock %s: %s", key, exc)
 
 
-def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, origin: Origin, *, stale_after_s: int,
+def _acquire(store: ObjectStore, key: str, mine: LockInfo, origin: Origin, *, stale_after_s: int,
              break_stale: bool, emit: Emit | None) -> None:
-    url = f"s3://{bucket}/{key}"
+    url = store.url(key)
     for _attempt in range(4):
-        if s3a.put_if_absent(client, bucket, key, mine.to_bytes()):
+        if store.put_if_absent(key, mine.to_bytes()):
             return
-        found = _read_with_etag(client, bucket, key)
+        found = _read_with_etag(store, key)
         if found is None:  # released between our PUT and our read
             continue
         other, etag = found
@@ -211,9 +189,9 @@ def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, origin: Origin,
         gone = judged.verdict == "dead"
         stale = judged.reason
         if gone or (judged.replaceable and break_stale):
-            if not _replace_if_match(client, bucket, key, etag, mine.to_bytes()):
+            if not store.replace_if_match(key, etag, mine.to_bytes()):
                 continue  # another run took it (or it was released) first: look again
-            check = read_lock(client, bucket, key)
+            check = read_lock(store, key)
             if check is None or check.token != mine.token:  # a server that ignored If-Match: we lost
                 continue
             how = "taking over" if gone else "breaking"
@@ -247,6 +225,7 @@ def _acquire(client: Any, bucket: str, key: str, mine: LockInfo, origin: Origin,
 def store_lock(store: Any, key: str, *, holder: str, stale_after_s: int, break_stale: bool = False,
                emit: Emit | None = None) -> Any:
     """`destination_lock` on a BucketStore key (below its s3.key_prefix): the run lock of rebuild-index and
-    export-chunks, kept in the bucket they write."""
+    export-chunks, kept in the bucket they write. Routed through destination_lock so every run lock has one
+    entry point (tests/reliability/test_lock_namespaces.py holds any command's lock by wrapping it)."""
     return destination_lock(store.client, store.bucket, store.prefix + key, holder=holder,
                             stale_after_s=stale_after_s, break_stale=break_stale, emit=emit)

@@ -21,6 +21,7 @@ from drtool.adapters import s3 as s3_adapter
 from drtool.adapters.minio_admin import MinioAdmin, NotMinioError, SiteUnreachable
 from drtool.config import Settings
 from drtool.core.metrics import Metric
+from drtool.core.ports import ObjectStore
 from drtool.core.replication_verdict import (
     Backlog,
     BucketConfig,
@@ -49,6 +50,7 @@ __all__ = [
     "replication_summary",
     "site_client",
     "site_error",
+    "site_store",
     "status_metrics",
 ]
 
@@ -96,13 +98,18 @@ def tls_verify(settings: Settings) -> bool | str:
 
 
 def site_client(settings: Settings, site: Site, *, max_attempts: int = 3) -> Any:
-    """A boto3 client for one site: the s3 section's TLS settings, the replication credentials, path-style."""
+    """An S3 client for one site: the s3 section's TLS settings, the replication credentials, path-style."""
     access, secret = credentials(settings)
     s3 = dataclasses.replace(settings.s3, endpoint=site.endpoint, access_key=access, secret_key=secret,
                              address_style="path" if settings.s3.address_style == "auto" else settings.s3.address_style)
     timeout = settings.replication.timeout
     return s3_adapter.make_client(s3, max_attempts=max_attempts, connect_timeout=min(timeout, 10),
                                   read_timeout=timeout)
+
+
+def site_store(settings: Settings, site: Site, bucket: str, *, max_attempts: int = 3) -> ObjectStore:
+    """One bucket of one site as the ObjectStore port (keys whole), on a site_client."""
+    return s3_adapter.BucketStore.over(site_client(settings, site, max_attempts=max_attempts), bucket)
 
 
 def site_error(exc: BaseException, site: Site, what: str) -> DrtoolError:

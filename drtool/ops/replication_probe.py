@@ -16,17 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import botocore.exceptions
-
-from drtool.adapters import s3 as s3_adapter
 from drtool.config import Settings
-from drtool.ops.replication import Site, site_client, site_error
+from drtool.core.ports import ObjectStore
+from drtool.errors import Unreachable, Unsupported
+from drtool.ops.replication import Site, site_error, site_store
 from drtool.ops.replication_deadline import Progress
 
 log = logging.getLogger("drtool.replication")
 
 PROBE_PREFIX = ".drtool/replication-probe/"
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 
 
 @dataclass
@@ -55,31 +53,21 @@ class ProbeResult:
                 "leftovers": self.leftovers or []}
 
 
-def _code(exc: botocore.exceptions.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-_UNREACHABLE = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
-                botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
-
-
-def _visible(client: Any, bucket: str, key: str, etag: str, unreachable: list[str]) -> bool | None:
+def _visible(store: ObjectStore, key: str, etag: str, unreachable: list[str]) -> bool | None:
     """True when the target serves the canary with the same content (ETag); None while it cannot be reached.
 
     An unreachable target is what a lag probe exists to catch, so it is polled like a slow one until the
     timeout (and named in the result) instead of aborting the probe.
     """
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
-    except botocore.exceptions.ClientError as exc:
-        if _code(exc) in _NOT_FOUND:
-            return False
-        raise
-    except _UNREACHABLE as exc:
-        unreachable[:] = [type(exc).__name__]
+        head = store.head(key)
+    except Unreachable as exc:
+        unreachable[:] = [exc.code or type(exc).__name__]
         return None
     unreachable.clear()
-    return head.get("ETag", "").strip('"') == etag.strip('"')
+    if head is None:
+        return False
+    return str(head.get("ETag", "")).strip('"') == etag.strip('"')
 
 
 def _wait(predicate: Any, deadline: float) -> float | None:
@@ -95,23 +83,16 @@ def _wait(predicate: Any, deadline: float) -> float | None:
         delay = min(delay * 1.5, 1.0)
 
 
-def _purge(client: Any, bucket: str, key: str) -> None:
+def _purge(store: ObjectStore, key: str) -> None:
     """Delete every version and delete marker of `key` (or the object itself in an unversioned bucket)."""
     try:
-        pages = list(s3_adapter.iter_listing_pages(client, bucket, key, versions=True))
-    except botocore.exceptions.ClientError as exc:
-        if _code(exc) not in ("NotImplemented", "MethodNotAllowed"):
-            raise
-        pages = []
-    versions = [item for page in pages for item in page if item["Key"] == key]
-    for item in versions:
-        vid = item.get("VersionId")
-        if vid and vid != "null":
-            client.delete_object(Bucket=bucket, Key=key, VersionId=vid)
-        else:
-            client.delete_object(Bucket=bucket, Key=key)
+        versions = [v for v in store.list_versions(key) if v.key == key]
+    except Unsupported:  # a server without version listings: the object itself is all there is
+        versions = []
+    for v in versions:
+        store.delete(key, version_id=v.version_id if v.version_id and v.version_id != "null" else None)
     if not versions:
-        client.delete_object(Bucket=bucket, Key=key)
+        store.delete(key)
 
 
 def run_probe(settings: Settings, source: Site, target: Site, *, bucket: str, timeout: float,
@@ -122,24 +103,23 @@ def run_probe(settings: Settings, source: Site, target: Site, *, bucket: str, ti
              f"canary deleted on site {source.alias}", f"delete seen on site {target.alias}",
              "canary removed from both sites"]
     progress.plan(steps)
-    src = site_client(settings, source)
-    dst = site_client(settings, target)
+    src = site_store(settings, source, bucket)
+    dst = site_store(settings, target, bucket)
     key = f"{prefix}{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
     result = ProbeResult(source.alias, target.alias, bucket, key, datetime.now(UTC).isoformat(), timeout=timeout)
     body = f"drtool replication probe {key}\n".encode()
     try:
         try:
-            put = src.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain")
+            etag = src.put(key, body, content_type="text/plain")
         except Exception as exc:
             raise site_error(exc, source, "writing the canary") from None
         progress.done(steps[0])
-        etag = put.get("ETag", "")
         started = time.monotonic()
         deadline = started + timeout
         unreachable: list[str] = []
         why = f" (site {target.alias} could not be reached: {{}})"
         try:
-            result.put_lag = _wait(lambda: _visible(dst, bucket, key, etag, unreachable) is True, deadline)
+            result.put_lag = _wait(lambda: _visible(dst, key, etag, unreachable) is True, deadline)
         except Exception as exc:
             raise site_error(exc, target, "reading the canary") from None
         if result.put_lag is None:
@@ -148,9 +128,9 @@ def run_probe(settings: Settings, source: Site, target: Site, *, bucket: str, ti
             return result
         progress.done(steps[1])
         try:
-            src.delete_object(Bucket=bucket, Key=key)
+            src.delete(key)
             progress.done(steps[2])
-            result.delete_lag = _wait(lambda: _visible(dst, bucket, key, etag, unreachable) is False,
+            result.delete_lag = _wait(lambda: _visible(dst, key, etag, unreachable) is False,
                                       time.monotonic() + timeout)
         except Exception as exc:
             raise site_error(exc, source, "deleting the canary") from None
@@ -161,17 +141,17 @@ def run_probe(settings: Settings, source: Site, target: Site, *, bucket: str, ti
                             f"after {timeout:g} s" + (why.format(unreachable[0]) if unreachable else ""))
         return result
     finally:
-        result.cleaned_up, result.leftovers = _cleanup(src, dst, source, target, bucket, key)
+        result.cleaned_up, result.leftovers = _cleanup(src, dst, source, target, key)
         if result.cleaned_up:
             progress.done(steps[4])
 
 
-def _cleanup(src: Any, dst: Any, source: Site, target: Site, bucket: str, key: str) -> tuple[bool, list[str]]:
+def _cleanup(src: ObjectStore, dst: ObjectStore, source: Site, target: Site, key: str) -> tuple[bool, list[str]]:
     leftovers: list[str] = []
-    for client, site in ((src, source), (dst, target)):
+    for store, site in ((src, source), (dst, target)):
         try:
-            _purge(client, bucket, key)
+            _purge(store, key)
         except Exception as exc:  # the target may be the thing that is down; report, never mask the real error
             log.warning("cleanup of canary %s on site %s failed: %s", key, site.alias, exc)
-            leftovers.append(f"{site.alias}:s3://{bucket}/{key}")
+            leftovers.append(f"{site.alias}:{store.url(key)}")
     return not leftovers, leftovers

@@ -19,17 +19,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import botocore.exceptions
-
 from drtool.adapters import s3 as s3_adapter
-from drtool.errors import DrtoolError
+from drtool.errors import DrtoolError, Unreachable
 from drtool.ops.replication import Site, site_error
 
 __all__ = ["ReadDataResult", "Throttle", "read_subset", "selected"]
 
 _CHUNK = 256 * 1024
 _WORKERS = 4
-_FATAL = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError)
+_FATAL = ("EndpointConnectionError", "ConnectTimeoutError")  # a site that cannot be reached: stop, not a finding
 _MD5_ETAG = re.compile(r"[0-9a-f]{32}")
 
 
@@ -83,10 +81,8 @@ class ReadDataResult:
 def _digest(client: Any, bucket: str, key: str, version_id: str | None, throttle: Throttle
             ) -> tuple[str, str, int]:
     """(md5, sha256, size) of one version's bytes, read in chunks under the throttle."""
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version_id and version_id != "null":
-        kwargs["VersionId"] = version_id
-    body = client.get_object(**kwargs)["Body"]
+    store = s3_adapter.BucketStore.over(client, bucket)
+    body = store.open(key, version_id=version_id if version_id and version_id != "null" else None)
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
     try:
@@ -127,11 +123,13 @@ def read_subset(src: Any, dst: Any, source: Site, target: Site, bucket: str, pre
         for client, site in ((src, source), (dst, target)):
             try:
                 sums.append(_digest(client, bucket, key, vid, throttle))
-            except _FATAL as exc:
+            except Unreachable as exc:
+                if exc.code not in _FATAL:  # a read timed out mid-body: this version's problem
+                    problem("unreadable", item, f"site {site.alias}: {exc.code}")
+                    return
                 raise site_error(exc, site, f"reading {bucket}/{key}") from None
             except Exception as exc:  # a rotten part, a truncated answer, a 404 or 500 for this version
-                code = exc.response.get("Error", {}).get("Code") if isinstance(
-                    exc, botocore.exceptions.ClientError) else type(exc).__name__
+                code = exc.code if isinstance(exc, DrtoolError) and exc.code else type(exc).__name__
                 problem("unreadable", item, f"site {site.alias}: {code}")
                 return
         (smd5, ssha, ssize), (_, dsha, dsize) = sums

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import botocore.exceptions
-
 from drtool.adapters import s3 as s3_adapter
+from drtool.adapters.s3 import PROXY_HEADER, no_proxy  # noqa: F401 - re-exported: SDK hooks live in the adapter
 from drtool.config import Settings
 from drtool.core.listing_diff import DiffCounts, Difference, Entry, bad_fraction_upper_bound, diff_listings
-from drtool.errors import DrtoolError, NotFoundError
+from drtool.core.ports import ObjectStore
+from drtool.errors import DrtoolError, KeyRefusedError, NotFound, NotFoundError, Unreachable
 from drtool.ops.replication import Site, site_client, site_error, tls_verify
 from drtool.ops.replication_deadline import Progress
 from drtool.ops.replication_read_data import ReadDataResult, read_subset
@@ -159,26 +159,31 @@ def prefetched(pages: Callable[[], Iterator[list[dict[str, Any]]]], *, what: str
         stop.set()
 
 
+def _store(client: Any, bucket: str) -> ObjectStore:
+    """One site's bucket as the ObjectStore port, on that site's client (keys whole)."""
+    return s3_adapter.BucketStore.over(client, bucket)
+
+
 def _versioning(client: Any, bucket: str, site: Site) -> str | None:
     try:
-        return client.get_bucket_versioning(Bucket=bucket).get("Status")
-    except botocore.exceptions.ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in ("NoSuchBucket", "404"):
-            raise NotFoundError(f"bucket {bucket} does not exist", system=f"site {site.alias}") from None
-        raise site_error(exc, site, f"bucket {bucket}") from None
+        status = _store(client, bucket).versioning()
+    except NotFound:
+        raise NotFoundError(f"bucket {bucket} does not exist", system=f"site {site.alias}") from None
     except Exception as exc:
         raise site_error(exc, site, f"bucket {bucket}") from None
+    return None if status == "Unversioned" else status
 
 
 def _replication_header(client: Any, bucket: str, entry: Entry) -> str | None:
     """x-amz-replication-status of one source version: PENDING, COMPLETED, FAILED, REPLICA, or None."""
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": entry.key}
-    if entry.version_id and entry.version_id != "null":
-        kwargs["VersionId"] = entry.version_id
+    version = entry.version_id if entry.version_id and entry.version_id != "null" else None
     try:
-        return client.head_object(**kwargs).get("ReplicationStatus")
-    except botocore.exceptions.ClientError:
-        return None  # a delete marker or a version gone since the listing: nothing to report
+        head = _store(client, bucket).head(entry.key, version_id=version)
+    except Unreachable:
+        raise
+    except DrtoolError:
+        return None  # a version refused or failing since the listing: nothing to report
+    return None if head is None else head.get("ReplicationStatus")  # None: a delete marker or gone since
 
 
 def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str], *, prefix: str = "",
@@ -298,16 +303,17 @@ def _sample(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix:
     except Exception as exc:
         raise site_error(exc, source, f"listing bucket {bucket}") from None
 
+    target_store = _store(dst, bucket)
+
     def check(entry: Entry) -> Difference | None:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": entry.key}
-        if mode == "versions" and entry.version_id and entry.version_id != "null":
-            kwargs["VersionId"] = entry.version_id
+        version = entry.version_id if mode == "versions" and entry.version_id and entry.version_id != "null" \
+            else None
         try:
-            head = dst.head_object(**kwargs)
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NoSuchVersion", "400"):
-                return Difference("missing", entry.key, entry, None)
-            raise
+            head = target_store.head(entry.key, version_id=version)
+        except KeyRefusedError:  # HTTP 400 for this key
+            head = None
+        if head is None:
+            return Difference("missing", entry.key, entry, None)
         state = head.get("ReplicationStatus")
         if state is not None and state != "REPLICA":
             origin = _replication_header(src, bucket, entry)
@@ -351,30 +357,11 @@ def _sample(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix:
             result.examples.append(diff)
 
 
-PROXY_HEADER = "X-Minio-Source-Proxy-Request"
-
-
-def no_proxy(client: Any) -> Any:
-    """Make HEAD and GET on this client answer from the site itself.
-
-    MinIO forwards a read of an object it lacks to its replication peer unless the request carries
-    X-Minio-Source-Proxy-Request (any value; MinIO's own peers send it so two sites never forward in a loop).
-    Other S3 servers ignore the header.
-    """
-    def add(request: Any, **_: Any) -> None:
-        request.headers[PROXY_HEADER] = "false"
-
-    for op in ("HeadObject", "GetObject"):
-        client.meta.events.register(f"before-sign.s3.{op}", add)
-    return client
-
-
 def default_buckets(settings: Settings, source: Site) -> list[str]:
     """s3.bucket when configured, else every bucket on the source site."""
     if settings.s3.bucket:
         return [settings.s3.bucket]
-    client = site_client(settings, source)
     try:
-        return sorted(b["Name"] for b in client.list_buckets().get("Buckets", []))
+        return s3_adapter.list_bucket_names(site_client(settings, source))
     except Exception as exc:
         raise site_error(exc, source, "listing buckets") from None

@@ -12,10 +12,10 @@ from drtool.config import Settings
 from drtool.core import manifest as mf
 from drtool.core import object_lock as ol
 from drtool.core.retention import Policy, decide
-from drtool.errors import NotFoundError, UsageError
+from drtool.errors import DrtoolError, NotFoundError, UsageError
 from drtool.ops.lock import describe_stale, destination_lock, read_lock
 from drtool.ops.snapshot import Destination
-from drtool.ops.snapshot_catalog import folder_ids, list_snapshots
+from drtool.ops.snapshot_catalog import destination_store, folder_ids, list_snapshots
 
 log = logging.getLogger("drtool.snapshot")
 
@@ -38,12 +38,21 @@ def locked_until(dest: Destination, snapshot_id: str, meta: dict[str, Any] | Non
     """
     dates: list[datetime | None] = [ol.recorded_until(meta or {})]
     hold = False
+    store = destination_store(dest)
     try:
-        for _key, _version, until, legal_hold in s3a.version_locks(dest.client, dest.bucket, dest.folder(snapshot_id)):
-            dates.append(until)
-            hold = hold or legal_hold
-    except Exception as exc:
-        raise dest.s3_error(exc, f"retention of snapshot {snapshot_id}") from None
+        # One HEAD per version: a server returns the lock headers only to a caller allowed s3:GetObjectRetention
+        # and s3:GetObjectLegalHold; without them every version looks unlocked here, and the server itself still
+        # refuses the delete (DeleteRefused, below).
+        for v in store.list_versions(dest.folder(snapshot_id)):
+            if v.is_delete_marker:
+                continue
+            head = store.head(v.key, version_id=None if v.version_id == "null" else v.version_id)
+            if head is not None:
+                dates.append(head.get("ObjectLockRetainUntilDate"))
+                hold = hold or head.get("ObjectLockLegalHoldStatus") == "ON"
+    except DrtoolError as error:
+        error.message = f"retention of snapshot {snapshot_id}: {error.message}"
+        raise
     return ol.locked_until(dates, legal_hold=hold, now=datetime.now(UTC))
 
 
@@ -84,8 +93,9 @@ def prune(settings: Settings, dest: Destination, policy: Policy, *, dry_run: boo
 def _delete_snapshot(dest: Destination, snapshot_id: str) -> None:
     """COMMITTED goes first, so an interrupted delete leaves an uncommitted folder that gc finishes later."""
     folder = dest.folder(snapshot_id)
-    dest.client.delete_object(Bucket=dest.bucket, Key=folder + mf.COMMITTED)
-    s3a.delete_prefix(dest.client, dest.bucket, folder)
+    store = destination_store(dest)
+    store.delete(folder + mf.COMMITTED)
+    store.delete_prefix(folder)
 
 
 @dataclass
@@ -106,9 +116,10 @@ def gc(settings: Settings, dest: Destination, *, grace_s: int, dry_run: bool) ->
         removed: list[str] = []
         young: list[str] = []
         locked: dict[str, str] = {}
+        store = destination_store(dest)
         for sid in folder_ids(dest):
             folder = dest.folder(sid)
-            if s3a.head_or_none(dest.client, dest.bucket, folder + mf.COMMITTED) is not None:
+            if store.head(folder + mf.COMMITTED) is not None:
                 continue
             if mf.snapshot_time(sid) > cutoff:
                 young.append(sid)
@@ -119,13 +130,12 @@ def gc(settings: Settings, dest: Destination, *, grace_s: int, dry_run: bool) ->
                 continue
             if not dry_run:
                 try:
-                    s3a.delete_prefix(dest.client, dest.bucket, folder)
+                    store.delete_prefix(folder)
                 except s3a.DeleteRefused as exc:  # locked, with the retention hidden from this caller
                     locked[sid] = f"unknown (the server refused the delete: {exc.message})"
                     continue
             removed.append(sid)
-        aborted = 0 if dry_run else s3a.abort_uploads(dest.client, dest.bucket, dest.snapshots_prefix,
-                                                      older_than=cutoff)
+        aborted = 0 if dry_run else store.abort_uploads(dest.snapshots_prefix, older_than=cutoff)
         return GcResult(removed=removed, kept_young=young, aborted_uploads=aborted, dry_run=dry_run,
                         kept_locked=locked)
 
@@ -138,12 +148,13 @@ def gc(settings: Settings, dest: Destination, *, grace_s: int, dry_run: bool) ->
 
 def unlock(settings: Settings, dest: Destination, *, force: bool) -> dict[str, Any]:
     """Remove the destination's lock: only a stale one, unless forced."""
-    lock = read_lock(dest.client, dest.bucket, dest.lock_key)
+    store = destination_store(dest)
+    lock = read_lock(store, dest.lock_key)
     if lock is None:
         raise NotFoundError(f"no lock at s3://{dest.bucket}/{dest.lock_key}")
     stale = describe_stale(lock, settings.snapshot.lock_stale_after)
     if stale is None and not force:
         raise UsageError(f"the lock is held by {lock.describe()} and does not look stale",
                          hint="if you are sure that run is gone, pass --force")
-    dest.client.delete_object(Bucket=dest.bucket, Key=dest.lock_key)
+    store.delete(dest.lock_key)
     return {"removed": True, "holder": lock.describe(), "stale": stale}

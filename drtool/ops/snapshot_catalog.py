@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -25,6 +25,7 @@ from drtool.adapters import s3 as s3a
 from drtool.config import Settings
 from drtool.core import manifest as mf
 from drtool.core.keys import SNAPSHOT_ID, UnsafeKey, check_snapshot_id
+from drtool.core.ports import ObjectStore
 from drtool.errors import NotFoundError, UsageError, VerificationFailed
 from drtool.ops import snapshot_stores
 from drtool.ops.snapshot import Destination
@@ -81,6 +82,11 @@ class SnapshotInfo:
             "verified": None if not self.verified else
             {"ok": self.verified.get("ok"), "deep": self.verified.get("deep"), "at": self.verified.get("at")},
         }
+
+
+def destination_store(dest: Destination) -> ObjectStore:
+    """The destination's bucket as the ObjectStore port (keys whole), on the client it already holds."""
+    return s3a.BucketStore(replace(dest.s3, bucket=dest.bucket, key_prefix=""), client=dest.client)
 
 
 def _get_json(dest: Destination, key: str, what: str) -> dict[str, Any] | None:
@@ -187,11 +193,8 @@ class HashingReader:
 
 
 def open_artifact(dest: Destination, snapshot_id: str, name: str) -> HashingReader:
-    try:
-        body = dest.client.get_object(Bucket=dest.bucket, Key=dest.folder(snapshot_id) + name)["Body"]
-    except Exception as exc:
-        raise dest.s3_error(exc, f"{snapshot_id}/{name}") from None
-    return HashingReader(body)
+    """A hashing stream of one artifact; a missing one is NotFound, a cut body an UnavailableError from read()."""
+    return HashingReader(destination_store(dest).open(dest.folder(snapshot_id) + name))
 
 
 class DecryptingReader:
@@ -251,13 +254,8 @@ def spool_verified(dest: Destination, info: SnapshotInfo, name: str, expected: s
     local = tempfile.TemporaryFile(prefix="drtool-artifact-")  # noqa: SIM115 - returned to the caller, who closes it
     try:
         reader = open_artifact(dest, info.id, name)
-        try:
-            while chunk := reader.read(1 << 20):
-                local.write(chunk)
-        except Exception as exc:  # a body cut mid-way is the network's fault, not a tampered artifact
-            if type(exc).__module__.split(".")[0] in ("botocore", "urllib3") or hasattr(exc, "response"):
-                raise dest.s3_error(exc, f"{info.id}/{name}") from None
-            raise
+        while chunk := reader.read(1 << 20):  # a body cut mid-way raises UnavailableError: not a tampering
+            local.write(chunk)
         if reader.sha256.hexdigest() != expected:
             raise VerificationFailed(f"snapshot {info.id}: {name} checksum mismatch (nothing was changed)",
                                      hint="run `drtool snapshots verify`; restore another snapshot")
@@ -383,8 +381,8 @@ def verify(settings: Settings, dest: Destination, info: SnapshotInfo, *, deep: b
     record = {"at": datetime.now(UTC).isoformat(), "ok": not broken, "deep": deep, "broken": broken[:100],
               "broken_count": len(broken)}
     try:
-        dest.client.put_object(Bucket=dest.bucket, Key=dest.folder(info.id) + mf.VERIFIED,
-                               Body=json.dumps(record, indent=1).encode())
+        destination_store(dest).put(dest.folder(info.id) + mf.VERIFIED, json.dumps(record, indent=1).encode(),
+                                    content_type="binary/octet-stream")
     except Exception as exc:
         log.warning("could not record the verification outcome: %s", exc)
     return broken

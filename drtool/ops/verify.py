@@ -170,11 +170,7 @@ def verify(settings: Settings, options: VerifyOptions, *, emit: Emit) -> VerifyR
     if options.check_files or options.deep:
         settings.require_s3()
         store = s3_adapter.BucketStore(settings.s3)
-        try:
-            store.client.head_bucket(Bucket=store.bucket)
-        except Exception as exc:
-            raise s3_adapter.translate_error(exc, what=f"bucket {store.bucket}",
-                                             endpoint=settings.s3.endpoint) from None
+        store.probe()
     findings = Findings()
     scanners = _Scanners(settings)
     verdicts: list[DatasetVerdict] = []
@@ -261,6 +257,7 @@ def _verify_files_at_snapshot(settings: Settings, options: VerifyOptions, refs: 
     identities = load_identities(options.identity) if options.identity else None
     source_bucket = str(info.meta.get("source", {}).get("bucket") or store.bucket)
     prefix = str(info.meta.get("source", {}).get("key_prefix", store.prefix) or "")
+    source = store.at(source_bucket)  # manifest keys are whole keys of the snapshot's source bucket
     records, _raw = iter_records(dest, info, identities)
     pinned: dict[str, mf.ManifestRecord] = {rec.key: rec for rec in records if rec.referenced_by}
     verdict = FilesVerdict(snapshot=info.id, snapshot_authenticated=auth.authenticated)
@@ -273,12 +270,9 @@ def _verify_files_at_snapshot(settings: Settings, options: VerifyOptions, refs: 
             return ref, f"snapshot state {rec.state}" + (f": {rec.reason}" if rec.reason else "")
         version = None if rec.copy_key else rec.version_id
         try:
-            head = s3_adapter.head_or_none(store.client, source_bucket, rec.copy_key or rec.key, version_id=version)
-        except Exception as exc:
-            if s3_adapter.http_status(exc) == 400:  # a key the server refuses: a break of this row, not of the run
-                return ref, "the object store refused the key (400)"
-            raise s3_adapter.translate_error(exc, what=f"s3://{source_bucket}/{rec.key}",
-                                             endpoint=settings.s3.endpoint) from None
+            head = source.head(rec.copy_key or rec.key, version_id=version)
+        except KeyRefusedError:  # a key the server refuses: a break of this row, not of the run
+            return ref, "the object store refused the key (400)"
         if head is None:
             return ref, f"pinned version {rec.version_id} is gone"
         if rec.size is not None and head.get("ContentLength") != rec.size:

@@ -1,0 +1,110 @@
+"""The ObjectStore port (drtool/core/ports.py) on a real MinIO: what operations rely on instead of botocore.
+
+Each S3 failure arrives as one drtool error, translated once in drtool/adapters/s3.py: NotFound (exit 10) for a
+missing key or version, PreconditionFailed for a lost conditional write (If-None-Match / If-Match, the run locks'
+compare-and-swap), AccessDenied (exit 12, naming the IAM action) for a user whose policy lacks it. The JSON
+`error` field keeps the family name (NotFoundError / AuthError) that docs/exit-codes.md and scripts match.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from drtool.adapters.s3 import BucketStore
+from drtool.config import S3Settings
+from drtool.core.ports import ObjectStore
+from drtool.errors import AccessDenied, ExitCode, NotFound, PreconditionFailed
+from tests.security.conftest import add_minio_user, new_bucket
+
+
+def _store(site: Any, bucket: str, access: str | None = None, secret: str | None = None) -> BucketStore:
+    return BucketStore(S3Settings(endpoint=site.endpoint, bucket=bucket, access_key=access or site.access_key,
+                                  secret_key=secret or site.secret_key, address_style="path", max_attempts=1))
+
+
+@pytest.fixture(scope="module")
+def bucket(minio_pair: Any) -> str:
+    return new_bucket(minio_pair.a.s3_client(), "port")
+
+
+@pytest.fixture
+def store(minio_pair: Any, bucket: str) -> BucketStore:
+    return _store(minio_pair.a, bucket)
+
+
+def test_the_s3_adapter_is_an_object_store(store: BucketStore) -> None:
+    assert isinstance(store, ObjectStore)
+
+
+def test_missing_key_and_version_are_not_found(store: BucketStore) -> None:
+    key = f"k-{uuid.uuid4().hex}"
+    # absence is an answer for head/get ...
+    assert store.head(key) is None and store.get(key) is None
+    # ... and an error where the caller needs the object
+    with pytest.raises(NotFound) as missing:
+        store.open(key)
+    assert missing.value.exit_code == ExitCode.NOT_FOUND and missing.value.code == "NoSuchKey"
+    assert missing.value.to_event()["error"] == "NotFoundError"
+    with pytest.raises(NotFound):
+        store.copy(key, key + "-copy")
+
+    first = store.put(key, b"v1")
+    store.put(key, b"v2")
+    versions = [v for v in store.list_versions(key) if v.key == key]
+    assert len(versions) == 2 and {v.etag for v in versions} >= {first.strip('"')}
+    old = next(v.version_id for v in versions if not v.is_latest)
+    assert store.open(key, version_id=old).read() == b"v1"
+    assert store.get(key, version_id=old) == b"v1"
+    gone = str(uuid.uuid4())
+    assert store.head(key, version_id=gone) is None
+    with pytest.raises(NotFound) as no_version:
+        store.open(key, version_id=gone)
+    assert no_version.value.code == "NoSuchVersion"
+    store.delete(key, version_id=old)
+    assert store.head(key, version_id=old) is None
+    store.delete(key)  # a delete marker: the key is gone, its versions stay listed
+    assert store.head(key) is None
+    assert store.delete_prefix(key) == 2 and list(store.list_versions(key)) == []
+    assert store.versioning() == "Enabled"
+
+
+def test_conditional_writes_lose_with_precondition_failed(store: BucketStore) -> None:
+    key = f"lock-{uuid.uuid4().hex}"
+    etag = store.put(key, b"mine", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put(key, b"theirs", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put(key, b"theirs", if_match='"0123456789abcdef0123456789abcdef"')
+    with pytest.raises(PreconditionFailed):  # If-Match on a key that is not there (MinIO: NoSuchKey)
+        store.put(key + "-none", b"theirs", if_match=etag)
+    assert store.get(key) == b"mine"
+    # the boolean forms the run locks use
+    assert store.put_if_absent(key, b"again") is False
+    assert store.replace_if_match(key, '"0123456789abcdef0123456789abcdef"', b"stale") is False
+    assert store.replace_if_match(key, etag, b"taken over") is True
+    assert store.peek(key, 64) == (b"taken over", store.head(key)["ETag"])  # type: ignore[index]
+    assert store.peek(key, 4)[0] == b"taken"  # type: ignore[index]  # at most max_bytes + 1 read
+
+
+def test_a_user_without_the_permission_gets_access_denied(minio_pair: Any, bucket: str) -> None:
+    read_only = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{bucket}/*"]}]}
+    access, secret = add_minio_user(minio_pair, read_only)
+    admin = _store(minio_pair.a, bucket)
+    admin.put("readable", b"x")
+    user = _store(minio_pair.a, bucket, access, secret)
+    assert user.get("readable") == b"x"
+    with pytest.raises(AccessDenied) as refused:
+        user.put("not-writable", b"x")
+    assert refused.value.exit_code == ExitCode.AUTH and "s3:PutObject" in refused.value.message
+    assert refused.value.to_event()["error"] == "AuthError"
+    with pytest.raises(AccessDenied):
+        user.delete("readable")
+    with pytest.raises(AccessDenied):  # ListBucket is not granted either
+        list(user.list_versions(""))
+    with pytest.raises(AccessDenied):  # a conditional write is refused as a write, not reported as lost
+        user.put_if_absent("lock", b"x")
+    assert admin.head("not-writable") is None and admin.get("readable") == b"x"
