@@ -227,6 +227,11 @@ class SnapshotSettings:
                                            "repeated, a TOML array, or comma-separated in the environment): encrypt")
     part_size_mb: int = _opt(16, "multipart upload part size for the dump and manifest, in MiB (>= 5)")
     workers: int = _opt(8, "parallel S3 requests for restore and verify --deep")
+    listing_workers: int = _opt(4, "snapshot create lists this many prefixes of the source bucket at once "
+                                   "(upload_files/<tenant>/, datasets/<id>/, ...); 1 = one listing at a time")
+    max_requests_per_second: float = _opt(0.0, "cap on the listing requests snapshot create sends to the source "
+                                               "bucket per second, so live writers keep their throughput "
+                                               "(0 = no cap; a capped listing is serial, one stream)")
     signing_key_file: str | None = _opt(None, "Ed25519 private key file (`drtool keys generate`, mode 0600) that "
                                               "signs every new snapshot; keep it on the snapshot host, never in the "
                                               "bucket")

@@ -597,9 +597,12 @@ def _chain_pages(pages: Any) -> Any:
         yield from page
 
 
-def _version_pages(client: Any, bucket: str, prefix: str, page_size: int) -> Iterator[list[Any]]:
+def _version_pages(client: Any, bucket: str, prefix: str, page_size: int, *, delimiter: str | None = None,
+                   before_request: Any = None) -> Iterator[list[Any]]:
     """ListObjectVersions pages as lists of ObjectVersion; errors raised as the botocore exceptions
-    `translate_error` knows. TLS verification, timeouts and retries follow the client's own configuration."""
+    `translate_error` knows. TLS verification, timeouts and retries follow the client's own configuration.
+    With `delimiter` a page also holds the common prefixes (as str); `before_request` is called before each
+    page is requested (a rate cap: drtool.ops.snapshot_listing)."""
     from datetime import datetime
 
     import urllib3
@@ -613,9 +616,13 @@ def _version_pages(client: Any, bucket: str, prefix: str, page_size: int) -> Ite
     timeout = urllib3.Timeout(connect=config.connect_timeout or 10, read=config.read_timeout or 60)
     fromiso = datetime.fromisoformat
     for items, decode in _xml_listing_pages(client, bucket, prefix, versions=True, verify=verify, attempts=attempts,
-                                            timeout=timeout, page_size=page_size):
-        page = []
+                                            timeout=timeout, page_size=page_size, delimiter=delimiter,
+                                            before_request=before_request):
+        page: list[Any] = []
         for f, is_marker in items:
+            if is_marker is None:  # a common prefix (only with a delimiter)
+                page.append(decode(f["Prefix"]))
+                continue
             etag = f.get("ETag")
             size = f.get("Size")
             page.append(ObjectVersion(
@@ -627,9 +634,10 @@ def _version_pages(client: Any, bucket: str, prefix: str, page_size: int) -> Ite
 
 
 def _xml_listing_pages(client: Any, bucket: str, prefix: str, *, versions: bool, verify: bool | str, attempts: int,
-                       timeout: Any, page_size: int) -> Iterator[tuple[list[tuple[dict[str, str], bool]], Any]]:
+                       timeout: Any, page_size: int, delimiter: str | None = None, before_request: Any = None
+                       ) -> Iterator[tuple[list[tuple[dict[str, str], bool | None]], Any]]:
     """Raw listing pages, fetched as presigned GETs and parsed with ElementTree: ([(fields, is_delete_marker)],
-    key decoder) per page, pagination followed.
+    key decoder) per page, pagination followed. With `delimiter`, common prefixes come as ({"Prefix": p}, None).
 
     Why: botocore's response parser (shape-driven dicts, dateutil timestamps) costs several times the CPU of the
     listing itself. The client still does what it is good at: endpoint, addressing style, credentials and signing.
@@ -652,8 +660,11 @@ def _xml_listing_pages(client: Any, bucket: str, prefix: str, *, versions: bool,
                             allowed_methods=frozenset({"GET"}), raise_on_status=False)
     operation = "list_object_versions" if versions else "list_objects_v2"
     error_operation = "ListObjectVersions" if versions else "ListObjectsV2"
-    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size, "EncodingType": "url"}
+    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size, "EncodingType": "url",
+                              **({"Delimiter": delimiter} if delimiter else {})}
     while True:
+        if before_request is not None:
+            before_request()
         url = client.generate_presigned_url(operation, Params=params, ExpiresIn=900)
         try:
             resp = http.request("GET", url, retries=retries, timeout=timeout, preload_content=True)
@@ -675,11 +686,13 @@ def _xml_listing_pages(client: Any, bucket: str, prefix: str, *, versions: bool,
                  "ResponseMetadata": {"HTTPStatusCode": resp.status}}, error_operation)
         item_tags = {ns + "Version": False, ns + "DeleteMarker": True} if versions else {ns + "Contents": False}
         cut = len(ns)
-        items: list[tuple[dict[str, str], bool]] = []
+        items: list[tuple[dict[str, str], bool | None]] = []
         top: dict[str, str] = {}
         for child in root:  # versions and delete markers come interleaved in key order, as listed
             marker = item_tags.get(child.tag)
-            if marker is None:
+            if child.tag == ns + "CommonPrefixes":
+                items.append(({"Prefix": child.findtext(ns + "Prefix") or ""}, None))
+            elif marker is None:
                 top[child.tag[cut:]] = child.text or ""
             else:
                 items.append(({sub.tag[cut:]: sub.text or "" for sub in child}, marker))

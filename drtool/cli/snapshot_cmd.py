@@ -108,10 +108,14 @@ def snapshot_group() -> None:
               help="S3 Object Lock: no one can delete or overwrite the snapshot's artifacts before this date "
                    "(2027-01-31, or 30d / 12h / 2w from now; overrides snapshot.object_lock_days). The snapshot "
                    "bucket must have Object Lock enabled, else exit 2 and nothing is written.")
+@click.option("--max-requests-per-second", "max_rps", type=click.FloatRange(min=0), metavar="N",
+              help="Send at most N listing requests per second to the source bucket, so that live writers keep "
+                   "their throughput (snapshot.max_requests_per_second; 0 = no cap). The listing takes longer.")
 @pass_app
 def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
            schemas: tuple[str, ...], tables: tuple[str, ...], encrypt_to: tuple[str, ...], copy_unversioned: bool,
-           require_replication: bool, break_stale_lock: bool, retain_until: str | None) -> int | Outcome:
+           require_replication: bool, break_stale_lock: bool, retain_until: str | None,
+           max_rps: float | None) -> int | Outcome:
     """Dump Postgres and pin every object version its rows reference, as of one fence time.
 
     Writes <prefix>/snapshots/<id>/ (dump, manifest.jsonl.zst, meta.json, SHA256SUMS, COMMITTED last). Silent on
@@ -123,6 +127,8 @@ def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
     flags = _dest_flags(dest_bucket, dest_prefix, dest_endpoint)
     if encrypt_to:
         flags["snapshot.encrypt_to"] = encrypt_to  # a list setting: each item whole, a comma in a path included
+    if max_rps is not None:
+        flags["snapshot.max_requests_per_second"] = max_rps
     settings = app.settings(flags)
     options = CreateOptions(schemas=schemas, tables=tables, encrypt_to=settings.snapshot.encrypt_to,
                             copy_unversioned=copy_unversioned, require_replication=require_replication,

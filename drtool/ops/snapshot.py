@@ -49,7 +49,7 @@ from drtool.errors import (
     UsageError,
     VerificationFailed,
 )
-from drtool.ops import snapshot_auth, snapshot_databases, snapshot_stores
+from drtool.ops import snapshot_auth, snapshot_databases, snapshot_listing, snapshot_stores
 from drtool.ops.lock import destination_lock
 
 log = logging.getLogger("drtool.snapshot")
@@ -454,6 +454,10 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             plugin_dump.start(dest, folder, pg_bin_dir=settings.snapshot.pg_bin_dir, recipients=recipients,
                               part_size=part_size)
 
+        # Issue 16: sub-prefixes listed in parallel; one request-rate cap shared by every listing of this run.
+        listing_workers = max(1, settings.snapshot.listing_workers)
+        pace = snapshot_listing.request_pacer(settings.snapshot.max_requests_per_second)
+
         # Referenced keys, read in the exported snapshot's transaction (same instant as the dump).
         t_refs = time.monotonic()
         key_prefix = settings.s3.key_prefix
@@ -477,7 +481,8 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             inner: Any = agea.EncryptingWriter(manifest_sink, recipients) if recipients else manifest_sink
             writer = mf.ManifestWriter(inner)
             listed = _write_manifest(writer, index, patterns, src_client, src_bucket, key_prefix, fence,
-                                     versioning, dest if versioning != "Enabled" else None, folder, emit=emit)
+                                     versioning, dest if versioning != "Enabled" else None, folder, emit=emit,
+                                     workers=listing_workers, pace=pace)
             writer.close()
             if recipients:
                 inner.close()
@@ -490,7 +495,8 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
         store_sums: dict[str, str] = {}
         for prepared in stores or ():
             section, digest = snapshot_stores.pin(prepared, dest, folder, fence, recipients=recipients,
-                                                  part_size=part_size, writers=writers, emit=emit)
+                                                  part_size=part_size, writers=writers, emit=emit,
+                                                  workers=listing_workers, pace=pace)
             store_meta.append(section)
             store_sums[section["artifact"]] = digest
             if section["refused"]:
@@ -623,10 +629,11 @@ def _cleanup_failed(dest: Destination, folder: str) -> None:
 
 def _write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: KeyPatterns, client: Any,
                     bucket: str, key_prefix: str, fence: datetime, versioning: str, copy_dest: Destination | None,
-                    folder: str, *, emit: Emit = no_events) -> int:
+                    folder: str, *, emit: Emit = no_events, workers: int = 1, pace: Any = None) -> int:
     """Stream the listing, pin versions, write records; returns how many listing entries were read. `emit` hears
     the versions listed and the objects pinned so far (a `progress` event every PROGRESS_EVERY versions, and at
-    the end), for the progress display (drtool/cli/progress.py)."""
+    the end), for the progress display (drtool/cli/progress.py). `workers` > 1 lists sub-prefixes in parallel
+    and `pace` caps the request rate (ops/snapshot_listing.py); the records and their order do not change."""
     listed = 0
 
     def progress() -> None:
@@ -641,12 +648,12 @@ def _write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: 
 
     def counted() -> Iterator[mf.ObjectVersion]:
         nonlocal listed
-        for prefix in prefixes:
-            for v in s3a.iter_object_versions(client, bucket, key_prefix + prefix):
-                listed += 1
-                if listed % PROGRESS_EVERY == 0:
-                    progress()
-                yield v
+        for v in snapshot_listing.iter_versions(client, bucket, [key_prefix + p for p in prefixes], workers=workers,
+                                                pace=pace):
+            listed += 1
+            if listed % PROGRESS_EVERY == 0:
+                progress()
+            yield v
 
     def handle(key: str, version: mf.ObjectVersion | None, later: bool, refs: tuple[str, ...] | None,
                pattern: str | None) -> None:

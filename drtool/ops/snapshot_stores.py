@@ -160,9 +160,11 @@ def prepare(stores: list[ExtraStore], *, copy_unversioned: bool, horizon_days: i
 
 
 def pin(prepared: PreparedStore, dest: Any, folder: str, fence: datetime, *, recipients: list[Any] | None,
-        part_size: int, writers: list[Any], emit: Any) -> tuple[dict[str, Any], str]:
+        part_size: int, writers: list[Any], emit: Any, workers: int = 1, pace: Any = None
+        ) -> tuple[dict[str, Any], str]:
     """List the store's versions under its prefixes and pin the one current at the fence, into its own manifest
-    artifact. Returns its meta.json section and the sha256 of the stored bytes (for SHA256SUMS)."""
+    artifact. Returns its meta.json section and the sha256 of the stored bytes (for SHA256SUMS). `workers` and
+    `pace` are the snapshot's listing parallelism and request-rate cap (ops/snapshot_listing.py)."""
     from drtool.ops.snapshot import _write_manifest  # the main manifest's own pick and refusal rules
 
     store = prepared.store
@@ -173,7 +175,7 @@ def pin(prepared: PreparedStore, dest: Any, folder: str, fence: datetime, *, rec
     writer = mf.ManifestWriter(inner)
     with ReferenceIndex() as index:  # empty: a store is pinned by prefix only, no row references it
         listed = _write_manifest(writer, index, store.patterns, prepared.client, store.bucket, "", fence,
-                                 prepared.versioning, None, folder, emit=emit)
+                                 prepared.versioning, None, folder, emit=emit, workers=workers, pace=pace)
     writer.close()
     if recipients:
         inner.close()
