@@ -223,6 +223,11 @@ class App:
             )
         return self._settings
 
+    @property
+    def loaded_settings(self) -> Settings | None:
+        """The settings this run already loaded, or None: an error handler must not load them (and fail) again."""
+        return self._settings
+
     def _start_heartbeat(self) -> None:
         """Long commands show progress (drtool/cli/heartbeat.py, progress.py): a bar on a terminal, a line every
         DRTOOL_PROGRESS_SECONDS off one; nothing with -q."""

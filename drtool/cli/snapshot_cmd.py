@@ -26,11 +26,13 @@ def s3_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if type(exc).__module__.startswith(("botocore", "boto3", "s3transfer", "urllib3")):
                 from drtool.adapters.s3 import translate_error
+                from drtool.ops.snapshot import destination_endpoint
 
                 # Name the endpoint the command used (a stream cut mid-read lands here), not "AWS S3".
                 context = click.get_current_context(silent=True)
-                loaded = getattr(context.find_object(App) if context else None, "_settings", None)
-                endpoint = (loaded.snapshot.endpoint or loaded.s3.endpoint) if loaded is not None else None
+                app = context.find_object(App) if context else None
+                loaded = app.loaded_settings if app is not None else None
+                endpoint = destination_endpoint(loaded) if loaded is not None else None
                 raise translate_error(exc, what="snapshot storage", endpoint=endpoint) from None
             raise
 

@@ -29,8 +29,10 @@ def probe_key(prefix: str) -> str:
 
 def destination_target(settings: Settings) -> str:
     """`endpoint/bucket` of the snapshot destination for the check's table, '-' when none is configured."""
+    from drtool.ops.snapshot import destination_endpoint
+
     bucket = settings.snapshot.bucket or settings.s3.bucket
-    endpoint = settings.snapshot.endpoint or settings.s3.endpoint or "AWS S3"
+    endpoint = destination_endpoint(settings) or "AWS S3"
     return f"{endpoint}/{bucket}" if bucket else "-"
 
 

@@ -102,6 +102,11 @@ class Destination:
         return s3a.translate_error(exc, what=what, endpoint=self.s3.endpoint)
 
 
+def destination_endpoint(settings: Settings) -> str | None:
+    """The snapshot bucket's endpoint (None: AWS S3), resolved as destination_settings does, with no bucket needed."""
+    return settings.snapshot.endpoint or settings.s3.endpoint
+
+
 def destination_settings(settings: Settings) -> S3Settings:
     """The snapshot bucket's S3 settings: snapshot.* where set, otherwise the source's s3.* values."""
     snap, src = settings.snapshot, settings.s3
@@ -110,7 +115,7 @@ def destination_settings(settings: Settings) -> S3Settings:
         raise ConfigError("no snapshot bucket configured",
                           hint="set snapshot.bucket (--dest-bucket, DRTOOL_SNAPSHOT_BUCKET) or s3.bucket")
     return dataclasses.replace(
-        src, bucket=bucket, endpoint=snap.endpoint or src.endpoint, region=snap.region or src.region,
+        src, bucket=bucket, endpoint=destination_endpoint(settings), region=snap.region or src.region,
         access_key=snap.access_key or src.access_key, secret_key=snap.secret_key or src.secret_key, key_prefix="")
 
 
