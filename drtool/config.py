@@ -175,6 +175,9 @@ class EmbeddingSettings:
     requests_per_minute: int = _opt(0, "embedding requests per minute budget (openai; 0 = unlimited)")
     tokens_per_minute: int = _opt(0, "estimated tokens per minute budget (openai; 0 = unlimited)")
     max_input_tokens: int = _opt(8191, "longest input the openai endpoint accepts, in tokens (4 chars ~ 1 token)")
+    device: str = _opt("auto", "where the local model runs: auto = cuda when torch sees a GPU, else Apple's mps, "
+                               "else cpu; an explicit cuda/mps that is not there exits 2",
+                       choices=("auto", "cpu", "cuda", "mps"))
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,8 @@ class RebuildSettings:
                            choices=("truncate", "reject"))
     batch_size: int = _opt(512, "chunks per pipeline unit: one cache lookup, one model call window, one insert "
                                 "and checkpoint (large enough for the local model to sort texts by length)")
+    max_chunks_in_flight: int = _opt(4096, "most chunks (with their vectors) the pipeline holds at once, all units "
+                                           "together; with many embedding workers (openai) the units shrink to fit")
     sample: int = _opt(50, "chunks sampled for the self-retrieval and Dify query checks")
     top_k: int = _opt(5, "k of the self-retrieval check (recall@k)")
     min_recall_pct: int = _opt(90, "lowest self-retrieval recall@k, in percent, that passes the verification gate")

@@ -229,6 +229,11 @@ class LocalEmbedder:
         self._batch_size = settings.batch_size
         self._wanted_dimension = settings.dimensions
         self._model: Any = None
+        self._device_setting = settings.device
+        # An explicit GPU is checked now (it imports torch): a missing one stops the run before anything is
+        # written, with exit 2, rather than mid-build. `auto` is resolved when the model loads, so a warm rebuild
+        # still never imports torch.
+        self._device: str | None = resolve_device(settings.device) if settings.device in ("cuda", "mps") else None
         self._lock = threading.Lock()
         self._dimension: int | None = None
         declared = declared_dimension(name)
@@ -244,6 +249,11 @@ class LocalEmbedder:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+    @property
+    def device(self) -> str | None:
+        """Where the model runs (cpu, cuda, mps) once loaded; None while it is not (a warm rebuild)."""
+        return self._device if self._model is not None else None
 
     def _loaded_model(self) -> Any:
         with self._lock:
@@ -262,8 +272,9 @@ class LocalEmbedder:
             hf_logging.disable_progress_bar()
         except ImportError:
             pass
+        device = self._device or resolve_device(self._device_setting)
         try:
-            model = SentenceTransformer(self._name, device="cpu")
+            model = SentenceTransformer(self._name, device=device)
         except Exception as exc:
             raise ConfigError(f"cannot load local model {self._name}: {type(exc).__name__}: {exc}",
                               hint="give embedding.model as a path to a model folder") from None
@@ -275,7 +286,9 @@ class LocalEmbedder:
             raise ConfigError(f"model {self._name} makes vectors of dimension {dim}, but its files declare "
                               f"{self._dimension}", hint="check the model folder's modules.json and configs")
         self._set_dimension(int(dim))
-        log.info("loaded local model %s (%d-d)", self._name, dim)
+        self._device = device
+        log.info("loaded local model %s (%d-d) on %s (embedding.device=%s)", self._name, dim, device,
+                 self._device_setting)
         return model
 
     @property
@@ -361,6 +374,29 @@ class LocalEmbedder:
 
     def close(self) -> None:
         pass
+
+
+def resolve_device(setting: str) -> str:
+    """The torch device for embedding.device: `auto` takes a CUDA GPU when torch sees one, then Apple's mps, else
+    the CPU; an explicit `cuda` or `mps` that torch cannot use is a ConfigError (exit 2), not a traceback later."""
+    import torch
+
+    cuda = bool(torch.cuda.is_available())
+    mps_backend = getattr(torch.backends, "mps", None)
+    mps = bool(mps_backend is not None and mps_backend.is_available())
+    if setting == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if setting == "cuda" and not cuda:
+        build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"embedding.device is cuda, but torch {torch.__version__} ({build}) sees no CUDA GPU",
+                          hint="set embedding.device=auto (or cpu), or run where a GPU, its driver and a CUDA "
+                               "build of torch are installed")
+    if setting == "mps" and not mps:
+        raise ConfigError(f"embedding.device is mps, but torch {torch.__version__} cannot use Apple's Metal (mps) "
+                          "here", hint="set embedding.device=auto (or cpu); mps needs Apple silicon and macOS 12.3+")
+    if setting not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"embedding.device {setting!r} is not one of auto, cpu, cuda, mps")
+    return setting
 
 
 _POOLING_MODES = ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",

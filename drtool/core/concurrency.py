@@ -173,3 +173,23 @@ class Slot:
     started: float
     outcome: str = ""
     retry_after: float | None = None
+
+
+def pipeline_unit(batch_size: int, workers: int, max_chunks: int, request_items: int) -> int:
+    """Chunks per pipeline unit so that the units in flight (`workers` + 1: one per worker and one being stored)
+    hold at most `max_chunks` chunks with their vectors.
+
+    The number of units is what keeps every worker, hence every allowed request, busy, so it is not cut: the units
+    shrink instead (a unit is one insert and one checkpoint, so smaller ones only cost more of those). A shrunk unit
+    is a whole number of embedding requests (`request_items` texts each) while at least one fits. With the local
+    model (one worker) 2 units of the default 512 fit the default budget and nothing changes; with 16 HTTP workers
+    17 units of 512 would hold 8,704 chunks' vectors (~107 MiB at 384-d as Python floats, ~430 MiB at 1536-d).
+    """
+    units = max(1, workers) + 1
+    unit = max(1, batch_size)
+    fit = max(1, max_chunks // units)
+    if unit <= fit:
+        return unit
+    request = max(1, request_items)
+    return fit // request * request if fit >= request else fit
+

@@ -31,6 +31,7 @@ from drtool.core.chunks import (
     iter_lines,
     parse_lines,
 )
+from drtool.core.concurrency import pipeline_unit
 from drtool.core.events import Emit
 from drtool.core.pipeline import batched, ordered_map
 from drtool.core.ports import VectorStore
@@ -81,6 +82,7 @@ class DatasetReport:
     embedded: int = 0
     inserted: int = 0
     deleted_on_resume: int = 0
+    peak_chunks_in_flight: int = 0  # most chunks the build's pipeline held at once (rebuild.max_chunks_in_flight)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)  # --dry-run: what a run would do
@@ -406,6 +408,10 @@ class Rebuilder:
                           holder="rebuild-index", stale_after_s=self.settings.snapshot.lock_stale_after,
                           break_stale=self.options.break_stale_lock, emit=self.emit)
 
+    def _mine(self, chunk: Chunk) -> bool:
+        """Whether this run stores the chunk: every one, except in a shard worker (drtool/ops/rebuild_shards.py)."""
+        return True
+
     def _sidecar(self, plan: Plan, dim: int) -> VectorSidecar:
         sidecar = VectorSidecar(self.store, plan.dataset_id, self.embedder.model_id, dim)
         sidecar.open()
@@ -613,24 +619,38 @@ class Rebuilder:
             todo: list[Chunk] = []
             for chunk in self._stream(plan, report, counter):
                 note_key(chunk)
+                if not self._mine(chunk):
+                    continue  # another shard worker's (drtool/ops/rebuild_shards.py)
                 if chunk.line <= resume_line:
                     report.skipped_done += 1
                     sample_offer(chunk, None)
                     continue
                 todo.append(chunk)
-                if len(todo) >= self.rs.batch_size:
+                if len(todo) >= unit:
                     t = time.monotonic()
                     ready = self._lookup(todo, sidecar, dify_cache, report)
                     t_lookup += time.monotonic() - t
+                    hold(len(ready["chunks"]))
                     yield ready
                     todo = []
             if todo:
                 t = time.monotonic()
                 ready = self._lookup(todo, sidecar, dify_cache, report)
                 t_lookup += time.monotonic() - t
+                hold(len(ready["chunks"]))
                 yield ready
 
+        held = 0  # chunks in units made and not yet stored: what the pipeline holds, with their vectors
+
+        def hold(n: int) -> None:
+            nonlocal held
+            held += n
+            report.peak_chunks_in_flight = max(report.peak_chunks_in_flight, held)
+
         workers = int(getattr(self.embedder, "concurrency", 1))
+        # workers + 1 units in flight keep every worker busy; they shrink to hold rebuild.max_chunks_in_flight.
+        unit = pipeline_unit(self.rs.batch_size, workers, self.rs.max_chunks_in_flight,
+                             int(getattr(self.embedder, "max_call_items", self.settings.embedding.batch_size)))
         t_start = time.monotonic()
         cpu_start = time.process_time()  # all threads: robust to other load on the machine, unlike wall time
         t_prev = t_start
@@ -654,6 +674,8 @@ class Rebuilder:
                             late_rejected=base_late + report.late_rejected)
                 t_insert += time.monotonic() - t
                 self.progress.advance(counter[0].bytes if counter else 0, report)
+                hold(-len(chunks))
+                del batch, vectors, rows, chunks  # stored: not kept alive while the next unit is made
                 t_prev = time.monotonic()
         finally:
             sidecar.flush()
