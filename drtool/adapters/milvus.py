@@ -208,6 +208,11 @@ class MilvusTarget(VectorStoreDefaults):
             err.message = f"{what}: {err.message}"
             raise err from None
 
+    @property
+    def single_process(self) -> bool:
+        """Milvus Lite is a file one process opens: a sharded rebuild's workers could not share it."""
+        return self.lite
+
     def describe(self) -> str:
         return f"milvus {self.settings.uri}"
 

@@ -187,6 +187,14 @@ def _build_components(app: App, settings: Any, *, need_target: bool) -> dict[str
               help="Replace a collection's run lock judged stale (held on another host, or older than "
                    "snapshot.lock_stale_after, or unverifiable: this host name but another PID namespace); a "
                    "dead run's lock in this host and PID namespace is taken over without it.")
+@click.option("--shard", metavar="I/N",
+              help="Be worker I (0-based) of N: store only this worker's part of each dataset (sha256 of the chunk "
+                   "id mod N) into the build collection all N share; no gate, no switch (see --finalize). Unset, "
+                   "a Kubernetes Indexed Job's JOB_COMPLETION_INDEX with JOB_COMPLETIONS set it. Not with a "
+                   "Milvus Lite file.")
+@click.option("--finalize", is_flag=True,
+              help="After every --shard worker finished: run the verification gate once on the whole build "
+                   "collection and switch it in; refused (exit 2) while a shard is unfinished.")
 @metrics_option
 @pass_app
 def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, annotations: bool,
@@ -196,11 +204,13 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, annot
                   dimensions: int | None, concurrency: int | None, rpm: int | None, tpm: int | None,
                   max_rejects: int | None, over_limit: str | None, batch_size: int | None, sample: int | None,
                   top_k: int | None, min_recall: int | None, resume: bool, force: bool, dry_run: bool,
-                  rollback: bool, drop_old: bool, yes: bool, break_stale_lock: bool) -> int | Outcome:
+                  rollback: bool, drop_old: bool, yes: bool, break_stale_lock: bool, shard: str | None,
+                  finalize: bool) -> int | Outcome:
     """Re-embed the chunks at s3://BUCKET/datasets/ID/processed/chunks.jsonl[.gz|.zst] into the collection Dify
     queries: built beside the live one, verified, then switched (blue/green), resumable after any interruption.
 
-    One run per target collection: a second one exits 11 while the first holds its lock.
+    One run per target collection: a second one exits 11 while the first holds its lock. A large index can be
+    built by N workers at once (--shard I/N, or a Kubernetes Indexed Job) and switched in by one --finalize.
 
     Exit codes: 0 rebuilt, 1 error, 2 bad input or usage, 4 verification failed (nothing switched),
     10 chunk file or dataset not found, 11 another run holds the collection's lock, 12 credentials refused.
@@ -218,6 +228,8 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, annot
                          hint="add --yes to confirm")
     if dry_run and (resume or force):
         raise UsageError("--dry-run changes nothing; drop --resume/--force")
+    sharding = _sharding(shard, finalize, annotations=annotations,
+                         action=rollback or dry_run or force or (drop_old and not finalize))
     settings = app.settings({
         "s3.bucket": bucket, "vector.store": target, "milvus.uri": milvus_uri, "weaviate.endpoint": weaviate_endpoint,
         "weaviate.grpc_endpoint": weaviate_grpc, "weaviate.uuid_scheme": weaviate_uuid,
@@ -234,9 +246,10 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, annot
     if not (dry_run or rollback or app.quiet):
         progress = _RichProgress() if on_terminal(json_mode=app.json_mode, log_format=app.log_format) \
             else _LogProgress()
-    rebuilder = Rebuilder(settings, options, store=parts["store"], target=parts["target"],
-                          embedder=parts["embedder"], meta=parts["meta"], emit=app.emit, progress=progress,
-                          redis_url=settings.redis.url)
+    rebuilder = _rebuilder(sharding, finalize)(
+        settings, options, store=parts["store"], target=parts["target"], embedder=parts["embedder"],
+        meta=parts["meta"], emit=app.emit, progress=progress, redis_url=settings.redis.url,
+        **({"shard": sharding} if sharding is not None else {}))
     started = time.monotonic()
     try:
         reports = rebuilder.run() if (datasets or all_datasets) else []
@@ -257,10 +270,41 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, annot
     payload = {"event": "result", "seconds": round(time.monotonic() - started, 3),
                "model": parts["embedder"].model_id,
                "model_requests": getattr(parts["embedder"], "requests", None),
+               # The local model's device (embedding.device resolved), null when no local model was loaded.
+               "device": getattr(parts["embedder"], "device", None),
                "datasets": [r.to_dict() for r in reports]}
     app.result(payload, lambda: _render(app, reports, dry_run))
     return conclude(code, "; ".join(f"dataset {r.dataset_id}: {r.status}" + (f" ({r.error})" if r.error else "")
                                    for r in reports if r.exit_code))
+
+
+def _sharding(flag: str | None, finalize: bool, *, annotations: bool, action: bool) -> Any:
+    """The shard this run is (--shard, else an Indexed Job's environment), None for a single worker or a
+    finalize; combinations a sharded rebuild does not have are refused."""
+    import os
+
+    from drtool.core import shards
+
+    if finalize:
+        if flag is not None:
+            raise UsageError("--finalize runs once, after the shards: drop --shard")
+        if annotations or action:
+            raise UsageError("--finalize takes no --annotations, --rollback, --dry-run or --force")
+        return None
+    shard = shards.resolve(flag, os.environ)
+    if shard is not None and (annotations or action):
+        raise UsageError(f"a shard worker ({shard}) takes no --annotations, --rollback, --dry-run, --force or "
+                         "--drop-old", hint="these run without --shard (and without JOB_COMPLETION_INDEX); to "
+                         "start a sharded rebuild over see docs/rebuild-index.md, 'Sharded rebuild'")
+    return shard
+
+
+def _rebuilder(shard: Any, finalize: bool) -> type[Rebuilder]:
+    if shard is None and not finalize:
+        return Rebuilder
+    from drtool.ops.rebuild_shards import ShardedRebuilder, ShardFinalizer
+
+    return ShardFinalizer if finalize else ShardedRebuilder
 
 
 def _rebuild_annotations(app: App, settings: Any, options: Options, parts: dict[str, Any], apps: tuple[str, ...],

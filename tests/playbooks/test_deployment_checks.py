@@ -371,6 +371,46 @@ def test_schema_check_catches_a_broken_manifest(what: str, breakage: Callable[[d
             kubernetes_validate.validate(doc, version, strict=True)
 
 
+def drtool_args(container: dict[str, Any]) -> list[str]:
+    """drtool's arguments in a container that runs `exec drtool ...` under a shell."""
+    words = shlex.split(" ".join(container["args"]))
+    return words[words.index("drtool") + 1:]
+
+
+def indexed_rebuild_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """What would make the sharded rebuild's Jobs (drtool-rebuild-indexed-job.yaml) split or finish wrongly."""
+    by_name = {d["metadata"]["name"]: d for d in docs}
+    shards, final = by_name["drtool-rebuild-shards"]["spec"], by_name["drtool-rebuild-finalize"]["spec"]
+    worker = shards["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in worker.get("env", [])}
+    worker_args, final_args = drtool_args(worker), drtool_args(final["template"]["spec"]["containers"][0])
+    problems = []
+    if shards.get("completionMode") != "Indexed":
+        problems.append("the workers' Job is not Indexed (no JOB_COMPLETION_INDEX)")
+    if env.get("JOB_COMPLETIONS") != str(shards.get("completions")):
+        problems.append("JOB_COMPLETIONS differs from spec.completions: the shards would not cover the data")
+    if "--resume" not in worker_args or any(a.startswith("--shard") for a in worker_args):
+        problems.append("a worker must take its shard from the environment and resume after a retry")
+    if "--finalize" not in final_args:
+        problems.append("the finalize Job does not run --finalize")
+    return problems
+
+
+def test_indexed_rebuild_job_is_sharded_by_kubernetes_and_parses() -> None:
+    from click.testing import CliRunner
+
+    from drtool.cli.main import cli
+
+    docs = load_documents(SCHEDULING / "drtool-rebuild-indexed-job.yaml")
+    assert indexed_rebuild_problems(docs) == []
+    for doc in docs:  # drtool's own parser accepts the arguments (an unknown option would exit 2)
+        run = CliRunner().invoke(cli, [*drtool_args(doc["spec"]["template"]["spec"]["containers"][0]), "--help"])
+        assert run.exit_code == 0, run.output
+    broken = copy.deepcopy(docs)
+    broken[0]["spec"]["completions"] = 3
+    assert "JOB_COMPLETIONS differs" in indexed_rebuild_problems(broken)[0]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # systemd
 

@@ -1,0 +1,74 @@
+"""Which worker of a sharded rebuild stores which chunk (`rebuild-index --shard I/N`, or a Kubernetes Indexed Job).
+
+Pure logic. A chunk belongs to shard `sha256(chunk id) mod N`: the chunk id is the stable `index_node_id`, and
+sha256 gives every process, host and Python version the same answer (Python's `hash()` is salted per process),
+so a resumed or replaced worker takes exactly the chunks its predecessor took, and the N shards together take
+every chunk exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from drtool.errors import UsageError
+
+# Kubernetes sets JOB_COMPLETION_INDEX in every pod of an Indexed Job; JOB_COMPLETIONS is not set by Kubernetes,
+# the manifest sets it to the Job's spec.completions (playbooks/scheduling/drtool-rebuild-indexed-job.yaml).
+ENV_INDEX = "JOB_COMPLETION_INDEX"
+ENV_COUNT = "JOB_COMPLETIONS"
+MAX_SHARDS = 1024  # far beyond any useful parallelism; a typo like 3000/30000 is refused instead of planned
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` (0-based) of `count`."""
+
+    index: int
+    count: int
+
+    def owns(self, chunk_id: str) -> bool:
+        return shard_of(chunk_id, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_of(chunk_id: str, count: int) -> int:
+    """The shard (0..count-1) that stores the chunk with this id: the first 8 bytes of its sha256, mod count."""
+    return int.from_bytes(hashlib.sha256(chunk_id.encode("utf-8")).digest()[:8], "big") % count
+
+
+def make(index: int, count: int, source: str) -> Shard:
+    if not 1 <= count <= MAX_SHARDS:
+        raise UsageError(f"{source}: the number of shards must be 1..{MAX_SHARDS}, not {count}")
+    if not 0 <= index < count:
+        raise UsageError(f"{source}: shard index {index} is outside 0..{count - 1}",
+                         hint="shard indexes count from 0, as Kubernetes' JOB_COMPLETION_INDEX does")
+    return Shard(index, count)
+
+
+def parse(text: str, source: str = "--shard") -> Shard:
+    """`I/N` as --shard takes it."""
+    index, sep, count = text.strip().partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise UsageError(f"{source} {text!r} is not I/N", hint="e.g. --shard 0/4 for the first of four workers")
+    return make(int(index), int(count), source)
+
+
+def resolve(flag: str | None, environ: Mapping[str, str]) -> Shard | None:
+    """The flag when given, else the Indexed Job's variables when JOB_COMPLETION_INDEX is set, else None (one
+    worker). A pod with the index but without the count is refused: guessing N would split the data wrongly."""
+    if flag is not None:
+        return parse(flag)
+    index = environ.get(ENV_INDEX, "").strip()
+    if not index:
+        return None
+    count = environ.get(ENV_COUNT, "").strip()
+    if not count:
+        raise UsageError(f"{ENV_INDEX} is set ({index!r}) but {ENV_COUNT} is not",
+                         hint=f"set {ENV_COUNT} to the Job's spec.completions in the pod's env, or pass --shard I/N")
+    if not index.isdigit() or not count.isdigit():
+        raise UsageError(f"{ENV_INDEX}={index!r} / {ENV_COUNT}={count!r} are not whole numbers")
+    return make(int(index), int(count), f"{ENV_INDEX}/{ENV_COUNT}")
