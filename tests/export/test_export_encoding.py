@@ -98,3 +98,52 @@ def test_export_of_hostile_rows_round_trips(env: dict[str, str], dify_db: Any, b
         texts = {c.id: c.text for c in bucket.chunks(f"datasets/{dataset.id}/processed/chunks.jsonl.zst")}
         for text, node_id in zip(HOSTILE, dataset.index_nodes, strict=False):
             assert texts.get(node_id) == (text if text.strip() else None)
+
+
+def test_both_read_paths_write_the_reference_bytes(pg: Any, dify_db: Any, monkeypatch: Any) -> None:
+    """The rows stream in libpq's chunked-rows mode where libpq allows it (here: psycopg-binary bundles libpq 17+),
+    else through `COPY ... TO STDOUT`: both must give the reference bytes for hostile rows, and the chunked mode
+    must be what this environment uses (so the test above covers it)."""
+    from drtool.adapters import dify_metadata
+
+    make_hostile(dify_db)
+    settings = PostgresSettings(host=pg.host, port=pg.port, user=pg.user, password=pg.password,
+                                database=dify_db.dbname, sslmode="disable")
+    assert dify_metadata._chunked_rows()
+    outputs = []
+    for chunked in (True, False):
+        monkeypatch.setattr(dify_metadata, "_chunked_rows", lambda chunked=chunked: chunked)
+        with DifyReader(settings) as reader:
+            outputs.append([(reference_bytes(reader, d.id), copy_path_bytes(reader, d.id))
+                            for d in dify_db.seed.datasets])
+    for per_dataset in outputs:
+        for expected, got in per_dataset:
+            assert expected[1] > 10 and got == expected
+
+
+def test_encode_node_rows_across_documents_parents_names_and_blanks() -> None:
+    """encode_node_rows escapes a document's (and a parent segment's) parts once per run of rows: every change of
+    document, name or parent, to and from None, and blank rows between them, must still give node_record's bytes."""
+    rows = [("a1", "one", "d1", "h", 0, "text_model", None, None, "n1"),
+            ("a2", " \u3000", "d1", "h", 1, "text_model", None, None, "n1"),  # blank
+            ("a3", "two", "d1", None, 2, "text_model", None, "", "n1"),
+            ("b1", "three", "d2", "h", 0, "qa_model", None, "ans", "n1"),  # another document, same name
+            ("b2", "four", "d2", "h", 1, "qa_model", None, None, None),
+            ("c1", "five", "d3", "h", 0, "hierarchical_model", "s1", None, ""),
+            ("c2", "six", "d3", "h", 1, "hierarchical_model", "s1", None, ""),
+            ("c3", "\t\n", "d3", "h", 2, "hierarchical_model", "s2", None, ""),  # blank
+            ("c4", "seven", "d3", "h", 3, "hierarchical_model", "s2", None, "n\"2"),
+            ("e1", "eight", "d4", "h", 0, "text_model", None, None, "n\"2"),  # parent back to None
+            ("f1", "", "d5", "h", 0, "economy_model", None, None, "x")]  # blank: its form is not counted
+    forms: dict[str, int] = {"text_model": 5}  # counts add to what earlier batches found
+    block, count = encode_node_rows(rows, "ds", forms)
+    sink = io.BytesIO()
+    writer = ChunkFileWriter(sink, "none")
+    for r in rows:
+        if r[1].strip():
+            writer.write(node_record(IndexNode(id=r[0], text=r[1], dataset_id="ds", document_id=r[2],
+                                               doc_hash=r[3], position=r[4], doc_form=r[5], parent_id=r[6],
+                                               answer=r[7], document_name=r[8])))
+    writer.close()
+    assert (block, count) == (sink.getvalue(), 8)
+    assert forms == {"text_model": 8, "qa_model": 2, "hierarchical_model": 3}
