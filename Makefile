@@ -6,8 +6,12 @@ EXTRAS ?= dev,local
 
 .PHONY: test install system-deps stack lint docs bench-smoke clean constraints
 
+# The suite runs in a random order (pytest-randomly) with a new seed each run, printed in the header as
+# `Using --randomly-seed=N`; `make test PYTEST_ARGS=--randomly-seed=N` replays that order (README.md, Set-up).
+PYTEST_ARGS ?=
+
 test: install system-deps stack lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
 

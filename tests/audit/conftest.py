@@ -27,6 +27,7 @@ from drtool.cli.main import run
 from drtool.core import drill_report as dr
 from drtool.core import signing
 from tests.foundation.json_contract import check_json_run
+from tests.helpers.cli import NOT_INHERITED
 from tests.snapshot.conftest import fill_source
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.dify_seed import DEFAULT_EMBEDDING_MODEL
@@ -182,7 +183,7 @@ def world(minio_pair: MinioSites, audit_user: tuple[str, str], dify_db: DifyData
     key_file.write_bytes(signing.private_pem(key))
     key_file.chmod(0o600)
     for name in list(os.environ):
-        if name.startswith(("DRTOOL_", "PG", "AWS_")):
+        if name.startswith(NOT_INHERITED):  # tests.helpers.cli's rule, applied to this process
             monkeypatch.delenv(name)
     env = {
         "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_ACCESS_KEY": audit_user[0],

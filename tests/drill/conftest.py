@@ -9,24 +9,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from drtool.config import MilvusSettings, WeaviateSettings
 from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli
-from tests.snapshot.conftest import new_bucket
+from tests.helpers.buckets import new_bucket
+from tests.helpers.embedding import embed_via
+from tests.helpers.events import summary  # noqa: F401  (re-exported for tests/drill)
 from tests.stack.milvus_store import MilvusTestTarget
 from tests.verify.conftest import DIM, unit_vector
-
-
-def embed_via(server: Any) -> Callable[[list[str]], list[list[float]]]:
-    """Seed Dify's embedding cache with the vectors the test server makes, as a real Dify would have."""
-    def embed(texts: list[str]) -> list[list[float]]:
-        response = httpx.post(server.base_url + "/embeddings", json={"model": server.model_name, "input": texts},
-                              headers={"Authorization": f"Bearer {server.api_key}"}, timeout=120)
-        response.raise_for_status()
-        return [d["embedding"] for d in sorted(response.json()["data"], key=lambda d: d["index"])]
-    return embed
 
 
 @dataclass
@@ -209,7 +200,3 @@ def weaviate_drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pai
         for name in world.databases() - before:
             if name.startswith("drtool_drill_"):
                 pg.drop_database(name)
-
-
-def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(e for e in events if e.get("event") == "result")

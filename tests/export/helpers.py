@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from drtool.core.chunks import Chunk, Rejection, compression_for, iter_lines, parse_lines
 from tests.foundation.cli_runner import RunCli, make_run_cli  # noqa: F401  (re-exported for tests/export)
+from tests.helpers import buckets, cli
 from tests.stack.process import interruptible
 
 DRTOOL = str(Path(sys.executable).with_name("drtool"))
@@ -49,9 +49,9 @@ class Bucket:
 
 
 def new_bucket(site: Any) -> Bucket:
+    """An unversioned bucket on `site` (tests.helpers.buckets names it), wrapped with the site's credentials."""
     client = site.s3_client()
-    name = f"export-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name)
+    name = buckets.new_bucket(client, "export", versioned=False)
     return Bucket(client, name, site.endpoint, site.access_key, site.secret_key)
 
 
@@ -80,10 +80,7 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     """drtool as a real process (its own environment: only the given DRTOOL_* settings)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DRTOOL_")}
-    base.update(env)
-    return subprocess.Popen([DRTOOL, "--json", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=base, stdin=subprocess.DEVNULL, preexec_fn=interruptible)
+    return cli.spawn(["--json", *args], env, cwd=None, script=True, preexec_fn=interruptible)
 
 
 def events_of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import boto3
 import pytest
 
 from tests.foundation.cli_runner import Run, drtool
+from tests.helpers.buckets import new_bucket
 
 
 def s3_client(site: Any) -> Any:
@@ -23,13 +24,9 @@ def s3_client(site: Any) -> Any:
                         aws_secret_access_key=site.secret_key, region_name="us-east-1")
 
 
-def new_bucket(site: Any, *, lock: bool = False) -> str:
-    name = f"cov-{uuid.uuid4().hex[:10]}"
-    if lock:
-        s3_client(site).create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-    else:
-        s3_client(site).create_bucket(Bucket=name)
-    return name
+def site_bucket(site: Any, *, lock: bool = False) -> str:
+    """An unversioned bucket on `site` (or one with Object Lock, which versions it)."""
+    return new_bucket(s3_client(site), "cov", versioned=False, lock=lock)
 
 
 def systems(run: Run) -> dict[str, dict[str, Any]]:
@@ -75,7 +72,7 @@ def test_unreadable_storage_still_warns_when_s3_is_set_explicitly(pg: Any, minio
     """s3.* set by hand (e.g. for chunk files) does not make Dify's files on local disk protected."""
     env_file = tmp_path / ".env"
     env_file.write_text("STORAGE_TYPE=opendal\nOPENDAL_SCHEME=fs\n" + pg_env_lines(pg))
-    bucket = new_bucket(minio_pair.a)
+    bucket = site_bucket(minio_pair.a)
     run = drtool("--dify-env", str(env_file), "config", "check", "--json", env=s3_env(minio_pair.a, bucket),
                  cwd=tmp_path)
     assert run.code == 3, run.stdout + run.stderr
@@ -86,7 +83,7 @@ def test_unreadable_storage_still_warns_when_s3_is_set_explicitly(pg: Any, minio
 
 def test_s3_storage_with_a_ready_snapshot_bucket_passes(pg: Any, minio_pair: Any, tmp_path: Path) -> None:
     site = minio_pair.a
-    bucket = new_bucket(site)
+    bucket = site_bucket(site)
     env_file = tmp_path / ".env"
     env_file.write_text(f"STORAGE_TYPE=s3\nS3_ENDPOINT={site.endpoint}\nS3_BUCKET_NAME={bucket}\n"
                         f"S3_ACCESS_KEY={site.access_key}\nS3_SECRET_KEY={site.secret_key}\nS3_REGION=us-east-1\n"
@@ -103,7 +100,7 @@ def test_s3_storage_with_a_ready_snapshot_bucket_passes(pg: Any, minio_pair: Any
 
 def test_missing_snapshot_bucket_fails_with_10(minio_pair: Any, tmp_path: Path) -> None:
     site = minio_pair.a
-    env = s3_env(site, new_bucket(site), DRTOOL_SNAPSHOT_BUCKET=f"no-such-{uuid.uuid4().hex[:8]}")
+    env = s3_env(site, site_bucket(site), DRTOOL_SNAPSHOT_BUCKET=f"no-such-{uuid.uuid4().hex[:8]}")
     run = drtool("config", "check", "--json", env=env, cwd=tmp_path)
     assert run.code == 10, run.stdout + run.stderr
     found = systems(run)
@@ -115,7 +112,7 @@ def test_write_probe_leaves_no_version_and_no_delete_marker(minio_pair: Any, tmp
     """MinIO site replication turns versioning on for every bucket: a plain DELETE would leave the probe's
     version behind a delete marker; the probe deletes the exact version it wrote."""
     site = minio_pair.a
-    source, dest = new_bucket(site), new_bucket(site)
+    source, dest = site_bucket(site), site_bucket(site)
     run = drtool("config", "check", "--json", env=s3_env(site, source, DRTOOL_SNAPSHOT_BUCKET=dest), cwd=tmp_path)
     assert run.code == 0, run.stdout + run.stderr
     details = systems(run)["snapshot bucket"]["details"]
@@ -127,7 +124,7 @@ def test_write_probe_leaves_no_version_and_no_delete_marker(minio_pair: Any, tmp
 
 def test_write_probe_on_a_locked_versioned_bucket_removes_its_exact_version(minio_pair: Any, tmp_path: Path) -> None:
     site = minio_pair.a
-    source, dest = new_bucket(site), new_bucket(site, lock=True)
+    source, dest = site_bucket(site), site_bucket(site, lock=True)
     env = s3_env(site, source, DRTOOL_SNAPSHOT_BUCKET=dest, DRTOOL_SNAPSHOT_OBJECT_LOCK_DAYS="7")
     run = drtool("config", "check", "--json", env=env, cwd=tmp_path)
     assert run.code == 0, run.stdout + run.stderr
@@ -140,7 +137,7 @@ def test_write_probe_on_a_locked_versioned_bucket_removes_its_exact_version(mini
 
 def test_object_lock_asked_on_a_bucket_without_it_is_exit_2(minio_pair: Any, tmp_path: Path) -> None:
     site = minio_pair.a
-    source, dest = new_bucket(site), new_bucket(site)
+    source, dest = site_bucket(site), site_bucket(site)
     env = s3_env(site, source, DRTOOL_SNAPSHOT_BUCKET=dest, DRTOOL_SNAPSHOT_OBJECT_LOCK_DAYS="7")
     run = drtool("config", "check", "--json", env=env, cwd=tmp_path)
     assert run.code == 2, run.stdout + run.stderr
@@ -149,7 +146,7 @@ def test_object_lock_asked_on_a_bucket_without_it_is_exit_2(minio_pair: Any, tmp
 
 def test_read_only_key_fails_the_write_probe_with_12(minio_pair: Any, tmp_path: Path) -> None:
     site = minio_pair.a
-    source, dest = new_bucket(site), new_bucket(site)
+    source, dest = site_bucket(site), site_bucket(site)
     # Everything the check reads, nothing it writes: only the put probe can find this out.
     policy = {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketVersioning", "s3:GetBucketObjectLockConfiguration",

@@ -16,8 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,17 +181,3 @@ def snap(minio_pair: MinioSites, dify_db: DifyDatabase, pg: PostgresServer, s3_p
     env.update(FAST_S3)
     return SnapshotNet(env=env, client=client, source_bucket=source, dest_bucket=dest, db=dify_db, pg=pg,
                        proxy=s3_proxy, files=files)
-
-
-@pytest.fixture
-def new_database(pg: PostgresServer) -> Iterator[Any]:
-    """Names of databases that do not exist yet (restore creates them); dropped afterwards."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"netrestored_{uuid.uuid4().hex[:10]}")
-        return names[-1]
-
-    yield make
-    for name in names:
-        pg.drop_database(name)

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import weaviate
 
 from drtool.adapters.weaviate import WeaviateTarget
 from drtool.config import WeaviateSettings
 from drtool.core.naming import dify_collection_name
 from drtool.errors import DrtoolError
+from tests.helpers.events import first_dataset
+from tests.helpers.weaviate import connect
 from tests.network.conftest import (
     FAST_EMBEDDING,
     FAST_S3,
@@ -68,10 +69,6 @@ class RebuildNet:
         return [str(o.properties["doc_id"]) for o in collection.iterator(return_properties=["doc_id"])]
 
 
-def summary(run: Run) -> dict[str, Any]:
-    return dict(next(e for e in run.events() if e.get("event") == "result")["datasets"][0])
-
-
 def failed_event(run: Run) -> dict[str, Any]:
     return dict(next(e for e in run.events() if e.get("event") == "rebuild.dataset_failed"))
 
@@ -112,9 +109,7 @@ def wnet(net: RebuildNet, toxiproxy: Toxiproxy, weaviate_server: Any) -> Iterato
     net.env.update({"DRTOOL_VECTOR_STORE": "weaviate", "DRTOOL_WEAVIATE_ENDPOINT": http.url(),
                     "DRTOOL_WEAVIATE_GRPC_ENDPOINT": grpc.listen})
     net.weaviate_http, net.weaviate_grpc = http, grpc
-    net.weaviate_client = weaviate.connect_to_custom(
-        http_host=weaviate_server.host, http_port=weaviate_server.http_port, http_secure=False,
-        grpc_host=weaviate_server.host, grpc_port=weaviate_server.grpc_port, grpc_secure=False)
+    net.weaviate_client = connect(weaviate_server)
     yield net
     net.weaviate_client.close()
 
@@ -122,7 +117,7 @@ def wnet(net: RebuildNet, toxiproxy: Toxiproxy, weaviate_server: Any) -> Iterato
 def _complete(run: Run) -> dict[str, Any]:
     assert run.code == 0, run.stderr[-3000:]
     assert run.no_traceback
-    result = summary(run)
+    result = first_dataset(run.events())
     assert result["status"] == "switched" or result.get("verification", {}).get("count") == CHUNKS, result
     return result
 

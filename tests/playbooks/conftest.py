@@ -7,10 +7,8 @@ DRTOOL_* variables, the way an operator's shell would have them; this fixture pr
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.foundation.json_contract import check_json_run
+from tests.helpers.buckets import new_bucket
+from tests.helpers.cli import clean_env, run_process
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
@@ -57,10 +56,8 @@ class Sandbox:
         return CommandRun(command, proc.returncode, proc.stdout, proc.stderr)
 
     def drtool(self, *args: str) -> CommandRun:
-        proc = subprocess.run([f"{BIN}/drtool", *args], env=self.env, capture_output=True, text=True,
-                              timeout=300, cwd=REPO, stdin=subprocess.DEVNULL)
-        check_json_run(args, proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
-        return CommandRun("drtool " + " ".join(args), proc.returncode, proc.stdout, proc.stderr)
+        done = run_process(args, self.env, script=True)  # every --json run obeys docs/json.md
+        return CommandRun("drtool " + " ".join(args), done.code, done.stdout, done.stderr)
 
     # -- disasters and repairs a runbook asks for with <!-- sandbox: ... -->
     def act(self, action: str) -> None:
@@ -113,23 +110,16 @@ class Sandbox:
         self.sites.a.start()
 
 
-def _versioned_bucket(client: Any, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name)
-    client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
-
-
 @pytest.fixture
 def sandbox(pg: PostgresServer, dify_db: DifyDatabase, minio_pair: MinioSites, milvus_uri: str,
             embedding_server: Any, tmp_path: Path) -> Iterator[Sandbox]:
     site_a, site_b = minio_pair.a, minio_pair.b
     client = site_a.s3_client()
-    bucket, dr_bucket = _versioned_bucket(client, "dify"), _versioned_bucket(client, "dify-dr")
+    bucket, dr_bucket = new_bucket(client, "dify"), new_bucket(client, "dify-dr")
     assert dify_db.seed is not None
     for key, body in dify_db.seed.files.items():
         client.put_object(Bucket=bucket, Key=key, Body=body)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG", "AWS_"))}
+    env = clean_env()
     env.update({
         "PATH": f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

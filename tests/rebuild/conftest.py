@@ -15,6 +15,7 @@ import zstandard
 
 from drtool.core.chunks import dumps_chunk
 from tests.foundation.cli_runner import RunCli, make_run_cli
+from tests.helpers.events import summary  # noqa: F401  (re-exported for tests/rebuild)
 from tests.rebuild.prose import texts
 from tests.stack.milvus_store import MilvusTestTarget
 
@@ -92,10 +93,6 @@ def rebuild_env(monkeypatch: pytest.MonkeyPatch, chunk_bucket: ChunkBucket, milv
 def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
     """Run `drtool --json ARGS` in this process; return (exit code, JSON events)."""
     return make_run_cli(capsys)
-
-
-def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(e for e in events if e.get("event") == "result")
 
 
 class TcpRelay:

@@ -15,6 +15,7 @@ import pytest
 from pymilvus import MilvusClient
 
 from drtool.core.chunks import KIND_ANNOTATION, Chunk, Rejection, iter_lines, parse_lines
+from tests.helpers.weaviate import connect
 from tests.rebuild.conftest import ChunkBucket, RunCli, summary
 from tests.rebuild.test_rebuild_dify import _embed_via, _pg_env
 from tests.stack.dify_seed import AnnotationSeed, collection_name_for, seed_annotations
@@ -215,14 +216,10 @@ def test_all_exports_annotations_and_rebuild_needs_only_the_bucket(
 def weaviate_client(rebuild_env: dict[str, str], weaviate_server: Any,
                     monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """drtool pointed at the session's Weaviate, and a client to read what Dify would read."""
-    import weaviate
-
     monkeypatch.setenv("DRTOOL_VECTOR_STORE", "weaviate")
     monkeypatch.setenv("DRTOOL_WEAVIATE_ENDPOINT", weaviate_server.http_url)
     monkeypatch.setenv("DRTOOL_WEAVIATE_GRPC_ENDPOINT", f"{weaviate_server.host}:{weaviate_server.grpc_port}")
-    client = weaviate.connect_to_custom(http_host=weaviate_server.host, http_port=weaviate_server.http_port,
-                                        http_secure=False, grpc_host=weaviate_server.host,
-                                        grpc_port=weaviate_server.grpc_port, grpc_secure=False)
+    client = connect(weaviate_server)
     yield client
     client.close()
 

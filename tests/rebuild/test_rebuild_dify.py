@@ -9,11 +9,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from pymilvus import MilvusClient
 
+from tests.helpers.embedding import embed_via as _embed_via
 from tests.rebuild.conftest import ChunkBucket, RunCli, summary
 
 
@@ -23,15 +23,6 @@ class _Exploit:
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return (os.system, (f"touch {self.marker}",))
-
-
-def _embed_via(server: Any) -> Any:
-    def embed(texts: list[str]) -> list[list[float]]:
-        response = httpx.post(server.base_url + "/embeddings", json={"model": server.model_name, "input": texts},
-                              headers={"Authorization": f"Bearer {server.api_key}"}, timeout=120)
-        response.raise_for_status()
-        return [d["embedding"] for d in sorted(response.json()["data"], key=lambda d: d["index"])]
-    return embed
 
 
 def _pg_env(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:

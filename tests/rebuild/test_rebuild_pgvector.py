@@ -10,29 +10,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from drtool.adapters.pgvector import PgvectorTarget, dify_index_names, dify_table_name
 from drtool.core.chunks import dumps_chunk
 from drtool.core.naming import dify_collection_name, previous_name
 from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, new_bucket
+from tests.helpers.embedding import embed_via as _embed_via
+from tests.helpers.events import summary as _summary
+from tests.helpers.events import summary as verify_summary
 from tests.rebuild.conftest import make_chunks
 from tests.stack.pgvector_server import PgvectorDatabase
-from tests.verify.conftest import summary as verify_summary
-
-
-def _summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(e for e in events if e.get("event") == "result")
-
-
-def _embed_via(server: Any) -> Callable[[list[str]], list[list[float]]]:
-    def embed(texts: list[str]) -> list[list[float]]:
-        response = httpx.post(server.base_url + "/embeddings", json={"model": server.model_name, "input": texts},
-                              headers={"Authorization": f"Bearer {server.api_key}"}, timeout=120)
-        response.raise_for_status()
-        return [d["embedding"] for d in sorted(response.json()["data"], key=lambda d: d["index"])]
-    return embed
 
 
 def _dify_search(database: PgvectorDatabase, collection: str, vector: list[float], document_id: str,

@@ -8,11 +8,11 @@ import uuid
 from typing import Any
 
 import pytest
-import weaviate
 from weaviate.classes.config import Configure, DataType, Property
 from weaviate.classes.data import DataObject
 
 from drtool.core.naming import dify_collection_name
+from tests.helpers.weaviate import connect
 from tests.rebuild.conftest import ChunkBucket, RunCli, make_chunks, summary
 
 
@@ -21,9 +21,7 @@ def weaviate_env(rebuild_env: dict[str, str], weaviate_server: Any, monkeypatch:
     monkeypatch.setenv("DRTOOL_VECTOR_STORE", "weaviate")
     monkeypatch.setenv("DRTOOL_WEAVIATE_ENDPOINT", weaviate_server.http_url)
     monkeypatch.setenv("DRTOOL_WEAVIATE_GRPC_ENDPOINT", f"{weaviate_server.host}:{weaviate_server.grpc_port}")
-    client = weaviate.connect_to_custom(http_host=weaviate_server.host, http_port=weaviate_server.http_port,
-                                        http_secure=False, grpc_host=weaviate_server.host,
-                                        grpc_port=weaviate_server.grpc_port, grpc_secure=False)
+    client = connect(weaviate_server)
     yield client
     client.close()
 

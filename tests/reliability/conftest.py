@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.foundation.json_contract import check_json_run
+from tests.helpers.cli import invoke
 from tests.reliability.harness import Run
 
 InProcess = Callable[[list[str], dict[str, str]], Run]
@@ -22,18 +22,13 @@ InProcess = Callable[[list[str], dict[str, str]], Run]
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> InProcess:
     """`drtool --json ARGS` in this process with exactly the given DRTOOL_* environment; a Run with both streams."""
-    from drtool.cli.main import run
-
     def call(args: list[str], env: dict[str, str]) -> Run:
         for key in list(os.environ):
             if key.startswith("DRTOOL_") and not key.startswith(("DRTOOL_RELIABILITY_", "DRTOOL_TEST_")):
                 monkeypatch.delenv(key)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        capsys.readouterr()
-        code = run(["--json", *args])
-        out, err = capsys.readouterr()
-        check_json_run(["--json", *args], out, code)  # every --json run obeys docs/json.md
+        code, out, err = invoke(capsys, ["--json", *args])  # every --json run obeys docs/json.md
         return Run(code, out, err, 0.0)
 
     return call

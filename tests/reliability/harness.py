@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.foundation.json_contract import check_json_run
+from tests.helpers.cli import clean_env, run_process
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SEED = 20261129
@@ -68,18 +69,13 @@ class Run:
 
 
 def _env(env: dict[str, str]) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG", "AWS_"))}
-    base.update(env)
-    return base
+    return clean_env(env)
 
 
 def drtool(args: list[str], env: dict[str, str], *, timeout: float = 300) -> Run:
     """A complete run of the real CLI as cron would start it."""
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "drtool", "--json", *args], env=_env(env), capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, stdin=subprocess.DEVNULL)
-    check_json_run(["--json", *args], proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
-    return Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    done = run_process(["--json", *args], env, timeout=timeout)  # every --json run obeys docs/json.md
+    return Run(done.code, done.stdout, done.stderr, done.seconds)
 
 
 def timed_run(args: list[str], env: dict[str, str], *, timeout: float = 300) -> Run:

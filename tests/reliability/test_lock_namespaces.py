@@ -27,6 +27,7 @@ import pytest
 
 from drtool.core.chunks import dumps_chunk
 from drtool.ops.lock import here
+from tests.helpers.cli import clean_env
 from tests.rebuild.conftest import make_chunks
 from tests.reliability.harness import REPO, Run, drtool
 from tests.snapshot.conftest import fill_source, make_env, new_bucket
@@ -75,8 +76,7 @@ class Holder:
 def start_holder(args: list[str], env: dict[str, str], *, namespace: bool = True, timeout: float = 120) -> Holder:
     """The real `drtool ARGS` holding its lock, in a PID namespace of its own unless `namespace` is False."""
     prefix = [UNSHARE or "unshare", "--pid", "--fork", "--mount-proc", "--kill-child"] if namespace else []
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG", "AWS_"))}
-    proc = subprocess.Popen([*prefix, sys.executable, "-c", HOLDER, *args], env={**base, **env}, cwd=REPO,
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", HOLDER, *args], env=clean_env(env), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                             start_new_session=True)
     holder = Holder(proc)

@@ -3,7 +3,6 @@ wait for a condition, and list a bucket's versions directly (to check what drtoo
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -12,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from drtool.cli.main import run
-from tests.foundation.json_contract import check_json_run
+from tests.helpers.cli import invoke, json_events, run_process
 
 
 @dataclass
@@ -34,15 +32,8 @@ def drtool(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
     """Run `drtool ARGS` in-process; returns the exit code, stdout, stderr and parsed JSON lines."""
 
     def call(*args: str) -> CliRun:
-        capsys.readouterr()
-        code = run(list(args))
-        captured = capsys.readouterr()
-        check_json_run(args, captured.out, code)  # every --json run obeys docs/json.md
-        events = []
-        for line in captured.out.splitlines():
-            if line.startswith("{"):
-                events.append(json.loads(line))
-        return CliRun(code, captured.out, captured.err, events)
+        code, out, err = invoke(capsys, args)  # every --json run obeys docs/json.md
+        return CliRun(code, out, err, json_events(out))
 
     return call
 
@@ -106,17 +97,8 @@ def keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
 
 def drtool_process(args: list[str], env: dict[str, str], timeout: float = 120) -> CliRun:
     """Run drtool as cron would: a separate process with settings in its environment."""
-    import os
-    import subprocess
-    import sys
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRTOOL_")}
-    full_env.update(env)
-    proc = subprocess.run([sys.executable, "-m", "drtool", *args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout, check=False)
-    check_json_run(args, proc.stdout, proc.returncode)
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return CliRun(proc.returncode, proc.stdout, proc.stderr, events)
+    done = run_process(args, env, cwd=None, timeout=timeout)  # every --json run obeys docs/json.md
+    return CliRun(done.code, done.stdout, done.stderr, json_events(done.stdout))
 
 
 def minio_settings_env(pair: Any, **extra: str) -> dict[str, str]:

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from tests.foundation.json_contract import check_json_run
+from tests.helpers.buckets import new_bucket  # noqa: F401  (re-exported for tests/security)
+from tests.helpers.cli import run_process
 from tests.stack.minio_sites import MinioSites
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,14 +33,8 @@ class Run:
 
 def drtool(*args: str, env: dict[str, str], cwd: Path, label: str = "", timeout: float = 300) -> Run:
     """`python -m drtool ARGS` with exactly `env` for its DRTOOL_* settings (nothing inherited from the test)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG", "AWS_"))}
-    base.update(env)
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "drtool", *args], env=base, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
-    check_json_run(args, proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
-    return Run(label or " ".join(args[:2]), tuple(args), proc.returncode, proc.stdout, proc.stderr,
-               time.monotonic() - started)
+    done = run_process(args, env, cwd=cwd, timeout=timeout)  # every --json run obeys docs/json.md
+    return Run(label or " ".join(args[:2]), tuple(args), done.code, done.stdout, done.stderr, done.seconds)
 
 
 def leak_forms(secret: str) -> dict[str, str]:
@@ -88,9 +79,3 @@ def add_minio_user(sites: MinioSites, policy: dict[str, Any] | None = None, *, b
     return user, secret
 
 
-def new_bucket(client: Any, prefix: str = "sec", *, versioned: bool = True) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name)
-    if versioned:
-        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name

@@ -11,13 +11,11 @@ import json
 import os
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from drtool.core.iam import parse_policy_blocks, render
 from tests.rebuild.conftest import make_chunks
@@ -88,20 +86,6 @@ def attempt_with(sites: MinioSites, template: str, attempt: Callable[..., Run],
         return add_minio_user(sites, policy)
 
     return attempt(with_policy)
-
-
-@pytest.fixture
-def scratch_dbs(pg: PostgresServer) -> Iterator[Callable[[], str]]:
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"iam_{uuid.uuid4().hex[:10]}")
-        return names[-1]
-
-    yield make
-    with psycopg.connect(pg.admin_dsn, autocommit=True) as conn:
-        for name in names:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _base_env(sites: MinioSites, pg: PostgresServer, db: DifyDatabase | None) -> dict[str, str]:
@@ -188,14 +172,14 @@ def _snapshot_made(sites: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
 
 
 def test_restore(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path,
-                 scratch_dbs: Callable[[], str]) -> None:
+                 new_database: Callable[[], str]) -> None:
     client, source, dest, env = _snapshot_made(minio_pair, pg, dify_db, tmp_path)
 
     def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
         target = new_bucket(client, "iamtgt")
         access, secret = with_policy(SOURCE_BUCKET=source, SNAPSHOT_BUCKET=dest, TARGET_BUCKET=target)
         user_env = dict(env, **_creds(access, secret))
-        run = drtool("restore", "latest", "--target-db", scratch_dbs(), "--objects-to", target, env=user_env,
+        run = drtool("restore", "latest", "--target-db", new_database(), "--objects-to", target, env=user_env,
                      cwd=tmp_path)
         if run.code == 0:  # what a re-run and an audit do: HEAD what is already in the target
             run = drtool("restore", "latest", "--objects-to", target, "--verify-only", env=user_env, cwd=tmp_path)

@@ -5,7 +5,6 @@ asked of a bucket without Object Lock is refused before anything is written."""
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,13 +21,6 @@ from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
 from tests.stack.s3_client import path_style_client
-
-
-def lock_bucket(client: Any, prefix: str = "lock") -> str:
-    """A bucket created with Object Lock enabled (which turns versioning on for good): `mc mb --with-lock`."""
-    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-    return name
 
 
 @dataclass
@@ -67,7 +59,7 @@ def locked(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tm
     root = minio_pair.a.s3_client()
     source = new_bucket(root, "olsrc")
     fill_source(root, source, dify_db)
-    dest = lock_bucket(root)
+    dest = new_bucket(root, "lock", lock=True)  # Object Lock turns versioning on for good: `mc mb --with-lock`
     policy = render(doc_policies()["snapshot-create-object-lock"], SOURCE_BUCKET=source, SNAPSHOT_BUCKET=dest)
     access, secret = add_minio_user(minio_pair, policy)
     writer = path_style_client(minio_pair.a.endpoint, access, secret)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.export.helpers import drtool_env, new_bucket
+from tests.helpers.cli import clean_env
 from tests.security.conftest import Run, drtool
 
 # Written out here rather than imported from drtool.core.terminal: the test must not trust the code it checks.
@@ -43,8 +44,7 @@ REFUSED_BY_MINIO = {OSC8, REFUSED}  # a `..` or `//` (http://) path segment: 400
 def on_terminal(*args: str, env: dict[str, str], cwd: Path, timeout: float = 300) -> tuple[int, str]:
     """drtool with stdout and stderr on a real pseudo-terminal, as an operator sees it (isatty() is true, so the
     human log formatter runs). Raw mode: the terminal adds no CR of its own, so any CR seen came from drtool."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG", "AWS_"))}
-    base.update(env)
+    base = clean_env(env)
     master, slave = pty.openpty()
     tty.setraw(slave)
     try:

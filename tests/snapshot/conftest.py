@@ -4,18 +4,18 @@ snapshot bucket, and a runner for the real `drtool` CLI (a subprocess, as cron r
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.foundation.json_contract import check_json_run
+from tests.helpers.buckets import new_bucket
+from tests.helpers.cli import clean_env, run_process
+from tests.helpers.fixtures import new_database  # noqa: F401  (fixture, re-exported likewise)
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
@@ -49,11 +49,8 @@ class SnapshotEnv:
     files: dict[str, bytes] = field(default_factory=dict)
 
     def run(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300) -> Run:
-        env = dict(self.env, **(extra_env or {}))
-        proc = subprocess.run([sys.executable, "-m", "drtool", *args], env=env, capture_output=True, text=True,
-                              timeout=timeout, cwd=REPO)
-        check_json_run(args, proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
-        return Run(proc.returncode, proc.stdout, proc.stderr)
+        done = run_process(args, dict(self.env, **(extra_env or {})), timeout=timeout)  # checks docs/json.md
+        return Run(done.code, done.stdout, done.stderr)
 
     def popen(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         env = dict(self.env, **(extra_env or {}))
@@ -67,17 +64,9 @@ class SnapshotEnv:
         return out
 
 
-def new_bucket(client: Any, *, versioned: bool = True) -> str:
-    name = f"snap-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name)
-    if versioned:
-        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
-
-
 def make_env(*, endpoint: str, access_key: str, secret_key: str, source_bucket: str, dest_bucket: str,
              db: DifyDatabase, pg: PostgresServer) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG", "AWS_"))}
+    env = clean_env()
     env.update({
         "DRTOOL_S3_ENDPOINT": endpoint, "DRTOOL_S3_ACCESS_KEY": access_key, "DRTOOL_S3_SECRET_KEY": secret_key,
         "DRTOOL_S3_BUCKET": source_bucket, "DRTOOL_S3_ADDRESS_STYLE": "path",
@@ -114,15 +103,3 @@ def minio_env(minio_pair: MinioSites, dify_db: DifyDatabase, pg: PostgresServer)
                       files=files)
 
 
-@pytest.fixture
-def new_database(pg: PostgresServer) -> Iterator[Callable[[], str]]:
-    """Names of databases that do not exist yet (restore creates them); dropped afterwards."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"restored_{uuid.uuid4().hex[:10]}")
-        return names[-1]
-
-    yield make
-    for name in names:
-        pg.drop_database(name)

@@ -4,7 +4,7 @@ Dify upgrades will move self-hosted databases past 15, so every claim in docs/sn
 versions" is checked here against real servers of each major (pinned PyPI builds, see tests/stack/versions.py):
 
 - the round trip (snapshot create -> lose the database -> restore -> every row back) on 16, 17 and 18, with the
-  client tools of the server's own major (15's round trip is test_roundtrip.py's);
+  client tools of the server's own major (15's round trip is tests/restore/test_roundtrip.py's);
 - a pg_dump older than the server is refused before anything is written, naming both versions (exit 2);
 - how drtool picks pg_dump/pg_restore when snapshot.pg_bin_dir is not set;
 - a 15 dump restores into 18 (the upgrade path); an 18 dump into 15 is refused before anything changes (exit 2);

@@ -31,7 +31,9 @@ Fixtures (session-scoped unless noted):
   enabled again before each test.
 
 After each test, a MinIO site or SeaweedFS cluster that the test stopped and did not start again is started,
-so one test's simulated outage never leaks into the next.
+so one test's simulated outage never leaks into the next, and every Weaviate collection and alias the test
+created on the local ``weaviate_server`` is deleted, so no test meets another's collections in any order (the
+suite runs in random order; an external Weaviate is left alone: use unique names there).
 
 Environment variables: each names an EXTERNAL instance to use instead of starting one.
 
@@ -103,7 +105,13 @@ from tests.stack.redis_server import local_redis
 from tests.stack.seaweed_clusters import SeaweedClusters, external_seaweed_pair, local_seaweed_pair
 from tests.stack.toxiproxy import Toxiproxy, external_toxiproxy, local_toxiproxy
 from tests.stack.versions import MC, MINIO, TOXIPROXY, WEAVIATE, GoTool
-from tests.stack.weaviate_server import WeaviateServer, external_weaviate, local_weaviate
+from tests.stack.weaviate_server import (
+    WeaviateServer,
+    external_weaviate,
+    local_weaviate,
+    remove_new,
+    schema_names,
+)
 
 __all__ = [
     "dify_db",
@@ -128,6 +136,7 @@ __all__ = [
 _restartable: list[Any] = []
 _embedding_servers: list[EmbeddingServer] = []
 _toxiproxies: list[Toxiproxy] = []
+_weaviates: list[WeaviateServer] = []
 
 
 def _env(name: str) -> str | None:
@@ -267,7 +276,9 @@ def weaviate_server(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterato
         return
     _build(request, WEAVIATE)
     with local_weaviate(_stack_dir / "weaviate") as server:
+        _weaviates.append(server)
         yield server
+        _weaviates.remove(server)
 
 
 @pytest.fixture
@@ -416,12 +427,16 @@ def toxiproxy(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[Toxi
 
 @pytest.fixture(autouse=True)
 def _stack_isolation() -> Iterator[None]:
-    """Before a test: clear the embedding server's faults and counters. After: restart stopped sites."""
+    """Before a test: clear the embedding server's faults and counters. After: restart stopped sites, and delete
+    the Weaviate collections and aliases the test made (a Weaviate first started by this test was empty)."""
     for server in _embedding_servers:
         server.reset()
     for proxy_server in _toxiproxies:
         proxy_server.reset()
+    weaviate_before = {w.http_url: schema_names(w.http_url) for w in _weaviates}
     yield
+    for weaviate in _weaviates:
+        remove_new(weaviate.http_url, weaviate_before.get(weaviate.http_url, (frozenset(), frozenset())))
     for proxy_server in _toxiproxies:
         proxy_server.reset()  # a timer of the test must not fire into the next one
     for service in _restartable:

@@ -19,14 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from tests.stack.build import ensure_go_binary
 from tests.stack.ports import free_ports
 from tests.stack.process import ManagedProcess, StackStartError
 from tests.stack.versions import WEAVIATE, WEAVIATE_VERSION
 
-__all__ = ["WeaviateServer", "external_weaviate", "local_weaviate", "weaviate_meta"]
+__all__ = ["WeaviateServer", "external_weaviate", "local_weaviate", "remove_new", "schema_names", "weaviate_meta"]
 
 READY_TIMEOUT_S = 120.0
 
@@ -51,6 +51,36 @@ def weaviate_meta(http_url: str) -> dict[str, object]:
     """GET /v1/meta (version, modules, hostname)."""
     with urllib.request.urlopen(f"{http_url}/v1/meta", timeout=10) as response:
         return dict(json.load(response))
+
+
+def _request(method: str, url: str) -> object:
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:  # loopback (or the configured external) URL
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def schema_names(http_url: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(collections, aliases) that exist now: GET /v1/schema and GET /v1/aliases."""
+    schema = _request("GET", f"{http_url}/v1/schema")
+    aliases = _request("GET", f"{http_url}/v1/aliases")
+    classes = (schema.get("classes") or []) if isinstance(schema, dict) else []
+    listed = (aliases.get("aliases") or []) if isinstance(aliases, dict) else []
+    return frozenset(c["class"] for c in classes), frozenset(a["alias"] for a in listed)
+
+
+def remove_new(http_url: str, before: tuple[frozenset[str], frozenset[str]]) -> list[str]:
+    """Delete every alias, then every collection, not in `before` (Weaviate refuses to delete a collection an
+    alias points at); return what was deleted. The isolation between tests of a shared server."""
+    collections, aliases = schema_names(http_url)
+    gone: list[str] = []
+    for alias in sorted(aliases - before[1]):
+        _request("DELETE", f"{http_url}/v1/aliases/{quote(alias, safe='')}")
+        gone.append(f"alias {alias}")
+    for name in sorted(collections - before[0]):
+        _request("DELETE", f"{http_url}/v1/schema/{quote(name, safe='')}")
+        gone.append(name)
+    return gone
 
 
 @contextmanager

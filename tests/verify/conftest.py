@@ -14,6 +14,7 @@ import pytest
 
 from drtool.config import WeaviateSettings
 from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli, new_bucket
+from tests.helpers.events import summary  # noqa: F401  (re-exported for tests/verify)
 from tests.stack.milvus_store import MilvusTestTarget
 
 # Verify reads every vector from another process than the one that wrote them: on a server that is a matter of
@@ -102,7 +103,3 @@ def weaviate_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any
                 if target.exists(dataset.collection_name):
                     target.drop(dataset.collection_name)
         target.close()
-
-
-def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(e for e in events if e.get("event") == "result")
