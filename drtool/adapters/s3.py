@@ -293,6 +293,69 @@ class TranslatedBody:
         self._body.close()
 
 
+class ResumingBody(TranslatedBody):
+    """A streaming body that picks a cut transfer up where it stopped: a rebuild reads its chunk file as fast as
+    it embeds (hours, on a large dataset), so the connection outlives servers' idle timeouts and proxies' resets.
+
+    The next request asks for the rest (Range) of the very object first read (If-Match its ETag, and its version
+    when one was named), so a file replaced meanwhile is never stitched onto the old one: that answer is an error.
+    `s3.max_attempts` reopens per body, with the SDK's backoff; then the cut is reported as before.
+    """
+
+    def __init__(self, response: dict[str, Any], reopen: Any, translate: Any, attempts: int) -> None:
+        super().__init__(response["Body"], translate)
+        self._reopen = reopen  # (offset, etag) -> a new response for bytes offset-
+        self._etag = str(response.get("ETag") or "")
+        self._offset = 0
+        self._left = max(0, attempts - 1)
+        self.resumed = 0  # how many times the transfer was picked up again
+
+    def _resume(self, exc: Exception) -> None:
+        import contextlib
+        import random
+        import time
+
+        if self._left <= 0 or not self._etag:
+            raise self._translate(exc) from None
+        self._left -= 1
+        self.resumed += 1
+        wait = min(RETRY_BASE_DELAY_S * 2 ** (self.resumed - 1), RETRY_MAX_DELAY_S) * random.uniform(0.5, 1.0)
+        log.warning("object body cut mid-transfer (%s) at byte %d; reading on from there in %.1f s",
+                    type(exc).__name__, self._offset, wait)
+        time.sleep(wait)
+        with contextlib.suppress(Exception):  # the old connection is already broken
+            self._body.close()
+        self._body = self._reopen(self._offset, self._etag)["Body"]
+
+    def read(self, size: int | None = -1) -> bytes:
+        while True:
+            try:
+                data = bytes(self._body.read(None if size is None or size < 0 else size))
+            except DrtoolError:
+                raise
+            except _CUT_ERRORS as exc:
+                self._resume(exc)
+                continue
+            except Exception as exc:
+                raise self._translate(exc) from None
+            self._offset += len(data)
+            return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while True:
+            try:
+                data = bytes(self._body.readline() if size is None or size < 0 else self._body.readline(size))
+            except DrtoolError:
+                raise
+            except _CUT_ERRORS as exc:
+                self._resume(exc)
+                continue
+            except Exception as exc:
+                raise self._translate(exc) from None
+            self._offset += len(data)
+            return data
+
+
 class BucketStore:
     """The ObjectStore port (drtool/core/ports.py) on S3: one bucket seen through s3.key_prefix, every error
     translated by `translate_error`. Rebuild's ledger, sidecar cache and chunk reader use it with Dify's settings;
@@ -390,14 +453,25 @@ class BucketStore:
         return bytes(data), str(response.get("ETag", ""))
 
     def open(self, key: str, *, version_id: str | None = None) -> Any:
-        """A streaming body (read/readline-able file object) for a large object such as a chunk file; a body cut
-        mid-way raises the translated error from read(), like every other failure of the port."""
+        """A streaming body (read/readline-able file object) for a large object such as a chunk file. A body cut
+        mid-way is read on from where it stopped (ResumingBody); past s3.max_attempts the cut is raised from read()
+        as a translated error, like every other failure of the port."""
         extra = {"VersionId": version_id} if version_id else {}
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **extra)["Body"]
-        except Exception as exc:
-            raise self._error(exc, self.url(key)) from None
-        return TranslatedBody(body, lambda exc: self._error(exc, self.url(key)))
+
+        def get(**more: str) -> dict[str, Any]:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **extra, **more)
+            except Exception as exc:
+                error = self._error(exc, self.url(key))
+                if "IfMatch" in more and http_status(exc) == 412:
+                    error = PreconditionFailed(f"{self.url(key)} changed while it was being read; nothing read "
+                                               "from the new object was used", hint="re-run", system=error.system)
+                raise error from None
+
+        def rest(offset: int, etag: str) -> dict[str, Any]:
+            return get(Range=f"bytes={offset}-", IfMatch=etag)
+
+        return ResumingBody(get(), rest, lambda exc: self._error(exc, self.url(key)), self.settings.max_attempts)
 
     def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
             metadata: dict[str, str] | None = None, if_none_match: bool = False, if_match: str | None = None
