@@ -132,7 +132,7 @@ def drtool_manifest(endpoint: str, bucket: str, dest: str, dsn_parts: dict[str, 
     from drtool.config import load_settings
     from drtool.core import manifest as mf
     from drtool.core.keys import KeyPatterns, ReferenceIndex
-    from drtool.ops.snapshot import _write_manifest
+    from drtool.ops.snapshot import write_manifest
 
     settings = load_settings(environ={}, flags={"s3.endpoint": endpoint, "s3.bucket": bucket, "s3.access_key": "bench",
                                                 "s3.secret_key": "bench-secret-123", "s3.address_style": "path"})
@@ -144,7 +144,7 @@ def drtool_manifest(endpoint: str, bucket: str, dest: str, dsn_parts: dict[str, 
         index.add_many((k, "upload_files.key") for k in keys)
         sink = s3a.MultipartWriter(c, dest, f"bench/{uuid.uuid4().hex}/manifest.jsonl.zst")
         writer = mf.ManifestWriter(sink)
-        listed = _write_manifest(writer, index, KeyPatterns.parse(settings.snapshot.include_prefixes), c, bucket, "",
+        listed = write_manifest(writer, index, KeyPatterns.parse(settings.snapshot.include_prefixes), c, bucket, "",
                                  datetime.now(UTC), "Enabled", None, "")
         writer.close()
         sink.close()

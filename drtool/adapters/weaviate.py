@@ -71,7 +71,7 @@ _AUTH_TEXT = re.compile(
     r"\b(?:status(?: code)?|code|HTTP)\W{0,3}(?:401|403)\b|unauthori[sz]ed|unauthenticated|forbidden", re.I)
 
 
-def _split_endpoint(url: str, default_port: int) -> tuple[str, int, bool]:
+def split_endpoint(url: str, default_port: int) -> tuple[str, int, bool]:
     parts = urlsplit(url if "://" in url else "http://" + url)
     secure = parts.scheme in ("https", "grpcs")  # Dify's WEAVIATE_GRPC_ENDPOINT is grpc:// or grpcs://
     return parts.hostname or "localhost", parts.port or (443 if secure else default_port), secure
@@ -108,8 +108,8 @@ class WeaviateTarget(VectorStoreDefaults):
         self.uuid_scheme = uuid_scheme
         self.switches_by_alias = settings.switch == "alias"
         self._present: set[str] = set()  # names seen to exist since the last drop or switch (see _require)
-        host, port, secure = _split_endpoint(settings.endpoint, 8080)
-        grpc_host, grpc_port, grpc_secure = _split_endpoint(settings.grpc_endpoint or f"{host}:50051", 50051)
+        host, port, secure = split_endpoint(settings.endpoint, 8080)
+        grpc_host, grpc_port, grpc_secure = split_endpoint(settings.grpc_endpoint or f"{host}:50051", 50051)
         if not settings.grpc_endpoint:
             grpc_secure = secure
         self.client = self._call("connect", weaviate.connect_to_custom,
@@ -132,7 +132,7 @@ class WeaviateTarget(VectorStoreDefaults):
         # The client's messages run to several paragraphs; the first non-empty lines carry the reason.
         brief = " ".join(line.strip() for line in text.splitlines() if line.strip())[:300]
         if "grpc" in (type(exc).__name__ + text).lower():
-            grpc = self.settings.grpc_endpoint or f"{_split_endpoint(self.settings.endpoint or '', 8080)[0]}:50051"
+            grpc = self.settings.grpc_endpoint or f"{split_endpoint(self.settings.endpoint or '', 8080)[0]}:50051"
             brief = f"over gRPC at {grpc}: {brief}"
         return UnavailableError(f"{what}: {type(exc).__name__}: {brief}",
                                 hint="check weaviate.endpoint/grpc_endpoint, the network and that Weaviate is "

@@ -84,7 +84,7 @@ def _first(items: list[str], limit: int = 3) -> str:
 
 # --- status --------------------------------------------------------------------------------------------------
 
-def _render_status(app: App, report: StatusReport) -> None:
+def render_status(app: App, report: StatusReport) -> None:
     for answer in report.answers:
         health = " ".join(f"{p.rsplit('/', 1)[-1]}={c if c is not None else '-'}" for p, c in answer.health.items())
         app.echo(f"site {answer.alias}  {answer.endpoint}  health: {health}")
@@ -189,7 +189,7 @@ def status(app: App, sites: tuple[str, ...], expected_sites: int | None, max_que
                                    check_buckets=not no_bucket_check, progress=progress),
         limit, progress, "replication status")
     app.add_metrics(status_metrics(report))
-    app.result(report.to_dict(), lambda: _render_status(app, report))
+    app.result(report.to_dict(), lambda: render_status(app, report))
     verdict = report.verdict
     # Reasons come worst first; a level is named where it changes: "CRITICAL: a; b; WARNING: c".
     reasons = [(f"{r.level.label}: " if i == 0 or r.level != verdict.reasons[i - 1].level else "") + r.message

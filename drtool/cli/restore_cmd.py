@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from drtool.cli.app import App, global_options, metrics_option, pass_app
-from drtool.cli.snapshot_cmd import _dest_flags, destination_options, expect_digest_option
+from drtool.cli.snapshot_cmd import dest_flags, destination_options, expect_digest_option
 from drtool.core.metrics import Metric
 
 
@@ -63,7 +63,7 @@ def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest
     if no_objects and not target_db and not stores:
         raise UsageError("nothing to restore", hint="pass --target-db or --stores, and/or drop --no-objects")
     expect_digest = parse_expect_digest(expect_digest)
-    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
+    settings = app.settings(dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     dest = open_destination(settings)
     identities = load_identities(identity) if identity else None
     result = restore(settings, dest, snapshot_id, target_db=target_db, objects_to=objects_to, dry_run=dry_run,

@@ -61,7 +61,7 @@ def expect_digest_option(command: Callable[..., Any]) -> Callable[..., Any]:
              "create`) is exactly this: pins one snapshot out of band, also against a replayed older one.")(command)
 
 
-def _dest_flags(dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None) -> dict[str, Any]:
+def dest_flags(dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None) -> dict[str, Any]:
     return {"snapshot.bucket": dest_bucket, "snapshot.prefix": dest_prefix, "snapshot.endpoint": dest_endpoint}
 
 
@@ -126,7 +126,7 @@ def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
     """
     from drtool.ops.snapshot import CreateOptions, create_snapshot
 
-    flags = _dest_flags(dest_bucket, dest_prefix, dest_endpoint)
+    flags = dest_flags(dest_bucket, dest_prefix, dest_endpoint)
     if encrypt_to:
         flags["snapshot.encrypt_to"] = encrypt_to  # a list setting: each item whole, a comma in a path included
     if max_rps is not None:
@@ -181,7 +181,7 @@ def list_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_en
     from drtool.ops.snapshot import open_destination
     from drtool.ops.snapshot_catalog import list_snapshots
 
-    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
+    settings = app.settings(dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     dest = open_destination(settings)
     rows = [s.summary() for s in list_snapshots(dest)]
     payload = {"event": "result", "destination": dest.url, "snapshots": rows}
@@ -234,7 +234,7 @@ def verify_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_
     if expect_digest and all_:
         raise UsageError("--expect-digest names one snapshot: use it with ID or --latest, not --all")
     expect_digest = parse_expect_digest(expect_digest)
-    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
+    settings = app.settings(dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     dest = open_destination(settings)
     identities = load_identities(identity) if identity else None
     targets = list_snapshots(dest) if all_ else [resolve(dest, "latest" if latest else str(snapshot_id))]
@@ -276,7 +276,7 @@ def prune_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_e
     from drtool.ops.retention import prune
     from drtool.ops.snapshot import open_destination
 
-    flags = _dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {
+    flags = dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {
         "snapshot.keep_last": keep_last, "snapshot.keep_daily": keep_daily, "snapshot.keep_weekly": keep_weekly,
         "snapshot.keep_monthly": keep_monthly}
     settings = app.settings(flags)
@@ -326,7 +326,7 @@ def gc_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
     from drtool.ops.retention import gc
     from drtool.ops.snapshot import open_destination
 
-    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {"snapshot.gc_grace": grace})
+    settings = app.settings(dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {"snapshot.gc_grace": grace})
     result = gc(settings, open_destination(settings), grace_s=settings.snapshot.gc_grace, dry_run=dry_run)
     payload = {"event": "result", "dry_run": dry_run, "removed": result.removed,
                "kept_young": result.kept_young, "kept_locked": result.kept_locked,
@@ -365,7 +365,7 @@ def unlock_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_
     from drtool.ops.retention import unlock
     from drtool.ops.snapshot import open_destination
 
-    settings = app.settings(_dest_flags(dest_bucket, dest_prefix, dest_endpoint))
+    settings = app.settings(dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     result = unlock(settings, open_destination(settings), force=force)
     app.result({"event": "result", **result},
                lambda: app.echo(f"removed the lock held by {one_line(result['holder'])}"))

@@ -41,9 +41,9 @@ from drtool.ops.rebuild import (
     DatasetReport,
     Plan,
     Rebuilder,
-    _same_model,
     head_chunk_file,
     read_chunk_file,
+    same_model,
     split_dify_ids,
 )
 from drtool.ops.vector_sidecar import VectorSidecar, model_folder
@@ -191,7 +191,7 @@ class AnnotationRebuilder(Rebuilder):
                                     hint="Dify keeps no annotation vectors for it; nothing to rebuild",
                                     system="postgres")
             model, provider, threshold = app.model_name, app.provider_name, app.score_threshold
-        if model and not _same_model(model, self.embedder.model_name):
+        if model and not same_model(model, self.embedder.model_name):
             raise UsageError(f"app {app_id}'s annotations were embedded with {model!r} (its collection binding), "
                              f"but the configured model is {self.embedder.model_name!r}: Dify would query the "
                              "index with a different model",

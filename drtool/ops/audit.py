@@ -45,7 +45,7 @@ class AuditOptions:
 
 
 @dataclass
-class _Bucket:
+class AuditedBucket:
     role: str  # "dify", "snapshot" or "dify+snapshot"
     s3: S3Settings
 
@@ -54,7 +54,7 @@ class _Bucket:
         return str(self.s3.bucket)
 
 
-class _Audit:
+class AuditRun:
     def __init__(self, settings: Settings, options: AuditOptions) -> None:
         self.settings = settings
         self.options = options
@@ -94,13 +94,13 @@ class _Audit:
                      target=what)
 
     # --- object storage -----------------------------------------------------------------------------------------
-    def buckets(self) -> list[_Bucket]:
+    def buckets(self) -> list[AuditedBucket]:
         from drtool.ops.snapshot import destination_settings
 
-        out: list[_Bucket] = []
+        out: list[AuditedBucket] = []
         s3 = self.settings.s3
         if s3.bucket:
-            out.append(_Bucket("dify", s3))
+            out.append(AuditedBucket("dify", s3))
         else:
             self.result.skipped.append("s3: s3.bucket is not set")
         try:
@@ -108,12 +108,12 @@ class _Audit:
         except DrtoolError:
             return out
         if out and dest.bucket == s3.bucket and (dest.endpoint or "") == (s3.endpoint or ""):
-            out[0] = _Bucket("dify+snapshot", s3)
+            out[0] = AuditedBucket("dify+snapshot", s3)
         else:
-            out.append(_Bucket("snapshot", dest))
+            out.append(AuditedBucket("snapshot", dest))
         return out
 
-    def audit_bucket(self, b: _Bucket) -> None:
+    def audit_bucket(self, b: AuditedBucket) -> None:
         target = f"{b.role} bucket {b.name}"
         self.tls_check(b, target)
         client = self.client(b.s3)
@@ -147,7 +147,7 @@ class _Audit:
         self.guarded(f"s3: {target} anonymous list", lambda: self.anonymous_list(b, target))
         self.guarded(f"s3: {target} encryption", lambda: audit_checks_s3.encryption(self, b, client, target))
 
-    def tls_check(self, b: _Bucket, target: str) -> None:
+    def tls_check(self, b: AuditedBucket, target: str) -> None:
         endpoint = b.s3.endpoint or ""
         if endpoint.lower().startswith("http://"):
             host = (urlsplit(endpoint).hostname or "").lower()
@@ -157,7 +157,7 @@ class _Audit:
                      "snapshot.endpoint to https://... (Dify: S3_ENDPOINT=https://...)", target,
                      Severity.INFO if loopback else None)
 
-    def credential_checks(self, b: _Bucket, target: str) -> None:
+    def credential_checks(self, b: AuditedBucket, target: str) -> None:
         endpoint = b.s3.endpoint or ""
         key = b.s3.access_key or ""
         if key in DEFAULT_KEYS:
@@ -166,7 +166,7 @@ class _Audit:
             self.add("s3.root_credentials", "the MinIO admin API knows this access key as the root user, no IAM user",
                      _user_fix(b), target)
 
-    def is_root(self, b: _Bucket) -> bool:
+    def is_root(self, b: AuditedBucket) -> bool:
         """MinIO answers `user-info` for an IAM user (a user may read its own) and `XMinioAdminNoSuchUser` for the
         root user, which is not an IAM user; anything else (not MinIO, no admin API) is not evidence of root."""
         from drtool.adapters.minio_admin import MinioAdmin
@@ -183,7 +183,7 @@ class _Audit:
             admin.close()
         return resp.status == 404 and b"XMinioAdminNoSuchUser" in resp.body
 
-    def probe(self, b: _Bucket, client: Any, target: str) -> None:
+    def probe(self, b: AuditedBucket, client: Any, target: str) -> None:
         """Write, read back and delete (by version) one drtool-owned key; while it exists, ask for it without
         credentials: a bucket that serves it to anyone serves every upload and every dump too."""
         key = f"{self.settings.snapshot.prefix.strip('/')}/audit/probe"
@@ -223,43 +223,43 @@ class _Audit:
                          f"grant s3:DeleteObject and s3:DeleteObjectVersion on arn:aws:s3:::{b.name}/*", target)
 
     @staticmethod
-    def locked_by_default(client: Any, b: _Bucket) -> bool:
+    def locked_by_default(client: Any, b: AuditedBucket) -> bool:
         try:
             config = s3a.object_lock_configuration(client, b.name)
         except Exception:
             return False
         return bool(config and (config.get("Rule") or {}).get("DefaultRetention"))
 
-    def _anon_client(self, b: _Bucket) -> Any:
+    def _anon_client(self, b: AuditedBucket) -> Any:
         return self.client(b.s3, anonymous=True)
 
-    def anonymous_get(self, b: _Bucket, key: str) -> bool:
+    def anonymous_get(self, b: AuditedBucket, key: str) -> bool:
         try:
             self._anon_client(b).get_object(Bucket=b.name, Key=key)["Body"].read()
             return True
         except Exception:
             return False
 
-    def anonymous_list(self, b: _Bucket, target: str) -> None:
+    def anonymous_list(self, b: AuditedBucket, target: str) -> None:
         try:
             self._anon_client(b).list_objects_v2(Bucket=b.name, MaxKeys=1)
         except Exception:
             return
         self.add("s3.anonymous_access", f"unauthenticated LIST s3://{b.name} succeeded", _anon_fix(b), target)
 
-    def versioning(self, b: _Bucket, client: Any, target: str) -> None:
+    def versioning(self, b: AuditedBucket, client: Any, target: str) -> None:
         status = s3a.bucket_versioning(client, b.name)
         if status != "Enabled":
             self.add("s3.versioning_off", f"versioning of {b.name} is {status}",
                      f"mc version enable ALIAS/{b.name}", target)
 
-    def object_lock(self, b: _Bucket, client: Any, target: str) -> None:
+    def object_lock(self, b: AuditedBucket, client: Any, target: str) -> None:
         if s3a.object_lock_configuration(client, b.name) is None:
             self.add("s3.object_lock_off", f"GetObjectLockConfiguration of {b.name}: not enabled",
                      "Object Lock can only be enabled when a bucket is created: mc mb --with-lock ALIAS/NEW-BUCKET, "
                      "then set snapshot.bucket=NEW-BUCKET and snapshot.object_lock_days (e.g. 14)", target)
 
-    def lifecycle(self, b: _Bucket, client: Any, target: str) -> None:
+    def lifecycle(self, b: AuditedBucket, client: Any, target: str) -> None:
         snap = self.settings.snapshot
         policy = Policy(keep_last=snap.keep_last, keep_daily=snap.keep_daily, keep_weekly=snap.keep_weekly,
                         keep_monthly=snap.keep_monthly)
@@ -273,7 +273,7 @@ class _Audit:
                          f"mc ilm rule edit ALIAS/{b.name} --id {rule_id} --noncurrent-expire-days {horizon} "
                          f"(or remove it: mc ilm rule rm ALIAS/{b.name} --id {rule_id})", target)
 
-    def policy(self, b: _Bucket, client: Any, target: str) -> None:
+    def policy(self, b: AuditedBucket, client: Any, target: str) -> None:
         text = s3a.bucket_policy(client, b.name)
         if text is None:
             return
@@ -542,15 +542,15 @@ class _Audit:
         return self.result
 
 
-def _user_fix(b: _Bucket) -> str:
+def _user_fix(b: AuditedBucket) -> str:
     return ("mc admin user add ALIAS drtool-backup <secret>; mc admin policy attach ALIAS <policy> --user "
             "drtool-backup (docs/iam.md); then set " +
             ("snapshot.access_key/secret_key" if b.role == "snapshot" else "s3.access_key/secret_key"))
 
 
-def _anon_fix(b: _Bucket) -> str:
+def _anon_fix(b: AuditedBucket) -> str:
     return f"mc anonymous set none ALIAS/{b.name}"
 
 
 def run_audit(settings: Settings, options: AuditOptions) -> AuditResult:
-    return _Audit(settings, options).run()
+    return AuditRun(settings, options).run()

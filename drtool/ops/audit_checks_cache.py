@@ -17,14 +17,14 @@ from drtool.core.metrics import Metric
 from drtool.core.terminal import one_line
 
 if TYPE_CHECKING:
-    from drtool.ops.audit import _Audit
+    from drtool.ops.audit import AuditRun
 
 LISTED = 5  # datasets named in the evidence, least covered first
 
 COVERAGE_METRIC = "drtool_audit_embedding_cache_coverage_ratio"
 
 
-def embedding_cache(audit: _Audit) -> None:
+def embedding_cache(audit: AuditRun) -> None:
     """Texts of every high-quality dataset whose vector Dify's cache holds for the dataset's own model."""
     from drtool.adapters.dify_metadata import DifyReader
 

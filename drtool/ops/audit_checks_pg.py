@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from drtool.core.audit import pg_grant_fix
 
 if TYPE_CHECKING:
-    from drtool.ops.audit import _Audit
+    from drtool.ops.audit import AuditRun
 
 MAX_LISTED = 10  # tables named in the evidence; the count says how many more
 
@@ -36,7 +36,7 @@ ORDER BY 1, 2
 """
 
 
-def dump_readable(audit: _Audit) -> None:
+def dump_readable(audit: AuditRun) -> None:
     """The configured role may read every table and sequence `pg_dump` dumps.
 
     Why: pg_dump stops at the first relation it may not read ("permission denied for table ..."), so one table
@@ -75,7 +75,7 @@ def plugin_db_candidates(main: str) -> list[str]:
     return sorted({PLUGIN_DB_DEFAULT, f"{main}_plugin"} - {main})
 
 
-def plugin_database(audit: _Audit) -> None:
+def plugin_database(audit: AuditRun) -> None:
     """The plugin daemon's database is in the snapshots: configured and dumpable, or absent from the server.
 
     Why: Dify 1.x keeps installed plugins (every model provider among them) in a database of its own; snapshots

@@ -26,7 +26,7 @@ from drtool.core.terminal import one_line
 from drtool.errors import DrtoolError, Unsupported
 
 if TYPE_CHECKING:
-    from drtool.ops.audit import _Audit, _Bucket
+    from drtool.ops.audit import AuditedBucket, AuditRun
 
 MAX_LISTED = 8  # actions or grants named in one finding's evidence
 MAX_ITEM = 120  # characters of one named action, resource or account (policy text is data)
@@ -43,13 +43,13 @@ def _listed(items: list[str]) -> str:
     return ", ".join(_clip(i) for i in items[:MAX_LISTED]) + more
 
 
-def _probe_prefix(audit: _Audit) -> str:
+def _probe_prefix(audit: AuditRun) -> str:
     return f"{audit.settings.snapshot.prefix.strip('/')}/audit"
 
 
 # --- server-side encryption -------------------------------------------------------------------------------------
 
-def _kms_state(audit: _Audit, b: _Bucket) -> tuple[str, bool | None]:
+def _kms_state(audit: AuditRun, b: AuditedBucket) -> tuple[str, bool | None]:
     """What MinIO's `admin info` says about its KMS: (evidence, configured?); None when it cannot be read."""
     from drtool.adapters.minio_admin import NotMinioError
     from drtool.ops.replication import Site, admin_for
@@ -73,7 +73,7 @@ def _kms_state(audit: _Audit, b: _Bucket) -> tuple[str, bool | None]:
     return f"the MinIO server has a KMS ({states})", True
 
 
-def encryption(audit: _Audit, b: _Bucket, client: Any, target: str) -> None:
+def encryption(audit: AuditRun, b: AuditedBucket, client: Any, target: str) -> None:
     """No default encryption is `s3.encryption_off` (info): it does not stop a recovery, but the bucket holds the
     database dumps and users' files in the clear on the drives and on every replica."""
     try:
@@ -100,7 +100,7 @@ def encryption(audit: _Audit, b: _Bucket, client: Any, target: str) -> None:
 
 # --- multipart uploads --------------------------------------------------------------------------------------------
 
-def _delete_version(audit: _Audit, b: _Bucket, client: Any, key: str, version: str | None) -> None:
+def _delete_version(audit: AuditRun, b: AuditedBucket, client: Any, key: str, version: str | None) -> None:
     """Delete the probe's version; under a default retention only a delete marker is possible (as for the write
     probe: the locked version expires with the bucket's retention)."""
     try:
@@ -114,7 +114,7 @@ def _delete_version(audit: _Audit, b: _Bucket, client: Any, key: str, version: s
         client.delete_object(Bucket=b.name, Key=key)
 
 
-def _await_replication(client: Any, b: _Bucket, key: str, version: str | None, timeout: float = 10.0) -> None:
+def _await_replication(client: Any, b: AuditedBucket, key: str, version: str | None, timeout: float = 10.0) -> None:
     """Wait (bounded) until a replicated bucket has copied the version: deleting a completed multipart version
     while its replication is PENDING makes MinIO count a failed replication, which `replication status` and this
     audit then report for an hour. Unreplicated buckets answer no status and return at once."""
@@ -128,7 +128,7 @@ def _await_replication(client: Any, b: _Bucket, key: str, version: str | None, t
         time.sleep(0.2)
 
 
-def multipart_probe(audit: _Audit, b: _Bucket, client: Any, target: str) -> None:
+def multipart_probe(audit: AuditRun, b: AuditedBucket, client: Any, target: str) -> None:
     """Create, fill and abort one multipart upload. A refused create or part is critical (snapshot dumps and large
     uploads fail); a refused abort only a warning (uploads work; a failed one leaves its parts behind)."""
     if any(f.id == "s3.probe_failed" and f.target == target for f in audit.result.findings):
@@ -182,7 +182,7 @@ def multipart_probe(audit: _Audit, b: _Bucket, client: Any, target: str) -> None
 
 # --- the credential's policy ----------------------------------------------------------------------------------------
 
-def _buckets(audit: _Audit) -> tuple[str, str]:
+def _buckets(audit: AuditRun) -> tuple[str, str]:
     """(source, snapshot) buckets to render the documented policies with; one stands in for the other if unset."""
     from drtool.ops.snapshot import destination_settings
 
@@ -205,7 +205,7 @@ def _attached(admin: Any, key: str) -> list[str]:
     return [n for n in names.split(",") if _PLAIN_NAME.fullmatch(n)][:MAX_LISTED]
 
 
-def policy_scope(audit: _Audit, b: _Bucket, target: str) -> None:
+def policy_scope(audit: AuditRun, b: AuditedBucket, target: str) -> None:
     """The credential's effective policy (MinIO accountinfo) is no wider than docs/iam.md's policies for the audited
     buckets; one check per credential and endpoint. The root credential is skipped: s3.root_credentials says more."""
     from drtool.adapters.minio_admin import MinioAdmin, NotMinioError

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from drtool.core.audit import low_free_drives
 
 if TYPE_CHECKING:
-    from drtool.ops.audit import _Audit
+    from drtool.ops.audit import AuditRun
 
 MAX_LISTED = 5  # drives named in one finding's evidence
 
@@ -21,7 +21,7 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
-def free_space(audit: _Audit) -> None:
+def free_space(audit: AuditRun) -> None:
     """A drive below `AuditOptions.min_free_percent` free is a warning, one finding per site."""
     limit = audit.options.min_free_percent
     for site, info in audit.minio_server_infos("free space"):

@@ -19,10 +19,10 @@ from drtool.errors import DrtoolError
 
 if TYPE_CHECKING:
     from drtool.config import S3Settings
-    from drtool.ops.audit import _Audit
+    from drtool.ops.audit import AuditRun
 
 
-def _endpoints(audit: _Audit) -> dict[str, S3Settings]:
+def _endpoints(audit: AuditRun) -> dict[str, S3Settings]:
     """Distinct https endpoints of the Dify and the snapshot bucket (one finding per certificate, not per bucket)."""
     from drtool.ops.snapshot import destination_settings
 
@@ -66,7 +66,7 @@ def _handshake(host: str, port: int, s3: S3Settings) -> tuple[bytes, str | None]
     return der, error
 
 
-def certificates(audit: _Audit) -> None:
+def certificates(audit: AuditRun) -> None:
     """Each https endpoint's certificate: expired or invalid is critical, expiring soon a warning."""
     endpoints = _endpoints(audit)
     if not endpoints:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from drtool.errors import ConfigError, DrtoolError
 
 if TYPE_CHECKING:
-    from drtool.ops.audit import _Audit
+    from drtool.ops.audit import AuditRun
 
 
-def index_counts(audit: _Audit) -> None:
+def index_counts(audit: AuditRun) -> None:
     """Per high-quality dataset: a missing collection is critical, fewer vectors than indexed texts a warning.
 
     Why: after a vector database restore from an old backup, a failed migration or a half-finished rebuild the
@@ -25,9 +25,9 @@ def index_counts(audit: _Audit) -> None:
     skipped, never guessed at.
     """
     from drtool.adapters.dify_metadata import DifyReader
-    from drtool.ops.verify import _collection_of, _Scanners
+    from drtool.ops.verify import Scanners, collection_of
 
-    scanners = _Scanners(audit.settings)
+    scanners = Scanners(audit.settings)
     unusable: dict[str, str] = {}  # backend -> why it was not counted
     compared = 0
     try:
@@ -35,7 +35,7 @@ def index_counts(audit: _Audit) -> None:
             for d in reader.datasets():
                 if d.indexing_technique != "high_quality" or d.provider == "external":
                     continue
-                backend, collection = _collection_of(d, audit.settings)
+                backend, collection = collection_of(d, audit.settings)
                 if backend is None or backend in unusable:
                     unusable.setdefault(backend or "?", "no index_struct and no vector.store")
                     continue

@@ -329,7 +329,7 @@ class Rebuilder:
                 raise UsageError(f"dataset {dataset_id} is indexed in {kind} (datasets.index_struct), but the "
                                  f"target is {self.target.backend}", hint="set vector.store to match")
             dify_model, dify_provider = row.embedding_model, row.embedding_provider
-            if dify_model and not _same_model(dify_model, self.embedder.model_name):
+            if dify_model and not same_model(dify_model, self.embedder.model_name):
                 raise UsageError(
                     f"dataset {dataset_id} was embedded with {dify_model!r}, but the configured model is "
                     f"{self.embedder.model_name!r}: Dify would query the index with a different model",
@@ -902,7 +902,7 @@ class Rebuilder:
         self.emit({"event": "rebuild.rolled_back", "dataset": plan.dataset_id, "switch": report.switch})
 
 
-def _same_model(dify_model: str, ours: str) -> bool:
+def same_model(dify_model: str, ours: str) -> bool:
     a, b = dify_model.strip().lower(), ours.strip().lower()
     return a == b or a.endswith("/" + b) or b.endswith("/" + a)
 

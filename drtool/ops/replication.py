@@ -208,7 +208,7 @@ def _ask_site(admin: MinioAdmin) -> tuple[SiteAnswer, str | None]:
     return SiteAnswer(admin.alias, admin.endpoint, info=info, status=status, health=health), status_error
 
 
-def _self_and_peers(answer: SiteAnswer) -> tuple[str | None, dict[str, str]]:
+def self_and_peers(answer: SiteAnswer) -> tuple[str | None, dict[str, str]]:
     """This site's deploymentID and its peers (deploymentID -> name), from the site's own info."""
     info = answer.info or {}
     me = info.get("name")
@@ -225,7 +225,7 @@ def _self_and_peers(answer: SiteAnswer) -> tuple[str | None, dict[str, str]]:
 
 def _bucket_configs(settings: Settings, answer: SiteAnswer) -> tuple[list[str], list[BucketConfig]]:
     client = site_client(settings, Site(answer.alias, answer.endpoint))
-    _, peers = _self_and_peers(answer)
+    _, peers = self_and_peers(answer)
     what = f"site {answer.alias}: bucket configuration"
     try:
         names = sorted(b["Name"] for b in client.list_buckets().get("Buckets", []))
@@ -389,7 +389,7 @@ def status_metrics(report: StatusReport) -> list[Metric]:
                               "Bytes waiting in the site's replication queue",
                               float(queued.get("bytes") or 0), site))
         offline = {dep for dep, _ in offline_peers(status)}
-        _, peers = _self_and_peers(answer)
+        _, peers = self_and_peers(answer)
         repl = m.get("replMetrics") or {}
         for dep, name in sorted(peers.items(), key=lambda kv: kv[1]):
             labels = {"site": answer.alias, "peer": name}

@@ -44,7 +44,7 @@ class BucketResult:
     replication_status: dict[str, str | None] = field(default_factory=dict)  # "key@version" -> header value
     problem: str | None = None  # bucket-level finding (missing on a side)
     sampled: int | None = None
-    # Sampled objects the target answered for without proving it holds them itself (see _sample).
+    # Sampled objects the target answered for without proving it holds them itself (see sample_bucket).
     unproven: int = 0
     unproven_examples: list[dict[str, Any]] = field(default_factory=list)
     read_data: ReadDataResult | None = None
@@ -232,7 +232,7 @@ def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str
         compare_vids = both_versioned if check_version_id is None else check_version_id
         result = BucketResult(bucket, chosen)
         if sample:
-            _sample(src, dst, source, target, bucket, prefix, chosen, settle_before, sample, result,
+            sample_bucket(src, dst, source, target, bucket, prefix, chosen, settle_before, sample, result,
                     compare_vids, on_difference, seed, examples, tls, timeout)
         else:
             versions = chosen == "versions"
@@ -265,10 +265,10 @@ def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str
     return VerifyReport(source, target, settle_seconds, results)
 
 
-def _sample(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix: str, mode: str,
-            settle_before: datetime, size: int, result: BucketResult, compare_vids: bool,
-            on_difference: Callable[[str, Difference], None] | None, seed: int | None, examples: int,
-            tls: bool | str, timeout: float) -> None:
+def sample_bucket(src: Any, dst: Any, source: Site, target: Site, bucket: str, prefix: str, mode: str,
+                  settle_before: datetime, size: int, result: BucketResult, compare_vids: bool,
+                  on_difference: Callable[[str, Difference], None] | None, seed: int | None, examples: int,
+                  tls: bool | str, timeout: float) -> None:
     """Reservoir-sample `size` settled source objects, then HEAD each on the target (concurrently).
 
     Under MinIO site replication a site that lacks an object forwards the HEAD to its peer and answers 200 with

@@ -260,7 +260,7 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
         if problem:
             return "refused", problem
         head = s3a.head_or_none(client, target_bucket, rec.key)
-        if head is not None and _is_current(head, rec, same_bucket=target_bucket == src_bucket):
+        if head is not None and is_current(head, rec, same_bucket=target_bucket == src_bucket):
             return "already_current", None
         if verify_only:
             return "differ", f"object {rec.key}: not at version {rec.version_id}"
@@ -334,7 +334,7 @@ def _check_confinement(dest: Destination, info: SnapshotInfo, records: Iterator[
                                  hint="the manifest was edited after the snapshot was taken; restore another one")
 
 
-def _is_current(head: dict[str, Any], rec: mf.ManifestRecord, *, same_bucket: bool) -> bool:
+def is_current(head: dict[str, Any], rec: mf.ManifestRecord, *, same_bucket: bool) -> bool:
     """The target's current object already is the pinned version (same version, or a copy drtool made of it)."""
     if same_bucket and not rec.copy_key and head.get("VersionId") == rec.version_id:
         return True

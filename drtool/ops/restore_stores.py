@@ -86,7 +86,7 @@ def prepare(dest: Any, info: SnapshotInfo, sums: dict[str, str], plans: list[Sto
 def apply(settings: Settings, info: SnapshotInfo, plans: list[StorePlan], *, dry_run: bool, verify_only: bool,
           identities: list[Any] | None, problems: list[str]) -> list[dict[str, Any]]:
     """Make every pinned version of every store current again (or check it, or count what would be copied)."""
-    from drtool.ops.restore import MARKER_META, _is_current
+    from drtool.ops.restore import MARKER_META, is_current
 
     out: list[dict[str, Any]] = []
     for p in plans:
@@ -103,7 +103,7 @@ def apply(settings: Settings, info: SnapshotInfo, plans: list[StorePlan], *, dry
             if problem:
                 return "refused", problem
             head = s3a.head_or_none(client, store.bucket, rec.key)
-            if head is not None and _is_current(head, rec, same_bucket=True):
+            if head is not None and is_current(head, rec, same_bucket=True):
                 return "already_current", None
             if verify_only:
                 return "differ", f"{store.name} storage object {rec.key}: not at version {rec.version_id}"

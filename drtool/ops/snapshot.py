@@ -238,7 +238,7 @@ class _Decoupled:
         self._thread.join()
 
 
-def _dump_worker(proc: subprocess.Popen[bytes], sink: s3a.MultipartWriter, recipients: list[Any] | None,
+def dump_worker(proc: subprocess.Popen[bytes], sink: s3a.MultipartWriter, recipients: list[Any] | None,
                  outcome: dict[str, Any]) -> None:
     """Stream pg_dump's stdout (through age when asked) into a multipart upload; complete it only on success."""
     ahead = _Decoupled(sink)
@@ -452,7 +452,7 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
         dump_sink = dest.artifact_writer(folder + dump_name, part_size=part_size)
         writers.append(dump_sink)
         dump_outcome: dict[str, Any] = {}
-        dump_thread = threading.Thread(target=_dump_worker, args=(proc, dump_sink, recipients, dump_outcome),
+        dump_thread = threading.Thread(target=dump_worker, args=(proc, dump_sink, recipients, dump_outcome),
                                        name="pg_dump-upload", daemon=True)
         dump_thread.start()
         if plugin_dump is not None:
@@ -485,7 +485,7 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
             writers.append(manifest_sink)
             inner: Any = agea.EncryptingWriter(manifest_sink, recipients) if recipients else manifest_sink
             writer = mf.ManifestWriter(inner)
-            listed = _write_manifest(writer, index, patterns, src_client, src_bucket, key_prefix, fence,
+            listed = write_manifest(writer, index, patterns, src_client, src_bucket, key_prefix, fence,
                                      versioning, dest if versioning != "Enabled" else None, folder, emit=emit,
                                      workers=listing_workers, pace=pace)
             writer.close()
@@ -632,7 +632,7 @@ def _cleanup_failed(dest: Destination, folder: str) -> None:
         log.warning("could not remove the partial snapshot %s (run `drtool snapshots gc`): %s", folder, exc)
 
 
-def _write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: KeyPatterns, client: Any,
+def write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: KeyPatterns, client: Any,
                     bucket: str, key_prefix: str, fence: datetime, versioning: str, copy_dest: Destination | None,
                     folder: str, *, emit: Emit = no_events, workers: int = 1, pace: Any = None) -> int:
     """Stream the listing, pin versions, write records; returns how many listing entries were read. `emit` hears

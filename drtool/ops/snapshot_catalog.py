@@ -310,7 +310,7 @@ def expected_sums(dest: Destination, info: SnapshotInfo) -> dict[str, str]:
         raise VerificationFailed(f"snapshot {info.id}: {exc}") from None
 
 
-def _check_object(client: Any, bucket: str, rec: mf.ManifestRecord) -> str | None:
+def check_object(client: Any, bucket: str, rec: mf.ManifestRecord) -> str | None:
     head = s3a.head_or_none(client, bucket, rec.copy_key or rec.key,
                             version_id=None if rec.copy_key else rec.version_id)
     where = f"object {rec.key} (version {rec.version_id})"
@@ -424,7 +424,7 @@ def _verify_deep(settings: Settings, dest: Destination, info: SnapshotInfo, iden
                 yield r
 
     try:
-        for problem in bounded_map(lambda r: _check_object(
+        for problem in bounded_map(lambda r: check_object(
                 dest.client if r.copy_key else client, dest.bucket if r.copy_key else bucket, r),
                 pinned(), settings.snapshot.workers):
             if problem:

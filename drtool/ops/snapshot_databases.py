@@ -175,7 +175,7 @@ class DatabaseDump:
     def start(self, dest: Any, folder: str, *, pg_bin_dir: str | None, recipients: list[Any] | None,
               part_size: int) -> None:
         """Start pg_dump on the exported snapshot, streamed (through age when asked) into the snapshot folder."""
-        from drtool.ops.snapshot import _dump_worker  # the main dump's own worker: one upload path for both
+        from drtool.ops.snapshot import dump_worker  # the main dump's own worker: one upload path for both
 
         major = pga.server_major_of(self.version_num)
         tool = pga.find_pg_tool("pg_dump", server_major=major, bin_dir=pg_bin_dir)
@@ -188,7 +188,7 @@ class DatabaseDump:
         self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr,
                                       env=pga.subprocess_env(self.pg))
         self._sink = dest.artifact_writer(folder + self.name, part_size=part_size)
-        self._thread = threading.Thread(target=_dump_worker, args=(self._proc, self._sink, recipients, self._outcome),
+        self._thread = threading.Thread(target=dump_worker, args=(self._proc, self._sink, recipients, self._outcome),
                                         name=f"pg_dump-{self.pg.database}", daemon=True)
         self._thread.start()
         self.counts = _row_counts(self.conn)  # same transaction as the dump's snapshot, while pg_dump runs

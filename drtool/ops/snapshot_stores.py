@@ -6,7 +6,7 @@ bucket and credentials: the plugin daemon's (PLUGIN_STORAGE_TYPE=aws_s3, PLUGIN_
 Dify's own bucket at the root, and archive storage (ARCHIVE_STORAGE_*, api/libs/archive_storage.py: workflow runs
 moved out of Postgres, keys `<tenant>/app_id=…/year=…/month=…/workflow_run_id=…` at the bucket root). Each extra
 store gets its own manifest artifact (`store-<name>.manifest.jsonl.zst`; SHA256SUMS names are flat, so no
-subfolder), pinned at the snapshot's fence by the same rule as the main manifest (ops.snapshot._write_manifest),
+subfolder), pinned at the snapshot's fence by the same rule as the main manifest (ops.snapshot.write_manifest),
 listed in meta.json under `stores`, covered by SHA256SUMS and so by COMMITTED and the signature. A store's
 manifest confines its records to the store's own prefixes, and restore writes them back only into the store's
 configured bucket: whatever a manifest says, no key leaves that place.
@@ -165,7 +165,7 @@ def pin(prepared: PreparedStore, dest: Any, folder: str, fence: datetime, *, rec
     """List the store's versions under its prefixes and pin the one current at the fence, into its own manifest
     artifact. Returns its meta.json section and the sha256 of the stored bytes (for SHA256SUMS). `workers` and
     `pace` are the snapshot's listing parallelism and request-rate cap (ops/snapshot_listing.py)."""
-    from drtool.ops.snapshot import _write_manifest  # the main manifest's own pick and refusal rules
+    from drtool.ops.snapshot import write_manifest  # the main manifest's own pick and refusal rules
 
     store = prepared.store
     name = mf.artifact_name(artifact_base(store.name), bool(recipients))
@@ -174,7 +174,7 @@ def pin(prepared: PreparedStore, dest: Any, folder: str, fence: datetime, *, rec
     inner: Any = agea.EncryptingWriter(sink, recipients) if recipients else sink
     writer = mf.ManifestWriter(inner)
     with ReferenceIndex() as index:  # empty: a store is pinned by prefix only, no row references it
-        listed = _write_manifest(writer, index, store.patterns, prepared.client, store.bucket, "", fence,
+        listed = write_manifest(writer, index, store.patterns, prepared.client, store.bucket, "", fence,
                                  prepared.versioning, None, folder, emit=emit, workers=workers, pace=pace)
     writer.close()
     if recipients:
@@ -272,7 +272,7 @@ def verify_deep(settings: Settings, dest: Any, info: Any, identities: list[Any] 
 
 def _verify_store(settings: Settings, dest: Any, info: Any, identities: list[Any] | None,
                   sums: dict[str, str] | None, section: dict[str, Any]) -> list[str]:
-    from drtool.ops.snapshot_catalog import _check_object, bounded_map, open_artifact
+    from drtool.ops.snapshot_catalog import bounded_map, check_object, open_artifact
 
     name = section["artifact"]
     try:
@@ -300,7 +300,7 @@ def _verify_store(settings: Settings, dest: Any, info: Any, identities: list[Any
                 yield r
 
     try:
-        for problem in bounded_map(lambda r: _check_object(client, store.bucket, r),
+        for problem in bounded_map(lambda r: check_object(client, store.bucket, r),
                                    pinned(records(raw, info, identities, name)), settings.snapshot.workers):
             if problem:
                 broken.append(f"{store.name} storage {problem}")

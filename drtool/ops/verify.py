@@ -142,7 +142,7 @@ class VerifyReport:
                 "annotations": self.annotations}
 
 
-class _Scanners:
+class Scanners:
     """One vector-store connection per backend, opened through the registry when a dataset first needs it."""
 
     def __init__(self, settings: Settings) -> None:
@@ -172,7 +172,7 @@ def verify(settings: Settings, options: VerifyOptions, *, emit: Emit) -> VerifyR
         store = s3_adapter.BucketStore(settings.s3)
         store.probe()
     findings = Findings()
-    scanners = _Scanners(settings)
+    scanners = Scanners(settings)
     verdicts: list[DatasetVerdict] = []
     files = FilesVerdict(note="skipped (--skip-files)")
     try:
@@ -292,13 +292,13 @@ def _verify_files_at_snapshot(settings: Settings, options: VerifyOptions, refs: 
     return verdict
 
 
-def _collection_of(dataset: DatasetRow, settings: Settings) -> tuple[str | None, str]:
+def collection_of(dataset: DatasetRow, settings: Settings) -> tuple[str | None, str]:
     kind, class_prefix = naming.from_index_struct(dataset.index_struct)
     backend = kind or settings.vector.store
     return backend, class_prefix or naming.dify_collection_name(dataset.id, settings.vector.index_prefix)
 
 
-def _verify_dataset(reader: DifyReader, dataset: DatasetRow, settings: Settings, scanners: _Scanners,
+def _verify_dataset(reader: DifyReader, dataset: DatasetRow, settings: Settings, scanners: Scanners,
                     store: s3_adapter.BucketStore | None, findings: Findings, options: VerifyOptions
                     ) -> DatasetVerdict:
     started = time.monotonic()
@@ -332,9 +332,9 @@ def _verify_dataset(reader: DifyReader, dataset: DatasetRow, settings: Settings,
     return verdict
 
 
-def _verify_vectors(dataset: DatasetRow, settings: Settings, scanners: _Scanners,
+def _verify_vectors(dataset: DatasetRow, settings: Settings, scanners: Scanners,
                     expected: dict[str, tuple[str, bytes]], verdict: DatasetVerdict, findings: Findings) -> None:
-    backend, collection = _collection_of(dataset, settings)
+    backend, collection = collection_of(dataset, settings)
     if backend is None and not expected:
         verdict.note = "nothing indexed yet"  # a new dataset: no index_struct, no vectors expected
         return

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from drtool.adapters.minio_admin import MalformedAnswer, MinioAdmin, Response, info_problem, status_problem
 from drtool.cli.app import App
-from drtool.cli.replication_cmd import _render_status
+from drtool.cli.replication_cmd import render_status
 from drtool.core.replication_verdict import SiteAnswer, Thresholds, decide, offline_peers, site_reasons
 from drtool.errors import DrtoolError, ExitCode
-from drtool.ops.replication import StatusReport, _self_and_peers, status_metrics
+from drtool.ops.replication import StatusReport, self_and_peers, status_metrics
 from tests.badinput.strategies import PROFILE, SMALL, json_values
 
 A, B = "6e7f6ad4-0000-4000-8000-00000000000a", "6e7f6ad4-0000-4000-8000-00000000000b"
@@ -74,13 +74,13 @@ def _use_everything(info: dict[str, Any], status: dict[str, Any]) -> None:
     answer = SiteAnswer("A", "http://127.0.0.1:9000", info=info, status=status, health={"/minio/health/live": 200})
     reasons = site_reasons(answer, Thresholds(expected_sites=2))
     assert all(r.message and r.site == "A" for r in reasons)
-    _self_and_peers(answer)
+    self_and_peers(answer)
     offline_peers(status)
     report = StatusReport(checked_at=datetime.now(UTC), answers=[answer], status_errors={}, buckets=[],
                           bucket_lists={}, verdict=decide(reasons))
     status_metrics(report)
     json.dumps(report.to_dict(), default=str)
-    _render_status(App(), report)  # the human table
+    render_status(App(), report)  # the human table
 
 
 def _read_or_refused(problem: str | None, info: dict[str, Any], status: dict[str, Any]) -> None:

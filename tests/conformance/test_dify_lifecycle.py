@@ -31,10 +31,10 @@ class DifyWeaviate:
     def __init__(self, settings: Any, name: str) -> None:
         import weaviate
 
-        from drtool.adapters.weaviate import _split_endpoint
+        from drtool.adapters.weaviate import split_endpoint
 
-        host, port, _ = _split_endpoint(settings.weaviate.endpoint, 8080)
-        grpc_host, grpc_port, _ = _split_endpoint(settings.weaviate.grpc_endpoint, 50051)
+        host, port, _ = split_endpoint(settings.weaviate.endpoint, 8080)
+        grpc_host, grpc_port, _ = split_endpoint(settings.weaviate.grpc_endpoint, 50051)
         self.client = weaviate.connect_to_custom(http_host=host, http_port=port, http_secure=False,
                                                  grpc_host=grpc_host, grpc_port=grpc_port, grpc_secure=False,
                                                  skip_init_checks=True)

@@ -111,7 +111,7 @@ def _sample_with(pair: Any, bucket: str, *, proxy_header: bool) -> Any:
 
     from drtool.config import load_settings
     from drtool.ops.replication import Site, site_client
-    from drtool.ops.replication_verify import BucketResult, _sample, no_proxy
+    from drtool.ops.replication_verify import BucketResult, no_proxy, sample_bucket
 
     settings = load_settings(environ={"DRTOOL_REPLICATION_ACCESS_KEY": pair.a.access_key,
                                       "DRTOOL_REPLICATION_SECRET_KEY": pair.a.secret_key})
@@ -120,7 +120,7 @@ def _sample_with(pair: Any, bucket: str, *, proxy_header: bool) -> Any:
     if proxy_header:
         no_proxy(dst)
     result = BucketResult(bucket, "versions")
-    _sample(src, dst, source, target, bucket, "", "versions", datetime.now(UTC), 100, result, True, None, 1, 10,
+    sample_bucket(src, dst, source, target, bucket, "", "versions", datetime.now(UTC), 100, result, True, None, 1, 10,
             True, 30.0)
     return result
 

@@ -17,7 +17,7 @@ from drtool.config import S3Settings
 from drtool.core import manifest as mf
 from drtool.core.keys import KeyPatterns, ReferenceIndex
 from drtool.ops import snapshot_listing
-from drtool.ops.snapshot import _write_manifest
+from drtool.ops.snapshot import write_manifest
 from tests.snapshot.conftest import SnapshotEnv, new_bucket
 from tests.stack.minio_sites import MinioSites
 
@@ -89,7 +89,7 @@ def _manifest(client: Any, bucket: str, fence: datetime, workers: int) -> bytes:
                         ("upload_files/t1/b.txt", "upload_files.key"), ("upload_files/missing.txt", "upload_files.key"),
                         ("upload_files/t2/e f+g%h&i?j.txt", "tool_files.file_key")])
         patterns = KeyPatterns.parse("privkeys/,datasets/*/processed/,upload_files/zz/")
-        _write_manifest(writer, index, patterns, client, bucket, "", fence, "Enabled", None, "", workers=workers)
+        write_manifest(writer, index, patterns, client, bucket, "", fence, "Enabled", None, "", workers=workers)
     writer.close()
     return out.getvalue()
 
