@@ -143,6 +143,12 @@ def tls_reason(exc: Exception) -> str:
     return text if len(text) < 240 else text[:237] + "..."
 
 
+def is_sdk_error(exc: BaseException) -> bool:
+    """Whether an exception came from the S3 client stack (translate_error's to judge), not from drtool itself."""
+    return hasattr(exc, "response") or type(exc).__module__.startswith(("botocore", "boto3", "s3transfer",
+                                                                         "urllib3"))
+
+
 def http_status(exc: Exception) -> int | None:
     """The HTTP status of an S3 error answer; None for errors without one (refused, timed out, cut).
 
@@ -394,6 +400,17 @@ class BucketStore:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:
             raise self._error(exc, f"bucket {self.bucket}") from None
+
+    def require_bucket(self, what: str, *, hint: str) -> None:
+        """probe() for a bucket a command is about to use: a missing one is '<what> does not exist' (exit 10) with
+        the command's own hint, whatever the server calls it (HEAD answers a bare 404)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            err = self._error(exc, what)
+            if isinstance(err, NotFoundError) or http_status(exc) == 404:
+                raise NotFoundError(f"{what} does not exist", hint=hint, system=err.system) from None
+            raise err from None
 
     def head(self, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:
         """Metadata of an object (or version), None when it does not exist or is a delete marker; KeyRefusedError

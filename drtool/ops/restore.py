@@ -30,7 +30,7 @@ from drtool.adapters import s3 as s3a
 from drtool.config import PostgresSettings, Settings
 from drtool.core import manifest as mf
 from drtool.core.events import Emit, no_events
-from drtool.errors import ConfigError, NotFoundError, UnavailableError, UsageError, VerificationFailed
+from drtool.errors import ConfigError, UnavailableError, UsageError, VerificationFailed
 from drtool.ops import restore_stores, snapshot_databases
 from drtool.ops.lock import destination_lock
 from drtool.ops.snapshot import Destination
@@ -240,15 +240,9 @@ def _restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, 
     src_bucket = source.get("bucket") or settings.s3.bucket
     target_bucket = objects_to or settings.s3.bucket or src_bucket
     client = s3a.make_client(settings.s3)
-    try:
-        client.head_bucket(Bucket=target_bucket)
-    except Exception as exc:
-        err = s3a.translate_error(exc, what=f"target bucket {target_bucket}", endpoint=settings.s3.endpoint)
-        if isinstance(err, NotFoundError) or s3a.http_status(exc) == 404:
-            raise NotFoundError(f"target bucket {target_bucket} does not exist",
-                                hint="create it (with versioning enabled) or pass --objects-to an existing bucket",
-                                system=err.system) from None
-        raise err from None
+    s3a.BucketStore.over(client, target_bucket).require_bucket(
+        f"target bucket {target_bucket}",
+        hint="create it (with versioning enabled) or pass --objects-to an existing bucket")
     counts = {"pinned": 0, "copied": 0, "already_current": 0, "to_copy": 0, "differ": 0, "skipped_dangling": 0,
               "missing_source": 0}
 

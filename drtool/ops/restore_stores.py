@@ -21,7 +21,7 @@ from drtool.adapters import s3 as s3a
 from drtool.config import Settings
 from drtool.core import manifest as mf
 from drtool.core.keys import KeyPatterns
-from drtool.errors import NotFoundError, VerificationFailed
+from drtool.errors import VerificationFailed
 from drtool.ops import snapshot_stores
 from drtool.ops.snapshot_catalog import HashingReader, SnapshotInfo, bounded_map, spool_verified
 
@@ -71,16 +71,9 @@ def prepare(dest: Any, info: SnapshotInfo, sums: dict[str, str], plans: list[Sto
                                      "could escape the store's prefixes; nothing was copied: " + "; ".join(problems),
                                      hint="the manifest was edited after the snapshot was taken; restore another one")
         client = s3a.make_client(p.store.s3)
-        try:
-            client.head_bucket(Bucket=p.store.bucket)
-        except Exception as exc:
-            err = s3a.translate_error(exc, what=f"{p.store.name} storage bucket {p.store.bucket}",
-                                      endpoint=p.store.s3.endpoint)
-            if isinstance(err, NotFoundError) or s3a.http_status(exc) == 404:
-                raise NotFoundError(f"{p.store.name} storage bucket {p.store.bucket} does not exist",
-                                    hint="create it with versioning enabled, then run the restore again",
-                                    system=err.system) from None
-            raise err from None
+        s3a.BucketStore.over(client, p.store.bucket).require_bucket(
+            f"{p.store.name} storage bucket {p.store.bucket}",
+            hint="create it with versioning enabled, then run the restore again")
 
 
 def apply(settings: Settings, info: SnapshotInfo, plans: list[StorePlan], *, dry_run: bool, verify_only: bool,

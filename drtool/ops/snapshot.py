@@ -44,7 +44,6 @@ from drtool.errors import (
     ConfigError,
     DrtoolError,
     ExitCode,
-    NotFoundError,
     UnavailableError,
     UsageError,
     VerificationFailed,
@@ -123,15 +122,8 @@ def open_destination(settings: Settings, *, check: bool = True) -> Destination:
     s3 = destination_settings(settings)
     dest = Destination(s3=s3, client=s3a.make_client(s3), bucket=str(s3.bucket), prefix=settings.snapshot.prefix)
     if check:
-        try:
-            dest.client.head_bucket(Bucket=dest.bucket)
-        except Exception as exc:
-            err = dest.s3_error(exc, f"snapshot bucket {dest.bucket}")
-            if isinstance(err, NotFoundError) or s3a.http_status(exc) == 404:
-                raise NotFoundError(f"snapshot bucket {dest.bucket} does not exist",
-                                    hint="create it, or set snapshot.bucket to an existing bucket",
-                                    system=err.system) from None
-            raise err from None
+        s3a.BucketStore.over(dest.client, dest.bucket).require_bucket(
+            f"snapshot bucket {dest.bucket}", hint="create it, or set snapshot.bucket to an existing bucket")
     return dest
 
 
@@ -514,7 +506,7 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
         stderr_file.close()
         if "error" in dump_outcome:
             exc = dump_outcome["error"]
-            if not isinstance(exc, DrtoolError) and hasattr(exc, "response"):  # a botocore error: name the cause
+            if not isinstance(exc, DrtoolError) and s3a.is_sdk_error(exc):  # name the cause
                 exc = s3a.translate_error(exc, what="uploading the dump", endpoint=dest.s3.endpoint)
             raise exc if isinstance(exc, DrtoolError) else UnavailableError(
                 f"uploading the dump failed: {exc}", system=f"object store {dest.s3.endpoint}")
@@ -604,7 +596,7 @@ def _create_locked(settings: Settings, options: CreateOptions, dest: Destination
         _cleanup_failed(dest, folder)
         if isinstance(exc, DrtoolError | KeyboardInterrupt):
             raise
-        if hasattr(exc, "response"):  # a botocore error
+        if s3a.is_sdk_error(exc):
             raise s3a.translate_error(exc, what="snapshot", endpoint=dest.s3.endpoint) from None
         if type(exc).__module__.startswith("psycopg"):
             raise pga.translate_error(exc, pg) from None
@@ -707,7 +699,7 @@ def write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: K
     except DrtoolError:
         raise
     except Exception as exc:
-        if hasattr(exc, "response") or type(exc).__module__.startswith("botocore"):
+        if s3a.is_sdk_error(exc):
             raise s3a.translate_error(exc, what=f"listing bucket {bucket}", endpoint=None) from None
         raise
     for ref in index.missing():
