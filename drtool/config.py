@@ -187,12 +187,16 @@ class RedisSettings:
 
 @dataclass(frozen=True)
 class DifySettings:
-    hosts: str = _opt("", "docker-compose host names to replace, e.g. 'db_postgres=10.0.0.5,weaviate=10.0.0.6'")
+    hosts: tuple[str, ...] = _opt((), "docker-compose host names to replace, NAME=HOST each (`--dify-host` "
+                                      "repeated, a TOML array, or comma-separated in the environment), e.g. "
+                                      "db_postgres=10.0.0.5")
 
 
 @dataclass(frozen=True)
 class ReplicationSettings:
-    sites: str = _opt("", "MinIO sites to ask for replication status, 'ALIAS=URL,ALIAS=URL' (same credentials)")
+    sites: tuple[str, ...] = _opt((), "MinIO sites to ask for replication status, ALIAS=URL each (`--site` "
+                                      "repeated, a TOML array, or comma-separated in the environment; same "
+                                      "credentials)")
     access_key: str | None = _opt(None, "admin access key for the sites; default: s3.access_key", secret=True)
     secret_key: str | None = _opt(None, "admin secret key for the sites; default: s3.secret_key", secret=True)
     expected_sites: int | None = _opt(None, "number of sites replication must span; fewer is CRITICAL")
@@ -422,11 +426,12 @@ def load_settings(
     config_path = config_path or environ.get(ENV_PREFIX + "CONFIG")
     dify_env_path = dify_env_path or environ.get(ENV_PREFIX + "DIFY_ENV")
     file_values = _read_toml(Path(config_path), explicit=True) if config_path else _read_default_toml()
-    host_map_raw = (
+    host_map_raw = (  # needed before the rest: it rewrites the hosts of the .env's values
         (flags or {}).get("dify.hosts")
         or environ.get(SPECS["dify.hosts"].env_var)
         or file_values.get("dify.hosts", ("", ""))[0]
     )
+    host_map = _parse_host_map(_coerce(SPECS["dify.hosts"], host_map_raw or (), "dify.hosts"))
 
     storage_problem = None
     notes: list[str] = []
@@ -437,7 +442,7 @@ def load_settings(
             text = decode_dotenv(path.read_bytes(), str(path))
         except OSError as exc:
             raise ConfigError(f"cannot read Dify env file {path}: {exc.strerror}") from None
-        mapping = map_dify_env(parse_dotenv(text, str(path)), _parse_host_map(str(host_map_raw)))
+        mapping = map_dify_env(parse_dotenv(text, str(path)), host_map)
         for key, (value, var) in mapping.values.items():
             raw[key] = (value, f"dify-env:{var}")
         storage_problem = mapping.storage_problem
@@ -478,10 +483,11 @@ def load_settings(
                 register_secret(urlsplit(value).password)  # a URL setting may carry a password
             except ValueError as exc:  # e.g. an unbalanced IPv6 bracket; the value itself may hold a secret
                 raise ConfigError(f"invalid URL for setting {key} (from {sources[key]}): {exc}") from None
-            # 'ALIAS=URL,ALIAS=URL' (replication.sites) is no single URL; a password may hold unencoded '/' or '@'.
-            for item in value.split(",") if key == "replication.sites" else [value]:
-                for credential in _url_credentials(item.partition("=")[2] if key == "replication.sites" else item,
-                                                   user_too=key == "replication.sites"):
+            for credential in _url_credentials(value, user_too=False):  # may hold unencoded '/' or '@'
+                register_secret(credential)
+        if key == "replication.sites":  # ALIAS=URL items; a site's user is an access key
+            for item in value or ():
+                for credential in _url_credentials(item.partition("=")[2], user_too=True):
                     register_secret(credential)
     return Settings(
         **{name: SECTIONS[name](**vals) for name, vals in values.items()},
@@ -508,9 +514,9 @@ def _url_credentials(url: str, *, user_too: bool) -> list[str]:
     return [c for c in found if c]
 
 
-def _parse_host_map(text: str) -> dict[str, str]:
+def _parse_host_map(items: tuple[str, ...]) -> dict[str, str]:
     result: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
+    for item in items:
         name, sep, host = item.partition("=")
         if not sep or not name.strip() or not host.strip():
             raise ConfigError(f"invalid dify.hosts entry '{item}': expected NAME=HOST, e.g. db_postgres=10.0.0.5")

@@ -216,7 +216,7 @@ class App:
         self._start_heartbeat()
         merged = {**self.tls_overrides, **(flags or {})}
         if self.dify_hosts:
-            merged["dify.hosts"] = ",".join(self.dify_hosts)
+            merged["dify.hosts"] = self.dify_hosts
         if self._settings is None or merged:
             self._settings = load_settings(
                 flags=merged, config_path=self.config_path, dify_env_path=self.dify_env_path

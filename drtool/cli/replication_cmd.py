@@ -55,7 +55,7 @@ def replication_group() -> None:
 
 
 def _site_flags(sites: tuple[str, ...]) -> dict[str, Any]:
-    return {"replication.sites": ",".join(sites)} if sites else {}
+    return {"replication.sites": sites} if sites else {}
 
 
 def _pick(settings_sites: list[Site], value: str | None, default_index: int, what: str) -> Site:
@@ -308,7 +308,7 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
 
     limit = _deadline(deadline, "verify")
     settings = _deadline_settings(app, {**_site_flags(sites), "replication.settle_seconds": settle}, limit)
-    known = parse_sites([settings.replication.sites]) if settings.replication.sites else []
+    known = parse_sites(settings.replication.sites)
     src = _pick(known, source, 0, "source")
     dst = _pick(known, target, 1, "target")
     if (src.endpoint, src.alias) == (dst.endpoint, dst.alias):
@@ -390,7 +390,7 @@ def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str 
     if limit > 0:
         wait = min(wait, limit * 0.4)  # both waits and the clean-up fit inside the deadline
     settings = _deadline_settings(app, _site_flags(sites), limit)
-    known = parse_sites([settings.replication.sites]) if settings.replication.sites else []
+    known = parse_sites(settings.replication.sites)
     src = _pick(known, source, 0, "source")
     dst = _pick(known, target, 1, "target")
     bucket = bucket or settings.s3.bucket

@@ -62,22 +62,22 @@ class Site:
 
 
 def parse_sites(items: Iterable[str]) -> list[Site]:
-    """`ALIAS=URL` items (a config value may hold several separated by commas) -> sites, aliases unique."""
+    """`ALIAS=URL` items (each whole: the list setting replication.sites or --site flags) -> sites, aliases
+    unique."""
     sites: list[Site] = []
-    for raw in items:
-        for item in filter(None, (p.strip() for p in str(raw).split(","))):
-            alias, sep, url = item.partition("=")
-            if not sep or not alias.strip() or not url.strip().startswith(("http://", "https://")):
-                raise ConfigError(f"invalid site '{item}': expected ALIAS=URL, e.g. dr=https://minio-dr:9000")
-            if any(s.alias == alias.strip() for s in sites):
-                raise ConfigError(f"site alias '{alias.strip()}' is given twice")
-            sites.append(Site(alias.strip(), url.strip().rstrip("/")))
+    for item in filter(None, (str(raw).strip() for raw in items)):
+        alias, sep, url = item.partition("=")
+        if not sep or not alias.strip() or not url.strip().startswith(("http://", "https://")):
+            raise ConfigError(f"invalid site '{item}': expected ALIAS=URL, e.g. dr=https://minio-dr:9000")
+        if any(s.alias == alias.strip() for s in sites):
+            raise ConfigError(f"site alias '{alias.strip()}' is given twice")
+        sites.append(Site(alias.strip(), url.strip().rstrip("/")))
     return sites
 
 
 def configured_sites(settings: Settings, flags: Sequence[str] = ()) -> list[Site]:
     """Sites from --site flags, else replication.sites; at least one is needed."""
-    sites = parse_sites(flags) if flags else parse_sites([settings.replication.sites])
+    sites = parse_sites(flags) if flags else parse_sites(settings.replication.sites)
     if not sites:
         raise ConfigError("no replication site is configured",
                           hint="pass --site ALIAS=URL (repeatable) or set replication.sites / "

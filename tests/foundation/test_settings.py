@@ -191,3 +191,28 @@ def test_recipients_file_with_a_comma_in_its_path_is_read_whole(tmp_path: Path) 
     recipients = folder / "recipients.txt"
     recipients.write_text("# the DR site\n" + str(pyrage.x25519.Identity.generate().to_public()) + "\n")
     assert len(parse_recipients([str(recipients)])) == 1
+
+
+def test_sites_and_host_maps_are_list_settings_whose_flag_items_stay_whole(tmp_path: Path) -> None:
+    """replication.sites and dify.hosts were comma strings joined from the flags and split again: a site whose
+    password holds a comma became two broken sites. Flags and TOML arrays keep items whole; the environment's
+    single string is split on commas, as before."""
+    from drtool.ops.replication import parse_sites
+    from drtool.redact import redact
+
+    site = "dr=http://drkey:pa,ss@minio-dr:9000"
+    flagged = load_settings(environ={}, flags={"replication.sites": (site, "main=http://minio:9000")})
+    assert flagged.replication.sites == (site, "main=http://minio:9000")
+    assert [s.alias for s in parse_sites(flagged.replication.sites)] == ["dr", "main"]
+    assert "pa,ss" not in redact(f"GET {site}") and "drkey" not in redact("key drkey")
+    toml = write(tmp_path, "d.toml", f"[replication]\nsites = [{site!r}]\n")
+    assert load_settings(environ={}, config_path=toml).replication.sites == (site,)
+    env = load_settings(environ={"DRTOOL_REPLICATION_SITES": "a=http://h1:9000,b=http://h2:9000"})
+    assert [s.endpoint for s in parse_sites(env.replication.sites)] == ["http://h1:9000", "http://h2:9000"]
+    hosts = load_settings(environ={}, flags={"dify.hosts": ("db_postgres=10.1.2.3", "weaviate=wv.internal")},
+                          dify_env_path=write(tmp_path, ".env", DIFY_S3_ENV))
+    assert hosts.dify.hosts == ("db_postgres=10.1.2.3", "weaviate=wv.internal")
+    assert hosts.postgres.host == "10.1.2.3" and hosts.weaviate.endpoint == "http://wv.internal:8080"
+    with pytest.raises(ConfigError, match=r"invalid dify\.hosts entry 'weaviate'"):
+        load_settings(environ={"DRTOOL_DIFY_HOSTS": "db_postgres=10.1.2.3,weaviate"},
+                      dify_env_path=write(tmp_path, ".env", DIFY_S3_ENV))
