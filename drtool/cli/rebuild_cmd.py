@@ -15,6 +15,7 @@ from drtool.core.terminal import one_line
 from drtool.errors import UsageError
 from drtool.log import LOGGER_NAME
 from drtool.ops.rebuild import DatasetReport, Options, Rebuilder, overall_exit_code
+from drtool.wiring import RebuildParts, rebuild_parts
 
 
 class _Work:
@@ -120,25 +121,9 @@ class _LogProgress(_Work):
         display.work = self
 
 
-def _build_components(app: App, settings: Any, *, need_target: bool) -> dict[str, Any]:
-    from drtool.adapters import vector_stores
-    from drtool.adapters.embedders import make_embedder
-    from drtool.adapters.s3 import BucketStore
-
+def _build_components(app: App, settings: Any, *, need_target: bool) -> RebuildParts:
     settings.require_s3()
-    components: dict[str, Any] = {"store": BucketStore(settings.s3)}
-    # Reach the bucket before loading a model (seconds of imports and weights): bad credentials fail at once.
-    components["store"].probe()
-    # vector.store picks the backend; the registry knows how to open it and what to ask for when it is not set.
-    components["target"] = vector_stores.open_store(settings) if need_target else None
-    components["embedder"] = make_embedder(settings.embedding)
-    meta = None
-    if any(k.startswith("postgres.") and settings.is_set(k) for k in settings.sources):
-        from drtool.adapters.dify_embedding_cache import DifyMetadata
-
-        meta = DifyMetadata(settings.postgres)
-    components["meta"] = meta
-    return components
+    return rebuild_parts(settings, need_target=need_target)
 
 
 @click.command("rebuild-index")
@@ -247,31 +232,29 @@ def rebuild_index(app: App, datasets: tuple[str, ...], all_datasets: bool, annot
         progress = _RichProgress() if on_terminal(json_mode=app.json_mode, log_format=app.log_format) \
             else _LogProgress()
     rebuilder = _rebuilder(sharding, finalize)(
-        settings, options, store=parts["store"], target=parts["target"], embedder=parts["embedder"],
-        meta=parts["meta"], emit=app.emit, progress=progress, redis_url=settings.redis.url,
+        settings, options, store=parts.store, target=parts.target, embedder=parts.embedder,
+        meta=parts.meta, emit=app.emit, progress=progress, redis_url=settings.redis.url,
         **({"shard": sharding} if sharding is not None else {}))
     started = time.monotonic()
     try:
         reports = rebuilder.run() if (datasets or all_datasets) else []
         if annotations:
             reports += _rebuild_annotations(app, settings, options, parts, apps, progress)
-        elif all_datasets and parts["store"].list_folders("annotations/"):
+        elif all_datasets and parts.store.list_folders("annotations/"):
             app.emit({"event": "rebuild.annotations_not_selected",
                       "hint": "annotation-reply collections are rebuilt only with --annotations"})
     finally:
-        for name in ("target", "embedder", "meta"):
-            if parts[name] is not None:
-                parts[name].close()
+        parts.close()
     code = overall_exit_code(reports)
     app.add_metrics([Metric("drtool_rebuild_index_dataset_exit_code", "Exit code of each dataset in the last run.",
                             r.exit_code, {"dataset_id": r.dataset_id}) for r in reports]
                     + [Metric("drtool_rebuild_index_inserted_chunks", "Chunks inserted per dataset in the last run.",
                               r.inserted, {"dataset_id": r.dataset_id}) for r in reports])
     payload = {"event": "result", "seconds": round(time.monotonic() - started, 3),
-               "model": parts["embedder"].model_id,
-               "model_requests": getattr(parts["embedder"], "requests", None),
+               "model": parts.embedder.model_id,
+               "model_requests": getattr(parts.embedder, "requests", None),
                # The local model's device (embedding.device resolved), null when no local model was loaded.
-               "device": getattr(parts["embedder"], "device", None),
+               "device": getattr(parts.embedder, "device", None),
                "datasets": [r.to_dict() for r in reports]}
     app.result(payload, lambda: _render(app, reports, dry_run))
     return conclude(code, "; ".join(f"dataset {r.dataset_id}: {r.status}" + (f" ({r.error})" if r.error else "")
@@ -307,19 +290,19 @@ def _rebuilder(shard: Any, finalize: bool) -> type[Rebuilder]:
     return ShardFinalizer if finalize else ShardedRebuilder
 
 
-def _rebuild_annotations(app: App, settings: Any, options: Options, parts: dict[str, Any], apps: tuple[str, ...],
+def _rebuild_annotations(app: App, settings: Any, options: Options, parts: RebuildParts, apps: tuple[str, ...],
                          progress: Any) -> list[DatasetReport]:
     """The annotation-reply collections (drtool/ops/annotations.py), through the same pipeline and gate."""
     from drtool.ops.annotations import AnnotationRebuilder, read_enabled_apps
 
     enabled = None
-    if parts["meta"] is not None:  # Postgres configured: it says which apps are enabled and on which model
+    if parts.meta is not None:  # Postgres configured: it says which apps are enabled and on which model
         from drtool.adapters.dify_metadata import DifyReader
 
         with DifyReader(settings.postgres) as reader:
             enabled = read_enabled_apps(reader)
-    rebuilder = AnnotationRebuilder(settings, options, store=parts["store"], target=parts["target"],
-                                    embedder=parts["embedder"], meta=parts["meta"], emit=app.emit,
+    rebuilder = AnnotationRebuilder(settings, options, store=parts.store, target=parts.target,
+                                    embedder=parts.embedder, meta=parts.meta, emit=app.emit,
                                     progress=progress, redis_url=settings.redis.url, apps=enabled, app_ids=apps)
     return rebuilder.run()
 

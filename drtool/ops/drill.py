@@ -54,6 +54,7 @@ from drtool.ops.snapshot import Destination, open_destination
 from drtool.ops.snapshot_auth import authenticate
 from drtool.ops.snapshot_catalog import SnapshotInfo, destination_store, iter_records, resolve
 from drtool.redact import redact_obj
+from drtool.wiring import rebuild_parts
 
 if TYPE_CHECKING:
     from drtool.adapters.dify_annotations import AnnotationApp
@@ -425,9 +426,6 @@ class Drill:
         return names
 
     def rebuild_index(self, dest: Destination, info: SnapshotInfo, detail: dict[str, Any]) -> None:
-        from drtool.adapters.dify_embedding_cache import DifyMetadata
-        from drtool.adapters.embedders import make_embedder
-        from drtool.adapters.s3 import BucketStore
         from drtool.errors import VerificationFailed
         from drtool.ops.annotations import AnnotationRebuilder
         from drtool.ops.rebuild import ChunkProgressEvents, Options, Rebuilder
@@ -440,13 +438,12 @@ class Drill:
         if not datasets and not apps:
             detail["note"] = "no high-quality dataset and no app with annotation reply: nothing to index"
             return
-        store = BucketStore(scratch.s3)
+        # The scratch copy's parts, assembled where the command's are; its database always says what Dify used.
+        parts = rebuild_parts(scratch, probe=False, metadata=True)
+        store, target, embedder, meta = parts.store, parts.target, parts.embedder, parts.meta
         key_prefix = str(info.meta.get("source", {}).get("key_prefix", store.prefix) or "")
         source_bucket = str(info.meta.get("source", {}).get("bucket") or store.bucket)
         pinned = PinnedChunkStore(store, dest, _chunk_pins(dest, info, self.identities, key_prefix), source_bucket)
-        target = self._target(scratch)
-        embedder = make_embedder(scratch.embedding)
-        meta = DifyMetadata(scratch.postgres)
         reports: list[DatasetReport] = []
         app_reports: list[DatasetReport] = []
         try:
