@@ -35,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.snapshot.run import client, new_bucket, start_minio  # noqa: E402
+from bench.snapshot.run import client, drtool_env, new_bucket, start_minio  # noqa: E402
 from tests.load.workload import Writer, latencies, throughput  # noqa: E402
 from tests.stack.dify_db import create_dify_database  # noqa: E402
 from tests.stack.pg_server import local_postgres  # noqa: E402
@@ -144,14 +144,7 @@ def main() -> None:
                 c.put_object(Bucket=bucket, Key=key, Body=data)
             overwrite = fill(c, bucket, db.dsn, str(db.tenant_id), db.dataset_ids, n, db_mb)
             print(f"filled {n} objects and {db_mb} MiB in {time.perf_counter() - t0:.1f}s", flush=True)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG"))}
-            env.update({"DRTOOL_S3_ENDPOINT": endpoint, "DRTOOL_S3_BUCKET": bucket,
-                        "DRTOOL_S3_ACCESS_KEY": "bench", "DRTOOL_S3_SECRET_KEY": "bench-secret-123",
-                        "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_SNAPSHOT_BUCKET": dest,
-                        "DRTOOL_POSTGRES_HOST": pg.host, "DRTOOL_POSTGRES_PORT": str(pg.port),
-                        "DRTOOL_POSTGRES_USER": pg.user, "DRTOOL_POSTGRES_PASSWORD": pg.password,
-                        "DRTOOL_POSTGRES_DATABASE": db.dbname, "DRTOOL_POSTGRES_SSLMODE": "disable",
-                        "DRTOOL_SNAPSHOT_PG_BIN_DIR": str(pg.bin_dir)})
+            env = drtool_env(endpoint, bucket, dest, pg, db.dbname)
             rounds = []
             for r in range(args.rounds):
                 row = one_round(c, bucket, db.dsn, str(db.tenant_id), overwrite, env, args.writers, args.window, r)

@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from bench.snapshot.run import (  # noqa: E402
     baseline_listing,
     client,
+    drtool_env,
     new_bucket,
     plain_pg_dump,
     run_snapshot,
@@ -232,14 +233,7 @@ def main() -> None:
             for n_index, n in enumerate(sizes):
                 bucket, rate, method = filled[n]
                 dbname = f"bench_{n}"
-                env = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG"))}
-                env.update({"DRTOOL_S3_ENDPOINT": endpoint, "DRTOOL_S3_BUCKET": bucket,
-                            "DRTOOL_S3_ACCESS_KEY": "bench", "DRTOOL_S3_SECRET_KEY": "bench-secret-123",
-                            "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_SNAPSHOT_BUCKET": dest,
-                            "DRTOOL_POSTGRES_HOST": pg.host, "DRTOOL_POSTGRES_PORT": str(pg.port),
-                            "DRTOOL_POSTGRES_USER": pg.user, "DRTOOL_POSTGRES_PASSWORD": pg.password,
-                            "DRTOOL_POSTGRES_DATABASE": dbname, "DRTOOL_POSTGRES_SSLMODE": "disable",
-                            "DRTOOL_SNAPSHOT_PG_BIN_DIR": str(pg.bin_dir)})
+                env = drtool_env(endpoint, bucket, dest, pg, dbname)
                 pg_env = {**env, "PGHOST": pg.host, "PGPORT": str(pg.port), "PGUSER": pg.user,
                           "PGPASSWORD": pg.password}
                 dumps, lists, snaps = [], [], []

@@ -109,6 +109,20 @@ def fill(c: Any, bucket: str, dsn: str, n: int, db_mb: int) -> None:
                      " FROM generate_series(1, 31) h) FROM generate_series(1, %s) g", (db_mb * 1024,))
 
 
+def drtool_env(endpoint: str, bucket: str, dest: str, pg: Any, dbname: str) -> dict[str, str]:
+    """The environment a benchmark's `drtool snapshot create` runs with: this process's, less DRTOOL_*/PG*, plus
+    the bench MinIO (user bench) and Postgres."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG"))}
+    env.update({"DRTOOL_S3_ENDPOINT": endpoint, "DRTOOL_S3_BUCKET": bucket,
+                "DRTOOL_S3_ACCESS_KEY": "bench", "DRTOOL_S3_SECRET_KEY": "bench-secret-123",
+                "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_SNAPSHOT_BUCKET": dest,
+                "DRTOOL_POSTGRES_HOST": pg.host, "DRTOOL_POSTGRES_PORT": str(pg.port),
+                "DRTOOL_POSTGRES_USER": pg.user, "DRTOOL_POSTGRES_PASSWORD": pg.password,
+                "DRTOOL_POSTGRES_DATABASE": dbname, "DRTOOL_POSTGRES_SSLMODE": "disable",
+                "DRTOOL_SNAPSHOT_PG_BIN_DIR": str(pg.bin_dir)})
+    return env
+
+
 def new_bucket(c: Any) -> str:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     c.create_bucket(Bucket=name)
@@ -222,14 +236,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 fill(c, bucket, pg.dsn(dbname), size, args.db_mb)
                 print(f"filled {size} objects in {time.perf_counter() - t0:.1f}s", flush=True)
-                env = {k: v for k, v in os.environ.items() if not k.startswith(("DRTOOL_", "PG"))}
-                env.update({"DRTOOL_S3_ENDPOINT": endpoint, "DRTOOL_S3_BUCKET": bucket,
-                            "DRTOOL_S3_ACCESS_KEY": "bench", "DRTOOL_S3_SECRET_KEY": "bench-secret-123",
-                            "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_SNAPSHOT_BUCKET": dest,
-                            "DRTOOL_POSTGRES_HOST": pg.host, "DRTOOL_POSTGRES_PORT": str(pg.port),
-                            "DRTOOL_POSTGRES_USER": pg.user, "DRTOOL_POSTGRES_PASSWORD": pg.password,
-                            "DRTOOL_POSTGRES_DATABASE": dbname, "DRTOOL_POSTGRES_SSLMODE": "disable",
-                            "DRTOOL_SNAPSHOT_PG_BIN_DIR": str(pg.bin_dir)})
+                env = drtool_env(endpoint, bucket, dest, pg, dbname)
                 pg_env = {**env, "PGHOST": pg.host, "PGPORT": str(pg.port), "PGUSER": pg.user,
                           "PGPASSWORD": pg.password}
                 row: dict[str, Any] = {}

@@ -333,10 +333,10 @@ class ResumingBody(TranslatedBody):
             self._body.close()
         self._body = self._reopen(self._offset, self._etag)["Body"]
 
-    def read(self, size: int | None = -1) -> bytes:
+    def _reading(self, call: Any) -> bytes:
         while True:
             try:
-                data = bytes(self._body.read(None if size is None or size < 0 else size))
+                data = bytes(call())
             except DrtoolError:
                 raise
             except _CUT_ERRORS as exc:
@@ -347,19 +347,11 @@ class ResumingBody(TranslatedBody):
             self._offset += len(data)
             return data
 
+    def read(self, size: int | None = -1) -> bytes:
+        return self._reading(lambda: self._body.read(None if size is None or size < 0 else size))
+
     def readline(self, size: int | None = -1) -> bytes:
-        while True:
-            try:
-                data = bytes(self._body.readline() if size is None or size < 0 else self._body.readline(size))
-            except DrtoolError:
-                raise
-            except _CUT_ERRORS as exc:
-                self._resume(exc)
-                continue
-            except Exception as exc:
-                raise self._translate(exc) from None
-            self._offset += len(data)
-            return data
+        return self._reading(lambda: self._body.readline() if size is None or size < 0 else self._body.readline(size))
 
 
 class BucketStore:
