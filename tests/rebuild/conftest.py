@@ -89,6 +89,14 @@ def rebuild_env(monkeypatch: pytest.MonkeyPatch, chunk_bucket: ChunkBucket, milv
     return env
 
 
+def use_local_model(monkeypatch: pytest.MonkeyPatch, model_path: Any) -> None:
+    """Switch rebuild_env from the test endpoint to the offline local model."""
+    for key in ("DRTOOL_EMBEDDING_BASE_URL", "DRTOOL_EMBEDDING_API_KEY", "DRTOOL_EMBEDDING_DIMENSIONS"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("DRTOOL_EMBEDDING_PROVIDER", "local")
+    monkeypatch.setenv("DRTOOL_EMBEDDING_MODEL", str(model_path))
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
     """Run `drtool --json ARGS` in this process; return (exit code, JSON events)."""

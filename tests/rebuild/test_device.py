@@ -14,7 +14,7 @@ import pytest
 
 from drtool.adapters.embedders import resolve_device
 from drtool.errors import ConfigError
-from tests.rebuild.conftest import ChunkBucket, RunCli, make_chunks, summary
+from tests.rebuild.conftest import ChunkBucket, RunCli, make_chunks, summary, use_local_model
 
 
 def _no_gpu() -> None:
@@ -37,10 +37,7 @@ def test_rebuild_reports_its_device_and_refuses_a_missing_gpu(
         rebuild_env: dict[str, str], chunk_bucket: ChunkBucket, run_cli: RunCli, local_model_path: Path,
         milvus_target: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     _no_gpu()
-    for key in ("DRTOOL_EMBEDDING_BASE_URL", "DRTOOL_EMBEDDING_API_KEY", "DRTOOL_EMBEDDING_DIMENSIONS"):
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("DRTOOL_EMBEDDING_PROVIDER", "local")
-    monkeypatch.setenv("DRTOOL_EMBEDDING_MODEL", str(local_model_path))
+    use_local_model(monkeypatch, local_model_path)
     ds = str(uuid.uuid4())
     chunk_bucket.put_chunks(ds, make_chunks(ds, 12))
 

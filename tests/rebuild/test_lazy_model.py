@@ -19,7 +19,7 @@ import pytest
 from drtool.adapters.embedders import LocalEmbedder, declared_dimension
 from drtool.config import load_settings
 from drtool.errors import ConfigError, UsageError
-from tests.rebuild.conftest import ChunkBucket, make_chunks
+from tests.rebuild.conftest import ChunkBucket, make_chunks, use_local_model
 
 PROBE = ("import json, sys\n"
          "from drtool.cli.main import run\n"
@@ -40,10 +40,7 @@ def _rebuild_in_child(dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def test_a_warm_rebuild_imports_no_model(rebuild_env: dict[str, str], chunk_bucket: ChunkBucket,
                                          local_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("DRTOOL_EMBEDDING_BASE_URL", "DRTOOL_EMBEDDING_API_KEY", "DRTOOL_EMBEDDING_DIMENSIONS"):
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("DRTOOL_EMBEDDING_PROVIDER", "local")
-    monkeypatch.setenv("DRTOOL_EMBEDDING_MODEL", str(local_model_path))
+    use_local_model(monkeypatch, local_model_path)
     ds = str(uuid.uuid4())
     chunk_bucket.put_chunks(ds, make_chunks(ds, 24))
 
