@@ -92,6 +92,18 @@ def grant_documented(sites: MinioSites, dify_bucket: str, snap_bucket: str, *, n
 
 
 @pytest.fixture(scope="session")
+def minio_pair(isolated_minio_pair: MinioSites) -> MinioSites:
+    """The audit's own MinIO pair: an audit judges the whole pair, so the shared one's leftovers decided verdicts."""
+    return isolated_minio_pair
+
+
+@pytest.fixture(scope="session")
+def pg(isolated_pg: PostgresServer) -> PostgresServer:
+    """The audit's own Postgres: an audit reads every database of the server."""
+    return isolated_pg
+
+
+@pytest.fixture(scope="session")
 def audit_user(minio_pair: MinioSites) -> tuple[str, str]:
     """A non-root IAM user (created once; site replication copies it to B); each `world` gives it exactly the
     documented policy for its buckets (grant_documented)."""

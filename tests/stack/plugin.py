@@ -225,20 +225,47 @@ def minio_pair(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[Min
         _restartable.remove(sites.b)
 
 
-@pytest.fixture(scope="module")
-def own_minio_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioSites]:
-    """A MinIO pair for one module only. A module that takes a site down and then expects a pair-wide verdict
-    uses it: on the shared pair, other tests' buckets heal at MinIO's pace and would decide that verdict. With
-    DRTOOL_TEST_MINIO_* set there is no second pair to make, and the shared one is used."""
+def _another_minio_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                        name: str) -> Iterator[MinioSites]:
+    """A MinIO pair besides the shared one; with DRTOOL_TEST_MINIO_* set there is no second pair to make, and the
+    shared one is used."""
     if _env("DRTOOL_TEST_MINIO_A_URL"):
         yield request.getfixturevalue("minio_pair")
         return
     _build(request, MINIO, MC)
-    with local_minio_pair(tmp_path_factory.mktemp("own-minio")) as sites:
+    with local_minio_pair(tmp_path_factory.mktemp(name)) as sites:
         _restartable.extend((sites.a, sites.b))
         yield sites
         _restartable.remove(sites.a)
         _restartable.remove(sites.b)
+
+
+@pytest.fixture(scope="module")
+def own_minio_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioSites]:
+    """A MinIO pair for one module only. A module that takes a site down and then expects a pair-wide verdict
+    uses it: on the shared pair, other tests' buckets heal at MinIO's pace and would decide that verdict."""
+    yield from _another_minio_pair(request, tmp_path_factory, "own-minio")
+
+
+@pytest.fixture(scope="session")
+def isolated_minio_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                        ) -> Iterator[MinioSites]:
+    """A second pair for the whole session, for a package whose verdicts read the whole pair (tests/audit:
+    replication health, every bucket). On the shared pair a shuffled run (seed 393396751) gave the audit's clean
+    stack a minio.replication_warning that earlier packages' objects had caused."""
+    yield from _another_minio_pair(request, tmp_path_factory, "isolated-minio")
+
+
+@pytest.fixture(scope="session")
+def isolated_pg() -> Iterator[PostgresServer]:
+    """A second Postgres for the whole session, for a package whose verdicts read the whole server (tests/audit:
+    every database, e.g. a `*_plugin` one another package left); DRTOOL_TEST_PG_DSN's server when it is set."""
+    external = _env("DRTOOL_TEST_PG_DSN")
+    if external:
+        yield external_postgres(external)
+        return
+    with local_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
