@@ -168,15 +168,19 @@ def _stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- Postgres -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg() -> Iterator[PostgresServer]:
-    """PostgreSQL 15 with password auth on 127.0.0.1 (or DRTOOL_TEST_PG_DSN)."""
+def _postgres() -> Iterator[PostgresServer]:
     external = _env("DRTOOL_TEST_PG_DSN")
     if external:
         yield external_postgres(external)
         return
     with local_postgres() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PostgresServer]:
+    """PostgreSQL 15 with password auth on 127.0.0.1 (or DRTOOL_TEST_PG_DSN)."""
+    yield from _postgres()
 
 
 @pytest.fixture
@@ -260,12 +264,7 @@ def isolated_minio_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest
 def isolated_pg() -> Iterator[PostgresServer]:
     """A second Postgres for the whole session, for a package whose verdicts read the whole server (tests/audit:
     every database, e.g. a `*_plugin` one another package left); DRTOOL_TEST_PG_DSN's server when it is set."""
-    external = _env("DRTOOL_TEST_PG_DSN")
-    if external:
-        yield external_postgres(external)
-        return
-    with local_postgres() as server:
-        yield server
+    yield from _postgres()
 
 
 @pytest.fixture(scope="session")
