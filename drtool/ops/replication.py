@@ -215,11 +215,11 @@ def self_and_peers(answer: SiteAnswer) -> tuple[str | None, dict[str, str]]:
     self_id = None
     peers: dict[str, str] = {}
     for peer in info.get("sites") or []:
-        dep = peer.get("deploymentID", "")
+        dep = peer.get("deploymentID") or ""
         if peer.get("name") == me:
             self_id = dep
-        else:
-            peers[dep] = peer.get("name") or peer.get("endpoint") or dep
+        else:  # a peer with no name, endpoint nor id still counts, and its name must sort with the others
+            peers[dep] = peer.get("name") or peer.get("endpoint") or dep or "(unnamed site)"
     return self_id, peers
 
 

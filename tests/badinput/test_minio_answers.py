@@ -103,6 +103,14 @@ def test_mutated_status_is_read_or_refused_naming_the_field(data: st.DataObject)
     _read_or_refused(status_problem(status), INFO, status)
 
 
+def test_a_peer_with_no_name_endpoint_or_id_is_read() -> None:
+    """Found by the property below in CI: such a peer's name was None, and the metrics could not sort the peers."""
+    info = copy.deepcopy(INFO)
+    info["sites"].append({"Enabled": None, "deploymentID": None})
+    assert info_problem(info) is None
+    _use_everything(info, STATUS)
+
+
 @PROFILE
 @given(st.data())
 def test_mutated_info_is_read_or_refused_naming_the_field(data: st.DataObject) -> None:
