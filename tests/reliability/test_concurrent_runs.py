@@ -89,6 +89,9 @@ def test_two_snapshot_creates_and_two_restores_at_once(minio_pair: Any, dify_db:
     assert not client.list_objects_v2(Bucket=dest, Prefix="drtool/locks/").get("KeyCount")
 
 
+_EXPORT_LOCKED = {"export.started", "progress", "export.part_uploaded", "export.dataset_exported"}
+
+
 def test_two_export_chunks_at_once(minio_pair: Any, pg: Any, dify_db_factory: Callable[..., Any]) -> None:
     db = dify_db_factory(datasets=2, documents_per_dataset=3, segments_per_document=1500, seed=5)
     site = minio_pair.a
@@ -104,7 +107,8 @@ def test_two_export_chunks_at_once(minio_pair: Any, pg: Any, dify_db_factory: Ca
     }
     runs = race(["export-chunks", "--all", "--force"], env)
     winner = _one_wins(runs, "export-chunks",
-                       lambda r: any(e.get("event") in ("export.started", "export.dataset_exported") for e in r.events))
+                       lambda r: any(e.get("event") in ("export.started", "export.dataset_exported") for e in r.events),
+                       locked=_EXPORT_LOCKED)
     assert [e["status"] for e in winner.events if e.get("event") == "export.dataset_exported"] == ["written", "written"]
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert sorted(keys) == sorted(f"datasets/{d.id}/processed/chunks.jsonl" for d in db.seed.datasets)
