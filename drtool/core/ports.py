@@ -44,7 +44,8 @@ class ObjectStore(Protocol):
     missing bucket, key or version where absence is not an answer, `AccessDenied` (exit 12, naming the IAM action
     to grant), `PreconditionFailed` when a conditional write loses, `UnavailableError` (exit 1) for a server that
     cannot be reached or fails after the adapter's retries. The translation lives once, in the adapter
-    (drtool/adapters/s3.py `translate_error`); retries too. Implementation: `drtool.adapters.s3.BucketStore`.
+    (drtool/adapters/s3/errors.py `translate_error`); retries too. Implementation:
+    `drtool.adapters.s3.store.BucketStore`.
     Head and object dicts keep S3's field names (ETag, ContentLength, VersionId, Metadata, ReplicationStatus,
     ObjectLockRetainUntilDate, ...), so a caller reads the same fields whatever the server.
     """

@@ -1,8 +1,8 @@
 """Operations talk to object storage through the ObjectStore port (drtool/core/ports.py), never through the SDK.
 
 docs/architecture.md: adapters/ are the only modules that import an SDK; an S3 failure reaches ops/ as a drtool
-error (NotFound, AccessDenied, PreconditionFailed, ...), translated once in drtool/adapters/s3.py. This test reads
-every module of drtool/ops/ (syntax tree, so comments and docstrings do not count) and fails on:
+error (NotFound, AccessDenied, PreconditionFailed, ...), translated once in drtool/adapters/s3/errors.py. This test
+reads every module of drtool/ops/ (syntax tree, so comments and docstrings do not count) and fails on:
 
 - SDK: an import of boto3 / botocore / s3transfer (also inside a function), the name ClientError, or a string
   naming the SDK (`type(exc).__module__.startswith("botocore")`);

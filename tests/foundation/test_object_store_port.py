@@ -1,7 +1,7 @@
 """The ObjectStore port (drtool/core/ports.py) on a real MinIO: what operations rely on instead of botocore.
 
-Each S3 failure arrives as one drtool error, translated once in drtool/adapters/s3.py: NotFound (exit 10) for a
-missing key or version, PreconditionFailed for a lost conditional write (If-None-Match / If-Match, the run locks'
+Each S3 failure arrives as one drtool error, translated once in drtool/adapters/s3/errors.py: NotFound (exit 10)
+for a missing key or version, PreconditionFailed for a lost conditional write (If-None-Match / If-Match, the run locks'
 compare-and-swap), AccessDenied (exit 12, naming the IAM action) for a user whose policy lacks it. The JSON
 `error` field keeps the family name (NotFoundError / AuthError) that docs/exit-codes.md and scripts match.
 """

@@ -1,4 +1,4 @@
-"""A long read cut mid-transfer is read on from where it stopped (drtool/adapters/s3.py ResumingBody).
+"""A long read cut mid-transfer is read on from where it stopped (drtool/adapters/s3/resume.py ResumingBody).
 
 A rebuild reads its chunk file only as fast as it embeds, so on a large dataset one GET stays open for hours and
 meets idle timeouts and resets (seen in the warm-rebuild bench: SeaweedFS cut a slowly read file after ten
