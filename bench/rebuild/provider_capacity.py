@@ -11,7 +11,7 @@ figure is a ratio to it, measured in the same run:
 - `adaptive xN`: N drtool processes sharing the one provider, each adapting on its own (N rebuild shards).
 
 Each client is its own process running the rebuild's pipeline primitive (`ordered_map` over batches with
-`embedder.concurrency` workers, as ops/rebuild.py does); they start together at an agreed instant, so
+`embedder.concurrency` workers, as ops/rebuild/build.py does); they start together at an agreed instant, so
 interpreter start-up is not counted. Throughput = successful requests / (last client's end - start).
 
     .venv/bin/python -m bench.rebuild.provider_capacity                 # 600 requests per scenario

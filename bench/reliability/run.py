@@ -52,11 +52,12 @@ FOUND = [
      "found": "random trial; now also a fixed-point trial",
      "fix": "the database is marked 'drtool: restoring snapshot <id> (incomplete)' before pg_restore; a re-run "
             "replaces drtool's own unfinished work without --yes; pg_restore dies with drtool (PR_SET_PDEATHSIG) "
-            "so its transaction rolls back (drtool/ops/restore.py)"},
+            "so its transaction rolls back (drtool/ops/snapshot/restore_database.py)"},
     {"command": "restore", "fault": "kill -9 while the dump was staged",
      "failure": "a full copy of the dump (drtool-dump-*.dump) was left in TMPDIR",
      "found": "reading the code behind the TMPDIR check; pinned by the fixed-point trial that kills pg_restore",
-     "fix": "the dump is staged in an anonymous file handed to pg_restore as /dev/fd/N (drtool/ops/restore.py)"},
+     "fix": "the dump is staged in an anonymous file handed to pg_restore as /dev/fd/N "
+            "(drtool/ops/snapshot/restore_database.py)"},
     {"command": "export-chunks", "fault": "kill -9 between the parts of a multipart upload",
      "failure": "the unfinished multipart upload stayed in the bucket (invisible, billed) until a lifecycle rule "
                 "or `mc rm --incomplete` removed it",

@@ -146,7 +146,7 @@ def drtool_manifest(endpoint: str, bucket: str, dest: str, dsn_parts: dict[str, 
     from drtool.config import load_settings
     from drtool.core import manifest as mf
     from drtool.core.keys import KeyPatterns, ReferenceIndex
-    from drtool.ops.snapshot import write_manifest
+    from drtool.ops.snapshot.pinning import write_manifest
 
     settings = load_settings(environ={}, flags={"s3.endpoint": endpoint, "s3.bucket": bucket, "s3.access_key": "bench",
                                                 "s3.secret_key": "bench-secret-123", "s3.address_style": "path"})

@@ -68,7 +68,7 @@ def drill_group(ctx: click.Context, snapshot_ref: str, rto_slo: str | None, rpo_
     app = ctx.find_object(App)
     assert app is not None
     from drtool.ops.drill import DrillOptions, run_drill
-    from drtool.ops.snapshot_auth import parse_expect_digest
+    from drtool.ops.snapshot.auth import parse_expect_digest
 
     options = DrillOptions(snapshot=snapshot_ref, rto_slo=_duration("--rto-slo", rto_slo),
                            rpo_slo=_duration("--rpo-slo", rpo_slo), report_dir=report_dir, keep=keep,

@@ -42,7 +42,7 @@ def generate_cmd(app: App, out: Path) -> int:
     Never put the private key in the snapshot bucket. Exit 2 when OUT exists.
     """
     from drtool.core import signing
-    from drtool.ops.snapshot_auth import write_private_key
+    from drtool.ops.snapshot.auth import write_private_key
 
     key = signing.generate()
     write_private_key(out, key)
@@ -60,7 +60,7 @@ def public_cmd(app: App, key_path: Path | None) -> int:
     """Print the public key (and key id) of a private key file, for snapshot.trusted_keys."""
     from drtool.core import signing
     from drtool.errors import ConfigError
-    from drtool.ops.snapshot_auth import signing_key
+    from drtool.ops.snapshot.auth import signing_key
 
     flags = {"snapshot.signing_key_file": str(key_path)} if key_path else {}
     key = signing_key(app.settings(flags))

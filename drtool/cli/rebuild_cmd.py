@@ -14,16 +14,17 @@ from drtool.core.ports import VECTOR_STORES
 from drtool.core.terminal import one_line
 from drtool.errors import UsageError
 from drtool.log import LOGGER_NAME
-from drtool.ops.rebuild import DatasetReport, Options, Rebuilder, overall_exit_code
+from drtool.ops.rebuild.options import DatasetReport, Options, overall_exit_code
+from drtool.ops.rebuild.rebuilder import Rebuilder
 from drtool.wiring import RebuildParts, rebuild_parts
 
 
 class _Work:
     """What a rebuild's progress counts: chunks stored (inserted, or already there on a resume), against the
     dataset's chunk count estimated from the bytes read so far, since a chunk file's line count is known only at
-    its end. Bytes read run ahead of embedding; chunks stored do not. Implements drtool.ops.rebuild.Progress (plan,
-    start, advance, stop) and shows the counts on one of the shared displays (drtool/cli/progress.py), one task
-    per dataset."""
+    its end. Bytes read run ahead of embedding; chunks stored do not. Implements
+    drtool.ops.rebuild.progress.Progress (plan, start, advance, stop) and shows the counts on one of the shared
+    displays (drtool/cli/progress.py), one task per dataset."""
 
     def __init__(self, display: LogDisplay) -> None:
         self.display = display
@@ -285,7 +286,7 @@ def _sharding(flag: str | None, finalize: bool, *, annotations: bool, action: bo
 def _rebuilder(shard: Any, finalize: bool) -> type[Rebuilder]:
     if shard is None and not finalize:
         return Rebuilder
-    from drtool.ops.rebuild_shards import ShardedRebuilder, ShardFinalizer
+    from drtool.ops.rebuild.shards import ShardedRebuilder, ShardFinalizer
 
     return ShardFinalizer if finalize else ShardedRebuilder
 

@@ -56,9 +56,9 @@ def restore_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest
     """
     from drtool.adapters.age import load_identities
     from drtool.errors import UsageError
-    from drtool.ops.restore import restore
-    from drtool.ops.snapshot import open_destination
-    from drtool.ops.snapshot_auth import parse_expect_digest
+    from drtool.ops.snapshot.auth import parse_expect_digest
+    from drtool.ops.snapshot.destination import open_destination
+    from drtool.ops.snapshot.restore import restore
 
     if no_objects and not target_db and not stores:
         raise UsageError("nothing to restore", hint="pass --target-db or --stores, and/or drop --no-objects")

@@ -26,7 +26,7 @@ def s3_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if type(exc).__module__.startswith(("botocore", "boto3", "s3transfer", "urllib3")):
                 from drtool.adapters.s3 import translate_error
-                from drtool.ops.snapshot import destination_endpoint
+                from drtool.ops.snapshot.destination import destination_endpoint
 
                 # Name the endpoint the command used (a stream cut mid-read lands here), not "AWS S3".
                 context = click.get_current_context(silent=True)
@@ -124,7 +124,7 @@ def create(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
     success unless -v. Exit 0 ok, 3 committed with warnings (dangling references, lifecycle rule, clock skew),
     2 --retain-until on a bucket without Object Lock, 11 another run holds the lock, 12 credentials refused.
     """
-    from drtool.ops.snapshot import CreateOptions, create_snapshot
+    from drtool.ops.snapshot.create import CreateOptions, create_snapshot
 
     flags = dest_flags(dest_bucket, dest_prefix, dest_endpoint)
     if encrypt_to:
@@ -178,8 +178,8 @@ def snapshots_group() -> None:
 @pass_app
 def list_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None) -> int:
     """Committed snapshots, newest first, with size, age, counts, encryption and verification state."""
-    from drtool.ops.snapshot import open_destination
-    from drtool.ops.snapshot_catalog import list_snapshots
+    from drtool.ops.snapshot.catalog import list_snapshots
+    from drtool.ops.snapshot.destination import open_destination
 
     settings = app.settings(dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     dest = open_destination(settings)
@@ -225,9 +225,10 @@ def verify_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_
     inside its folder (and with --deep the pinned objects and the dump). Exit 4 naming what is broken."""
     from drtool.adapters.age import load_identities
     from drtool.errors import UsageError
-    from drtool.ops.snapshot import open_destination
-    from drtool.ops.snapshot_auth import parse_expect_digest
-    from drtool.ops.snapshot_catalog import list_snapshots, resolve, verify
+    from drtool.ops.snapshot.auth import parse_expect_digest
+    from drtool.ops.snapshot.catalog import list_snapshots, resolve
+    from drtool.ops.snapshot.destination import open_destination
+    from drtool.ops.snapshot.verify import verify
 
     if sum(bool(x) for x in (snapshot_id, latest, all_)) != 1:
         raise UsageError("name one snapshot: ID (or latest), or --all")
@@ -273,8 +274,8 @@ def prune_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_e
     """Delete committed snapshots outside the grandfather-father-son policy; the newest one always stays, and so
     does one still under Object Lock retention (reported as kept, exit 0)."""
     from drtool.core.retention import Policy
-    from drtool.ops.retention import prune
-    from drtool.ops.snapshot import open_destination
+    from drtool.ops.snapshot.destination import open_destination
+    from drtool.ops.snapshot.retention import prune
 
     flags = dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {
         "snapshot.keep_last": keep_last, "snapshot.keep_daily": keep_daily, "snapshot.keep_weekly": keep_weekly,
@@ -323,8 +324,8 @@ def gc_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
            grace: int | None, dry_run: bool) -> int:
     """Remove uncommitted snapshot folders (killed runs) older than the grace period, and their unfinished
     multipart uploads."""
-    from drtool.ops.retention import gc
-    from drtool.ops.snapshot import open_destination
+    from drtool.ops.snapshot.destination import open_destination
+    from drtool.ops.snapshot.retention import gc
 
     settings = app.settings(dest_flags(dest_bucket, dest_prefix, dest_endpoint) | {"snapshot.gc_grace": grace})
     result = gc(settings, open_destination(settings), grace_s=settings.snapshot.gc_grace, dry_run=dry_run)
@@ -362,8 +363,8 @@ def gc_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endp
 def unlock_cmd(app: App, dest_bucket: str | None, dest_prefix: str | None, dest_endpoint: str | None,
                force: bool) -> int:
     """Remove the destination's lock after a crashed run; refuses a lock that does not look stale."""
-    from drtool.ops.retention import unlock
-    from drtool.ops.snapshot import open_destination
+    from drtool.ops.snapshot.destination import open_destination
+    from drtool.ops.snapshot.retention import unlock
 
     settings = app.settings(dest_flags(dest_bucket, dest_prefix, dest_endpoint))
     result = unlock(settings, open_destination(settings), force=force)

@@ -421,7 +421,7 @@ def account_keys(env: Mapping[str, str], mapped: Mapping[str, tuple[str, str]],
 
 
 def _plugin_in_dify_bucket(mapped: Mapping[str, tuple[str, str]]) -> bool:
-    """What `snapshot create` checks at run time (ops.snapshot_databases.plugin_storage_plan), from the .env."""
+    """What `snapshot create` checks at run time (ops.snapshot.databases.plugin_storage_plan), from the .env."""
     bucket = mapped.get("snapshot.plugin_storage_bucket", ("", ""))[0]
     endpoint = mapped.get("snapshot.plugin_storage_endpoint", ("", ""))[0]
     dify_endpoint = mapped.get("s3.endpoint", ("", ""))[0]

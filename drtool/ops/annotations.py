@@ -37,16 +37,10 @@ from drtool.core.chunk_writer import SUFFIX, text_digest
 from drtool.core.chunks import CHUNK_FILE_NAMES, KIND_ANNOTATION, Chunk, CorruptStream
 from drtool.errors import NotFoundError, UsageError
 from drtool.ops.export_chunks import DatasetExport, Emit, ExportOptions, write_chunk_file
-from drtool.ops.rebuild import (
-    DatasetReport,
-    Plan,
-    Rebuilder,
-    head_chunk_file,
-    read_chunk_file,
-    same_model,
-    split_dify_ids,
-)
-from drtool.ops.vector_sidecar import VectorSidecar, model_folder
+from drtool.ops.rebuild.options import DatasetReport
+from drtool.ops.rebuild.plan import Plan, head_chunk_file, read_chunk_file, same_model, split_dify_ids
+from drtool.ops.rebuild.rebuilder import Rebuilder
+from drtool.ops.rebuild.sidecar import VectorSidecar, model_folder
 
 log = logging.getLogger("drtool.annotations")
 

@@ -71,7 +71,7 @@ class AuditRun:
         return self._clients[key]
 
     def destination(self) -> Any:
-        from drtool.ops.snapshot import Destination, destination_settings
+        from drtool.ops.snapshot.destination import Destination, destination_settings
 
         if self._dest is None:
             s3 = destination_settings(self.settings)
@@ -95,7 +95,7 @@ class AuditRun:
 
     # --- object storage -----------------------------------------------------------------------------------------
     def buckets(self) -> list[AuditedBucket]:
-        from drtool.ops.snapshot import destination_settings
+        from drtool.ops.snapshot.destination import destination_settings
 
         out: list[AuditedBucket] = []
         s3 = self.settings.s3
@@ -391,7 +391,7 @@ class AuditRun:
 
     # --- drtool's own state -----------------------------------------------------------------------------------------
     def snapshots(self) -> None:
-        from drtool.ops.snapshot_catalog import list_snapshots
+        from drtool.ops.snapshot.catalog import list_snapshots
 
         dest = self.destination()
         infos = list_snapshots(dest)

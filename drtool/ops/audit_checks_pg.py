@@ -79,14 +79,14 @@ def plugin_database(audit: AuditRun) -> None:
     """The plugin daemon's database is in the snapshots: configured and dumpable, or absent from the server.
 
     Why: Dify 1.x keeps installed plugins (every model provider among them) in a database of its own; snapshots
-    dump it only when postgres.plugin_database names it (drtool/ops/snapshot_databases.py). Unset while such a
+    dump it only when postgres.plugin_database names it (drtool/ops/snapshot/databases.py). Unset while such a
     database exists, restores bring back a Dify that cannot embed or answer: a warning. Set but missing or not
     readable, `snapshot create` refuses to run or pg_dump fails: every snapshot fails, so critical.
     """
     from drtool.adapters import postgres as pga
     from drtool.core.audit import Severity
     from drtool.errors import DrtoolError
-    from drtool.ops.snapshot_databases import check_plugin_database, plugin_postgres
+    from drtool.ops.snapshot.databases import check_plugin_database, plugin_postgres
 
     pg = audit.settings.postgres
     server = f"{pg.host}:{pg.port}"

@@ -184,7 +184,7 @@ def multipart_probe(audit: AuditRun, b: AuditedBucket, client: Any, target: str)
 
 def _buckets(audit: AuditRun) -> tuple[str, str]:
     """(source, snapshot) buckets to render the documented policies with; one stands in for the other if unset."""
-    from drtool.ops.snapshot import destination_settings
+    from drtool.ops.snapshot.destination import destination_settings
 
     source = str(audit.settings.s3.bucket or "")
     try:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def _endpoints(audit: AuditRun) -> dict[str, S3Settings]:
     """Distinct https endpoints of the Dify and the snapshot bucket (one finding per certificate, not per bucket)."""
-    from drtool.ops.snapshot import destination_settings
+    from drtool.ops.snapshot.destination import destination_settings
 
     out: dict[str, S3Settings] = {}
     candidates = [audit.settings.s3]

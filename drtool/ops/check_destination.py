@@ -29,7 +29,7 @@ def probe_key(prefix: str) -> str:
 
 def destination_target(settings: Settings) -> str:
     """`endpoint/bucket` of the snapshot destination for the check's table, '-' when none is configured."""
-    from drtool.ops.snapshot import destination_endpoint
+    from drtool.ops.snapshot.destination import destination_endpoint
 
     bucket = settings.snapshot.bucket or settings.s3.bucket
     endpoint = destination_endpoint(settings) or "AWS S3"
@@ -43,7 +43,7 @@ def check_snapshot_destination(settings: Settings) -> dict[str, Any]:
     as `snapshot create` itself would refuse.
     """
     from drtool.adapters import s3 as s3a
-    from drtool.ops.snapshot import destination_settings
+    from drtool.ops.snapshot.destination import destination_settings
 
     dest = destination_settings(settings)  # ConfigError (2) when no bucket is configured at all
     bucket = str(dest.bucket)
@@ -113,7 +113,7 @@ def extra_store_targets(settings: Settings) -> list[tuple[str, str, Callable[[],
     """(system, target, probe) of each extra store snapshots pin (plugin storage outside Dify's bucket, archive
     storage): read-only probes, because `snapshot create` only reads a store. A store whose settings cannot work
     (another endpoint without credentials) is a row whose probe raises that ConfigError."""
-    from drtool.ops import snapshot_stores
+    from drtool.ops.snapshot import stores as snapshot_stores
 
     try:
         stores = snapshot_stores.configured_stores(settings)

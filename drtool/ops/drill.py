@@ -49,16 +49,16 @@ from drtool.core import naming
 from drtool.core.events import Emit
 from drtool.core.ports import ObjectStore, VectorStore
 from drtool.errors import DrtoolError, NotFoundError, UsageError
-from drtool.ops import snapshot_databases
-from drtool.ops.snapshot import Destination, open_destination
-from drtool.ops.snapshot_auth import authenticate
-from drtool.ops.snapshot_catalog import SnapshotInfo, destination_store, iter_records, resolve
+from drtool.ops.snapshot import databases as snapshot_databases
+from drtool.ops.snapshot.auth import authenticate
+from drtool.ops.snapshot.catalog import SnapshotInfo, iter_records, resolve
+from drtool.ops.snapshot.destination import Destination, destination_store, open_destination
 from drtool.redact import redact_obj
 from drtool.wiring import rebuild_parts
 
 if TYPE_CHECKING:
     from drtool.adapters.dify_annotations import AnnotationApp
-    from drtool.ops.rebuild import DatasetReport
+    from drtool.ops.rebuild.options import DatasetReport
 
 log = logging.getLogger("drtool.drill")
 
@@ -332,7 +332,7 @@ class Drill:
 
     def check_snapshot(self, dest: Destination, info: SnapshotInfo, detail: dict[str, Any]) -> None:
         from drtool.errors import VerificationFailed
-        from drtool.ops.snapshot_catalog import verify as verify_snapshot
+        from drtool.ops.snapshot.verify import verify as verify_snapshot
 
         broken = verify_snapshot(self.settings, dest, info, deep=True, identities=self.identities,
                                  expect_digest=self.options.expect_digest)
@@ -345,7 +345,7 @@ class Drill:
                                           "take a new snapshot and find what deletes versions")
 
     def restore_database(self, dest: Destination, info: SnapshotInfo, detail: dict[str, Any]) -> None:
-        from drtool.ops.restore import restore
+        from drtool.ops.snapshot.restore import restore
 
         self.scratch.db_created = True  # from here on the database may exist: cleanup drops it if it does
         self.scratch.plugin_db_created = self.scratch.plugin_database is not None
@@ -428,7 +428,9 @@ class Drill:
     def rebuild_index(self, dest: Destination, info: SnapshotInfo, detail: dict[str, Any]) -> None:
         from drtool.errors import VerificationFailed
         from drtool.ops.annotations import AnnotationRebuilder
-        from drtool.ops.rebuild import ChunkProgressEvents, Options, Rebuilder
+        from drtool.ops.rebuild.options import Options
+        from drtool.ops.rebuild.progress import ChunkProgressEvents
+        from drtool.ops.rebuild.rebuilder import Rebuilder
 
         scratch = self.scratch_settings()
         datasets = sorted(self._scratch_datasets())

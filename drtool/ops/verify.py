@@ -212,7 +212,7 @@ def verify(settings: Settings, options: VerifyOptions, *, emit: Emit) -> VerifyR
 
 def _verify_files(refs: Iterator[FileRef], store: s3_adapter.BucketStore, findings: Findings,
                   workers: int, *, on_checked: Callable[[int], None] | None = None) -> FilesVerdict:
-    from drtool.ops.snapshot_catalog import bounded_map
+    from drtool.ops.snapshot.catalog import bounded_map
 
     verdict = FilesVerdict()
 
@@ -245,9 +245,9 @@ def _verify_files_at_snapshot(settings: Settings, options: VerifyOptions, refs: 
     """
     from drtool.adapters.age import load_identities
     from drtool.core import manifest as mf
-    from drtool.ops.snapshot import open_destination
-    from drtool.ops.snapshot_auth import authenticate
-    from drtool.ops.snapshot_catalog import bounded_map, iter_records, resolve
+    from drtool.ops.snapshot.auth import authenticate
+    from drtool.ops.snapshot.catalog import bounded_map, iter_records, resolve
+    from drtool.ops.snapshot.destination import open_destination
 
     dest = open_destination(settings)
     info = resolve(dest, str(options.snapshot))

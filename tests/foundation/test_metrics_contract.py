@@ -145,7 +145,7 @@ def test_an_unexpected_exception_is_recorded(exception: BaseException, code: int
                                              monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """The last line of defence in drtool.cli.main still writes the file (and the one result event)."""
-    import drtool.ops.snapshot
+    import drtool.ops.snapshot.destination
 
     def explode(*_args: object, **_kwargs: object) -> None:
         raise exception
@@ -154,7 +154,7 @@ def test_an_unexpected_exception_is_recorded(exception: BaseException, code: int
         monkeypatch.delenv(key)
     monkeypatch.setenv("DRTOOL_SNAPSHOT_BUCKET", "b")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(drtool.ops.snapshot, "open_destination", explode)
+    monkeypatch.setattr(drtool.ops.snapshot.destination, "open_destination", explode)
     path = tmp_path / "gc.prom"
     run_cli = make_run_cli(capsys)
     exit_code, events = run_cli("snapshots", "gc", "--metrics-file", str(path))

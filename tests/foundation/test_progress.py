@@ -186,7 +186,7 @@ def test_rebuild_progress_on_the_shared_display_ends_each_dataset_with_its_own_c
     """rebuild-index's Progress protocol over LogDisplay: the last line of a dataset carries that dataset's id and
     count, written before the next dataset's counters replace them."""
     from drtool.cli.rebuild_cmd import _LogProgress
-    from drtool.ops.rebuild import DatasetReport
+    from drtool.ops.rebuild.options import DatasetReport
 
     handler = Records()
     logger = logging.getLogger("drtool.rebuild")

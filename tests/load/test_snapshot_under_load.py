@@ -16,7 +16,7 @@ from datetime import datetime
 import psycopg
 
 from drtool.core import manifest as mf
-from drtool.ops.restore import MARKER_META
+from drtool.ops.snapshot.restore_objects import MARKER_META
 from tests.load.workload import Op, Writer
 from tests.snapshot.conftest import SnapshotEnv, new_bucket
 

@@ -205,7 +205,7 @@ def test_a_rebuild_uses_the_capacity_and_stores_every_vector(rebuild_env: dict[s
                                                              embedding_server: EmbeddingServer,
                                                              milvus_target: MilvusTestTarget,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole command: ops/rebuild.py's pipeline keeps enough units in flight for the gate to adapt."""
+    """The whole command: ops/rebuild/build.py's pipeline keeps enough units in flight for the gate to adapt."""
     if not embedding_server.controllable:
         pytest.skip("needs the in-process test embedding server (set_capacity)")
     ds = str(uuid.uuid4())

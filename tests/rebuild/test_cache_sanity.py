@@ -17,7 +17,7 @@ from pymilvus import MilvusClient
 
 from drtool.core.chunks import content_hash
 from drtool.core.vectors import cached_vector_problem
-from drtool.ops.vector_sidecar import encode_segment
+from drtool.ops.rebuild.sidecar import encode_segment
 from tests.rebuild.conftest import ChunkBucket, RunCli, summary
 from tests.rebuild.test_rebuild_dify import _embed_via, _pg_env
 

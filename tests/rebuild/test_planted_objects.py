@@ -14,8 +14,8 @@ import pytest
 from drtool.adapters.s3 import SMALL_OBJECT_MAX_BYTES, BucketStore
 from drtool.config import S3Settings
 from drtool.errors import DrtoolError
-from drtool.ops.rebuild import Ledger
-from drtool.ops.vector_sidecar import HEADER, MAGIC, MAX_SEGMENT_RECORDS, VectorSidecar, encode_segment
+from drtool.ops.rebuild.ledger import Ledger
+from drtool.ops.rebuild.sidecar import HEADER, MAGIC, MAX_SEGMENT_RECORDS, VectorSidecar, encode_segment
 
 DIM = 4
 

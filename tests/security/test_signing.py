@@ -33,7 +33,7 @@ def _generate(path: Path) -> tuple[str, str]:
     """What `drtool keys generate --out path` does (tested as a command below), in process: two fewer subprocesses
     per test -> (public key line, key id)."""
     from drtool.core import signing
-    from drtool.ops.snapshot_auth import write_private_key
+    from drtool.ops.snapshot.auth import write_private_key
 
     key = signing.generate()
     write_private_key(path, key)

@@ -16,8 +16,8 @@ from drtool.adapters import s3 as s3a
 from drtool.config import S3Settings
 from drtool.core import manifest as mf
 from drtool.core.keys import KeyPatterns, ReferenceIndex
-from drtool.ops import snapshot_listing
-from drtool.ops.snapshot import write_manifest
+from drtool.ops.snapshot import listing as snapshot_listing
+from drtool.ops.snapshot.pinning import write_manifest
 from tests.snapshot.conftest import SnapshotEnv, new_bucket
 from tests.stack.minio_sites import MinioSites
 

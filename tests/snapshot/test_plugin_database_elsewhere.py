@@ -69,7 +69,7 @@ def test_a_plugin_database_on_another_server_with_its_own_role_is_dumped_and_res
 
 def test_another_plugin_user_never_gets_the_main_password() -> None:
     from drtool.config import load_settings
-    from drtool.ops.snapshot_databases import plugin_postgres
+    from drtool.ops.snapshot.databases import plugin_postgres
 
     base = {"DRTOOL_POSTGRES_PASSWORD": "main-secret", "DRTOOL_POSTGRES_PLUGIN_DATABASE": "dify_plugin"}
     same = plugin_postgres(load_settings(environ=base))

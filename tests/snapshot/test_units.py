@@ -200,7 +200,7 @@ def test_listing_prefixes_cover_every_reference() -> None:
 def test_latest_of_two_snapshots_taken_in_one_second_is_the_later_fence(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids tell the second only (and a random tail): cron's run and a manual one in the same second must not make
     `latest` a coin toss. The one whose id sorts first here was taken first."""
-    from drtool.ops import snapshot_catalog as cat
+    from drtool.ops.snapshot import catalog as cat
 
     first = cat.SnapshotInfo("20261207T051500Z-ffffff", {}, {"fence": "2026-12-07T05:15:00.100000+00:00"}, None)
     last = cat.SnapshotInfo("20261207T051500Z-000000", {}, {"fence": "2026-12-07T05:15:00.900000+00:00"}, None)

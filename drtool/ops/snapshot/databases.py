@@ -33,6 +33,8 @@ from drtool.adapters import s3 as s3a
 from drtool.config import PostgresSettings, Settings
 from drtool.core import manifest as mf
 from drtool.errors import ConfigError, DrtoolError, NotFoundError, UnavailableError, UsageError
+from drtool.ops.snapshot.dump_upload import dump_worker  # the main dump's own worker: one upload path for both
+from drtool.ops.snapshot.stores import plugin_in_main_manifest, plugin_prefixes
 
 log = logging.getLogger("drtool.snapshot")
 
@@ -95,7 +97,7 @@ def check_plugin_database(settings: Settings) -> None:
 @dataclass
 class StoragePlan:
     """How the plugin daemon's storage is covered: prefixes pinned in the main manifest, or (patterns empty) as the
-    extra store `plugin` (ops.snapshot_stores)."""
+    extra store `plugin` (ops.snapshot.stores)."""
 
     patterns: list[str] = field(default_factory=list)  # added to snapshot.include_prefixes
     meta: dict[str, Any] | None = None
@@ -109,10 +111,8 @@ def plugin_storage_plan(settings: Settings) -> StoragePlan:
     Why only then: the main manifest pins versions of one source bucket and a restore writes only keys under that
     source's key prefix (confinement); the daemon writes at its bucket's root. Anywhere else (another bucket or
     endpoint, or Dify's files under s3.key_prefix) plugin storage is the extra store `plugin`, with its own
-    manifest, endpoint and credentials (ops.snapshot_stores); `pinned` in meta.json says whether it was.
+    manifest, endpoint and credentials (ops.snapshot.stores); `pinned` in meta.json says whether it was.
     """
-    from drtool.ops.snapshot_stores import plugin_in_main_manifest, plugin_prefixes
-
     snap, s3 = settings.snapshot, settings.s3
     bucket = snap.plugin_storage_bucket
     if not bucket:
@@ -175,8 +175,6 @@ class DatabaseDump:
     def start(self, dest: Any, folder: str, *, pg_bin_dir: str | None, recipients: list[Any] | None,
               part_size: int) -> None:
         """Start pg_dump on the exported snapshot, streamed (through age when asked) into the snapshot folder."""
-        from drtool.ops.snapshot import dump_worker  # the main dump's own worker: one upload path for both
-
         major = pga.server_major_of(self.version_num)
         tool = pga.find_pg_tool("pg_dump", server_major=major, bin_dir=pg_bin_dir)
         dump_major, dump_text = pga.tool_version(tool)

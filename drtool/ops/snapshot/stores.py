@@ -6,7 +6,7 @@ bucket and credentials: the plugin daemon's (PLUGIN_STORAGE_TYPE=aws_s3, PLUGIN_
 Dify's own bucket at the root, and archive storage (ARCHIVE_STORAGE_*, api/libs/archive_storage.py: workflow runs
 moved out of Postgres, keys `<tenant>/app_id=…/year=…/month=…/workflow_run_id=…` at the bucket root). Each extra
 store gets its own manifest artifact (`store-<name>.manifest.jsonl.zst`; SHA256SUMS names are flat, so no
-subfolder), pinned at the snapshot's fence by the same rule as the main manifest (ops.snapshot.write_manifest),
+subfolder), pinned at the snapshot's fence by the same rule as the main manifest (ops.snapshot.pinning.write_manifest),
 listed in meta.json under `stores`, covered by SHA256SUMS and so by COMMITTED and the signature. A store's
 manifest confines its records to the store's own prefixes, and restore writes them back only into the store's
 configured bucket: whatever a manifest says, no key leaves that place.
@@ -27,6 +27,8 @@ from drtool.config import S3Settings, Settings
 from drtool.core import manifest as mf
 from drtool.core.keys import KeyPatterns, ReferenceIndex, UnsafeKey, check_key
 from drtool.errors import ConfigError, NotFoundError, UsageError, VerificationFailed
+from drtool.ops.snapshot.catalog import DecryptingReader, bounded_map, check_object, open_artifact, plaintext
+from drtool.ops.snapshot.pinning import write_manifest  # the main manifest's own pick and refusal rules
 
 log = logging.getLogger("drtool.snapshot")
 
@@ -164,9 +166,7 @@ def pin(prepared: PreparedStore, dest: Any, folder: str, fence: datetime, *, rec
         ) -> tuple[dict[str, Any], str]:
     """List the store's versions under its prefixes and pin the one current at the fence, into its own manifest
     artifact. Returns its meta.json section and the sha256 of the stored bytes (for SHA256SUMS). `workers` and
-    `pace` are the snapshot's listing parallelism and request-rate cap (ops/snapshot_listing.py)."""
-    from drtool.ops.snapshot import write_manifest  # the main manifest's own pick and refusal rules
-
+    `pace` are the snapshot's listing parallelism and request-rate cap (ops/snapshot/listing.py)."""
     store = prepared.store
     name = mf.artifact_name(artifact_base(store.name), bool(recipients))
     sink = dest.artifact_writer(folder + name, part_size=part_size)
@@ -232,8 +232,6 @@ def record_problem(rec: mf.ManifestRecord, patterns: KeyPatterns) -> str | None:
 def records(stream: IO[bytes] | Any, info: Any, identities: list[Any] | None, name: str
             ) -> Iterator[mf.ManifestRecord]:
     """A store manifest's records, from a stream of its stored (maybe age-encrypted) bytes."""
-    from drtool.ops.snapshot_catalog import DecryptingReader, plaintext
-
     plain = plaintext(stream, info, identities, f"{info.id}/{name}")
     yield from mf.read_manifest(plain)
     if isinstance(plain, DecryptingReader):
@@ -272,8 +270,6 @@ def verify_deep(settings: Settings, dest: Any, info: Any, identities: list[Any] 
 
 def _verify_store(settings: Settings, dest: Any, info: Any, identities: list[Any] | None,
                   sums: dict[str, str] | None, section: dict[str, Any]) -> list[str]:
-    from drtool.ops.snapshot_catalog import bounded_map, check_object, open_artifact
-
     name = section["artifact"]
     try:
         store = store_for(settings, section)

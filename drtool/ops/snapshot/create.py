@@ -17,8 +17,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,104 +25,32 @@ from drtool import __version__
 from drtool.adapters import age as agea
 from drtool.adapters import postgres as pga
 from drtool.adapters import s3 as s3a
-from drtool.config import S3Settings, Settings
+from drtool.config import Settings
 from drtool.core import manifest as mf
 from drtool.core.events import Emit, no_events
 from drtool.core.keys import (
     KeyPatterns,
     ReferenceIndex,
-    UnsafeKey,
-    check_key,
-    listing_prefixes,
     parse_reference_columns,
 )
-from drtool.core.object_lock import Retention, retention_for
 from drtool.core.retention import Policy
 from drtool.errors import (
     ConfigError,
     DrtoolError,
     ExitCode,
     UnavailableError,
-    UsageError,
-    VerificationFailed,
 )
-from drtool.ops import snapshot_auth, snapshot_databases, snapshot_listing, snapshot_stores
 from drtool.ops.lock import destination_lock
+from drtool.ops.snapshot import auth as snapshot_auth
+from drtool.ops.snapshot import databases as snapshot_databases
+from drtool.ops.snapshot import listing as snapshot_listing
+from drtool.ops.snapshot import stores as snapshot_stores
+from drtool.ops.snapshot.destination import Destination, open_destination
+from drtool.ops.snapshot.dump_upload import dump_worker
+from drtool.ops.snapshot.pinning import write_manifest
+from drtool.ops.snapshot.preflight import check_pg_dump, object_lock, replication_verdict, s3_endpoint_key
 
 log = logging.getLogger("drtool.snapshot")
-
-PROGRESS_EVERY = 100  # versions listed between two progress reports (a report costs a dict)
-
-
-# --- where snapshots live ---------------------------------------------------------------------------------------
-
-@dataclass
-class Destination:
-    """The bucket and prefix that hold `snapshots/<id>/` folders and the lock."""
-
-    s3: S3Settings
-    client: Any
-    bucket: str
-    prefix: str
-    # Object Lock retention of snapshot artifacts, set by `snapshot create` once the bucket is checked.
-    # Every artifact goes through put_artifact / artifact_writer, so a new artifact is locked like the others;
-    # the lock objects, verified.json and drills/ are written with `client` directly and stay mutable.
-    retention: Retention | None = None
-
-    def put_artifact(self, key: str, body: bytes, *, content_type: str = "application/octet-stream") -> None:
-        """Write one small snapshot artifact (meta.json, SHA256SUMS, COMMITTED, signatures) under the retention."""
-        s3a.put_bytes(self.client, self.bucket, key, body, content_type=content_type, retention=self.retention)
-
-    def artifact_writer(self, key: str, *, part_size: int) -> s3a.MultipartWriter:
-        """A streaming upload of a large snapshot artifact (dump, manifest) under the retention."""
-        return s3a.MultipartWriter(self.client, self.bucket, key, part_size=part_size, retention=self.retention)
-
-    def key(self, *parts: str) -> str:
-        return "/".join([p for p in (self.prefix.strip("/"), *parts) if p])
-
-    @property
-    def snapshots_prefix(self) -> str:
-        return self.key("snapshots") + "/"
-
-    def folder(self, snapshot_id: str) -> str:
-        return self.key("snapshots", snapshot_id) + "/"
-
-    @property
-    def lock_key(self) -> str:
-        return self.key("locks", "snapshots.lock")
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix.strip('/')}"
-
-    def s3_error(self, exc: Exception, what: str) -> DrtoolError:
-        return s3a.translate_error(exc, what=what, endpoint=self.s3.endpoint)
-
-
-def destination_endpoint(settings: Settings) -> str | None:
-    """The snapshot bucket's endpoint (None: AWS S3), resolved as destination_settings does, with no bucket needed."""
-    return settings.snapshot.endpoint or settings.s3.endpoint
-
-
-def destination_settings(settings: Settings) -> S3Settings:
-    """The snapshot bucket's S3 settings: snapshot.* where set, otherwise the source's s3.* values."""
-    snap, src = settings.snapshot, settings.s3
-    bucket = snap.bucket or src.bucket
-    if not bucket:
-        raise ConfigError("no snapshot bucket configured",
-                          hint="set snapshot.bucket (--dest-bucket, DRTOOL_SNAPSHOT_BUCKET) or s3.bucket")
-    return dataclasses.replace(
-        src, bucket=bucket, endpoint=destination_endpoint(settings), region=snap.region or src.region,
-        access_key=snap.access_key or src.access_key, secret_key=snap.secret_key or src.secret_key, key_prefix="")
-
-
-def open_destination(settings: Settings, *, check: bool = True) -> Destination:
-    s3 = destination_settings(settings)
-    dest = Destination(s3=s3, client=s3a.make_client(s3), bucket=str(s3.bucket), prefix=settings.snapshot.prefix)
-    if check:
-        s3a.BucketStore.over(dest.client, dest.bucket).require_bucket(
-            f"snapshot bucket {dest.bucket}", hint="create it, or set snapshot.bucket to an existing bucket")
-    return dest
 
 
 # --- create ------------------------------------------------------------------------------------------------------
@@ -138,7 +64,7 @@ class CreateOptions:
     require_replication: bool = False
     break_stale_lock: bool = False
     retain_until: str | None = None  # Object Lock: a date or a duration (30d); overrides snapshot.object_lock_days
-    signing_key: Any = field(default=None, repr=False)  # Ed25519 private key (ops.snapshot_auth.signing_key)
+    signing_key: Any = field(default=None, repr=False)  # Ed25519 private key (ops.snapshot.auth.signing_key)
 
 
 @dataclass
@@ -154,158 +80,6 @@ class CreateResult:
     def exit_code(self) -> int:
         return int(ExitCode.DEGRADED) if self.warnings else int(ExitCode.OK)
 
-
-class _Decoupled:
-    """A write-only file object that hands bytes to `sink.write` on its own thread, at most `limit` bytes ahead.
-
-    Why: a multipart part upload blocks its caller for a while; if that caller is the one draining pg_dump's pipe,
-    pg_dump stalls on a full 64 KiB pipe for every part. With the upload on another thread the pipe keeps draining
-    and the dump runs at pg_dump's own pace. Memory is bounded by `limit`.
-    """
-
-    def __init__(self, sink: Any, limit: int = 48 << 20) -> None:
-        self._sink = sink
-        self._limit = limit
-        self._chunks: deque[bytes] = deque()
-        self._pending = 0
-        self._done = False
-        self._error: BaseException | None = None
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="dump-upload", daemon=True)
-        self._thread.start()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        chunk = bytes(data)
-        with self._cond:
-            while self._pending >= self._limit and self._error is None:
-                self._cond.wait()
-            if self._error is not None:
-                raise self._error
-            self._chunks.append(chunk)
-            self._pending += len(chunk)
-            self._cond.notify_all()
-        return len(chunk)
-
-    def flush(self) -> None:
-        pass
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._chunks and not self._done:
-                    self._cond.wait()
-                if not self._chunks:
-                    return
-                chunk = self._chunks.popleft()
-            try:
-                self._sink.write(chunk)
-            except BaseException as exc:
-                with self._cond:
-                    self._error = exc
-                    self._chunks.clear()
-                    self._cond.notify_all()
-                return
-            with self._cond:
-                self._pending -= len(chunk)
-                self._cond.notify_all()
-
-    def finish(self) -> None:
-        """Wait until every byte reached the sink; raise what the upload thread raised."""
-        with self._cond:
-            self._done = True
-            self._cond.notify_all()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def cancel(self) -> None:
-        """Drop what is queued and wait for the part upload in progress (the caller aborts the upload)."""
-        with self._cond:
-            self._chunks.clear()
-            self._done = True
-            self._cond.notify_all()
-        self._thread.join()
-
-
-def dump_worker(proc: subprocess.Popen[bytes], sink: s3a.MultipartWriter, recipients: list[Any] | None,
-                 outcome: dict[str, Any]) -> None:
-    """Stream pg_dump's stdout (through age when asked) into a multipart upload; complete it only on success."""
-    ahead = _Decoupled(sink)
-    try:
-        assert proc.stdout is not None
-        if recipients:
-            agea.encrypt_stream(proc.stdout, ahead, recipients)
-        else:
-            while chunk := proc.stdout.read(1 << 20):
-                ahead.write(chunk)
-        outcome["returncode"] = proc.wait()
-        if outcome["returncode"] == 0:
-            ahead.finish()
-            sink.close()
-        else:
-            ahead.cancel()
-            sink.abort()
-    except BaseException as exc:
-        outcome["error"] = exc
-        ahead.cancel()
-        sink.abort()
-    finally:
-        if proc.stdout is not None:
-            proc.stdout.close()  # on an upload failure this also stops pg_dump (EPIPE)
-
-
-def _replication_verdict(settings: Settings, required: bool) -> dict[str, Any] | None:
-    """The replication verdict for meta.json; with --require-replication a bad verdict stops the snapshot."""
-    if not required and not settings.replication.sites:
-        return None
-    from drtool.ops.replication import replication_summary
-
-    try:
-        summary = replication_summary(settings, probe=False)
-    except DrtoolError as exc:
-        if required:
-            raise
-        log.warning("replication status unknown: %s", exc)
-        return {"verdict": "UNKNOWN", "error": str(exc)}
-    if required and summary.get("verdict") not in ("OK", "WARNING"):
-        reasons = "; ".join(str(r.get("message", r)) for r in summary.get("reasons", [])[:3])
-        raise VerificationFailed(f"replication verdict is {summary.get('verdict')}: {reasons}",
-                                 hint="fix replication (drtool replication status) or run without "
-                                      "--require-replication", system="replication")
-    return summary
-
-
-def _object_lock(settings: Settings, options: CreateOptions, dest: Destination) -> Retention | None:
-    """The retention every artifact gets, after checking the snapshot bucket can enforce it.
-
-    Asked for on a bucket without Object Lock it is a configuration error, not a warning: an operator who asked
-    for immutable restore points must not get mutable ones in silence.
-    """
-    try:
-        retention = retention_for(settings.snapshot.object_lock_mode, retain_until=options.retain_until,
-                                  days=settings.snapshot.object_lock_days, now=datetime.now(UTC))
-    except ValueError as exc:
-        raise UsageError(str(exc), hint="e.g. --retain-until 30d or --retain-until 2027-01-31") from None
-    if retention is None:
-        return None
-    try:
-        config = s3a.object_lock_configuration(dest.client, dest.bucket)
-    except Exception as exc:
-        raise dest.s3_error(exc, f"Object Lock configuration of snapshot bucket {dest.bucket}") from None
-    if config is None:
-        raise ConfigError(
-            f"retention was asked for (until {retention.until.isoformat()}) but snapshot bucket {dest.bucket} "
-            "does not have Object Lock enabled",
-            hint="Object Lock can only be enabled when a bucket is created: create a new bucket with it "
-                 "(`mc mb --with-lock ALIAS/BUCKET`, or `aws s3api create-bucket --object-lock-enabled-for-bucket`) "
-                 "and point snapshot.bucket at it; or drop --retain-until / set snapshot.object_lock_days = 0")
-    if (config.get("Rule") or {}).get("DefaultRetention"):
-        log.info("snapshot bucket %s has a default retention rule: the lock objects and verified.json are locked "
-                 "too (only new versions can replace them)", dest.bucket)
-    return retention
 
 
 def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = no_events) -> CreateResult:
@@ -326,7 +100,7 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
     src_client = s3a.make_client(source)
     src_bucket = str(source.bucket)
     dest = open_destination(settings)
-    dest.retention = _object_lock(settings, options, dest)  # before the lock: a refusal writes nothing
+    dest.retention = object_lock(settings, options.retain_until, dest)  # before the lock: a refusal writes nothing
     warnings: list[str] = []
 
     try:
@@ -357,8 +131,8 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
     prepared_stores, store_warnings = snapshot_stores.prepare(stores, copy_unversioned=options.copy_unversioned,
                                                               horizon_days=horizon)
     warnings += store_warnings
-    replication = _replication_verdict(settings, options.require_replication)
-    _check_pg_dump(settings)  # before the lock, which is the first write: a refusal leaves the bucket untouched
+    replication = replication_verdict(settings, options.require_replication)
+    check_pg_dump(settings)  # before the lock, which is the first write: a refusal leaves the bucket untouched
     snapshot_databases.check_plugin_database(settings)  # likewise: a configured but missing plugin database
     if plugin_storage.warning:
         warnings.append(plugin_storage.warning)
@@ -376,28 +150,6 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
     for w in result.warnings:
         log.warning("%s", w)
     return result
-
-
-def s3_endpoint_key(s3: S3Settings) -> str:
-    return (s3.endpoint or "aws").rstrip("/")
-
-
-def _check_pg_dump(settings: Settings) -> None:
-    """Refuse a pg_dump older than the server before anything is written (issue 12).
-
-    The exported snapshot's transaction checks again (the server could be upgraded in between), but only after
-    the destination lock is written; an operator whose client is too old should get the refusal with the bucket
-    as it was.
-    """
-    pg = settings.postgres
-    with pga.connect(pg, autocommit=True) as conn:
-        row = conn.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version')"
-                           ).fetchone()
-    assert row is not None
-    server_major = pga.server_major_of(int(row[0]))
-    pg_dump = pga.find_pg_tool("pg_dump", server_major=server_major, bin_dir=settings.snapshot.pg_bin_dir)
-    dump_major, dump_text = pga.tool_version(pg_dump)
-    pga.check_tool_not_older("pg_dump", dump_major, dump_text, server_major, str(row[1]), path=pg_dump)
 
 
 def _create_locked(settings: Settings, options: CreateOptions, dest: Destination, src_client: Any, src_bucket: str,
@@ -622,100 +374,3 @@ def _cleanup_failed(dest: Destination, folder: str) -> None:
         s3a.delete_prefix(dest.client, dest.bucket, folder)
     except Exception as exc:
         log.warning("could not remove the partial snapshot %s (run `drtool snapshots gc`): %s", folder, exc)
-
-
-def write_manifest(writer: mf.ManifestWriter, index: ReferenceIndex, patterns: KeyPatterns, client: Any,
-                    bucket: str, key_prefix: str, fence: datetime, versioning: str, copy_dest: Destination | None,
-                    folder: str, *, emit: Emit = no_events, workers: int = 1, pace: Any = None) -> int:
-    """Stream the listing, pin versions, write records; returns how many listing entries were read. `emit` hears
-    the versions listed and the objects pinned so far (a `progress` event every PROGRESS_EVERY versions, and at
-    the end), for the progress display (drtool/cli/progress.py). `workers` > 1 lists sub-prefixes in parallel
-    and `pace` caps the request rate (ops/snapshot_listing.py); the records and their order do not change."""
-    listed = 0
-
-    def progress() -> None:
-        emit({"event": "progress", "task": "snapshot objects", "unit": "versions listed", "done": listed,
-              "total": None, "also": {"pinned": writer.counts.get(mf.STATE_PINNED, 0)}})
-
-    # Only prefixes that something references or includes are listed: a bucket's traces and crawls are skipped.
-    heads = index.first_segments(key_prefix) | set(patterns.literal_heads)
-    # A hostile head ('../') is never sent to the server: its keys end up refused through index.missing() below.
-    prefixes = listing_prefixes(h for h in heads if h == "" or _is_safe(h))
-    log.info("listing %s under %s", bucket, ", ".join(repr(key_prefix + p) for p in prefixes))
-
-    def counted() -> Iterator[mf.ObjectVersion]:
-        nonlocal listed
-        for v in snapshot_listing.iter_versions(client, bucket, [key_prefix + p for p in prefixes], workers=workers,
-                                                pace=pace):
-            listed += 1
-            if listed % PROGRESS_EVERY == 0:
-                progress()
-            yield v
-
-    def handle(key: str, version: mf.ObjectVersion | None, later: bool, refs: tuple[str, ...] | None,
-               pattern: str | None) -> None:
-        by = list(refs or ()) + ([f"prefix:{pattern}"] if pattern else [])
-        try:
-            check_key(key)
-        except UnsafeKey as exc:
-            writer.write(mf.ManifestRecord(key=key, state=mf.STATE_REFUSED, referenced_by=by, reason=str(exc)))
-            return
-        if version is None:
-            if refs is not None:
-                writer.write(mf.ManifestRecord(key=key, state=mf.STATE_DANGLING, referenced_by=by,
-                                               reason="no version existed at the fence (deleted or not yet "
-                                                      "written)"))
-            return
-        record = mf.ManifestRecord.pinned(version, by)
-        if copy_dest is not None:
-            if later:
-                writer.write(mf.ManifestRecord(key=key, state=mf.STATE_CHANGED, referenced_by=by,
-                                               reason="changed after the fence in an unversioned bucket"))
-                return
-            record.copy_key = folder + "objects/" + key
-            s3a.locked_call(copy_dest.client, record.copy_key, copy_dest.retention, copy_dest.client.copy_object,
-                            Bucket=copy_dest.bucket, Key=record.copy_key, CopySource={"Bucket": bucket, "Key": key})
-        writer.write(record)
-
-    def flush(batch: list[tuple[str, mf.ObjectVersion | None, bool]]) -> None:
-        refs = index.lookup_many([k for k, _, _ in batch]) if index.count else {}
-        if refs:
-            index.mark_found(list(refs))
-        for key, version, later in batch:
-            ref = refs.get(key)
-            pattern = patterns.match(key[len(key_prefix):])
-            if ref is not None or pattern is not None:
-                handle(key, version, later, ref, pattern)
-
-    try:
-        batch: list[tuple[str, mf.ObjectVersion | None, bool]] = []
-        for item in mf.pick_versions(counted(), fence):
-            batch.append(item)
-            if len(batch) >= 1000:
-                flush(batch)
-                batch = []
-        flush(batch)
-        progress()
-    except DrtoolError:
-        raise
-    except Exception as exc:
-        if s3a.is_sdk_error(exc):
-            raise s3a.translate_error(exc, what=f"listing bucket {bucket}", endpoint=None) from None
-        raise
-    for ref in index.missing():
-        try:
-            check_key(ref.key)
-            writer.write(mf.ManifestRecord(key=ref.key, state=mf.STATE_DANGLING, referenced_by=list(ref.referenced_by),
-                                           reason="no object with this key"))
-        except UnsafeKey as exc:
-            writer.write(mf.ManifestRecord(key=ref.key, state=mf.STATE_REFUSED, referenced_by=list(ref.referenced_by),
-                                           reason=str(exc)))
-    return listed
-
-
-def _is_safe(key: str) -> bool:
-    try:
-        check_key(key)
-    except UnsafeKey:
-        return False
-    return True

@@ -2,7 +2,7 @@
 
 Why opt-in and in place: an extra store (plugin storage outside Dify's bucket, archive storage) has its own
 endpoint and credentials, and the only bucket drtool may write for it is the one this host configures for that
-store, which must be the bucket the snapshot pinned (ops.snapshot_stores.store_for). A restore into a scratch
+store, which must be the bucket the snapshot pinned (ops.snapshot.stores.store_for). A restore into a scratch
 bucket (`--objects-to`) therefore leaves the production plugin and archive buckets alone unless `--stores` is given.
 Like the main objects, the copy is additive (a server-side copy of the pinned version becomes the newest one; older
 versions stay), every record is checked for confinement to the store's prefixes before the first copy of anything,
@@ -22,8 +22,9 @@ from drtool.config import Settings
 from drtool.core import manifest as mf
 from drtool.core.keys import KeyPatterns
 from drtool.errors import VerificationFailed
-from drtool.ops import snapshot_stores
-from drtool.ops.snapshot_catalog import HashingReader, SnapshotInfo, bounded_map, spool_verified
+from drtool.ops.snapshot import stores as snapshot_stores
+from drtool.ops.snapshot.catalog import HashingReader, SnapshotInfo, bounded_map, spool_verified
+from drtool.ops.snapshot.restore_objects import MARKER_META, is_current
 
 log = logging.getLogger("drtool.restore")
 
@@ -79,8 +80,6 @@ def prepare(dest: Any, info: SnapshotInfo, sums: dict[str, str], plans: list[Sto
 def apply(settings: Settings, info: SnapshotInfo, plans: list[StorePlan], *, dry_run: bool, verify_only: bool,
           identities: list[Any] | None, problems: list[str]) -> list[dict[str, Any]]:
     """Make every pinned version of every store current again (or check it, or count what would be copied)."""
-    from drtool.ops.restore import MARKER_META, is_current
-
     out: list[dict[str, Any]] = []
     for p in plans:
         assert p.local is not None

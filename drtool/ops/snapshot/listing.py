@@ -64,7 +64,7 @@ def iter_versions(client: Any, bucket: str, prefixes: Iterable[str], *, workers:
     page_size = page_size or PAGE_SIZE
     if workers <= 1 or pace is not None:
         for prefix in prefixes:
-            pages = s3a._version_pages(client, bucket, prefix, page_size, before_request=pace)
+            pages = s3a.version_pages(client, bucket, prefix, page_size, before_request=pace)
             yield from itertools.chain.from_iterable(s3a.prefetch(pages))
         return
     yield from _ParallelListing(client, bucket, prefixes, workers=workers, pace=pace, page_size=page_size).run()
@@ -149,7 +149,7 @@ class _ParallelListing:
         self.stop = threading.Event()
 
     def _pages(self, prefix: str, delimiter: str | None = None) -> Iterator[list[Any]]:
-        return s3a._version_pages(self.client, self.bucket, prefix, self.page_size, delimiter=delimiter,
+        return s3a.version_pages(self.client, self.bucket, prefix, self.page_size, delimiter=delimiter,
                                   before_request=self.pace)
 
     def _offer(self, unit: tuple[str, Any]) -> bool:

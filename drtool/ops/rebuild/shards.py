@@ -26,10 +26,15 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from drtool.adapters import s3
 from drtool.core.chunks import Chunk
 from drtool.core.shards import Shard
 from drtool.errors import DrtoolError, NotFoundError, PreconditionFailed, UsageError
-from drtool.ops.rebuild import ChunkFileRefused, DatasetReport, Ledger, Plan, Rebuilder
+from drtool.ops.lock import store_lock
+from drtool.ops.rebuild.ledger import Ledger
+from drtool.ops.rebuild.options import ChunkFileRefused, DatasetReport
+from drtool.ops.rebuild.plan import Plan
+from drtool.ops.rebuild.rebuilder import Rebuilder
 
 log = logging.getLogger("drtool.rebuild")
 
@@ -46,7 +51,7 @@ def shards_folder(ledger_prefix: str, backend: str, collection: str) -> str:
     return f"{ledger_prefix.rstrip('/')}/{backend}/{collection}.shards/"
 
 
-def _put_if_absent(store: Any, key: str, body: bytes) -> bool:
+def put_if_absent(store: Any, key: str, body: bytes) -> bool:
     """Create `key` only if nothing is there (If-None-Match: *); False when another worker was first. Through the
     object-store port's conditional put where the store has it, else the S3 adapter's (the port is being adopted:
     drtool/core/ports.py ObjectStore)."""
@@ -56,8 +61,6 @@ def _put_if_absent(store: Any, key: str, body: bytes) -> bool:
             return True
         except PreconditionFailed:
             return False
-    from drtool.adapters import s3
-
     return s3.put_if_absent(store.client, store.bucket, store.prefix + key, body)
 
 
@@ -91,7 +94,7 @@ class ShardPlan:
 
     def create(self, data: dict[str, Any]) -> bool:
         body = json.dumps({**data, "version": PLAN_VERSION, "created_at": time.time()}, sort_keys=True).encode()
-        return _put_if_absent(self.store, self.key, body)
+        return put_if_absent(self.store, self.key, body)
 
     def ledger(self, index: int) -> Ledger:
         return Ledger(self.store, self.ledger_prefix, self.backend, f"{self.collection}.shards/shard-{index}")
@@ -132,8 +135,6 @@ class ShardedRebuilder(Rebuilder):
 
     def _run_lock(self, plan: Plan) -> Any:
         """Shard I's own lock: workers of other indexes run side by side; a second worker of this one exits 11."""
-        from drtool.ops.lock import store_lock
-
         assert self.target is not None
         folder = shards_folder(self.rs.ledger_prefix, self.target.backend, plan.collection)
         return store_lock(self.store, f"{folder}shard-{self.shard.index}.lock", holder=f"rebuild-index shard "

@@ -24,6 +24,7 @@ from drtool.config import Settings
 from drtool.core import manifest as mf
 from drtool.core import signing
 from drtool.errors import ConfigError, UsageError, VerificationFailed
+from drtool.ops.snapshot.catalog import expected_sums
 from drtool.redact import register_secret
 
 log = logging.getLogger("drtool.snapshot")
@@ -146,8 +147,6 @@ def authenticate(settings: Settings, dest: Any, info: Any, *, expect_digest: str
     Raises VerificationFailed (exit 4) when it is not; without a trusted key it warns and returns
     authenticated=False. Also re-reads meta.json: when it matches the verified SHA256SUMS, `info.meta` becomes that
     copy, so nothing later relies on the unchecked one `load` read (a mismatch is left to the callers' checks)."""
-    from drtool.ops.snapshot_catalog import expected_sums
-
     trusted = trusted_keys(settings)
     expected = parse_expect_digest(expect_digest)
     sums = expected_sums(dest, info)  # SHA256SUMS as COMMITTED names it, or VerificationFailed

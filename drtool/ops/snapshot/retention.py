@@ -14,8 +14,8 @@ from drtool.core import object_lock as ol
 from drtool.core.retention import Policy, decide
 from drtool.errors import DrtoolError, NotFoundError, UsageError
 from drtool.ops.lock import describe_stale, destination_lock, read_lock
-from drtool.ops.snapshot import Destination
-from drtool.ops.snapshot_catalog import destination_store, folder_ids, list_snapshots
+from drtool.ops.snapshot.catalog import folder_ids, list_snapshots
+from drtool.ops.snapshot.destination import Destination, destination_store
 
 log = logging.getLogger("drtool.snapshot")
 
