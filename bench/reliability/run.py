@@ -63,7 +63,7 @@ FOUND = [
                 "or `mc rm --incomplete` removed it",
      "found": "reading the code behind the abandoned-upload check; pinned by a fixed-point trial",
      "fix": "the next run, holding the bucket's lock, aborts unfinished uploads of the file it writes "
-            "(drtool/ops/export_chunks.py)"},
+            "(drtool/ops/export/writer.py)"},
     {"command": "rebuild-index", "fault": "two runs into one Milvus Lite file",
      "failure": "the second failed with 'Open local milvus failed … check milvus.uri and that Milvus is running' "
                 "(exit 1)",

@@ -89,8 +89,8 @@ def _worker(kind: str, endpoint_a: str, endpoint_b: str, bucket: str) -> None:
         elapsed = time.perf_counter() - start
     else:
         from drtool.config import load_settings
-        from drtool.ops.replication import Site
-        from drtool.ops.replication_verify import verify
+        from drtool.ops.replication.sites import Site
+        from drtool.ops.replication.verify import verify
 
         settings = load_settings(environ={"DRTOOL_REPLICATION_ACCESS_KEY": access,
                                           "DRTOOL_REPLICATION_SECRET_KEY": secret})

@@ -11,7 +11,6 @@ from drtool.config import SPECS, Settings
 from drtool.core.dify_keys import FAMILIES, KeyAccount
 from drtool.core.terminal import one_line
 from drtool.errors import ExitCode, UsageError
-from drtool.ops.check import check_systems, overall_exit_code
 from drtool.redact import MASK, redact
 
 
@@ -100,6 +99,9 @@ def check(app: App) -> int | Outcome:
     snapshot bucket gets a write probe (put and delete of a key under snapshot.prefix). With --dify-env, every
     database, storage, vector store and embedding key of the file is listed as used or not used, and why.
     """
+    # why here: the probes' SDKs (boto3, psycopg, redis, httpx) stay out of `config show` (test_startup.py)
+    from drtool.ops.check import check_systems, overall_exit_code
+
     settings = app.settings()
     results = check_systems(settings)
     if not results:

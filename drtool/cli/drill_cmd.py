@@ -9,6 +9,7 @@ import click
 
 from drtool.cli.app import App, Outcome, conclude, global_options, metrics_option, pass_app
 from drtool.core import drill_report as dr
+from drtool.core.drill_record import format_duration, parse_duration
 from drtool.core.metrics import Metric
 from drtool.core.terminal import one_line
 from drtool.errors import UsageError
@@ -18,7 +19,7 @@ def _duration(flag: str, text: str | None) -> float | None:
     if text is None:
         return None
     try:
-        return dr.parse_duration(text)
+        return parse_duration(text)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}", hint="e.g. 90s, 15m, 2h, 1d or 1h30m") from None
 
@@ -90,14 +91,14 @@ def _render(app: App, record: dict[str, Any], reports: dict[str, str], history_k
     rto, rpo = record["rto"], record["rpo"]
     app.echo(f"drill {record['drill_id']} of snapshot {record['snapshot']['id']}: {record['outcome'].upper()}")
     for p in record["phases"]:
-        line = f"  {p['name']:<17} {p['status']:<8} {dr.format_duration(p['seconds']):>9}"
+        line = f"  {p['name']:<17} {p['status']:<8} {format_duration(p['seconds']):>9}"
         app.echo(line + (f"  {one_line(p['error'])}" if p.get("error") else ""))
-    slo = "" if rto["slo_seconds"] is None else f"  ({rto['verdict']}, SLO {dr.format_duration(rto['slo_seconds'])})"
-    app.echo(f"  RTO {dr.format_duration(rto['seconds'])}{slo}")
+    slo = "" if rto["slo_seconds"] is None else f"  ({rto['verdict']}, SLO {format_duration(rto['slo_seconds'])})"
+    app.echo(f"  RTO {format_duration(rto['seconds'])}{slo}")
     lag = ("replication lag unknown" if rpo["replication_lag_seconds"] is None
-           else f"incl. {dr.format_duration(rpo['replication_lag_seconds'])} replication lag")
-    slo = "" if rpo["slo_seconds"] is None else f"  ({rpo['verdict']}, SLO {dr.format_duration(rpo['slo_seconds'])})"
-    app.echo(f"  RPO {dr.format_duration(rpo['seconds'])} ({lag}){slo}")
+           else f"incl. {format_duration(rpo['replication_lag_seconds'])} replication lag")
+    slo = "" if rpo["slo_seconds"] is None else f"  ({rpo['verdict']}, SLO {format_duration(rpo['slo_seconds'])})"
+    app.echo(f"  RPO {format_duration(rpo['seconds'])} ({lag}){slo}")
     for problem in record["problems"][:10]:
         app.echo(f"  problem: {one_line(problem)}")
     if record["kept"]:

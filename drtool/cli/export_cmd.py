@@ -11,7 +11,8 @@ from drtool.core.chunks import Compression
 from drtool.core.metrics import Metric
 from drtool.core.terminal import one_line
 from drtool.errors import ExitCode
-from drtool.ops.export_chunks import ExportOptions, export_chunks
+from drtool.ops.export.chunks import export_chunks
+from drtool.ops.export.writer import ExportOptions
 
 _COMPRESSION = ("gzip", "none", "zstd")
 

@@ -293,8 +293,8 @@ def _rebuilder(shard: Any, finalize: bool) -> type[Rebuilder]:
 
 def _rebuild_annotations(app: App, settings: Any, options: Options, parts: RebuildParts, apps: tuple[str, ...],
                          progress: Any) -> list[DatasetReport]:
-    """The annotation-reply collections (drtool/ops/annotations.py), through the same pipeline and gate."""
-    from drtool.ops.annotations import AnnotationRebuilder, read_enabled_apps
+    """The annotation-reply collections (drtool/ops/rebuild/annotations.py), through the same pipeline and gate."""
+    from drtool.ops.rebuild.annotations import AnnotationRebuilder, read_enabled_apps
 
     enabled = None
     if parts.meta is not None:  # Postgres configured: it says which apps are enabled and on which model

@@ -2,48 +2,25 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import click
 
 from drtool.cli.app import App, Outcome, conclude, global_options, metrics_option, pass_app
-from drtool.core.metrics import Metric
-from drtool.core.replication_verdict import Level, offline_peers
+from drtool.core.replication_verdict.site_answers import offline_peers
+from drtool.core.replication_verdict.verdict import exit_code
 from drtool.core.terminal import one_line
 from drtool.errors import ConfigError, UsageError
-from drtool.ops.replication import (
-    Site,
-    StatusReport,
-    configured_sites,
-    parse_sites,
-    replication_status,
-    status_metrics,
-    thresholds_from,
-)
+from drtool.ops.replication.deadline import Progress, deadline_seconds, run_with_deadline, within_deadline
+from drtool.ops.replication.probe import probe_metrics, probe_verdict, run_probe
+from drtool.ops.replication.sites import Site, configured_sites, parse_sites
+from drtool.ops.replication.status import StatusReport, replication_status, status_metrics, thresholds_from
+from drtool.ops.replication.verify import VerifyReport, default_buckets, verify, verify_metrics
 
 _SITE_HELP = "A site as ALIAS=URL (repeatable); default: replication.sites."
 _DEADLINE_HELP = ("Hard wall-clock limit for the whole command, retries and clean-up included, e.g. 90s, 5m, 1h; "
                   "0 for none. At the limit: exit 1, naming what was and was not checked. Default: {}.")
-
-
-def _deadline_settings(app: App, overrides: dict[str, Any], deadline: float) -> Any:
-    """Settings whose per-request timeout fits a few tries inside the deadline."""
-    import dataclasses
-
-    from drtool.ops.replication_deadline import capped_timeout
-
-    settings = app.settings(overrides)
-    rep = settings.replication
-    timeout = max(1, int(capped_timeout(float(rep.timeout), deadline)))
-    return dataclasses.replace(settings, replication=dataclasses.replace(rep, timeout=timeout))
-
-
-def _deadline(value: str | None, command: str, fallback: float = 0.0) -> float:
-    from drtool.ops.replication_deadline import DEFAULT_DEADLINES, parse_duration
-
-    if value is not None:
-        return parse_duration(value)
-    return DEFAULT_DEADLINES.get(command, fallback)
 
 
 @click.group("replication")
@@ -173,16 +150,14 @@ def status(app: App, sites: tuple[str, ...], expected_sites: int | None, max_que
     --max-queued, versions waiting in a bucket's replication backlog, failures in the last hour while the
     backlog is not empty, a lifecycle rule that expires noncurrent versions.
     """
-    from drtool.ops.replication_deadline import Progress, run_with_deadline
-
-    limit = _deadline(deadline, "status")
+    limit = deadline_seconds(deadline, "status")
     overrides: dict[str, Any] = {**_site_flags(sites), "replication.expected_sites": expected_sites,
                                  "replication.max_queued": max_queued,
                                  "replication.max_failed_last_hour": max_failed_last_hour,
                                  "replication.max_failed_age": max_failed_age}
     if no_backlog:
         overrides["replication.backlog_check"] = False
-    settings = _deadline_settings(app, overrides, limit)
+    settings = within_deadline(app.settings(overrides), limit)
     progress = Progress()
     report = run_with_deadline(
         lambda: replication_status(settings, configured_sites(settings), thresholds_from(settings),
@@ -199,25 +174,7 @@ def status(app: App, sites: tuple[str, ...], expected_sites: int | None, max_que
 
 # --- verify --------------------------------------------------------------------------------------------------
 
-def _verify_metrics(report: Any) -> list[Metric]:
-    metrics: list[Metric] = []
-    for b in report.buckets:
-        labels = {"source": report.source.alias, "target": report.target.alias, "bucket": b.bucket}
-        for kind in ("missing", "extra", "mismatch", "unsettled", "matched"):
-            metrics.append(Metric(f"drtool_replication_verify_{kind}_objects", f"Objects {kind} in the last verify",
-                                  float(getattr(b.counts, kind)), labels))
-        if b.sampled is not None:
-            metrics.append(Metric("drtool_replication_verify_unproven_objects", "Sampled objects the target answered "
-                                  "for without proof it holds them", float(b.unproven), labels))
-        if b.read_data is not None:
-            for kind in ("unreadable", "differing", "read"):
-                metrics.append(Metric(f"drtool_replication_verify_read_data_{kind}_versions",
-                                      f"Versions {kind} by the last --read-data", float(getattr(b.read_data, kind)),
-                                      labels))
-    return metrics  # drtool.core.metrics.render groups each metric's samples (buckets interleave them here)
-
-
-def _render_verify(app: App, report: Any) -> None:
+def _render_verify(app: App, report: VerifyReport) -> None:
     app.echo(f"verify {report.source.alias} ({report.source.endpoint}) -> {report.target.alias} "
              f"({report.target.endpoint}), settle window {report.settle_seconds} s")
     for b in report.buckets:
@@ -303,11 +260,8 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
     target after the settle window (also: a sampled answer not proven to come from the target itself, a version
     unreadable or different under --read-data), 3 when the target only has extra objects, 0 otherwise.
     """
-    from drtool.ops.replication_deadline import Progress, run_with_deadline
-    from drtool.ops.replication_verify import default_buckets, verify
-
-    limit = _deadline(deadline, "verify")
-    settings = _deadline_settings(app, {**_site_flags(sites), "replication.settle_seconds": settle}, limit)
+    limit = deadline_seconds(deadline, "verify")
+    settings = within_deadline(app.settings({**_site_flags(sites), "replication.settle_seconds": settle}), limit)
     known = parse_sites(settings.replication.sites)
     src = _pick(known, source, 0, "source")
     dst = _pick(known, target, 1, "target")
@@ -316,8 +270,6 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
     if max_rate is not None and read_data is None:
         raise UsageError("--max-rate limits --read-data; give --read-data PCT too")
     if seed is None and read_data is not None:
-        import secrets
-
         seed = secrets.randbelow(2**31)  # reported, so the same subset can be read again
 
     def stream(bucket: str, diff: Any) -> None:
@@ -325,7 +277,7 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
 
     progress = Progress()
 
-    def work() -> Any:
+    def work() -> VerifyReport:
         names = list(buckets) or default_buckets(settings, src)
         return verify(settings, src, dst, names, prefix=prefix, mode=mode,
                       settle_seconds=settings.replication.settle_seconds, examples=examples, sample=sample,
@@ -335,12 +287,12 @@ def verify_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str
 
     progress.plan(f"bucket {b}" for b in buckets)
     report = run_with_deadline(work, limit, progress, f"replication verify {src.alias} -> {dst.alias}")
-    app.add_metrics(_verify_metrics(report))
+    app.add_metrics(verify_metrics(report))
     app.result(report.to_dict(), lambda: _render_verify(app, report))
     return conclude(report.exit_code, _verify_reason(report))
 
 
-def _verify_reason(report: Any) -> str:
+def _verify_reason(report: VerifyReport) -> str:
     """Per bucket, what made the verdict: the problem, or the counts of differences."""
     parts = []
     for b in report.buckets:
@@ -381,15 +333,12 @@ def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str 
     The canary (under .drtool/replication-probe/) is removed from both sites whatever happens. Exit 0 within
     --max-lag, 3 above it, 4 when the canary or its delete did not arrive before --timeout.
     """
-    from drtool.ops.replication_deadline import Progress, run_with_deadline
-    from drtool.ops.replication_probe import run_probe
-
     settings = app.settings(_site_flags(sites))
     wait = timeout if timeout is not None else float(settings.replication.probe_timeout)
-    limit = _deadline(deadline, "probe", 2 * wait + 30)
+    limit = deadline_seconds(deadline, "probe", 2 * wait + 30)
     if limit > 0:
         wait = min(wait, limit * 0.4)  # both waits and the clean-up fit inside the deadline
-    settings = _deadline_settings(app, _site_flags(sites), limit)
+    settings = within_deadline(app.settings(_site_flags(sites)), limit)
     known = parse_sites(settings.replication.sites)
     src = _pick(known, source, 0, "source")
     dst = _pick(known, target, 1, "target")
@@ -399,21 +348,9 @@ def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str 
     progress = Progress()
     result = run_with_deadline(lambda: run_probe(settings, src, dst, bucket=bucket, timeout=wait, progress=progress),
                                limit, progress, f"replication probe {src.alias} -> {dst.alias}")
-    if not result.ok:
-        level = Level.CRITICAL
-    elif max_lag is not None and max(result.put_lag or 0, result.delete_lag or 0) > max_lag:
-        level = Level.WARNING
-    else:
-        level = Level.OK
+    level, why = probe_verdict(result, max_lag)
     payload = {**result.to_dict(), "verdict": level.label, "max_lag_seconds": max_lag}
-    labels = {"source": src.alias, "target": dst.alias}
-    app.add_metrics([
-        Metric("drtool_replication_probe_put_lag_seconds", "Seconds until the canary appeared on the target "
-               "(NaN: not seen before the timeout)", result.put_lag if result.put_lag is not None else float("nan"),
-               labels),
-        Metric("drtool_replication_probe_delete_lag_seconds", "Seconds until the delete reached the target (NaN: "
-               "not seen)", result.delete_lag if result.delete_lag is not None else float("nan"), labels),
-    ])
+    app.add_metrics(probe_metrics(result))
 
     def render() -> None:
         lag = f"{result.put_lag:.2f} s" if result.put_lag is not None else "not seen"
@@ -426,7 +363,5 @@ def probe_cmd(app: App, sites: tuple[str, ...], source: str | None, target: str 
         app.echo(f"verdict: {level.label}")
 
     app.result(payload, render)
-    why = result.error or (f"lag {max(result.put_lag or 0, result.delete_lag or 0):.2f} s above --max-lag {max_lag}"
-                           if level == Level.WARNING else "")
-    return conclude({Level.OK: 0, Level.WARNING: 3, Level.CRITICAL: 4}[level],
-                   f"{level.label}: {src.alias} -> {dst.alias} bucket {bucket}: {why or 'canary not seen in time'}")
+    return conclude(exit_code(level),
+                    f"{level.label}: {src.alias} -> {dst.alias} bucket {bucket}: {why or 'canary not seen in time'}")

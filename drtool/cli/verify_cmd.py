@@ -9,7 +9,8 @@ from drtool.core.metrics import Metric
 from drtool.core.ports import VECTOR_STORES
 from drtool.core.terminal import one_line
 from drtool.errors import ExitCode, UsageError
-from drtool.ops.verify import KINDS, VerifyOptions, VerifyReport, verify
+from drtool.ops.verify.closure import verify
+from drtool.ops.verify.report import KINDS, VerifyOptions, VerifyReport
 
 _SHORT = {"missing_vector": "missing", "orphan_vector": "orphan", "duplicate_vector": "dup",
           "wrong_document_id": "wrong-doc", "wrong_dataset_id": "wrong-ds", "missing_collection": "no-coll",

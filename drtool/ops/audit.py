@@ -170,7 +170,7 @@ class AuditRun:
         """MinIO answers `user-info` for an IAM user (a user may read its own) and `XMinioAdminNoSuchUser` for the
         root user, which is not an IAM user; anything else (not MinIO, no admin API) is not evidence of root."""
         from drtool.adapters.minio_admin import MinioAdmin
-        from drtool.ops.replication import tls_verify
+        from drtool.ops.replication.sites import tls_verify
 
         admin = MinioAdmin("s3", str(b.s3.endpoint), b.s3.access_key, b.s3.secret_key, region=b.s3.region,
                            verify=tls_verify(self.settings), timeout=10)
@@ -299,7 +299,7 @@ class AuditRun:
         configured; a site without the admin API or down is recorded as skipped for `what` (a site that is down
         is the site-replication check's finding)."""
         from drtool.adapters.minio_admin import NotMinioError
-        from drtool.ops.replication import Site, admin_for, configured_sites
+        from drtool.ops.replication.sites import Site, admin_for, configured_sites
 
         try:
             sites = configured_sites(self.settings)
@@ -344,7 +344,8 @@ class AuditRun:
 
     def minio(self) -> None:
         from drtool.adapters.minio_admin import NotMinioError
-        from drtool.ops.replication import Site, admin_for, configured_sites, replication_status, thresholds_from
+        from drtool.ops.replication.sites import Site, admin_for, configured_sites
+        from drtool.ops.replication.status import replication_status, thresholds_from
 
         try:
             sites = configured_sites(self.settings)
@@ -371,7 +372,8 @@ class AuditRun:
             return
         report = replication_status(self.settings, sites, thresholds_from(self.settings), check_buckets=False)
         self.result.checked.append(f"minio: site replication of {len(sites)} site(s)")
-        from drtool.core.replication_verdict import Level, offline_peers
+        from drtool.core.replication_verdict.site_answers import offline_peers
+        from drtool.core.replication_verdict.verdict import Level
 
         down = [f"site {a.alias} ({a.endpoint}) unreachable" for a in report.answers if a.error is not None]
         for a in report.answers:

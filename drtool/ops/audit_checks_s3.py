@@ -52,7 +52,7 @@ def _probe_prefix(audit: AuditRun) -> str:
 def _kms_state(audit: AuditRun, b: AuditedBucket) -> tuple[str, bool | None]:
     """What MinIO's `admin info` says about its KMS: (evidence, configured?); None when it cannot be read."""
     from drtool.adapters.minio_admin import NotMinioError
-    from drtool.ops.replication import Site, admin_for
+    from drtool.ops.replication.sites import Site, admin_for
 
     endpoint = (b.s3.endpoint or "").rstrip("/")
     if not endpoint:
@@ -210,7 +210,7 @@ def policy_scope(audit: AuditRun, b: AuditedBucket, target: str) -> None:
     buckets; one check per credential and endpoint. The root credential is skipped: s3.root_credentials says more."""
     from drtool.adapters.minio_admin import MinioAdmin, NotMinioError
     from drtool.ops.audit import DEFAULT_KEYS
-    from drtool.ops.replication import tls_verify
+    from drtool.ops.replication.sites import tls_verify
 
     s3 = b.s3
     key, endpoint = str(s3.access_key or ""), (s3.endpoint or "").rstrip("/")

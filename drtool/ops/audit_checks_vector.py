@@ -25,7 +25,7 @@ def index_counts(audit: AuditRun) -> None:
     skipped, never guessed at.
     """
     from drtool.adapters.dify_metadata import DifyReader
-    from drtool.ops.verify import Scanners, collection_of
+    from drtool.ops.verify.scanners import Scanners, collection_of
 
     scanners = Scanners(audit.settings)
     unusable: dict[str, str] = {}  # backend -> why it was not counted

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from drtool.adapters import embedders, postgres, redis_cache, s3, vector_stores
 from drtool.config import Settings
 from drtool.core.dify_keys import NOT_USED, not_protected
 from drtool.errors import DrtoolError, ExitCode
@@ -27,7 +28,6 @@ class SystemCheck:
 
 def configured_systems(settings: Settings) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
     """The systems whose settings the operator gave (any source but the defaults)."""
-    from drtool.adapters import embedders, postgres, redis_cache, s3, vector_stores
 
     def given(prefix: str) -> bool:
         return any(k.startswith(prefix) and settings.is_set(k) for k in settings.sources)

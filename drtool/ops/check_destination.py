@@ -15,8 +15,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from drtool.adapters import s3 as s3a
 from drtool.config import Settings
 from drtool.errors import ConfigError, NotFoundError
+from drtool.ops.snapshot import stores as snapshot_stores
+from drtool.ops.snapshot.destination import destination_endpoint, destination_settings
 
 PROBE_DIR = ".drtool-config-check"
 
@@ -29,8 +32,6 @@ def probe_key(prefix: str) -> str:
 
 def destination_target(settings: Settings) -> str:
     """`endpoint/bucket` of the snapshot destination for the check's table, '-' when none is configured."""
-    from drtool.ops.snapshot.destination import destination_endpoint
-
     bucket = settings.snapshot.bucket or settings.s3.bucket
     endpoint = destination_endpoint(settings) or "AWS S3"
     return f"{endpoint}/{bucket}" if bucket else "-"
@@ -42,9 +43,6 @@ def check_snapshot_destination(settings: Settings) -> dict[str, Any]:
     Object Lock asked for (`snapshot.object_lock_days` > 0) on a bucket without it is a configuration error (2),
     as `snapshot create` itself would refuse.
     """
-    from drtool.adapters import s3 as s3a
-    from drtool.ops.snapshot.destination import destination_settings
-
     dest = destination_settings(settings)  # ConfigError (2) when no bucket is configured at all
     bucket = str(dest.bucket)
     client = s3a.make_client(dest, max_attempts=min(2, max(1, dest.max_attempts)),
@@ -113,8 +111,6 @@ def extra_store_targets(settings: Settings) -> list[tuple[str, str, Callable[[],
     """(system, target, probe) of each extra store snapshots pin (plugin storage outside Dify's bucket, archive
     storage): read-only probes, because `snapshot create` only reads a store. A store whose settings cannot work
     (another endpoint without credentials) is a row whose probe raises that ConfigError."""
-    from drtool.ops.snapshot import stores as snapshot_stores
-
     try:
         stores = snapshot_stores.configured_stores(settings)
     except ConfigError as exc:
@@ -131,8 +127,6 @@ def extra_store_targets(settings: Settings) -> list[tuple[str, str, Callable[[],
 def check_extra_store(store: Any) -> dict[str, Any]:
     """The bucket exists (10), this key may read it (12), and it is versioned (2 otherwise, as `snapshot create`
     refuses an unversioned store)."""
-    from drtool.adapters import s3 as s3a
-
     client = s3a.make_client(store.s3, max_attempts=2, read_timeout=20)
     try:
         client.head_bucket(Bucket=store.bucket)

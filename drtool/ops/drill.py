@@ -46,6 +46,7 @@ from drtool.config import Settings
 from drtool.core import drill_report as dr
 from drtool.core import manifest as mf
 from drtool.core import naming
+from drtool.core.drill_record import build_record, is_record
 from drtool.core.events import Emit
 from drtool.core.ports import ObjectStore, VectorStore
 from drtool.errors import DrtoolError, NotFoundError, UsageError
@@ -145,7 +146,7 @@ def load_history(dest: Destination, limit: int) -> list[dict[str, Any]]:
             continue
         except Exception as exc:
             raise dest.s3_error(exc, f"s3://{dest.bucket}/{key}") from None
-        if dr.is_record(data):
+        if is_record(data):
             out.append(data)
         else:
             log.warning("skipping s3://%s/%s: not a drill record drtool can read", dest.bucket, key)
@@ -411,7 +412,7 @@ class Drill:
         An app whose setting names a binding that does not exist has no collection in Dify either (Dify answers
         none of its annotations): it is counted, never built."""
         from drtool.adapters.dify_metadata import DifyReader
-        from drtool.ops.annotations import collection_for, read_enabled_apps
+        from drtool.ops.rebuild.annotations import collection_for, read_enabled_apps
 
         scratch = self.scratch_settings()
         with DifyReader(scratch.postgres) as reader:
@@ -427,7 +428,7 @@ class Drill:
 
     def rebuild_index(self, dest: Destination, info: SnapshotInfo, detail: dict[str, Any]) -> None:
         from drtool.errors import VerificationFailed
-        from drtool.ops.annotations import AnnotationRebuilder
+        from drtool.ops.rebuild.annotations import AnnotationRebuilder
         from drtool.ops.rebuild.options import Options
         from drtool.ops.rebuild.progress import ChunkProgressEvents
         from drtool.ops.rebuild.rebuilder import Rebuilder
@@ -512,8 +513,8 @@ class Drill:
 
     def verify(self, info: SnapshotInfo, detail: dict[str, Any]) -> None:
         from drtool.errors import VerificationFailed
-        from drtool.ops.verify import VerifyOptions
-        from drtool.ops.verify import verify as verify_closure
+        from drtool.ops.verify.closure import verify as verify_closure
+        from drtool.ops.verify.report import VerifyOptions
 
         # annotations=True: --snapshot alone leaves them out, but the drill rebuilt them into scratch collections
         # and must prove they hold every annotation exactly once (an empty list when the database has none).
@@ -538,7 +539,7 @@ class Drill:
     def replication_lag(self, info: SnapshotInfo) -> tuple[float | None, str]:
         s = self.settings
         if s.replication.sites:
-            from drtool.ops.replication import replication_summary
+            from drtool.ops.replication.summary import replication_summary
 
             try:
                 summary = replication_summary(s, probe=True)
@@ -650,7 +651,7 @@ class Drill:
                    "rebuild_ledgers": self.scratch.ledger_prefix}
         if self.scratch.plugin_database:
             scratch["plugin_database"] = f"{s.postgres.host}:{s.postgres.port}/{self.scratch.plugin_database}"
-        record = dr.build_record(
+        record = build_record(
             drill_id=self.drill_id, started_at=self.started, finished_at=datetime.now(UTC),
             snapshot={"id": info.id, "fence": info.meta.get("fence"), "encrypted": info.encrypted,
                       **(info.authentication.to_dict() if info.authentication else {"authenticated": False})},

@@ -26,6 +26,7 @@ import pytest
 from drtool.cli.main import run
 from drtool.core import drill_report as dr
 from drtool.core import signing
+from drtool.core.drill_record import build_record
 from tests.foundation.json_contract import check_json_run
 from tests.helpers.cli import NOT_INHERITED
 from tests.snapshot.conftest import fill_source
@@ -125,9 +126,9 @@ def in_process(capsys: pytest.CaptureFixture[str]) -> Callable[..., AuditRun]:
 
 
 def passed_drill(finished: datetime) -> dict[str, Any]:
-    """A drill record as `drtool drill` writes it (drill_report.build_record), finished at `finished`."""
+    """A drill record as `drtool drill` writes it (drill_record.build_record), finished at `finished`."""
     started = finished - timedelta(minutes=5)
-    return dr.build_record(
+    return build_record(
         drill_id=finished.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6], started_at=started,
         finished_at=finished, snapshot={"id": "x"}, fence=started - timedelta(hours=1),
         phases=[{"name": "restore-db", "status": "ok", "seconds": 1.0}], rto_slo=None, rpo_slo=None, lag=None,

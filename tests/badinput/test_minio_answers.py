@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from drtool.adapters.minio_admin import MalformedAnswer, MinioAdmin, Response, info_problem, status_problem
 from drtool.cli.app import App
 from drtool.cli.replication_cmd import render_status
-from drtool.core.replication_verdict import SiteAnswer, Thresholds, decide, offline_peers, site_reasons
+from drtool.core.replication_verdict.site_answers import SiteAnswer, Thresholds, offline_peers, site_reasons
+from drtool.core.replication_verdict.verdict import decide
 from drtool.errors import DrtoolError, ExitCode
-from drtool.ops.replication import StatusReport, self_and_peers, status_metrics
+from drtool.ops.replication.sites import self_and_peers
+from drtool.ops.replication.status import StatusReport, status_metrics
 from tests.badinput.strategies import PROFILE, SMALL, json_values
 
 A, B = "6e7f6ad4-0000-4000-8000-00000000000a", "6e7f6ad4-0000-4000-8000-00000000000b"

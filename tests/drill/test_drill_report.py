@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from drtool.core import drill_report as dr
+from drtool.core.drill_record import build_record, format_duration, is_record, parse_duration
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -19,20 +20,20 @@ T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
     (" 2H ", 7200), ("1d 2h", 93600),
 ])
 def test_parse_duration(text: str, seconds: float) -> None:
-    assert dr.parse_duration(text) == seconds
+    assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "abc", "10x", "-5m", "0s", "1h1h", "1h30", "m", "5m3"])
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
-        dr.parse_duration(text)
+        parse_duration(text)
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
     (None, "unknown"), (0.25, "250ms"), (12.34, "12.3s"), (245, "4m 05s"), (7380, "2h 03m"), (273600, "3d 04h"),
 ])
 def test_format_duration(seconds: float | None, text: str) -> None:
-    assert dr.format_duration(seconds) == text
+    assert format_duration(seconds) == text
 
 
 def _phases(*spec: tuple[str, str, float]) -> list[dict[str, Any]]:
@@ -42,7 +43,7 @@ def _phases(*spec: tuple[str, str, float]) -> list[dict[str, Any]]:
 
 def _record(phases: list[dict[str, Any]], *, rto_slo: float | None = None, rpo_slo: float | None = None,
             lag: float | None = None, problems: tuple[str, ...] = (), age: float = 3600) -> dict[str, Any]:
-    return dr.build_record(
+    return build_record(
         drill_id="20261129T120000Z-abc123", started_at=T0, finished_at=T0 + timedelta(seconds=30),
         snapshot={"id": "20261129T110000Z-def456", "fence": (T0 - timedelta(seconds=age)).isoformat()},
         fence=T0 - timedelta(seconds=age), phases=phases, rto_slo=rto_slo, rpo_slo=rpo_slo, lag=lag,
@@ -144,11 +145,11 @@ def test_history_table() -> None:
 
 def test_is_record_accepts_records_and_refuses_damaged_ones() -> None:
     record = _record(OK4, rto_slo=60)
-    assert dr.is_record(json.loads(dr.render_json(record)))
+    assert is_record(json.loads(dr.render_json(record)))
     for damage in ({"version": 2}, {"rto": "fast"}, {"rpo": {"seconds": "1h"}}, {"drill_id": None},
                    {"phases": {}}, {"rto": {"seconds": True}}):
-        assert not dr.is_record({**record, **damage}), damage
-    assert not dr.is_record(["not", "a", "dict"])
+        assert not is_record({**record, **damage}), damage
+    assert not is_record(["not", "a", "dict"])
 
 
 def _annotated_phases(app_id: str = "app-1") -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""export-chunks encodes rows in batches straight from a `COPY ... TO STDOUT` (drtool/ops/export_chunks.py,
+"""export-chunks encodes rows in batches straight from a `COPY ... TO STDOUT` (drtool/ops/export/chunks.py,
 encode_node_rows): its bytes must stay exactly those of the reference path, `ChunkFileWriter.write(node_record(node))`
 over `DifyReader.iter_index_nodes`, for hostile texts too (COPY's text escaping, JSON escaping, blank texts)."""
 
@@ -12,7 +12,7 @@ import psycopg
 from drtool.adapters.dify_metadata import DifyReader, IndexNode
 from drtool.config import PostgresSettings
 from drtool.core.chunk_writer import ChunkFileWriter
-from drtool.ops.export_chunks import encode_node_rows, node_record
+from drtool.ops.export.chunks import encode_node_rows, node_record
 from tests.export.helpers import Bucket, RunCli
 
 HOSTILE = [

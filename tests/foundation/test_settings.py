@@ -197,7 +197,7 @@ def test_sites_and_host_maps_are_list_settings_whose_flag_items_stay_whole(tmp_p
     """replication.sites and dify.hosts were comma strings joined from the flags and split again: a site whose
     password holds a comma became two broken sites. Flags and TOML arrays keep items whole; the environment's
     single string is split on commas, as before."""
-    from drtool.ops.replication import parse_sites
+    from drtool.ops.replication.sites import parse_sites
     from drtool.redact import redact
 
     site = "dr=http://drkey:pa,ss@minio-dr:9000"

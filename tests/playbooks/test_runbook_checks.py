@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from drtool.ops.verify import KINDS
+from drtool.ops.verify.report import KINDS
 from tests.playbooks.runbook import parse_runbook
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"

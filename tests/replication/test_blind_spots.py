@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from drtool.ops.replication_read_data import selected
+from drtool.ops.replication.read_data import selected
 from tests.replication.conftest import CliRun, all_versions, keys, unique, wait_for
 from tests.stack.ports import free_ports
 
@@ -109,9 +109,10 @@ def test_sample_is_not_fooled_by_forwarding(drtool: Callable[..., CliRun], minio
 def _sample_with(pair: Any, bucket: str, *, proxy_header: bool) -> Any:
     from datetime import UTC, datetime
 
+    from drtool.adapters.s3.client import no_proxy
     from drtool.config import load_settings
-    from drtool.ops.replication import Site, site_client
-    from drtool.ops.replication_verify import BucketResult, no_proxy, sample_bucket
+    from drtool.ops.replication.sites import Site, site_client
+    from drtool.ops.replication.verify import BucketResult, sample_bucket
 
     settings = load_settings(environ={"DRTOOL_REPLICATION_ACCESS_KEY": pair.a.access_key,
                                       "DRTOOL_REPLICATION_SECRET_KEY": pair.a.secret_key})
@@ -142,7 +143,8 @@ _DIFF_LINES = [
 def test_backlog_rules_on_minio_lines() -> None:
     from datetime import UTC, datetime
 
-    from drtool.core.replication_verdict import Backlog, Level, Reason, backlog_reasons, drop_healed_hourly_failures
+    from drtool.core.replication_verdict.backlog import Backlog, backlog_reasons, drop_healed_hourly_failures
+    from drtool.core.replication_verdict.verdict import Level, Reason
 
     backlog = Backlog("A", "dify")
     for line in _DIFF_LINES:

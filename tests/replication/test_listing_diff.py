@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drtool.core.listing_diff import DiffCounts, Entry, OrderError, bad_fraction_upper_bound, diff_listings
-from drtool.core.replication_verdict import BucketConfig, Level, bucket_config_reasons
+from drtool.core.replication_verdict.bucket_config import BucketConfig, bucket_config_reasons
+from drtool.core.replication_verdict.verdict import Level
 
 OLD = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from drtool.core.replication_verdict import Level, SiteAnswer, Thresholds, decide, offline_peers, site_reasons
+from drtool.core.replication_verdict.site_answers import SiteAnswer, Thresholds, offline_peers, site_reasons
+from drtool.core.replication_verdict.verdict import Level, decide
 from tests.foundation.metrics_check import parse_metrics_text
 from tests.replication.conftest import CliRun, all_versions, drtool_process, minio_settings_env, unique, wait_for
 
@@ -378,7 +379,7 @@ def test_replication_summary_for_snapshots(scenario: Scenario, minio_pair: Any,
                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """What `drtool snapshot create` records: the verdict and the lag a real canary measured."""
     from drtool.config import load_settings
-    from drtool.ops.replication import replication_summary
+    from drtool.ops.replication.summary import replication_summary
 
     monkeypatch.chdir(tmp_path)
     env = minio_settings_env(minio_pair, DRTOOL_REPLICATION_MAX_FAILED_LAST_HOUR="1000000",

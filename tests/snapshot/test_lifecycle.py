@@ -155,7 +155,7 @@ def test_second_site_env_helper_is_consistent(minio_env: SnapshotEnv) -> None:
 
 
 def test_require_replication(minio_env: SnapshotEnv, minio_pair) -> None:
-    """The verdict comes from `drtool replication` (drtool.ops.replication.replication_summary)."""
+    """The verdict comes from `drtool replication` (drtool.ops.replication.summary.replication_summary)."""
     import socket
 
     e = minio_env

@@ -11,4 +11,5 @@ Modules, in the order a run uses them:
     switch.py     blue/green switch or rollback, and Dify's Redis indexing keys
     shards.py     the sharded rebuild: N workers into one build collection, then `--finalize`
     sidecar.py    drtool's own embedding cache next to the chunks (vectors by text digest)
+    annotations.py  AnnotationRebuilder: the same run on the apps' annotation-reply files and collections
 """

@@ -1,5 +1,5 @@
 """The verification gate of a rebuild: count, self-retrieval recall@k, and Dify's own filtered query on a sample,
-all on the build collection before anything is switched. The annotation rebuild (drtool/ops/annotations.py) uses
+all on the build collection before anything is switched. The annotation rebuild (drtool/ops/rebuild/annotations.py) uses
 the count, the sample and the recall check with its own query test.
 """
 

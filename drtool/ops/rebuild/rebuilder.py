@@ -8,7 +8,7 @@ finished by `--resume` without duplicates or gaps.
 
 Rebuilder holds the run and its decisions (which datasets, resume or start over, where to build); the work of each
 step is in its own module: build.py, gate.py, switch.py. Subclasses change the hooks (`plan`, `verify`, `_mine`,
-`_sidecar`, `_run_lock`, `_finish_switch`): drtool/ops/rebuild/shards.py, drtool/ops/annotations.py.
+`_sidecar`, `_run_lock`, `_finish_switch`): drtool/ops/rebuild/shards.py, drtool/ops/rebuild/annotations.py.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from typing import Any
 
 from drtool.adapters import s3 as s3a
 from drtool.core.manifest import ObjectVersion
-from drtool.ops.replication_read_data import Throttle
+from drtool.ops.replication.read_data import Throttle
 
 PAGE_SIZE = 1000
 MEMORY_PAGES_PER_WORKER = 8  # pages a worker may hold in RAM ahead of the consumer before it spools to disk

@@ -11,6 +11,7 @@ from drtool.adapters import s3 as s3a
 from drtool.config import S3Settings, Settings
 from drtool.core.object_lock import Retention, retention_for
 from drtool.errors import ConfigError, DrtoolError, UsageError, VerificationFailed
+from drtool.ops.replication.summary import replication_summary
 from drtool.ops.snapshot.destination import Destination
 
 log = logging.getLogger("drtool.snapshot")
@@ -20,8 +21,6 @@ def replication_verdict(settings: Settings, required: bool) -> dict[str, Any] | 
     """The replication verdict for meta.json; with --require-replication a bad verdict stops the snapshot."""
     if not required and not settings.replication.sites:
         return None
-    from drtool.ops.replication import replication_summary
-
     try:
         summary = replication_summary(settings, probe=False)
     except DrtoolError as exc:

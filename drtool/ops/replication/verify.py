@@ -19,14 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drtool.adapters import s3 as s3_adapter
-from drtool.adapters.s3 import PROXY_HEADER, no_proxy  # noqa: F401 - re-exported: SDK hooks live in the adapter
 from drtool.config import Settings
 from drtool.core.listing_diff import DiffCounts, Difference, Entry, bad_fraction_upper_bound, diff_listings
+from drtool.core.metrics import Metric
 from drtool.core.ports import ObjectStore
 from drtool.errors import DrtoolError, KeyRefusedError, NotFound, NotFoundError, Unreachable
-from drtool.ops.replication import Site, site_client, site_error, tls_verify
-from drtool.ops.replication_deadline import Progress
-from drtool.ops.replication_read_data import ReadDataResult, read_subset
+from drtool.ops.replication.deadline import Progress
+from drtool.ops.replication.read_data import ReadDataResult, read_subset
+from drtool.ops.replication.sites import Site, site_client, site_error, tls_verify
 
 PROGRESS_EVERY = 1000  # source entries between two progress reports inside a bucket (a report costs a dict)
 
@@ -197,10 +197,10 @@ def verify(settings: Settings, source: Site, target: Site, buckets: Sequence[str
     for the progress display (drtool/cli/progress.py).
 
     `read_data` (percent) also downloads that reproducible subset of versions from both sites
-    (replication_read_data.py).
+    (read_data.py).
     """
     src = site_client(settings, source)
-    dst = no_proxy(site_client(settings, target))
+    dst = s3_adapter.no_proxy(site_client(settings, target))
     progress = progress or Progress()
     progress.plan(f"bucket {b}" for b in buckets)
     tls = tls_verify(settings)
@@ -365,3 +365,22 @@ def default_buckets(settings: Settings, source: Site) -> list[str]:
         return s3_adapter.list_bucket_names(site_client(settings, source))
     except Exception as exc:
         raise site_error(exc, source, "listing buckets") from None
+
+
+def verify_metrics(report: VerifyReport) -> list[Metric]:
+    """Prometheus gauges beyond the common four (drtool.cli.app): per bucket, the objects of each kind."""
+    metrics: list[Metric] = []
+    for b in report.buckets:
+        labels = {"source": report.source.alias, "target": report.target.alias, "bucket": b.bucket}
+        for kind in ("missing", "extra", "mismatch", "unsettled", "matched"):
+            metrics.append(Metric(f"drtool_replication_verify_{kind}_objects", f"Objects {kind} in the last verify",
+                                  float(getattr(b.counts, kind)), labels))
+        if b.sampled is not None:
+            metrics.append(Metric("drtool_replication_verify_unproven_objects", "Sampled objects the target answered "
+                                  "for without proof it holds them", float(b.unproven), labels))
+        if b.read_data is not None:
+            for kind in ("unreadable", "differing", "read"):
+                metrics.append(Metric(f"drtool_replication_verify_read_data_{kind}_versions",
+                                      f"Versions {kind} by the last --read-data", float(getattr(b.read_data, kind)),
+                                      labels))
+    return metrics  # drtool.core.metrics.render groups each metric's samples (buckets interleave them here)

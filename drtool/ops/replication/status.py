@@ -1,14 +1,11 @@
 """`drtool replication status`: ask every MinIO site, check every replicated bucket, decide one verdict.
 
 Each site reports only its own queue and traffic, and a site that is down cannot say so itself, so every site
-is asked (concurrently) and the verdict combines all answers. Also home of the helpers the other replication
-commands share (site list, per-site S3 clients) and of `replication_summary`, which `drtool snapshot create`
-records in the snapshot's meta.json.
+is asked (concurrently) and the verdict combines all answers.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -21,111 +18,17 @@ from drtool.adapters import s3 as s3_adapter
 from drtool.adapters.minio_admin import MinioAdmin, NotMinioError, SiteUnreachable
 from drtool.config import Settings
 from drtool.core.metrics import Metric
-from drtool.core.ports import ObjectStore
-from drtool.core.replication_verdict import (
-    Backlog,
-    BucketConfig,
-    Level,
-    Reason,
-    SiteAnswer,
-    Thresholds,
-    Verdict,
-    backlog_reasons,
-    bucket_config_reasons,
-    decide,
-    drop_healed_hourly_failures,
-    offline_peers,
-    site_reasons,
-)
-from drtool.errors import AuthError, ConfigError, DrtoolError, UnavailableError
-from drtool.ops.replication_deadline import Progress
+from drtool.core.replication_verdict.backlog import Backlog, backlog_reasons, drop_healed_hourly_failures
+from drtool.core.replication_verdict.bucket_config import BucketConfig, bucket_config_reasons
+from drtool.core.replication_verdict.site_answers import SiteAnswer, Thresholds, offline_peers, site_reasons
+from drtool.core.replication_verdict.verdict import Level, Reason, Verdict, decide
+from drtool.errors import AuthError, DrtoolError, UnavailableError
+from drtool.ops.replication.deadline import Progress
+from drtool.ops.replication.sites import Site, admin_for, self_and_peers, site_client
 
 log = logging.getLogger("drtool.replication")
 
-__all__ = [
-    "Site",
-    "StatusReport",
-    "parse_sites",
-    "replication_status",
-    "replication_summary",
-    "site_client",
-    "site_error",
-    "site_store",
-    "status_metrics",
-]
-
-
-@dataclass(frozen=True)
-class Site:
-    alias: str
-    endpoint: str
-
-
-def parse_sites(items: Iterable[str]) -> list[Site]:
-    """`ALIAS=URL` items (each whole: the list setting replication.sites or --site flags) -> sites, aliases
-    unique."""
-    sites: list[Site] = []
-    for item in filter(None, (str(raw).strip() for raw in items)):
-        alias, sep, url = item.partition("=")
-        if not sep or not alias.strip() or not url.strip().startswith(("http://", "https://")):
-            raise ConfigError(f"invalid site '{item}': expected ALIAS=URL, e.g. dr=https://minio-dr:9000")
-        if any(s.alias == alias.strip() for s in sites):
-            raise ConfigError(f"site alias '{alias.strip()}' is given twice")
-        sites.append(Site(alias.strip(), url.strip().rstrip("/")))
-    return sites
-
-
-def configured_sites(settings: Settings, flags: Sequence[str] = ()) -> list[Site]:
-    """Sites from --site flags, else replication.sites; at least one is needed."""
-    sites = parse_sites(flags) if flags else parse_sites(settings.replication.sites)
-    if not sites:
-        raise ConfigError("no replication site is configured",
-                          hint="pass --site ALIAS=URL (repeatable) or set replication.sites / "
-                               "DRTOOL_REPLICATION_SITES='a=http://minio-a:9000,b=http://minio-b:9000'")
-    return sites
-
-
-def credentials(settings: Settings) -> tuple[str | None, str | None]:
-    rep = settings.replication
-    if rep.access_key:
-        return rep.access_key, rep.secret_key
-    return settings.s3.access_key, settings.s3.secret_key
-
-
-def tls_verify(settings: Settings) -> bool | str:
-    s3 = settings.s3
-    return s3.ca_bundle if (s3.ca_bundle and s3.verify_tls) else s3.verify_tls
-
-
-def site_client(settings: Settings, site: Site, *, max_attempts: int = 3) -> Any:
-    """An S3 client for one site: the s3 section's TLS settings, the replication credentials, path-style."""
-    access, secret = credentials(settings)
-    s3 = dataclasses.replace(settings.s3, endpoint=site.endpoint, access_key=access, secret_key=secret,
-                             address_style="path" if settings.s3.address_style == "auto" else settings.s3.address_style)
-    timeout = settings.replication.timeout
-    return s3_adapter.make_client(s3, max_attempts=max_attempts, connect_timeout=min(timeout, 10),
-                                  read_timeout=timeout)
-
-
-def site_store(settings: Settings, site: Site, bucket: str, *, max_attempts: int = 3) -> ObjectStore:
-    """One bucket of one site as the ObjectStore port (keys whole), on a site_client."""
-    return s3_adapter.BucketStore.over(site_client(settings, site, max_attempts=max_attempts), bucket)
-
-
-def site_error(exc: BaseException, site: Site, what: str) -> DrtoolError:
-    """An S3 failure as a drtool error that names the site (alias and URL), not the s3 section's endpoint."""
-    err = exc if isinstance(exc, DrtoolError) else s3_adapter.translate_error(exc,  # type: ignore[arg-type]
-                                                                                what=what, endpoint=site.endpoint)
-    err.system = f"site {site.alias} ({site.endpoint})"
-    if err.hint and "s3.endpoint" in err.hint:
-        err.hint = err.hint.replace("s3.endpoint", f"site {site.alias}'s URL (--site / replication.sites)")
-    return err
-
-
-def admin_for(settings: Settings, site: Site) -> MinioAdmin:
-    access, secret = credentials(settings)
-    return MinioAdmin(site.alias, site.endpoint, access, secret, region=settings.s3.region,
-                      verify=tls_verify(settings), timeout=settings.replication.timeout)
+__all__ = ["StatusReport", "replication_status", "status_metrics", "thresholds_from"]
 
 
 def thresholds_from(settings: Settings) -> Thresholds:
@@ -133,8 +36,6 @@ def thresholds_from(settings: Settings) -> Thresholds:
     return Thresholds(expected_sites=rep.expected_sites, max_queued=rep.max_queued,
                       max_failed_last_hour=rep.max_failed_last_hour)
 
-
-# --- status ------------------------------------------------------------------------------------------------------
 
 @dataclass
 class StatusReport:
@@ -206,21 +107,6 @@ def _ask_site(admin: MinioAdmin) -> tuple[SiteAnswer, str | None]:
     else:
         status = {"Enabled": False}
     return SiteAnswer(admin.alias, admin.endpoint, info=info, status=status, health=health), status_error
-
-
-def self_and_peers(answer: SiteAnswer) -> tuple[str | None, dict[str, str]]:
-    """This site's deploymentID and its peers (deploymentID -> name), from the site's own info."""
-    info = answer.info or {}
-    me = info.get("name")
-    self_id = None
-    peers: dict[str, str] = {}
-    for peer in info.get("sites") or []:
-        dep = peer.get("deploymentID") or ""
-        if peer.get("name") == me:
-            self_id = dep
-        else:  # a peer with no name, endpoint nor id still counts, and its name must sort with the others
-            peers[dep] = peer.get("name") or peer.get("endpoint") or dep or "(unnamed site)"
-    return self_id, peers
 
 
 def _bucket_configs(settings: Settings, answer: SiteAnswer) -> tuple[list[str], list[BucketConfig]]:
@@ -418,37 +304,3 @@ def status_metrics(report: StatusReport) -> list[Metric]:
     # The text format wants each metric's samples together, under one HELP/TYPE header.
     order = {name: i for i, name in reversed(list(enumerate(m.name for m in metrics)))}
     return sorted(metrics, key=lambda m: order[m.name])
-
-
-# --- snapshot integration ----------------------------------------------------------------------------------------
-
-def replication_summary(settings: Settings, *, probe: bool = True) -> dict[str, Any]:
-    """The replication verdict (and, with `probe`, the measured lag) for `drtool snapshot create`'s meta.json.
-
-    Returns {"verdict": "OK"|"WARNING"|"CRITICAL"|"UNKNOWN", "exit_code", "reasons": [...], "checked_at",
-    "sites": [aliases], "lag_seconds": float|None, "delete_lag_seconds": float|None, "probe_error": str|None}.
-    Raises ConfigError when no site is configured (replication.sites), and the status errors (AuthError, ...)
-    when a site refuses; the caller decides whether that blocks the snapshot (--require-replication).
-    The probe writes a small canary into s3.bucket on the first site and always removes it.
-    """
-    sites = configured_sites(settings)
-    report = replication_status(settings, sites, thresholds_from(settings))
-    summary: dict[str, Any] = {
-        "verdict": report.verdict.level.label,
-        "exit_code": report.verdict.exit_code,
-        "reasons": [r.to_dict() for r in report.verdict.reasons],
-        "checked_at": report.checked_at.isoformat(),
-        "sites": [s.alias for s in sites],
-        "lag_seconds": None,
-        "delete_lag_seconds": None,
-        "probe_error": None,
-    }
-    if probe and len(sites) >= 2 and settings.s3.bucket and report.verdict.level != Level.CRITICAL:
-        from drtool.ops.replication_probe import run_probe
-
-        result = run_probe(settings, sites[0], sites[1], bucket=settings.s3.bucket,
-                           timeout=float(settings.replication.probe_timeout))
-        summary["lag_seconds"] = result.put_lag
-        summary["delete_lag_seconds"] = result.delete_lag
-        summary["probe_error"] = result.error
-    return summary

@@ -21,7 +21,7 @@ from typing import Any
 
 from drtool.adapters import s3 as s3_adapter
 from drtool.errors import DrtoolError, Unreachable
-from drtool.ops.replication import Site, site_error
+from drtool.ops.replication.sites import Site, site_error
 
 __all__ = ["ReadDataResult", "Throttle", "read_subset", "selected"]
 

@@ -10,16 +10,18 @@ worker does not linger.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from drtool.config import Settings
 from drtool.errors import DrtoolError, UsageError
 
-__all__ = ["DEFAULT_DEADLINES", "DeadlineExceeded", "Progress", "capped_timeout", "parse_duration",
-           "run_with_deadline"]
+__all__ = ["DEFAULT_DEADLINES", "DeadlineExceeded", "Progress", "capped_timeout", "deadline_seconds",
+           "parse_duration", "run_with_deadline", "within_deadline"]
 
 T = TypeVar("T")
 
@@ -47,6 +49,20 @@ def parse_duration(text: str) -> float:
 def capped_timeout(timeout: float, deadline: float) -> float:
     """A per-request timeout that leaves a few tries inside the deadline (at least 1 s)."""
     return timeout if deadline <= 0 else max(1.0, min(timeout, deadline / 3))
+
+
+def deadline_seconds(value: str | None, command: str, fallback: float = 0.0) -> float:
+    """--deadline as given, else the command's default (DEFAULT_DEADLINES), else `fallback`; 0: none."""
+    if value is not None:
+        return parse_duration(value)
+    return DEFAULT_DEADLINES.get(command, fallback)
+
+
+def within_deadline(settings: Settings, deadline: float) -> Settings:
+    """Settings whose per-request timeout fits a few tries inside the deadline."""
+    rep = settings.replication
+    timeout = max(1, int(capped_timeout(float(rep.timeout), deadline)))
+    return dataclasses.replace(settings, replication=dataclasses.replace(rep, timeout=timeout))
 
 
 class Progress:

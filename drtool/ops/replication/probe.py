@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drtool.config import Settings
+from drtool.core.metrics import Metric
 from drtool.core.ports import ObjectStore
+from drtool.core.replication_verdict.verdict import Level
 from drtool.errors import Unreachable, Unsupported
-from drtool.ops.replication import Site, site_error, site_store
-from drtool.ops.replication_deadline import Progress
+from drtool.ops.replication.deadline import Progress
+from drtool.ops.replication.sites import Site, site_error, site_store
 
 log = logging.getLogger("drtool.replication")
 
@@ -155,3 +157,29 @@ def _cleanup(src: ObjectStore, dst: ObjectStore, source: Site, target: Site, key
             log.warning("cleanup of canary %s on site %s failed: %s", key, site.alias, exc)
             leftovers.append(f"{site.alias}:{store.url(key)}")
     return not leftovers, leftovers
+
+
+def probe_verdict(result: ProbeResult, max_lag: float | None) -> tuple[Level, str]:
+    """CRITICAL when the canary or its delete did not arrive in time, WARNING when the lag is above `max_lag`
+    (a replication-lag SLO), else OK; with why ("" when nothing is wrong)."""
+    if not result.ok:
+        level = Level.CRITICAL
+    elif max_lag is not None and max(result.put_lag or 0, result.delete_lag or 0) > max_lag:
+        level = Level.WARNING
+    else:
+        level = Level.OK
+    why = result.error or (f"lag {max(result.put_lag or 0, result.delete_lag or 0):.2f} s above --max-lag {max_lag}"
+                           if level == Level.WARNING else "")
+    return level, why
+
+
+def probe_metrics(result: ProbeResult) -> list[Metric]:
+    """Prometheus gauges beyond the common four (drtool.cli.app): the put and delete lag (NaN: not seen)."""
+    labels = {"source": result.source, "target": result.target}
+    return [
+        Metric("drtool_replication_probe_put_lag_seconds", "Seconds until the canary appeared on the target "
+               "(NaN: not seen before the timeout)", result.put_lag if result.put_lag is not None else float("nan"),
+               labels),
+        Metric("drtool_replication_probe_delete_lag_seconds", "Seconds until the delete reached the target (NaN: "
+               "not seen)", result.delete_lag if result.delete_lag is not None else float("nan"), labels),
+    ]
