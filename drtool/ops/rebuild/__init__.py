@@ -5,7 +5,8 @@ Modules, in the order a run uses them:
     progress.py   the Progress protocol a display implements, its event form (drill) and the silent default
     plan.py       a dataset's chunk file (found by HEAD, read as it streams), dataset folders, model names
     ledger.py     the checkpoint ledger in object storage that `--resume` finishes from
-    rebuilder.py  Rebuilder: the run, its decisions (resume or start over, where to build), the dry run
+    rebuilder.py  Rebuilder: the run, its decisions (resume or start over, where to build)
+    dry_run.py    `--dry-run`: what would be embedded and where it would build, nothing written
     build.py      the streaming build: cache lookups, embedding workers, ordered inserts, checkpoints
     gate.py       the verification gate: count, self-retrieval recall@k, Dify's filtered query
     switch.py     blue/green switch or rollback, and Dify's Redis indexing keys

@@ -13,7 +13,6 @@ step is in its own module: build.py, gate.py, switch.py. Subclasses change the h
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -23,12 +22,12 @@ from drtool.config import Settings
 from drtool.core import naming
 from drtool.core.chunks import KIND_CHUNK, Chunk, CorruptStream, Rejection
 from drtool.core.events import Emit
-from drtool.core.pipeline import batched
 from drtool.core.ports import VectorStore
 from drtool.core.streams import CountingRawStream
 from drtool.errors import DrtoolError, ExitCode, NotFoundError, UsageError, VerificationFailed
 from drtool.ops.lock import store_lock
 from drtool.ops.rebuild.build import GateSample, stream_build
+from drtool.ops.rebuild.dry_run import plan_dry_run
 from drtool.ops.rebuild.gate import check_chunks, count_check, gate_sample, recall_check
 from drtool.ops.rebuild.ledger import Ledger
 from drtool.ops.rebuild.options import ChunkFileRefused, DatasetReport, Options
@@ -244,33 +243,7 @@ class Rebuilder:
                              hint="fix the chunk file, or raise --max-rejects to skip bad lines")
 
     def dry_run(self, plan: Plan, report: DatasetReport) -> None:
-        dim = self.dimension(plan)
-        dify_cache = self._dify_cache(plan)
-        self.check_dimensions(plan, dim, dify_cache)
-        sidecar = self._sidecar(plan, dim)
-        report.mode = "dry-run"
-        missing = 0
-        for batch in batched(self._stream(plan, report, []), 256):
-            todo = list(batch)
-            if dify_cache is not None:
-                hits = dify_cache.lookup([c.text for c in todo], dim)
-                report.cache_hits_dify += len(hits)
-                report.cache_vectors_ignored = dify_cache.ignored
-                todo = [c for i, c in enumerate(todo) if i not in hits]
-            misses = [c for c in todo if not sidecar.contains(hashlib.sha256(c.text.encode()).digest())]
-            report.cache_hits_sidecar += len(todo) - len(misses)
-            missing += len(misses)
-        exists = self.target.exists(plan.collection) if self.target is not None else False
-        bs = max(1, min(int(getattr(self.embedder, "max_call_items", self.settings.embedding.batch_size)),
-                        self.rs.batch_size))
-        report.plan = {"to_embed": missing, "model_calls": -(-missing // bs),
-                               "collection_exists": exists,
-                               "would": "build beside it and switch (blue/green)" if exists
-                                        else "build beside the name, rename it in after the gate"
-                                        if self.target is not None and self.target.switch_is_rename
-                                        else "build in place"}
-        report.status = "planned"
-        self.emit({"event": "rebuild.dataset_planned", **report.to_dict()})
+        plan_dry_run(self, plan, report)
 
     def rebuild(self, plan: Plan, report: DatasetReport) -> None:
         assert self.target is not None
