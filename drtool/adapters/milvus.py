@@ -7,6 +7,8 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from importlib.util import find_spec
 from typing import Any
 
 from drtool.config import MilvusSettings
@@ -18,6 +20,7 @@ log = logging.getLogger("drtool.milvus")
 
 
 def connect(milvus: MilvusSettings) -> Any:
+    # pymilvus is slow to import (gRPC, protobuf); only a Milvus run needs it, not `drtool --help`
     from pymilvus import MilvusClient
 
     if not milvus.uri:
@@ -46,15 +49,13 @@ def connect(milvus: MilvusSettings) -> Any:
 
 def _lite_installed() -> bool:
     """Milvus Lite (the `lite` extra) is optional: pymilvus alone talks to a server."""
-    from importlib.util import find_spec
-
     return find_spec("milvus_lite") is not None
 
 
 def _lite_file_in_use(uri: str) -> bool:
     """Milvus Lite holds an exclusive flock on <file>/LOCK while a process has the file open."""
+    # fcntl is POSIX-only; Milvus Lite, its only user here, has no Windows build
     import fcntl
-    import os
 
     lock = os.path.join(uri, "LOCK")
     try:
@@ -227,7 +228,8 @@ class MilvusTarget(VectorStoreDefaults):
         return None
 
     def create(self, name: str, dimension: int) -> None:
-        from pymilvus import DataType, MilvusClient
+        # pymilvus, as in connect: loaded with the store, not with this module
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
 
         hybrid = self._hybrid()
         schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
@@ -245,8 +247,6 @@ class MilvusTarget(VectorStoreDefaults):
         index = self.client.prepare_index_params()
         index.add_index(field_name=FIELD_VECTOR, index_type="HNSW", metric_type="IP", params=INDEX_PARAMS)
         if hybrid:
-            from pymilvus import Function, FunctionType
-
             schema.add_field(FIELD_SPARSE, DataType.SPARSE_FLOAT_VECTOR)
             schema.add_function(Function(name=BM25_FUNCTION, input_field_names=[FIELD_TEXT],
                                          output_field_names=[FIELD_SPARSE], function_type=FunctionType.BM25))
@@ -374,8 +374,6 @@ class MilvusTarget(VectorStoreDefaults):
         the vectors of one document share one call (nq > 1: each keeps its own top-k under that same filter),
         and the calls run concurrently on a server, so the Strong reads' time-tick waits overlap. On Milvus Lite
         each filtered call scans the collection (~45 ms at 2,000 rows): fewer calls is what counts there."""
-        from concurrent.futures import ThreadPoolExecutor
-
         if not vectors:
             return []
         first = self.dify_search(name, vectors[0], k, [document_ids[0]])  # settles Lite's filter fallback once

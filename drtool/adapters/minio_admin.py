@@ -23,6 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.httpsession import URLLib3Session
 
+from drtool.adapters.s3 import tls_reason
 from drtool.errors import AuthError, DrtoolError, UnavailableError, UsageError
 
 log = logging.getLogger("drtool.replication")
@@ -130,8 +131,6 @@ class MinioAdmin:
             raw = self._http.send(req.prepare())
             body = raw.content
         except botocore.exceptions.SSLError as exc:
-            from drtool.adapters.s3 import tls_reason
-
             raise UnavailableError(
                 f"{what}: TLS handshake failed ({tls_reason(exc)})", system=self.system,
                 hint="check the URL scheme (https on a plain-HTTP port fails like this), or pass the CA that signed "

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from drtool.config import PostgresSettings
-from drtool.errors import AuthError, DrtoolError, NotFoundError, UnavailableError
+from drtool.errors import AuthError, ConfigError, DrtoolError, NotFoundError, UnavailableError
 
 
 def conninfo(pg: PostgresSettings, *, database: str | None = None) -> dict[str, Any]:
@@ -62,8 +68,6 @@ def subprocess_env(pg: PostgresSettings, *, database: str | None = None, passwor
 
     argv is visible to every user of the machine (ps, /proc); the environment of a process is not.
     """
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update({
         "PGHOST": host or pg.host, "PGPORT": str(port or pg.port), "PGUSER": user or pg.user,
@@ -84,8 +88,6 @@ PG_LIB_ROOT = "/usr/lib/postgresql"
 
 def installed_majors(name: str, *, root: str = PG_LIB_ROOT) -> list[tuple[int, str]]:
     """(major, path) of every `<root>/<major>/bin/<name>`, newest first."""
-    from pathlib import Path
-
     found: list[tuple[int, str]] = []
     try:
         entries = list(Path(root).iterdir())
@@ -111,11 +113,6 @@ def find_pg_tool(name: str, *, server_major: int | None, bin_dir: str | None, mi
        newest is too old, the caller's check names it and the version to install;
     4. else PATH (Alpine, Homebrew, a source install).
     """
-    import shutil
-    from pathlib import Path
-
-    from drtool.errors import ConfigError
-
     if bin_dir:
         path = Path(bin_dir) / name
         if not path.is_file():
@@ -136,9 +133,6 @@ def find_pg_tool(name: str, *, server_major: int | None, bin_dir: str | None, mi
 
 def tool_version(path: str) -> tuple[int, str]:
     """(major, full text) of a PostgreSQL client tool, from `<tool> --version`."""
-    import re
-    import subprocess
-
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
     match = re.search(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?", out)
     if not match:
@@ -153,8 +147,6 @@ def check_tool_not_older(tool: str, tool_major: int, tool_text: str, server_majo
     pg_dump itself refuses a newer server ("aborting because of server version mismatch"), but only after drtool
     has opened the exported snapshot and started the upload; checked first, the run stops with nothing written.
     """
-    from drtool.errors import ConfigError
-
     if tool_major < server_major:
         where = f" at {path}" if path else ""
         raise ConfigError(
@@ -171,8 +163,6 @@ def check_pg_restore_reads(path: str, dump_major: int, *, install_major: int | N
     An older pg_restore stops with "unsupported version (1.16) in file header", which would read as a damaged
     snapshot (verify's exit 4) when only the client is too old (a setting: exit 2).
     """
-    from drtool.errors import ConfigError
-
     tool_major, tool_text = tool_version(path)
     if tool_major < dump_major:
         wanted = max(dump_major, install_major or 0)
@@ -217,8 +207,6 @@ def iter_column_values(conn: psycopg.Connection, column: tuple[str, ...], *, bat
     Yields nothing (and the caller is told by `table_exists`) when the table is absent: older Dify versions lack
     some tables.
     """
-    from psycopg import sql
-
     *table, col = column
     ident = sql.Identifier(*table)
     query = sql.SQL("SELECT DISTINCT {col} FROM {table} WHERE {col} IS NOT NULL").format(

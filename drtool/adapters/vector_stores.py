@@ -92,36 +92,42 @@ def to_check(settings: Settings) -> list[VectorBackend]:
 # --- the entries --------------------------------------------------------------------------------------------------
 
 def _milvus(settings: Settings) -> VectorStore:
+    # the adapter and pymilvus load only when this store is used (module docstring)
     from drtool.adapters.milvus import MilvusTarget
 
     return MilvusTarget(settings.milvus)
 
 
 def _milvus_check(settings: Settings) -> dict[str, Any]:
+    # as in _milvus
     from drtool.adapters.milvus import check
 
     return check(settings.milvus)
 
 
 def _weaviate(settings: Settings) -> VectorStore:
+    # the adapter and weaviate-client load only when this store is used (module docstring)
     from drtool.adapters.weaviate import WeaviateTarget
 
     return WeaviateTarget(settings.weaviate, uuid_scheme=settings.weaviate.uuid_scheme)
 
 
 def _weaviate_check(settings: Settings) -> dict[str, Any]:
+    # as in _weaviate
     from drtool.adapters.weaviate import check
 
     return check(settings.weaviate)
 
 
 def _pgvector(settings: Settings) -> VectorStore:
+    # the adapter and psycopg load only when this store is used (module docstring)
     from drtool.adapters.pgvector import PgvectorTarget
 
     return PgvectorTarget(settings.pgvector)
 
 
 def _pgvector_check(settings: Settings) -> dict[str, Any]:
+    # as in _pgvector
     from drtool.adapters.pgvector import check
 
     return check(settings.pgvector)

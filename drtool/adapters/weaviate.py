@@ -31,6 +31,7 @@ _TRANSIENT_TEXT = re.compile(r"UNAVAILABLE|DEADLINE_EXCEEDED|connection (reset|r
 
 def _transient(exc: BaseException) -> bool:
     """A fault that a later try may not meet: the network or an overloaded server, not a refused request."""
+    # weaviate-client is slow to import (gRPC, pydantic); only a Weaviate run needs it, not `drtool --help`
     from weaviate.exceptions import (
         WeaviateConnectionError,
         WeaviateGRPCUnavailableError,
@@ -99,6 +100,7 @@ class WeaviateTarget(VectorStoreDefaults):
     switch_is_rename = False  # the copy switch re-inserts every object (HNSW again): docs/rebuild-index.md
 
     def __init__(self, settings: WeaviateSettings, *, uuid_scheme: str = "content") -> None:
+        # weaviate-client is slow to import (gRPC, pydantic); only a Weaviate run makes this store
         import weaviate
         from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
@@ -207,6 +209,7 @@ class WeaviateTarget(VectorStoreDefaults):
         original_chunk_id):
         Dify's `_ensure_properties` then finds nothing to add, whatever its version, and an older Dify ignores the
         extra ones. Other metadata keys (dataset_id, doc_hash, source ...) arrive by auto-schema, as with Dify."""
+        # weaviate-client, as in __init__: loaded with the store, not with this module
         from weaviate.classes.config import Configure, DataType, Property, Tokenization
 
         s = self.settings
@@ -228,6 +231,7 @@ class WeaviateTarget(VectorStoreDefaults):
 
     def _quantizer(self) -> Any:
         """WEAVIATE_COMPRESSION as Dify maps it (a fresh object per call: one cannot serve two index configs)."""
+        # weaviate-client: as in __init__
         from weaviate.classes.config import Configure
 
         s = self.settings
@@ -245,6 +249,7 @@ class WeaviateTarget(VectorStoreDefaults):
     def _index_config(self) -> Any:
         """WEAVIATE_INDEX_TYPE / DISTANCE_METRIC / COMPRESSION as Dify maps them; a flat index takes only BQ, which
         Dify refuses too (a ValueError there, exit 2 here, before anything is written)."""
+        # weaviate-client: as in __init__
         from weaviate.classes.config import Configure, VectorDistances
 
         s = self.settings
@@ -281,6 +286,7 @@ class WeaviateTarget(VectorStoreDefaults):
         return uuid.uuid5(uuid.NAMESPACE_URL, text)  # every Dify release up to 1.17.x
 
     def insert(self, name: str, rows: list[tuple[str, dict[str, Any], list[float]]]) -> int:
+        # weaviate-client: as in __init__
         from weaviate.classes.data import DataObject
 
         objects = []
@@ -322,6 +328,7 @@ class WeaviateTarget(VectorStoreDefaults):
         return hits
 
     def search(self, name: str, vector: list[float], k: int) -> list[dict[str, Any]]:
+        # weaviate-client: as in __init__
         from weaviate.classes.query import MetadataQuery
 
         self._require("search", name)
@@ -332,6 +339,7 @@ class WeaviateTarget(VectorStoreDefaults):
 
     def dify_search(self, name: str, vector: list[float], k: int, document_ids: list[str]
                     ) -> tuple[list[dict[str, Any]], str]:
+        # weaviate-client: as in __init__
         from weaviate.classes.query import Filter, MetadataQuery
 
         self._require("search", name)
@@ -401,6 +409,7 @@ class WeaviateTarget(VectorStoreDefaults):
         """Every object of `source` into `dest` with its UUID, properties and vectors (no re-embedding), in
         weaviate.copy_batch_size batches. UUIDs are kept, so copying again after a kill overwrites, never
         duplicates. Returns the objects sent."""
+        # weaviate-client: as in __init__
         from weaviate.classes.data import DataObject
 
         size = max(1, self.settings.copy_batch_size)

@@ -14,6 +14,8 @@ import queue
 import threading
 from typing import IO, Any
 
+import zstandard
+
 from drtool.core.chunks import CHUNK_FILE_NAMES, Compression
 
 # The same serialisation as drtool.core.chunks.dumps_chunk, with one encoder for the whole file instead of one per
@@ -87,8 +89,6 @@ class ChunkFileWriter:
             self._out = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level or 6, mtime=0)
             self._closer = self._out
         elif compression == "zstd":
-            import zstandard
-
             self._out = zstandard.ZstdCompressor(level=level or 3).stream_writer(sink, closefd=False)
             self._closer = self._out
         else:

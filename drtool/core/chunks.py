@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
+import zstandard
+
 SCHEMA_VERSION = 1
 CHUNK_FILE_NAMES = ("chunks.jsonl", "chunks.jsonl.gz", "chunks.jsonl.zst")
 REQUIRED = ("id", "text", "dataset_id", "document_id")
@@ -120,8 +122,6 @@ def iter_lines(stream: IO[bytes], compression: Compression, source: str) -> Iter
         # (A bigger buffer on top would lose the lines before a truncation: the error comes with no partial data.)
         reader = gzip.GzipFile(fileobj=stream, mode="rb")
     elif compression == "zstd":
-        import zstandard
-
         reader = io.BufferedReader(_ZstdRaw(stream, zstandard), buffer_size=READ_BUFFER)
     else:
         reader = stream

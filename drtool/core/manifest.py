@@ -20,6 +20,9 @@ from typing import IO, Any
 
 import zstandard
 
+from drtool.core.chunks import MAX_LINE_BYTES
+from drtool.core.keys import UnsafeKey, check_key
+
 DUMP = "db.dump"
 MANIFEST = "manifest.jsonl.zst"
 META = "meta.json"
@@ -137,8 +140,6 @@ def confinement_problem(rec: ManifestRecord, *, snapshot_folder: str, key_prefix
     manifest), such as a copy_key naming another snapshot's dump. Records restore skips (dangling, refused,
     changed) may hold hostile keys, since they record what the rows named; only their copy_key is checked.
     """
-    from drtool.core.keys import UnsafeKey, check_key
-
     shown = repr(rec.key[:200])
     if rec.copy_key is not None and rec.copy_key != copy_key_for(snapshot_folder, rec.key):
         return f"object {shown}: copy_key {rec.copy_key[:200]!r} is not this snapshot's copy of it " \
@@ -233,8 +234,6 @@ def read_manifest(source: IO[bytes]) -> Iterator[ManifestRecord]:
     Lines are read with a limit (the chunk files' MAX_LINE_BYTES), so a manifest that decompresses to one endless
     line is refused after 16 MiB instead of growing memory until the host runs out.
     """
-    from drtool.core.chunks import MAX_LINE_BYTES
-
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(source, closefd=False)
         text = io.BufferedReader(reader, buffer_size=1 << 16)  # type: ignore[arg-type]

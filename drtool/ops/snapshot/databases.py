@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from drtool.adapters import postgres as pga
 from drtool.adapters import s3 as s3a
@@ -265,8 +266,6 @@ def plugin_target_name(info_meta: dict[str, Any], main_target: str | None, expli
         return explicit
     if not main_target:
         return None
-    from psycopg.conninfo import conninfo_to_dict
-
     if "=" not in main_target and "://" not in main_target:
         name = main_target
     else:

@@ -9,7 +9,11 @@ kill replaces it without --yes.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import dataclasses
 import logging
+import os
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -46,9 +50,6 @@ class Target:
 def parse_target(settings: Settings, text: str) -> Target:
     """A DSN (URL or key=value) or a bare database name on the configured server; the password may come from
     postgres.password or PGPASSWORD so it need not be typed on the command line."""
-    import dataclasses
-    import os
-
     if "=" not in text and "://" not in text:
         params: dict[str, Any] = {"dbname": text}
     else:
@@ -80,9 +81,6 @@ def _die_with_parent() -> Callable[[], None] | None:
     """A preexec function for the pg_restore child: be killed when drtool dies (kill -9 included), so its
     transaction rolls back instead of committing behind a run that no longer exists (Linux PR_SET_PDEATHSIG).
     libc is looked up here, before the fork, so the child only makes the call."""
-    import ctypes
-    import signal
-
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux: no parent-death signal
