@@ -45,7 +45,8 @@ def audit_cmd(app: App, rpo_hours: float | None, drill_max_age_days: float | Non
     stable id (docs/audit.md), a severity, what was seen, why it matters and the fix. Exit codes: 0 no warning or
     critical finding, 3 warnings, 4 a critical finding.
     """
-    from drtool.ops.audit import AuditOptions, run_audit
+    from drtool.ops.audit.context import AuditOptions
+    from drtool.ops.audit.runner import run_audit
 
     if report_path is not None and not report_path.parent.is_dir():
         raise UsageError(f"--report {report_path}: the directory {str(report_path.parent)!r} does not exist")

@@ -261,7 +261,8 @@ def test_free_space_below_the_threshold_is_a_warning(world: World, minio_pair: M
     site has a drive below it, so each is one warning, and nothing else is reported."""
     from drtool.config import load_settings
     from drtool.core.audit import Severity
-    from drtool.ops.audit import AuditOptions, run_audit
+    from drtool.ops.audit.context import AuditOptions
+    from drtool.ops.audit.runner import run_audit
 
     result = run_audit(load_settings(), AuditOptions(min_free_percent=100.0, probe=False))
     problems = [f for f in result.findings if f.level >= Severity.WARNING]

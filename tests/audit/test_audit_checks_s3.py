@@ -70,7 +70,7 @@ def test_excess_names_wildcards_foreign_actions_and_resources() -> None:
 
 
 def test_hostile_policy_text_is_bounded_and_inert() -> None:
-    from drtool.ops.audit_checks_s3 import MAX_ITEM, _listed
+    from drtool.ops.audit.checks_s3 import MAX_ITEM, _listed
 
     evil = "arn:aws:s3:::x/\x1b[31m\nFAKE finding " + "A" * 500
     policy = {"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [evil, f"{evil}2"]}] +
@@ -181,7 +181,8 @@ def kms_minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioSite]:
 
 def _encryption_findings(site: MinioSite, bucket: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], Any]:
     from drtool.config import load_settings
-    from drtool.ops.audit import AuditOptions, run_audit
+    from drtool.ops.audit.context import AuditOptions
+    from drtool.ops.audit.runner import run_audit
 
     for name, value in (("S3_ENDPOINT", site.endpoint), ("S3_BUCKET", bucket), ("SNAPSHOT_BUCKET", bucket),
                         ("S3_ACCESS_KEY", site.access_key), ("S3_SECRET_KEY", site.secret_key),

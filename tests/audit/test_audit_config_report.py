@@ -15,7 +15,7 @@ import pytest
 from drtool.config import SPECS, load_settings
 from drtool.core import audit as ca
 from drtool.errors import ConfigError
-from drtool.ops.audit import AuditOptions
+from drtool.ops.audit.context import AuditOptions
 from tests.audit.conftest import World
 from tests.audit.test_audit_findings import only
 

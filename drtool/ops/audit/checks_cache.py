@@ -11,13 +11,10 @@ Cheap by design: per high-quality dataset one server-side count with an EXISTS o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from drtool.adapters.dify_metadata import DifyReader
 from drtool.core.metrics import Metric
 from drtool.core.terminal import one_line
-
-if TYPE_CHECKING:
-    from drtool.ops.audit import AuditRun
+from drtool.ops.audit.context import AuditRun
 
 LISTED = 5  # datasets named in the evidence, least covered first
 
@@ -26,8 +23,6 @@ COVERAGE_METRIC = "drtool_audit_embedding_cache_coverage_ratio"
 
 def embedding_cache(audit: AuditRun) -> None:
     """Texts of every high-quality dataset whose vector Dify's cache holds for the dataset's own model."""
-    from drtool.adapters.dify_metadata import DifyReader
-
     rows: list[tuple[str, str, int, int]] = []  # (dataset id, name, texts, cached)
     with DifyReader(audit.settings.postgres) as reader:
         for d in reader.datasets():

@@ -11,21 +11,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from drtool.config import S3Settings
 from drtool.core.audit import cert_facts, tls_verdict
 from drtool.errors import DrtoolError
-
-if TYPE_CHECKING:
-    from drtool.config import S3Settings
-    from drtool.ops.audit import AuditRun
+from drtool.ops.audit.context import AuditRun
+from drtool.ops.snapshot.destination import destination_settings
 
 
 def _endpoints(audit: AuditRun) -> dict[str, S3Settings]:
     """Distinct https endpoints of the Dify and the snapshot bucket (one finding per certificate, not per bucket)."""
-    from drtool.ops.snapshot.destination import destination_settings
-
     out: dict[str, S3Settings] = {}
     candidates = [audit.settings.s3]
     with contextlib.suppress(DrtoolError):  # no snapshot bucket configured: only Dify's endpoint

@@ -17,16 +17,19 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import TYPE_CHECKING, Any
+import time
+from typing import Any
 
 from drtool.adapters import s3 as s3a
+from drtool.adapters.minio_admin import MinioAdmin, NotMinioError
 from drtool.core import iam
 from drtool.core.audit import Severity
 from drtool.core.terminal import one_line
 from drtool.errors import DrtoolError, Unsupported
-
-if TYPE_CHECKING:
-    from drtool.ops.audit import AuditedBucket, AuditRun
+from drtool.ops.audit.checks_bucket import locked_by_default
+from drtool.ops.audit.context import DEFAULT_KEYS, AuditedBucket, AuditRun
+from drtool.ops.replication.sites import Site, admin_for, tls_verify
+from drtool.ops.snapshot.destination import destination_settings
 
 MAX_LISTED = 8  # actions or grants named in one finding's evidence
 MAX_ITEM = 120  # characters of one named action, resource or account (policy text is data)
@@ -48,12 +51,8 @@ def _probe_prefix(audit: AuditRun) -> str:
 
 
 # --- server-side encryption -------------------------------------------------------------------------------------
-
 def _kms_state(audit: AuditRun, b: AuditedBucket) -> tuple[str, bool | None]:
     """What MinIO's `admin info` says about its KMS: (evidence, configured?); None when it cannot be read."""
-    from drtool.adapters.minio_admin import NotMinioError
-    from drtool.ops.replication.sites import Site, admin_for
-
     endpoint = (b.s3.endpoint or "").rstrip("/")
     if not endpoint:
         return "KMS not checked (AWS S3)", None
@@ -99,7 +98,6 @@ def encryption(audit: AuditRun, b: AuditedBucket, client: Any, target: str) -> N
 
 
 # --- multipart uploads --------------------------------------------------------------------------------------------
-
 def _delete_version(audit: AuditRun, b: AuditedBucket, client: Any, key: str, version: str | None) -> None:
     """Delete the probe's version; under a default retention only a delete marker is possible (as for the write
     probe: the locked version expires with the bucket's retention)."""
@@ -109,7 +107,7 @@ def _delete_version(audit: AuditRun, b: AuditedBucket, client: Any, key: str, ve
         else:
             client.delete_object(Bucket=b.name, Key=key)
     except Exception:
-        if not audit.locked_by_default(client, b):
+        if not locked_by_default(client, b):
             raise
         client.delete_object(Bucket=b.name, Key=key)
 
@@ -118,8 +116,6 @@ def _await_replication(client: Any, b: AuditedBucket, key: str, version: str | N
     """Wait (bounded) until a replicated bucket has copied the version: deleting a completed multipart version
     while its replication is PENDING makes MinIO count a failed replication, which `replication status` and this
     audit then report for an hour. Unreplicated buckets answer no status and return at once."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         head = client.head_object(Bucket=b.name, Key=key, **({"VersionId": version} if version else {}))
@@ -181,11 +177,8 @@ def multipart_probe(audit: AuditRun, b: AuditedBucket, client: Any, target: str)
 
 
 # --- the credential's policy ----------------------------------------------------------------------------------------
-
 def _buckets(audit: AuditRun) -> tuple[str, str]:
     """(source, snapshot) buckets to render the documented policies with; one stands in for the other if unset."""
-    from drtool.ops.snapshot.destination import destination_settings
-
     source = str(audit.settings.s3.bucket or "")
     try:
         snapshot = str(destination_settings(audit.settings).bucket or "")
@@ -208,10 +201,6 @@ def _attached(admin: Any, key: str) -> list[str]:
 def policy_scope(audit: AuditRun, b: AuditedBucket, target: str) -> None:
     """The credential's effective policy (MinIO accountinfo) is no wider than docs/iam.md's policies for the audited
     buckets; one check per credential and endpoint. The root credential is skipped: s3.root_credentials says more."""
-    from drtool.adapters.minio_admin import MinioAdmin, NotMinioError
-    from drtool.ops.audit import DEFAULT_KEYS
-    from drtool.ops.replication.sites import tls_verify
-
     s3 = b.s3
     key, endpoint = str(s3.access_key or ""), (s3.endpoint or "").rstrip("/")
     marker = f"s3: IAM policy of the key of the {target} on {endpoint or 'AWS S3'}"

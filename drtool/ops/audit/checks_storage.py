@@ -7,12 +7,9 @@ the rule (which drive is too full) is pure: drtool.core.audit.low_free_drives. E
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from drtool.core.audit import low_free_drives
-
-if TYPE_CHECKING:
-    from drtool.ops.audit import AuditRun
+from drtool.ops.audit.checks_minio import server_infos
+from drtool.ops.audit.context import AuditRun
 
 MAX_LISTED = 5  # drives named in one finding's evidence
 
@@ -24,7 +21,7 @@ def _gb(n: int) -> str:
 def free_space(audit: AuditRun) -> None:
     """A drive below `AuditOptions.min_free_percent` free is a warning, one finding per site."""
     limit = audit.options.min_free_percent
-    for site, info in audit.minio_server_infos("free space"):
+    for site, info in server_infos(audit, "free space"):
         audit.result.checked.append(f"minio: free space of {site.endpoint}")
         low = low_free_drives(info, limit)
         if not low:

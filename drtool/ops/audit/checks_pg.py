@@ -1,18 +1,18 @@
-"""`drtool audit`: the Postgres checks that need more than a version number.
+"""`drtool audit`: the Postgres checks: reachable, point-in-time recovery, pg_dump's version, and whether the role
+drtool is configured with may read what `pg_dump` dumps (the main and the plugin daemon's database).
 
-Kept apart from drtool/ops/audit.py (one module, one job): these read the catalog as the role drtool is configured
-with, because that role is the one `pg_dump` runs as. Each function takes the running audit and adds its findings
-to it; a failure is turned into `audit.check_failed` by the caller's `guarded`.
+The catalog checks read as the role drtool is configured with, because that role is the one `pg_dump` runs as.
+Each function takes the running audit and adds its findings to it; a failure is turned into `audit.check_failed`
+by the caller's `guarded`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from drtool.core.audit import pg_grant_fix
-
-if TYPE_CHECKING:
-    from drtool.ops.audit import AuditRun
+from drtool.adapters import postgres as pga
+from drtool.core.audit import Severity, pg_grant_fix
+from drtool.errors import DrtoolError
+from drtool.ops.audit.context import AuditRun
+from drtool.ops.snapshot.databases import check_plugin_database, plugin_postgres
 
 MAX_LISTED = 10  # tables named in the evidence; the count says how many more
 
@@ -36,6 +36,39 @@ ORDER BY 1, 2
 """
 
 
+def postgres(audit: AuditRun) -> bool:
+    pg = audit.settings.postgres
+    where = f"{pg.host}:{pg.port}/{pg.database}"
+    try:
+        with pga.connect(pg, autocommit=True) as conn:
+            wal = str(conn.execute("SHOW wal_level").fetchone()[0])  # type: ignore[index]
+            archive = str(conn.execute("SHOW archive_mode").fetchone()[0])  # type: ignore[index]
+            num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+            text = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    except Exception as exc:
+        err = exc if isinstance(exc, DrtoolError) else pga.translate_error(exc, pg)
+        audit.add("postgres.unreachable", f"{where}: {err}", err.hint or "check postgres.* settings", where)
+        return False
+    audit.result.checked.append("postgres: reachable")
+    if archive == "off" or wal == "minimal":
+        audit.add("postgres.no_pitr", f"wal_level={wal}, archive_mode={archive}: restores go back to the newest "
+                                      "snapshot only",
+                  "for point-in-time recovery: wal_level=replica, archive_mode=on and an archive_command "
+                  "(e.g. WAL-G, pgBackRest); else snapshot more often", where)
+    major = pga.server_major_of(num)
+
+    def pg_dump() -> None:
+        path = pga.find_pg_tool("pg_dump", server_major=major, bin_dir=audit.settings.snapshot.pg_bin_dir)
+        tool_major, tool_text = pga.tool_version(path)
+        if tool_major < major:
+            audit.add("postgres.pg_dump_older", f"{path} is {tool_text}; the server is {text}",
+                      f"apt-get install postgresql-client-{major} (or set snapshot.pg_bin_dir to its bin folder)",
+                      where)
+
+    audit.guarded("postgres: pg_dump version", pg_dump)
+    return True
+
+
 def dump_readable(audit: AuditRun) -> None:
     """The configured role may read every table and sequence `pg_dump` dumps.
 
@@ -43,8 +76,6 @@ def dump_readable(audit: AuditRun) -> None:
     created by another role (a migration run as a different user, a plugin) makes every nightly snapshot fail
     until someone reads the cron mail. Reading privileges from the catalog finds it before the next snapshot.
     """
-    from drtool.adapters import postgres as pga
-
     pg = audit.settings.postgres
     where = f"{pg.host}:{pg.port}/{pg.database}"
     with pga.connect(pg, autocommit=True) as conn:
@@ -83,11 +114,6 @@ def plugin_database(audit: AuditRun) -> None:
     database exists, restores bring back a Dify that cannot embed or answer: a warning. Set but missing or not
     readable, `snapshot create` refuses to run or pg_dump fails: every snapshot fails, so critical.
     """
-    from drtool.adapters import postgres as pga
-    from drtool.core.audit import Severity
-    from drtool.errors import DrtoolError
-    from drtool.ops.snapshot.databases import check_plugin_database, plugin_postgres
-
     pg = audit.settings.postgres
     server = f"{pg.host}:{pg.port}"
     name = pg.plugin_database

@@ -1,4 +1,5 @@
-"""`drtool audit`: is each high-quality dataset's vector collection there, and roughly as full as Postgres says?
+"""`drtool audit`: does each configured vector store answer, is each high-quality dataset's vector collection
+there, and roughly as full as Postgres says?
 
 A fast check, not a verification: one count(*) per collection through the VectorStore port against the number
 of texts Dify indexes for the dataset (DifyReader.count_index_nodes, the very query `drtool verify` streams), so
@@ -8,12 +9,27 @@ its row; a shortfall here says "run it".
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from drtool.adapters import vector_stores
+from drtool.adapters.dify_metadata import DifyReader
 from drtool.errors import ConfigError, DrtoolError
+from drtool.ops.audit.context import AuditRun
+from drtool.ops.verify.scanners import Scanners, collection_of
 
-if TYPE_CHECKING:
-    from drtool.ops.audit import AuditRun
+
+def reachable(audit: AuditRun) -> None:
+    backends = vector_stores.to_check(audit.settings)
+    if not backends:
+        audit.result.skipped.append("vector: no vector store configured")
+        return
+    for backend in backends:
+        where = backend.location(audit.settings) or backend.name
+        try:
+            backend.check(audit.settings)
+        except Exception as exc:
+            hint = getattr(exc, "hint", None) or backend.hint
+            audit.add("vector.unreachable", f"{backend.name} at {where}: {exc}", hint, where)
+            continue
+        audit.result.checked.append(f"vector: {backend.name} reachable")
 
 
 def index_counts(audit: AuditRun) -> None:
@@ -24,9 +40,6 @@ def index_counts(audit: AuditRun) -> None:
     Datasets whose vector store is not configured (or did not answer: that is `vector.unreachable`) are listed as
     skipped, never guessed at.
     """
-    from drtool.adapters.dify_metadata import DifyReader
-    from drtool.ops.verify.scanners import Scanners, collection_of
-
     scanners = Scanners(audit.settings)
     unusable: dict[str, str] = {}  # backend -> why it was not counted
     compared = 0
