@@ -68,7 +68,8 @@ def drill_group(ctx: click.Context, snapshot_ref: str, rto_slo: str | None, rpo_
         return None
     app = ctx.find_object(App)
     assert app is not None
-    from drtool.ops.drill import DrillOptions, run_drill
+    from drtool.ops.drill.options import DrillOptions
+    from drtool.ops.drill.run import run_drill
     from drtool.ops.snapshot.auth import parse_expect_digest
 
     options = DrillOptions(snapshot=snapshot_ref, rto_slo=_duration("--rto-slo", rto_slo),
@@ -138,7 +139,7 @@ def drill_history_cmd(app: App, limit: int) -> int:
     Read from <snapshot prefix>/drills/ in the snapshot bucket. Exit codes: 0 (also with no drill yet),
     10 snapshot bucket not found, 12 credentials refused, 1 other errors.
     """
-    from drtool.ops.drill import drill_history
+    from drtool.ops.drill.history import drill_history
 
     records = drill_history(app.settings(), limit)
     payload = {"event": "result", "count": len(records),

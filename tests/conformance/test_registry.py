@@ -62,7 +62,7 @@ def test_help_imports_no_vector_sdk() -> None:
     """`drtool --help` (and every cron run's start-up) must not pay for pymilvus or weaviate-client."""
     code = ("import sys\nfrom click.testing import CliRunner\nfrom drtool.cli.main import cli\n"
             "r = CliRunner().invoke(cli, ['rebuild-index', '--help'])\nassert r.exit_code == 0, r.output\n"
-            "import drtool.adapters.vector_stores, drtool.ops.check, drtool.ops.verify.closure, drtool.ops.drill\n"
+            "import drtool.adapters.vector_stores, drtool.ops.check, drtool.ops.verify.closure, drtool.ops.drill.run\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pymilvus', 'weaviate')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          check=True).stdout
