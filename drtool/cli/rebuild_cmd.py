@@ -16,7 +16,7 @@ from drtool.errors import UsageError
 from drtool.log import LOGGER_NAME
 from drtool.ops.rebuild.options import DatasetReport, Options, overall_exit_code
 from drtool.ops.rebuild.rebuilder import Rebuilder
-from drtool.wiring import RebuildParts, rebuild_parts
+from drtool.wiring import RebuildParts, dify_reader, rebuild_parts
 
 
 class _Work:
@@ -298,9 +298,7 @@ def _rebuild_annotations(app: App, settings: Any, options: Options, parts: Rebui
 
     enabled = None
     if parts.meta is not None:  # Postgres configured: it says which apps are enabled and on which model
-        from drtool.adapters.dify_metadata import DifyReader
-
-        with DifyReader(settings.postgres) as reader:
+        with dify_reader(settings.postgres) as reader:
             enabled = read_enabled_apps(reader)
     rebuilder = AnnotationRebuilder(settings, options, store=parts.store, target=parts.target,
                                     embedder=parts.embedder, meta=parts.meta, emit=app.emit,

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from drtool import wiring
 from drtool.adapters import s3 as s3a
 from drtool.config import Settings
 from drtool.errors import ConfigError, NotFoundError
@@ -45,8 +46,8 @@ def check_snapshot_destination(settings: Settings) -> dict[str, Any]:
     """
     dest = destination_settings(settings)  # ConfigError (2) when no bucket is configured at all
     bucket = str(dest.bucket)
-    client = s3a.make_client(dest, max_attempts=min(2, max(1, dest.max_attempts)),
-                             read_timeout=min(20, dest.read_timeout))
+    client = wiring.s3_client(dest, max_attempts=min(2, max(1, dest.max_attempts)),
+                              read_timeout=min(20, dest.read_timeout))
     try:
         client.head_bucket(Bucket=bucket)
     except Exception as exc:
@@ -127,7 +128,7 @@ def extra_store_targets(settings: Settings) -> list[tuple[str, str, Callable[[],
 def check_extra_store(store: Any) -> dict[str, Any]:
     """The bucket exists (10), this key may read it (12), and it is versioned (2 otherwise, as `snapshot create`
     refuses an unversioned store)."""
-    client = s3a.make_client(store.s3, max_attempts=2, read_timeout=20)
+    client = wiring.s3_client(store.s3, max_attempts=2, read_timeout=20)
     try:
         client.head_bucket(Bucket=store.bucket)
         versioning = s3a.bucket_versioning(client, store.bucket)

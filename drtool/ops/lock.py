@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drtool.adapters import s3 as s3a
+from drtool import wiring
 from drtool.core.events import Emit
 from drtool.core.lock import Judgement, LockInfo, Origin, judge
 from drtool.core.ports import ObjectStore
@@ -123,7 +123,7 @@ def describe_stale(lock: LockInfo, stale_after_s: int) -> str | None:
 def destination_lock(client: Any, bucket: str, key: str, *, holder: str, stale_after_s: int,
                      break_stale: bool = False, emit: Emit | None = None) -> Any:
     """`object_lock` on a whole key of a snapshot destination's bucket (the client its Destination made)."""
-    return object_lock(s3a.BucketStore.over(client, bucket), key, holder=holder, stale_after_s=stale_after_s,
+    return object_lock(wiring.bucket_over(client, bucket), key, holder=holder, stale_after_s=stale_after_s,
                        break_stale=break_stale, emit=emit)
 
 

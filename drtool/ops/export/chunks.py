@@ -24,6 +24,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from operator import itemgetter
 from typing import Any
 
+from drtool import wiring
 from drtool.adapters import s3 as s3_adapter
 from drtool.adapters.dify_metadata import DatasetRow, DifyReader, IndexNode
 from drtool.config import Settings
@@ -105,7 +106,7 @@ def select_datasets(reader: DifyReader, options: ExportOptions) -> list[DatasetR
 def export_chunks(settings: Settings, options: ExportOptions, *, emit: Emit) -> list[DatasetExport]:
     """Export the chosen datasets; raises a DrtoolError (with its exit code) on the first failure."""
     settings.require_s3()
-    store = s3_adapter.BucketStore(settings.s3)
+    store = wiring.dify_bucket(settings)
     store.probe()
     results: list[DatasetExport] = []
     lock: Any = contextlib.nullcontext()
@@ -113,7 +114,7 @@ def export_chunks(settings: Settings, options: ExportOptions, *, emit: Emit) -> 
         lock = store_lock(store, f"{settings.snapshot.prefix.strip('/')}/locks/export-chunks.lock",
                           holder="export-chunks", stale_after_s=settings.snapshot.lock_stale_after,
                           break_stale=options.break_stale_lock, emit=emit)
-    with lock, DifyReader(settings.postgres) as reader:
+    with lock, wiring.dify_reader(settings.postgres) as reader:
         datasets = select_datasets(reader, options)
         emit({"event": "export.started", "datasets": len(datasets), "bucket": store.bucket,
               "compression": options.compression, "dry_run": options.dry_run})

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from drtool import wiring
 from drtool.adapters import s3 as s3_adapter
 from drtool.errors import DrtoolError, Unreachable
 from drtool.ops.replication.sites import Site, site_error
@@ -81,7 +82,7 @@ class ReadDataResult:
 def _digest(client: Any, bucket: str, key: str, version_id: str | None, throttle: Throttle
             ) -> tuple[str, str, int]:
     """(md5, sha256, size) of one version's bytes, read in chunks under the throttle."""
-    store = s3_adapter.BucketStore.over(client, bucket)
+    store = wiring.bucket_over(client, bucket)
     body = store.open(key, version_id=version_id if version_id and version_id != "null" else None)
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0

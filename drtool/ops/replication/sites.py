@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from drtool import wiring
 from drtool.adapters import s3 as s3_adapter
 from drtool.adapters.minio_admin import MinioAdmin
 from drtool.config import Settings
@@ -80,13 +81,12 @@ def site_client(settings: Settings, site: Site, *, max_attempts: int = 3) -> Any
     s3 = dataclasses.replace(settings.s3, endpoint=site.endpoint, access_key=access, secret_key=secret,
                              address_style="path" if settings.s3.address_style == "auto" else settings.s3.address_style)
     timeout = settings.replication.timeout
-    return s3_adapter.make_client(s3, max_attempts=max_attempts, connect_timeout=min(timeout, 10),
-                                  read_timeout=timeout)
+    return wiring.s3_client(s3, max_attempts=max_attempts, connect_timeout=min(timeout, 10), read_timeout=timeout)
 
 
 def site_store(settings: Settings, site: Site, bucket: str, *, max_attempts: int = 3) -> ObjectStore:
     """One bucket of one site as the ObjectStore port (keys whole), on a site_client."""
-    return s3_adapter.BucketStore.over(site_client(settings, site, max_attempts=max_attempts), bucket)
+    return wiring.bucket_over(site_client(settings, site, max_attempts=max_attempts), bucket)
 
 
 def site_error(exc: BaseException, site: Site, what: str) -> DrtoolError:
@@ -101,8 +101,8 @@ def site_error(exc: BaseException, site: Site, what: str) -> DrtoolError:
 
 def admin_for(settings: Settings, site: Site) -> MinioAdmin:
     access, secret = credentials(settings)
-    return MinioAdmin(site.alias, site.endpoint, access, secret, region=settings.s3.region,
-                      verify=tls_verify(settings), timeout=settings.replication.timeout)
+    return wiring.minio_admin(site.alias, site.endpoint, access, secret, region=settings.s3.region,
+                              verify=tls_verify(settings), timeout=settings.replication.timeout)
 
 
 def self_and_peers(answer: SiteAnswer) -> tuple[str | None, dict[str, str]]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from drtool import wiring
 from drtool.adapters import s3 as s3_adapter
 from drtool.config import Settings
 from drtool.core.listing_diff import DiffCounts, Difference, Entry, bad_fraction_upper_bound, diff_listings
@@ -161,7 +162,7 @@ def prefetched(pages: Callable[[], Iterator[list[dict[str, Any]]]], *, what: str
 
 def _store(client: Any, bucket: str) -> ObjectStore:
     """One site's bucket as the ObjectStore port, on that site's client (keys whole)."""
-    return s3_adapter.BucketStore.over(client, bucket)
+    return wiring.bucket_over(client, bucket)
 
 
 def _versioning(client: Any, bucket: str, site: Site) -> str | None:

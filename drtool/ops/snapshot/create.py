@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from drtool import __version__
+from drtool import __version__, wiring
 from drtool.adapters import age as agea
 from drtool.adapters import postgres as pga
 from drtool.adapters import s3 as s3a
@@ -97,7 +97,7 @@ def create_snapshot(settings: Settings, options: CreateOptions, *, emit: Emit = 
     recipients = agea.parse_recipients(options.encrypt_to) if options.encrypt_to else None
     if options.signing_key is None:  # read before any work: a bad key file stops the run with nothing written
         options = dataclasses.replace(options, signing_key=snapshot_auth.signing_key(settings))
-    src_client = s3a.make_client(source)
+    src_client = wiring.s3_client(source)
     src_bucket = str(source.bucket)
     dest = open_destination(settings)
     dest.retention = object_lock(settings, options.retain_until, dest)  # before the lock: a refusal writes nothing

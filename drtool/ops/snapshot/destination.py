@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, replace
 from typing import Any
 
+from drtool import wiring
 from drtool.adapters import s3 as s3a
 from drtool.config import S3Settings, Settings
 from drtool.core.object_lock import Retention
@@ -79,13 +80,13 @@ def destination_settings(settings: Settings) -> S3Settings:
 
 def open_destination(settings: Settings, *, check: bool = True) -> Destination:
     s3 = destination_settings(settings)
-    dest = Destination(s3=s3, client=s3a.make_client(s3), bucket=str(s3.bucket), prefix=settings.snapshot.prefix)
+    dest = Destination(s3=s3, client=wiring.s3_client(s3), bucket=str(s3.bucket), prefix=settings.snapshot.prefix)
     if check:
-        s3a.BucketStore.over(dest.client, dest.bucket).require_bucket(
+        wiring.bucket_over(dest.client, dest.bucket).require_bucket(
             f"snapshot bucket {dest.bucket}", hint="create it, or set snapshot.bucket to an existing bucket")
     return dest
 
 
 def destination_store(dest: Destination) -> ObjectStore:
     """The destination's bucket as the ObjectStore port (keys whole), on the client it already holds."""
-    return s3a.BucketStore(replace(dest.s3, bucket=dest.bucket, key_prefix=""), client=dest.client)
+    return wiring.bucket_store(replace(dest.s3, bucket=dest.bucket, key_prefix=""), client=dest.client)

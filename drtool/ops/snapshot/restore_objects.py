@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from drtool import wiring
 from drtool.adapters import s3 as s3a
 from drtool.config import Settings
 from drtool.core import manifest as mf
@@ -38,8 +39,8 @@ def restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, s
     source = info.meta.get("source", {})
     src_bucket = source.get("bucket") or settings.s3.bucket
     target_bucket = objects_to or settings.s3.bucket or src_bucket
-    client = s3a.make_client(settings.s3)
-    s3a.BucketStore.over(client, target_bucket).require_bucket(
+    client = wiring.s3_client(settings.s3)
+    wiring.bucket_over(client, target_bucket).require_bucket(
         f"target bucket {target_bucket}",
         hint="create it (with versioning enabled) or pass --objects-to an existing bucket")
     counts = {"pinned": 0, "copied": 0, "already_current": 0, "to_copy": 0, "differ": 0, "skipped_dangling": 0,

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from drtool import wiring
 from drtool.adapters import s3 as s3a
 from drtool.config import Settings
 from drtool.core import manifest as mf
@@ -71,8 +72,8 @@ def prepare(dest: Any, info: SnapshotInfo, sums: dict[str, str], plans: list[Sto
             raise VerificationFailed(f"the {p.store.name} storage manifest of snapshot {info.id} has records that "
                                      "could escape the store's prefixes; nothing was copied: " + "; ".join(problems),
                                      hint="the manifest was edited after the snapshot was taken; restore another one")
-        client = s3a.make_client(p.store.s3)
-        s3a.BucketStore.over(client, p.store.bucket).require_bucket(
+        client = wiring.s3_client(p.store.s3)
+        wiring.bucket_over(client, p.store.bucket).require_bucket(
             f"{p.store.name} storage bucket {p.store.bucket}",
             hint="create it with versioning enabled, then run the restore again")
 
@@ -84,7 +85,7 @@ def apply(settings: Settings, info: SnapshotInfo, plans: list[StorePlan], *, dry
     for p in plans:
         assert p.local is not None
         store, name = p.store, p.section["artifact"]
-        client = s3a.make_client(store.s3)
+        client = wiring.s3_client(store.s3)
         patterns = KeyPatterns(store.prefixes)
         counts = {"pinned": 0, "copied": 0, "already_current": 0, "to_copy": 0, "differ": 0, "missing_source": 0,
                   "refused": 0}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
+from drtool import wiring
 from drtool.adapters import age as agea
 from drtool.adapters import s3 as s3a
 from drtool.config import S3Settings, Settings
@@ -131,7 +132,7 @@ def prepare(stores: list[ExtraStore], *, copy_unversioned: bool, horizon_days: i
     ready: list[PreparedStore] = []
     warnings: list[str] = []
     for store in stores:
-        client = s3a.make_client(store.s3)
+        client = wiring.s3_client(store.s3)
         try:
             versioning = s3a.bucket_versioning(client, store.bucket)
             expiry = s3a.noncurrent_expiry_days(client, store.bucket)
@@ -280,7 +281,7 @@ def _verify_store(settings: Settings, dest: Any, info: Any, identities: list[Any
             return [f"{name}: not checked: {exc.message}"]
         store = _store(settings, section["name"], bucket=section["bucket"], endpoint=settings.s3.endpoint,
                        region=None, access_key=None, secret_key=None, prefixes=tuple(section["prefixes"]))
-    client = s3a.make_client(store.s3)
+    client = wiring.s3_client(store.s3)
     raw = open_artifact(dest, info.id, name)
     patterns = KeyPatterns(section["prefixes"])
     broken: list[str] = []

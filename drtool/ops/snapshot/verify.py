@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from drtool import wiring
 from drtool.adapters import postgres as pga
-from drtool.adapters import s3 as s3a
 from drtool.config import Settings
 from drtool.core import manifest as mf
 from drtool.errors import NotFoundError, VerificationFailed
@@ -89,7 +89,7 @@ def _verify_deep(settings: Settings, dest: Destination, info: SnapshotInfo, iden
     broken: list[str] = []
     source = info.meta.get("source", {})
     bucket = source.get("bucket") or settings.s3.bucket
-    client = s3a.make_client(settings.s3)
+    client = wiring.s3_client(settings.s3)
     name = info.meta.get("artifacts", {}).get("manifest", mf.MANIFEST)
     records, raw = iter_records(dest, info, identities)
     folder = dest.folder(info.id)

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from drtool import wiring
 from drtool.adapters import s3 as s3_adapter
-from drtool.adapters.dify_metadata import DifyReader
 from drtool.config import Settings
 from drtool.core.events import Emit
 from drtool.ops.verify.annotations import verify_annotations
@@ -31,14 +31,14 @@ def verify(settings: Settings, options: VerifyOptions, *, emit: Emit) -> VerifyR
     store: s3_adapter.BucketStore | None = None
     if options.check_files or options.deep:
         settings.require_s3()
-        store = s3_adapter.BucketStore(settings.s3)
+        store = wiring.dify_bucket(settings)
         store.probe()
     findings = Findings()
     scanners = Scanners(settings)
     verdicts: list[DatasetVerdict] = []
     files = FilesVerdict(note="skipped (--skip-files)")
     try:
-        with DifyReader(settings.postgres) as reader:
+        with wiring.dify_reader(settings.postgres) as reader:
             datasets = reader.datasets(options.datasets)
             emit({"event": "verify.started", "datasets": len(datasets), "deep": options.deep})
             if options.check_files and store is not None:

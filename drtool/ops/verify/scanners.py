@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drtool import wiring
 from drtool.adapters import vector_stores
 from drtool.adapters.dify_metadata import DatasetRow
 from drtool.config import Settings
@@ -23,7 +24,7 @@ class Scanners:
             if not entry.configured(self.settings):
                 raise ConfigError(f"a dataset is indexed in {backend} but its {entry.section} settings are not set",
                                   hint=entry.hint)
-            self.open[backend] = entry.open(self.settings)
+            self.open[backend] = wiring.vector_store(self.settings, backend)
         return self.open[backend]
 
     def close(self) -> None:
