@@ -13,7 +13,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drtool.adapters.minio_admin import MalformedAnswer, MinioAdmin, Response, info_problem, status_problem
+from drtool.adapters.minio_admin import MalformedAnswer, MinioAdmin, Response
+from drtool.adapters.minio_answers import info_problem, status_problem
 from drtool.cli.app import App
 from drtool.cli.replication_cmd import render_status
 from drtool.core.replication_verdict.site_answers import SiteAnswer, Thresholds, offline_peers, site_reasons

@@ -3,6 +3,8 @@
 - No module reaches into another's private names (`from drtool.x import _y`): what is shared is public.
 - The layers point one way: core/ imports nothing above it, adapters/ no use case or command, ops/ no command.
 - No circle among module-level imports.
+- No module is over ~400 lines unless LONG_MODULES says why.
+- An import inside a function says why it is not at module level (cli/ by the one rule in drtool/cli/__init__.py).
 """
 
 from __future__ import annotations
@@ -80,3 +82,59 @@ def test_no_circle_among_module_level_imports() -> None:
     for start in sorted(graph):
         if start not in state and (circle := visit(start)):
             raise AssertionError("import circle: " + " -> ".join(circle))
+
+
+MAX_LINES = 400
+# Modules over MAX_LINES, each with why it stays whole; everything else is split by what it holds.
+LONG_MODULES = {
+    "drtool/config.py": "the one settings table: every setting's type, default, sources and help, from which "
+                        "docs/configuration.md and the config commands are generated; split, it would drift",
+    "drtool/adapters/weaviate.py": "one outside system per adapter: Weaviate's schema, batch, query, alias and "
+                                   "answer checks behind the VectorStore port",
+    "drtool/adapters/pgvector.py": "one outside system per adapter: pgvector's tables, COPY batches, index and "
+                                   "rename switch behind the VectorStore port",
+    "drtool/adapters/milvus.py": "one outside system per adapter: Milvus (Lite and server) behind the VectorStore port",
+    "drtool/adapters/embedders.py": "one outside system per adapter: the embedding providers behind the Embedder "
+                                    "port share batching, retries and dimension checks",
+}
+
+
+def test_no_module_is_long_unless_explained() -> None:
+    lengths = {str(p.relative_to(ROOT)): len(p.read_text(encoding="utf-8").splitlines())
+               for p in PACKAGE.rglob("*.py")}
+    unexplained = sorted(f"{path}: {n} lines" for path, n in lengths.items()
+                         if n > MAX_LINES and path not in LONG_MODULES)
+    assert not unexplained, f"split these by what they hold (or say why not in LONG_MODULES):\n" + \
+        "\n".join(unexplained)
+    stale = sorted(path for path in LONG_MODULES if lengths.get(path, 0) <= MAX_LINES)
+    assert not stale, f"no longer over {MAX_LINES} lines, remove from LONG_MODULES: {stale}"
+
+
+def _function_body_imports(path: Path) -> list[tuple[int, int]]:
+    """(first line, last line) of every import inside a function."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    spans: set[tuple[int, int]] = set()
+    for func in ast.walk(tree):
+        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            spans |= {(node.lineno, node.end_lineno or node.lineno) for node in ast.walk(func)
+                      if isinstance(node, ast.Import | ast.ImportFrom)}
+    return sorted(spans)
+
+
+def test_function_body_imports_say_why() -> None:
+    """An import inside a function hides a dependency; it is kept only for a heavy or optional one (an SDK, a
+    model), with its reason on its line or in a comment right above its group of imports. cli/ modules import
+    their operation inside the command by one rule, stated in drtool/cli/__init__.py."""
+    unexplained = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "cli":
+            continue
+        text = path.read_text(encoding="utf-8").splitlines()
+        explained_to = 0  # last line of the latest import covered by a comment
+        for first, last in _function_body_imports(path):
+            above = text[first - 2].strip() if first >= 2 else ""
+            if "#" in "".join(text[first - 1:last]) or above.startswith("#") or explained_to == first - 1:
+                explained_to = last
+            else:
+                unexplained.append(f"{path.relative_to(ROOT)}:{first}: {text[first - 1].strip()}")
+    assert not unexplained, "import at module level, or say why not in a comment:\n" + "\n".join(unexplained)
