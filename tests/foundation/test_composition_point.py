@@ -45,10 +45,7 @@ CONSTRUCTORS = {
 
 # Modules (fnmatch patterns below drtool/) still building adapters themselves, each with its reason. Port one,
 # delete its line; test_allowed_modules_still_need_it fails on a line that allows nothing any more.
-ALLOWED = {
-    "ops/audit*": "being moved; second pass",  # ops/audit/ (was ops/audit.py, ops/audit_checks_*.py)
-    "ops/drill*": "being moved; second pass",  # ops/drill/ (was ops/drill.py)
-}
+ALLOWED: dict[str, str] = {}
 
 
 def resolve(dotted: str) -> Any:

@@ -14,12 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from drtool.adapters import s3 as s3a
-from drtool.adapters.minio_admin import MinioAdmin
 from drtool.core.audit import Severity
 from drtool.core.retention import Policy
 from drtool.errors import DrtoolError
 from drtool.ops.audit.context import DEFAULT_KEYS, AuditedBucket, AuditRun
 from drtool.ops.replication.sites import tls_verify
+from drtool.wiring import minio_admin
 
 
 def plain_http(audit: AuditRun, b: AuditedBucket, target: str) -> None:
@@ -46,8 +46,8 @@ def credential_checks(audit: AuditRun, b: AuditedBucket, target: str) -> None:
 def is_root(audit: AuditRun, b: AuditedBucket) -> bool:
     """MinIO answers `user-info` for an IAM user (a user may read its own) and `XMinioAdminNoSuchUser` for the
     root user, which is not an IAM user; anything else (not MinIO, no admin API) is not evidence of root."""
-    admin = MinioAdmin("s3", str(b.s3.endpoint), b.s3.access_key, b.s3.secret_key, region=b.s3.region,
-                       verify=tls_verify(audit.settings), timeout=10)
+    admin = minio_admin("s3", str(b.s3.endpoint), b.s3.access_key, b.s3.secret_key, region=b.s3.region,
+                        verify=tls_verify(audit.settings), timeout=10)
     try:
         resp = admin.request("GET", "/minio/admin/v3/user-info", {"accessKey": str(b.s3.access_key)},
                              what="user info")

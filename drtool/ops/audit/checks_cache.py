@@ -11,10 +11,10 @@ Cheap by design: per high-quality dataset one server-side count with an EXISTS o
 
 from __future__ import annotations
 
-from drtool.adapters.dify_metadata import DifyReader
 from drtool.core.metrics import Metric
 from drtool.core.terminal import one_line
 from drtool.ops.audit.context import AuditRun
+from drtool.wiring import dify_reader
 
 LISTED = 5  # datasets named in the evidence, least covered first
 
@@ -24,7 +24,7 @@ COVERAGE_METRIC = "drtool_audit_embedding_cache_coverage_ratio"
 def embedding_cache(audit: AuditRun) -> None:
     """Texts of every high-quality dataset whose vector Dify's cache holds for the dataset's own model."""
     rows: list[tuple[str, str, int, int]] = []  # (dataset id, name, texts, cached)
-    with DifyReader(audit.settings.postgres) as reader:
+    with dify_reader(audit.settings.postgres) as reader:
         for d in reader.datasets():
             if d.indexing_technique != "high_quality" or d.provider == "external":
                 continue

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from drtool.adapters import s3 as s3a
-from drtool.adapters.dify_metadata import DifyReader
 from drtool.core.chunks import CHUNK_FILE_NAMES
 from drtool.ops.audit.context import AuditRun
 from drtool.ops.drill.history import load_history
 from drtool.ops.snapshot.catalog import list_snapshots
+from drtool.wiring import bucket_store, dify_reader
 
 
 def snapshots(audit: AuditRun) -> None:
@@ -57,11 +56,11 @@ def drills(audit: AuditRun) -> None:
 
 def datasets(audit: AuditRun) -> None:
     """Chunk files of high-quality datasets, and the rebuild model against each dataset's model."""
-    with DifyReader(audit.settings.postgres) as reader:
+    with dify_reader(audit.settings.postgres) as reader:
         rows = [d for d in reader.datasets() if d.indexing_technique == "high_quality"]
     audit.result.checked.append(f"postgres: {len(rows)} high-quality dataset(s) read")
     if audit.settings.s3.bucket:
-        store = s3a.BucketStore(audit.settings.s3, client=audit.client(audit.settings.s3))
+        store = bucket_store(audit.settings.s3, client=audit.client(audit.settings.s3))
         for d in rows:
             keys = [f"datasets/{d.id}/processed/{name}" for name in CHUNK_FILE_NAMES]
             if not any(store.head(k) is not None for k in keys):

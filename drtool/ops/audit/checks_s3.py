@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from drtool.adapters import s3 as s3a
-from drtool.adapters.minio_admin import MinioAdmin, NotMinioError
+from drtool.adapters.minio_admin import NotMinioError
 from drtool.core import iam
 from drtool.core.audit import Severity
 from drtool.core.terminal import one_line
@@ -30,6 +30,7 @@ from drtool.ops.audit.checks_bucket import locked_by_default
 from drtool.ops.audit.context import DEFAULT_KEYS, AuditedBucket, AuditRun
 from drtool.ops.replication.sites import Site, admin_for, tls_verify
 from drtool.ops.snapshot.destination import destination_settings
+from drtool.wiring import minio_admin
 
 MAX_LISTED = 8  # actions or grants named in one finding's evidence
 MAX_ITEM = 120  # characters of one named action, resource or account (policy text is data)
@@ -217,8 +218,8 @@ def policy_scope(audit: AuditRun, b: AuditedBucket, target: str) -> None:
                                   for f in audit.result.findings):
         audit.result.skipped.append(f"{marker} (the root credential: see s3.root_credentials)")
         return
-    admin = MinioAdmin("s3", endpoint, key, s3.secret_key, region=s3.region, verify=tls_verify(audit.settings),
-                       timeout=10)
+    admin = minio_admin("s3", endpoint, key, s3.secret_key, region=s3.region, verify=tls_verify(audit.settings),
+                        timeout=10)
     try:
         try:
             info = admin.account_info()

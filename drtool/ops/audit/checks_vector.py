@@ -10,10 +10,10 @@ its row; a shortfall here says "run it".
 from __future__ import annotations
 
 from drtool.adapters import vector_stores
-from drtool.adapters.dify_metadata import DifyReader
 from drtool.errors import ConfigError, DrtoolError
 from drtool.ops.audit.context import AuditRun
 from drtool.ops.verify.scanners import Scanners, collection_of
+from drtool.wiring import dify_reader
 
 
 def reachable(audit: AuditRun) -> None:
@@ -44,7 +44,7 @@ def index_counts(audit: AuditRun) -> None:
     unusable: dict[str, str] = {}  # backend -> why it was not counted
     compared = 0
     try:
-        with DifyReader(audit.settings.postgres) as reader:
+        with dify_reader(audit.settings.postgres) as reader:
             for d in reader.datasets():
                 if d.indexing_technique != "high_quality" or d.provider == "external":
                     continue

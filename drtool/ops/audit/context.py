@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from drtool.adapters import s3 as s3a
 from drtool.config import S3Settings, Settings
 from drtool.core.audit import MIN_FREE_PERCENT, AuditResult, Finding, Severity
 from drtool.errors import DrtoolError
 from drtool.ops.snapshot.destination import Destination, destination_settings
+from drtool.wiring import anonymous_s3_client, s3_client
 
 log = logging.getLogger("drtool.audit")
 
@@ -57,7 +57,7 @@ class AuditRun:
         key = (s3.endpoint, s3.region, s3.address_style, s3.verify_tls, s3.ca_bundle, anonymous,
                None if anonymous else (s3.access_key, s3.secret_key, s3.use_instance_credentials))
         if key not in self._clients:
-            self._clients[key] = s3a.make_anonymous_client(s3) if anonymous else s3a.make_client(s3, max_attempts=2)
+            self._clients[key] = anonymous_s3_client(s3) if anonymous else s3_client(s3, max_attempts=2)
         return self._clients[key]
 
     def destination(self) -> Any:

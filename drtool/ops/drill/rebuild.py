@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from drtool.adapters.dify_metadata import DifyReader
 from drtool.errors import VerificationFailed
 from drtool.ops.drill.options import DrillState
 from drtool.ops.drill.pinned import PinnedChunkStore, chunk_pins
@@ -16,7 +15,7 @@ from drtool.ops.rebuild.progress import ChunkProgressEvents
 from drtool.ops.rebuild.rebuilder import Rebuilder
 from drtool.ops.snapshot.catalog import SnapshotInfo
 from drtool.ops.snapshot.destination import Destination
-from drtool.wiring import rebuild_parts
+from drtool.wiring import dify_reader, rebuild_parts
 
 
 def rebuild_index(drill: DrillState, dest: Destination, info: SnapshotInfo, detail: dict[str, Any]) -> None:
@@ -90,6 +89,6 @@ def rebuild_index(drill: DrillState, dest: Destination, info: SnapshotInfo, deta
 
 
 def scratch_datasets(drill: DrillState) -> list[str]:
-    with DifyReader(drill.scratch_settings().postgres) as reader:
+    with dify_reader(drill.scratch_settings().postgres) as reader:
         return [d.id for d in reader.datasets() if d.indexing_technique == "high_quality"
                 and d.provider != "external"]

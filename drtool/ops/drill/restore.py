@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 from drtool.adapters import postgres as pga
-from drtool.adapters.dify_metadata import DifyReader
 from drtool.core import naming
 from drtool.errors import VerificationFailed
 from drtool.ops.drill.options import DrillState
@@ -18,6 +17,7 @@ from drtool.ops.snapshot.catalog import SnapshotInfo
 from drtool.ops.snapshot.destination import Destination
 from drtool.ops.snapshot.restore import restore
 from drtool.ops.snapshot.verify import verify as verify_snapshot
+from drtool.wiring import dify_reader
 
 
 def check_snapshot(drill: DrillState, dest: Destination, info: SnapshotInfo, detail: dict[str, Any]) -> None:
@@ -73,7 +73,7 @@ def point_at_scratch_collections(drill: DrillState) -> dict[str, str]:
     collection; rebuild and verify then use it through their normal path, and the live one is never opened."""
     scratch = drill.scratch_settings()
     renamed: dict[str, str] = {}
-    with DifyReader(scratch.postgres) as reader:
+    with dify_reader(scratch.postgres) as reader:
         datasets = [d for d in reader.datasets() if d.indexing_technique == "high_quality"
                     and d.provider != "external"]
     with pga.connect(scratch.postgres, autocommit=False) as conn:
@@ -96,7 +96,7 @@ def annotation_collections(drill: DrillState, detail: dict[str, Any]) -> dict[st
     An app whose setting names a binding that does not exist has no collection in Dify either (Dify answers
     none of its annotations): it is counted, never built."""
     scratch = drill.scratch_settings()
-    with DifyReader(scratch.postgres) as reader:
+    with dify_reader(scratch.postgres) as reader:
         apps = read_enabled_apps(reader)
     drill.scratch.annotation_apps = apps
     names = {a.app_id: collection_for(a.app_id, scratch.vector.index_prefix) for a in apps if a.model_name}

@@ -11,13 +11,13 @@ from psycopg import sql
 from drtool.adapters import postgres as pga
 from drtool.adapters import vector_stores
 from drtool.adapters.age import load_identities
-from drtool.adapters.s3 import BucketStore
 from drtool.errors import UsageError
 from drtool.ops.drill.options import DrillState
 from drtool.ops.snapshot import databases as snapshot_databases
 from drtool.ops.snapshot.auth import authenticate
 from drtool.ops.snapshot.catalog import SnapshotInfo, resolve
 from drtool.ops.snapshot.destination import Destination, open_destination
+from drtool.wiring import bucket_store, vector_store
 
 DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -100,7 +100,7 @@ def remove_scratch_targets(drill: DrillState) -> dict[str, Any]:
 
 def drop_collections(drill: DrillState) -> list[str]:
     dropped: list[str] = []
-    target = vector_stores.open_store(drill.scratch_settings())
+    target = vector_store(drill.scratch_settings())
     try:
         for name in drill.scratch.collections:
             assert name.startswith(drill.scratch.prefix)  # never a live name
@@ -111,7 +111,7 @@ def drop_collections(drill: DrillState) -> list[str]:
 
 
 def delete_ledgers(drill: DrillState) -> int:
-    store = BucketStore(drill.settings.s3)
+    store = bucket_store(drill.settings.s3)
     keys = [o["Key"] for o in store.list(drill.scratch.ledger_prefix + "/")]
     for key in keys:
         store.delete(key)
