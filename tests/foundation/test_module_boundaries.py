@@ -104,7 +104,7 @@ def test_no_module_is_long_unless_explained() -> None:
                for p in PACKAGE.rglob("*.py")}
     unexplained = sorted(f"{path}: {n} lines" for path, n in lengths.items()
                          if n > MAX_LINES and path not in LONG_MODULES)
-    assert not unexplained, f"split these by what they hold (or say why not in LONG_MODULES):\n" + \
+    assert not unexplained, "split these by what they hold (or say why not in LONG_MODULES):\n" + \
         "\n".join(unexplained)
     stale = sorted(path for path in LONG_MODULES if lengths.get(path, 0) <= MAX_LINES)
     assert not stale, f"no longer over {MAX_LINES} lines, remove from LONG_MODULES: {stale}"
