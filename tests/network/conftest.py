@@ -116,22 +116,6 @@ def _error_text(run: Run) -> str | None:
     return None
 
 
-def free_port_containing(digits: str) -> int:
-    """A free loopback port whose number contains `digits` (to catch status codes matched inside URLs)."""
-    import socket
-
-    for port in range(10000, 65000):
-        if digits not in str(port):
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port containing {digits}")
-
-
 def host_port(url: str) -> str:
     parts = urlsplit(url if "://" in url else "http://" + url)
     return f"{parts.hostname}:{parts.port}"

@@ -29,13 +29,13 @@ from tests.network.conftest import (
     FAST_S3,
     FAST_WEAVIATE,
     Run,
-    free_port_containing,
     host_port,
     run_drtool,
     run_drtool_reacting,
 )
 from tests.rebuild.conftest import make_chunks
 from tests.stack.minio_sites import MinioSites
+from tests.stack.ports import free_port_containing
 from tests.stack.toxiproxy import Proxy, Toxiproxy
 
 CHUNKS = 40

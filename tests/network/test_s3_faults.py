@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.network.conftest import SnapshotNet, free_port_containing
+from tests.network.conftest import SnapshotNet
 from tests.snapshot.conftest import new_bucket
+from tests.stack.ports import free_port_containing
 from tests.stack.toxiproxy import Toxiproxy
 
 

@@ -12,7 +12,7 @@ import random
 import socket
 import threading
 
-__all__ = ["free_port", "free_port_pair", "free_ports"]
+__all__ = ["free_port", "free_port_containing", "free_port_pair", "free_ports"]
 
 # SeaweedFS opens a gRPC listener at port + 10000 for each of its services: the pair must fit below 65536.
 GRPC_OFFSET = 10_000
@@ -74,3 +74,20 @@ def free_port_pair(offset: int = GRPC_OFFSET) -> int:
                 _handed_out.update((port, twin))
                 return port
     raise RuntimeError(f"could not find a free port P with P+{offset} also free on 127.0.0.1")
+
+
+def free_port_containing(digits: str) -> int:
+    """A free port whose number contains `digits` (a proxy on port 10401 catches a "401" matched inside a URL).
+
+    The search starts at a random point of 10000..32767 (below the kernel's ephemeral range, where free_port's
+    ports come from) so two sessions on one machine do not both take the first match.
+    """
+    low, high = 10_000, 32_767
+    candidates = [p for p in range(low, high + 1) if digits in str(p)]
+    start = random.Random().randrange(len(candidates)) if candidates else 0  # not the seeded global one
+    with _lock:
+        for port in candidates[start:] + candidates[:start]:
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+    raise RuntimeError(f"no free port containing {digits} on 127.0.0.1")
