@@ -209,15 +209,17 @@ def test_a_rebuild_uses_the_capacity_and_stores_every_vector(rebuild_env: dict[s
     if not embedding_server.controllable:
         pytest.skip("needs the in-process test embedding server (set_capacity)")
     ds = str(uuid.uuid4())
-    chunks = make_chunks(ds, 240)
+    # 30 units of one 16-text request each, 0.4 s per request: enough rounds past the limit that a busy machine
+    # (the main thread storing units more slowly, so fewer are submitted) still sends a 7th request at once.
+    chunks = make_chunks(ds, 480)
     chunk_bucket.put_chunks(ds, chunks)
-    monkeypatch.setenv("DRTOOL_REBUILD_BATCH_SIZE", "16")  # 15 units of one 16-text request each
+    monkeypatch.setenv("DRTOOL_REBUILD_BATCH_SIZE", "16")
     monkeypatch.setenv("DRTOOL_EMBEDDING_BATCH_SIZE", "16")
-    embedding_server.set_capacity(6, 0.2, cheap=True)
+    embedding_server.set_capacity(6, 0.4, cheap=True)
     code, events = run_cli("rebuild-index", "--dataset", ds)
     result = summary(events)["datasets"][0]
     assert code == 0, result
-    assert result["inserted"] == 240 and result["verification"]["count"] == 240
+    assert result["inserted"] == 480 and result["verification"]["count"] == 480
     assert embedding_server.peak_in_flight == 6  # grew from 4 to the provider's limit ...
     assert [r for r in embedding_server.history if r.status == 429]  # ... probed past it, and still lost nothing
     name = dify_collection_name(ds)
@@ -228,7 +230,7 @@ def test_a_rebuild_uses_the_capacity_and_stores_every_vector(rebuild_env: dict[s
         rows = client.query(name, filter="id >= 0", output_fields=["page_content", "vector"], limit=1000)
     finally:
         client.close()
-    assert len(rows) == 240
+    assert len(rows) == 480
     for row in rows:  # each chunk's own vector, not a neighbour's: order survived the concurrency
         np.testing.assert_allclose(np.asarray(row["vector"], dtype=np.float32),
                                    cheap_vector(row["page_content"], embedding_server.dimensions), atol=1e-5)
