@@ -9,9 +9,11 @@ EXTRAS ?= dev,local
 # CI runs the suite in file order until the order dependencies a shuffled run found are fixed (README.md, Set-up);
 # `make test PYTEST_ARGS=--randomly-seed=N` runs it shuffled by pytest-randomly with seed N, `=random` a new one.
 PYTEST_ARGS ?= -p no:randomly
+# pytest-xdist workers, each given whole files (--dist loadfile) and starting its own servers; 0 runs in one process.
+PYTEST_WORKERS ?= 2
 
 test: install system-deps stack lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
 
