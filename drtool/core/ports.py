@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -97,6 +97,13 @@ class ObjectStore(Protocol):
         `if_match`: only if its current ETag is this one. A lost condition raises PreconditionFailed; a server
         without conditional writes raises UnavailableError (NotImplemented): use put_if_absent /
         replace_if_match for the check-then-write fallback."""
+        ...
+
+    def put_file(self, key: str, fileobj: IO[bytes], size: int, *, metadata: dict[str, str],
+                 content_type: str = "application/octet-stream", part_size: int = 16 << 20,
+                 on_part: Callable[[int, int], None] | None = None) -> str:
+        """Write a finished local file so that readers see the old object or the whole new one (one PUT, or a
+        multipart upload that is aborted on error) and return its ETag."""
         ...
 
     def put_if_absent(self, key: str, data: bytes) -> bool:

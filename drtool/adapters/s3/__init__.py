@@ -55,5 +55,4 @@ from drtool.adapters.s3.writes import MultipartWriter as MultipartWriter
 from drtool.adapters.s3.writes import delete_prefix as delete_prefix
 from drtool.adapters.s3.writes import locked_call as locked_call
 from drtool.adapters.s3.writes import put_bytes as put_bytes
-from drtool.adapters.s3.writes import put_file_atomic as put_file_atomic
 from drtool.adapters.s3.writes import put_if_absent as put_if_absent

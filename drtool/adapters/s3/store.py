@@ -17,7 +17,7 @@ from drtool.adapters.s3.errors import AUTH_CODES, NOT_FOUND_CODES, http_status, 
 from drtool.adapters.s3.listing import iter_object_versions
 from drtool.adapters.s3.reads import SMALL_OBJECT_MAX_BYTES, read_whole
 from drtool.adapters.s3.resume import ResumingBody
-from drtool.adapters.s3.writes import abort_uploads, delete_prefix
+from drtool.adapters.s3.writes import abort_uploads, delete_prefix, put_file_atomic
 from drtool.config import S3Settings
 from drtool.errors import (
     DrtoolError,
@@ -177,6 +177,19 @@ class BucketStore:
                                            "vanished first", system=error.system)
             raise error from None
         return str(answer.get("ETag", ""))
+
+    def put_file(self, key: str, fileobj: Any, size: int, *, metadata: dict[str, str],
+                 content_type: str = "application/octet-stream", part_size: int = 16 << 20,
+                 on_part: Any = None) -> str:
+        """A finished local file as one object, atomically (one PUT, or a multipart upload aborted on error);
+        returns its ETag. `on_part(number, parts)` follows a multipart upload."""
+        try:
+            return put_file_atomic(self.client, self.bucket, self.prefix + key, fileobj, size, metadata=metadata,
+                                   content_type=content_type, part_size=part_size, on_part=on_part)
+        except DrtoolError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, self.url(key)) from None
 
     def _conditional(self, key: str, data: bytes, **condition: Any) -> bool | None:
         """put() under a condition: True written, False lost, None when the server has no conditional writes."""

@@ -20,7 +20,6 @@ from drtool.adapters import s3 as s3_adapter
 from drtool.core.chunk_writer import WRITER_FORMAT, ChunkFileWriter
 from drtool.core.chunks import Compression
 from drtool.core.events import Emit
-from drtool.errors import DrtoolError
 
 log = logging.getLogger("drtool.export")
 
@@ -123,28 +122,23 @@ def upload_spool(store: s3_adapter.BucketStore, result: DatasetExport, spool: An
     def on_part(part: int, parts: int) -> None:
         emit({"event": "export.part_uploaded", "dataset_id": owner, "part": part, "parts": parts})
 
+    # This run holds the bucket's lock: an unfinished multipart upload of this file is a killed run's,
+    # invisible but billed until aborted. Abort it here rather than leave it to a lifecycle rule.
+    # Best effort: without s3:ListBucketMultipartUploads/AbortMultipartUpload the export still works.
     try:
-        # This run holds the bucket's lock: an unfinished multipart upload of this file is a killed run's,
-        # invisible but billed until aborted. Abort it here rather than leave it to a lifecycle rule.
-        # Best effort: without s3:ListBucketMultipartUploads/AbortMultipartUpload the export still works.
-        try:
-            aborted = store.abort_uploads(result.key)
-        except Exception as exc:
-            aborted = 0
-            log.info("%s %s: could not look for unfinished uploads of %s: %s", result.kind, owner, result.url, exc)
-        if aborted:
-            log.warning("%s %s: aborted %d unfinished upload(s) of %s left by a killed run", result.kind, owner,
-                        aborted, result.url)
-        s3_adapter.put_file_atomic(
-            store.client, store.bucket, store.prefix + result.key, spool, size,
-            metadata={META_SHA: result.sha256, META_CHUNKS: str(result.chunks), META_FORMAT: WRITER_FORMAT,
-                      **(extra_metadata or {})},
-            content_type=_content_type(options.compression), part_size=options.part_size_mb << 20,
-            on_part=on_part)
-    except DrtoolError:
-        raise
+        aborted = store.abort_uploads(result.key)
     except Exception as exc:
-        raise store._error(exc, result.url) from None
+        aborted = 0
+        log.info("%s %s: could not look for unfinished uploads of %s: %s", result.kind, owner, result.url, exc)
+    if aborted:
+        log.warning("%s %s: aborted %d unfinished upload(s) of %s left by a killed run", result.kind, owner,
+                    aborted, result.url)
+    store.put_file(
+        result.key, spool, size,
+        metadata={META_SHA: result.sha256, META_CHUNKS: str(result.chunks), META_FORMAT: WRITER_FORMAT,
+                  **(extra_metadata or {})},
+        content_type=_content_type(options.compression), part_size=options.part_size_mb << 20,
+        on_part=on_part)
     result.status = "written"
 
 

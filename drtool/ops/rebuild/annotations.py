@@ -93,7 +93,7 @@ class AnnotationRebuilder(Rebuilder):
         return AnnotationPlan(app_id, collection, f"annotations of app {app_id} (gen_collection_name_by_id)",
                               found.key, found.etag, found.size, model, provider, score_threshold=threshold)
 
-    def _sidecar(self, plan: Plan, dim: int) -> VectorSidecar:
+    def open_sidecar(self, plan: Plan, dim: int) -> VectorSidecar:
         sidecar = VectorSidecar(self.store, plan.dataset_id, self.embedder.model_id, dim)
         # Beside the annotation file: under datasets/ it would make `--all` take the app for a dataset.
         sidecar.prefix = f"{ROOT}{plan.dataset_id}/processed/vectors/{model_folder(self.embedder.model_id, dim)}/"

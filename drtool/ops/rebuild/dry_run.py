@@ -19,12 +19,12 @@ if TYPE_CHECKING:
 
 def plan_dry_run(rebuilder: Rebuilder, plan: Plan, report: DatasetReport) -> None:
     dim = rebuilder.dimension(plan)
-    dify_cache = rebuilder._dify_cache(plan)
+    dify_cache = rebuilder.dify_cache_for(plan)
     rebuilder.check_dimensions(plan, dim, dify_cache)
-    sidecar = rebuilder._sidecar(plan, dim)
+    sidecar = rebuilder.open_sidecar(plan, dim)
     report.mode = "dry-run"
     missing = 0
-    for batch in batched(rebuilder._stream(plan, report, []), 256):
+    for batch in batched(rebuilder.chunk_stream(plan, report, []), 256):
         todo = list(batch)
         if dify_cache is not None:
             hits = dify_cache.lookup([c.text for c in todo], dim)

@@ -201,17 +201,17 @@ class Rebuilder:
         """Whether this run stores the chunk: every one, except in a shard worker (drtool/ops/rebuild/shards.py)."""
         return True
 
-    def _sidecar(self, plan: Plan, dim: int) -> VectorSidecar:
+    def open_sidecar(self, plan: Plan, dim: int) -> VectorSidecar:
         sidecar = VectorSidecar(self.store, plan.dataset_id, self.embedder.model_id, dim)
         sidecar.open()
         return sidecar
 
-    def _dify_cache(self, plan: Plan) -> Any:
+    def dify_cache_for(self, plan: Plan) -> Any:
         if self.meta is None or not plan.dify_model or not plan.dify_provider:
             return None
         return self.meta.cache(plan.dify_model, plan.dify_provider)
 
-    def _stream(self, plan: Plan, report: DatasetReport, counter: list[CountingRawStream]
+    def chunk_stream(self, plan: Plan, report: DatasetReport, counter: list[CountingRawStream]
                 ) -> Iterator[Chunk]:
         """Valid chunks of the file; rejections are recorded and bounded by max_rejects."""
         items = read_chunk_file(self.store, plan.chunk_key, dataset_id=plan.dataset_id, kind=self.chunk_kind,
@@ -259,7 +259,7 @@ class Rebuilder:
         timings = report.stage_seconds
         t0 = time.monotonic()
         dim = self.dimension(plan)
-        dify_cache = self._dify_cache(plan)
+        dify_cache = self.dify_cache_for(plan)
         resume_line = 0
         if state is not None:
             if not (self.options.resume or self.options.force):
@@ -342,11 +342,11 @@ class Rebuilder:
         gate's sample in self.kept."""
         target = self.target
         assert target is not None
-        sidecar = self._sidecar(plan, dim)
+        sidecar = self.open_sidecar(plan, dim)
         self.kept = GateSample()
         stream_build(self.settings, target, self.embedder, self.progress, plan, report, ledger, build, sidecar,
-                     dify_cache, resume_line, resuming=resuming, kept=self.kept, stream=self._stream, mine=self._mine,
-                     reject=self._reject)
+                     dify_cache, resume_line, resuming=resuming, kept=self.kept, stream=self.chunk_stream,
+                     mine=self._mine, reject=self._reject)
 
     def _verify_and_switch(self, plan: Plan, report: DatasetReport, ledger: Ledger, build: str, dim: int,
                            dify_cache: Any) -> None:
@@ -388,7 +388,7 @@ class Rebuilder:
 
     def _gate_sample(self, plan: Plan, dim: int, dify_cache: Any) -> list[tuple[Chunk, list[float]]]:
         assert self.target is not None
-        return gate_sample(self.target, self.kept, self.embedder, dify_cache, dim, lambda: self._sidecar(plan, dim))
+        return gate_sample(self.target, self.kept, self.embedder, dify_cache, dim, lambda: self.open_sidecar(plan, dim))
 
     def rollback(self, plan: Plan, report: DatasetReport) -> None:
         assert self.target is not None

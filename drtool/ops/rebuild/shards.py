@@ -146,7 +146,7 @@ class ShardedRebuilder(Rebuilder):
         assert target is not None
         t0 = time.monotonic()
         dim = self.dimension(plan)
-        dify_cache = self._dify_cache(plan)
+        dify_cache = self.dify_cache_for(plan)
         plans = ShardPlan(self.store, self.rs.ledger_prefix, target.backend, plan.collection)
         shared, authored = plans.load(), False
         if shared is None:
@@ -305,7 +305,7 @@ class ShardFinalizer(Rebuilder):
                                 f"{self.store.url(plans.key)})",
                                 hint="run the shard workers first (--shard I/N or an Indexed Job)")
         dim = self.dimension(plan)
-        dify_cache = self._dify_cache(plan)
+        dify_cache = self.dify_cache_for(plan)
         check_plan(self, plan, shared, dim, f"finalize {plan.collection}")
         n = int(shared["shards"])
         unfinished: list[str] = []
