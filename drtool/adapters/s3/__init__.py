@@ -36,10 +36,12 @@ from drtool.adapters.s3.client import make_client as make_client
 from drtool.adapters.s3.client import no_proxy as no_proxy
 from drtool.adapters.s3.errors import DeleteRefused as DeleteRefused
 from drtool.adapters.s3.errors import ObjectTooLarge as ObjectTooLarge
+from drtool.adapters.s3.errors import answers_translated as answers_translated
 from drtool.adapters.s3.errors import http_status as http_status
 from drtool.adapters.s3.errors import is_sdk_error as is_sdk_error
 from drtool.adapters.s3.errors import is_server_answer as is_server_answer
 from drtool.adapters.s3.errors import tls_reason as tls_reason
+from drtool.adapters.s3.errors import translate_answer as translate_answer
 from drtool.adapters.s3.errors import translate_error as translate_error
 from drtool.adapters.s3.listing import iter_keys as iter_keys
 from drtool.adapters.s3.listing import iter_listing_pages as iter_listing_pages

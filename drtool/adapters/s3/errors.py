@@ -7,6 +7,9 @@ ObjectTooLarge and DeleteRefused are the adapter's own errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import botocore.exceptions
 import urllib3.exceptions
 
@@ -64,6 +67,25 @@ def is_sdk_error(exc: BaseException) -> bool:
     """Whether an exception came from the S3 client stack (translate_error's to judge), not from drtool itself."""
     return hasattr(exc, "response") or type(exc).__module__.startswith(("botocore", "boto3", "s3transfer",
                                                                          "urllib3"))
+
+
+def translate_answer(exc: Exception, *, what: str, endpoint: str | None) -> Exception:
+    """An S3 server's error answer (it carries a `response`) as a drtool error; any other exception unchanged."""
+    if isinstance(exc, DrtoolError) or not hasattr(exc, "response"):
+        return exc
+    return translate_error(exc, what=what, endpoint=endpoint)
+
+
+@contextmanager
+def answers_translated(*, what: str, endpoint: str | None) -> Iterator[None]:
+    """Raise an S3 error answer met in the block as a drtool error (`translate_answer`); let the rest through."""
+    try:
+        yield
+    except Exception as exc:
+        error = translate_answer(exc, what=what, endpoint=endpoint)
+        if error is exc:
+            raise
+        raise error from None
 
 
 def http_status(exc: Exception) -> int | None:

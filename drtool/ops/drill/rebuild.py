@@ -58,23 +58,13 @@ def rebuild_index(drill: DrillState, dest: Destination, info: SnapshotInfo, deta
     detail["model"] = embedder.model_id
     detail["chunk_files_at_snapshot_version"] = dataset_pins
     detail["chunk_files_current"] = len(datasets) - dataset_pins
-    detail["per_dataset"] = [{
-        "dataset_id": r.dataset_id, "collection": r.collection, "status": r.status, "valid": r.valid,
-        "inserted": r.inserted, "embedded": r.embedded,
-        "cache_hits": r.cache_hits_sidecar + r.cache_hits_dify, "rejected": r.rejected,
-        "gate": {k: v for k, v in r.verification.items() if k != "problems"} if r.verification else None,
-        "error": r.error} for r in reports]
+    detail["per_dataset"] = [_report_row(r, "dataset_id", "valid") for r in reports]
     detail["chunks"] = sum(r.inserted for r in reports)
     if apps:
         annotation_pins = sum(1 for k in read if k.startswith("annotations/"))
         detail["annotation_files_at_snapshot_version"] = annotation_pins
         detail["annotation_files_current"] = len(apps) - annotation_pins
-        detail["per_app"] = [{
-            "app_id": r.dataset_id, "collection": r.collection, "status": r.status, "annotations": r.valid,
-            "inserted": r.inserted, "embedded": r.embedded,
-            "cache_hits": r.cache_hits_sidecar + r.cache_hits_dify, "rejected": r.rejected,
-            "gate": {k: v for k, v in r.verification.items() if k != "problems"} if r.verification else None,
-            "error": r.error} for r in app_reports]
+        detail["per_app"] = [_report_row(r, "app_id", "annotations") for r in app_reports]
         detail["annotations"] = sum(r.inserted for r in app_reports)
     failed = [f"{r.dataset_id}: {r.error}" for r in reports if r.status != "rebuilt"]
     failed_apps = [f"app {r.dataset_id}: {r.error}" for r in app_reports if r.status != "rebuilt"]
@@ -92,3 +82,12 @@ def scratch_datasets(drill: DrillState) -> list[str]:
     with dify_reader(drill.scratch_settings().postgres) as reader:
         return [d.id for d in reader.datasets() if d.indexing_technique == "high_quality"
                 and d.provider != "external"]
+
+
+def _report_row(r: DatasetReport, id_key: str, count_key: str) -> dict[str, Any]:
+    """One dataset's or app's line of the drill report; apps name their id and valid count for what they are."""
+    return {id_key: r.dataset_id, "collection": r.collection, "status": r.status, count_key: r.valid,
+            "inserted": r.inserted, "embedded": r.embedded, "cache_hits": r.cache_hits_sidecar + r.cache_hits_dify,
+            "rejected": r.rejected,
+            "gate": {k: v for k, v in r.verification.items() if k != "problems"} if r.verification else None,
+            "error": r.error}

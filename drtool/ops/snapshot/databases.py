@@ -200,9 +200,7 @@ class DatabaseDump:
         err = self._stderr.read().decode("utf-8", "replace").strip()
         if "error" in self._outcome:
             exc = self._outcome["error"]
-            if not isinstance(exc, DrtoolError) and hasattr(exc, "response"):
-                exc = s3a.translate_error(exc, what=f"uploading the dump of {self.pg.database}",
-                                          endpoint=dest_endpoint)
+            exc = s3a.translate_answer(exc, what=f"uploading the dump of {self.pg.database}", endpoint=dest_endpoint)
             raise exc if isinstance(exc, DrtoolError) else UnavailableError(
                 f"uploading the dump of {self.pg.database} failed: {exc}", system=f"object store {dest_endpoint}")
         if self._outcome.get("returncode") != 0:

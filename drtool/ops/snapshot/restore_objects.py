@@ -89,22 +89,18 @@ def restore_objects(settings: Settings, dest: Destination, info: SnapshotInfo, s
                     counts["skipped_dangling"] += 1
 
         try:
-            total = (info.meta.get("counts") or {}).get("pinned")
-            for outcome, problem in bounded_map(one, pinned(), settings.snapshot.workers):
-                counts["pinned"] += 1
-                counts[outcome] = counts.get(outcome, 0) + 1
-                emit({"event": "progress", "task": "restore objects", "unit": "objects", "done": counts["pinned"],
-                      "total": total if isinstance(total, int) else None,
-                      "also": {"copied": counts["copied"], "already current": counts["already_current"]}})
-                if problem:
-                    result.problems.append(problem)
+            with s3a.answers_translated(what=f"restoring objects into {target_bucket}", endpoint=settings.s3.endpoint):
+                total = (info.meta.get("counts") or {}).get("pinned")
+                for outcome, problem in bounded_map(one, pinned(), settings.snapshot.workers):
+                    counts["pinned"] += 1
+                    counts[outcome] = counts.get(outcome, 0) + 1
+                    emit({"event": "progress", "task": "restore objects", "unit": "objects", "done": counts["pinned"],
+                          "total": total if isinstance(total, int) else None,
+                          "also": {"copied": counts["copied"], "already current": counts["already_current"]}})
+                    if problem:
+                        result.problems.append(problem)
         except ValueError as exc:
             raise VerificationFailed(f"snapshot {info.id}: manifest unreadable: {exc}") from None
-        except Exception as exc:
-            if hasattr(exc, "response"):
-                raise s3a.translate_error(exc, what=f"restoring objects into {target_bucket}",
-                                          endpoint=settings.s3.endpoint) from None
-            raise
     result.objects = {"bucket": target_bucket, **counts}
     if counts.get("refused"):  # snapshot create never pins such a key: the manifest was forged and resealed
         refused = [p for p in result.problems if p.startswith("object ") and "'" in p][:5]

@@ -116,18 +116,15 @@ def apply(settings: Settings, info: SnapshotInfo, plans: list[StorePlan], *, dry
 
         pinned = (r for r in _records(p.local, info, identities, name) if r.state == mf.STATE_PINNED)
         try:
-            for outcome, problem in bounded_map(one, pinned, settings.snapshot.workers):
-                counts["pinned"] += 1
-                counts[outcome] += 1
-                if problem:
-                    problems.append(problem)
+            with s3a.answers_translated(what=f"restoring {store.name} storage into {store.bucket}",
+                                        endpoint=store.s3.endpoint):
+                for outcome, problem in bounded_map(one, pinned, settings.snapshot.workers):
+                    counts["pinned"] += 1
+                    counts[outcome] += 1
+                    if problem:
+                        problems.append(problem)
         except ValueError as exc:
             raise VerificationFailed(f"snapshot {info.id}: {name} unreadable: {exc}") from None
-        except Exception as exc:
-            if hasattr(exc, "response"):
-                raise s3a.translate_error(exc, what=f"restoring {store.name} storage into {store.bucket}",
-                                          endpoint=store.s3.endpoint) from None
-            raise
         out.append({"name": store.name, "bucket": store.bucket, "endpoint": store.s3.endpoint, **counts})
         if counts["refused"]:
             raise VerificationFailed(f"{counts['refused']} key(s) in the {store.name} storage manifest of snapshot "
