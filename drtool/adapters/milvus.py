@@ -102,6 +102,7 @@ def _grpc_refusal(exc: BaseException) -> str | None:
 
 
 _COLLECTION_NOT_EXISTS = 100
+_MISSING_ALIAS = re.compile(r"alias .*(?:not exist|not found)|can't find alias", re.I)  # a name that is no alias
 _MISSING_COLLECTION = re.compile(r"collection \S+ does not exist|collection not found|can't find collection", re.I)
 
 
@@ -219,6 +220,25 @@ class MilvusTarget(VectorStoreDefaults):
 
     def exists(self, name: str) -> bool:
         return bool(self._call("has_collection", self.client.has_collection, name))
+
+    def alias_target(self, name: str) -> str | None:
+        """drtool makes no Milvus alias, but an operator may have (Lite has them too); has_collection is true for
+        one, so only describe_alias tells them apart."""
+        quiet = logging.getLogger("pymilvus")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)  # pymilvus logs a traceback for every name that is not an alias
+        try:
+            answer = self._call(f"describe_alias {name}", self.client.describe_alias, name)
+        except NotFoundError:  # "alias 'x' does not exist" comes with CollectionNotExists' code 100
+            return None
+        except UnavailableError as exc:
+            if _MISSING_ALIAS.search(exc.message):
+                return None
+            raise
+        finally:
+            quiet.setLevel(level)
+        target = answer.get("collection_name") if isinstance(answer, dict) else None
+        return str(target) if target else None
 
     def dimension(self, name: str) -> int | None:
         info = self._call(f"describe {name}", self.client.describe_collection, name)

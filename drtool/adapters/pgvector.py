@@ -294,6 +294,10 @@ class PgvectorTarget(VectorStoreDefaults):
         table = table_name(name)
         return self._run(f"look up {table}", lambda cur: self._oid(cur, table) is not None)
 
+    def alias_target(self, name: str) -> str | None:
+        """None: a name is its table here (Dify queries `embedding_<name>` itself); the switch renames tables."""
+        return None
+
     def dimension(self, name: str) -> int | None:
         table = table_name(name)
 

@@ -199,6 +199,11 @@ class VectorStore(Protocol):
         """Dify's queries on `name` reach a collection: a collection or a drtool switch alias of that name."""
         ...
 
+    def alias_target(self, name: str) -> str | None:
+        """The collection the alias `name` points to; None when `name` is not an alias (or the store has none).
+        A sharded rebuild refuses a shard plan whose build is what the live name points to."""
+        ...
+
     def dimension(self, name: str) -> int | None:
         """The vector dimension of an existing collection; None when the store cannot tell (no object yet)."""
         ...

@@ -40,6 +40,25 @@ def shard_of(chunk_id: str, count: int) -> int:
     return int.from_bytes(hashlib.sha256(chunk_id.encode("utf-8")).digest()[:8], "big") % count
 
 
+def live_build(collection: str, build: str, *, by_alias: bool, rename_build: str | None,
+               live_target: str | None) -> str | None:
+    """Why a shard plan's build collection would be the live one (the words after "the build collection X"), or
+    None. The plan lies in a bucket and whoever can write there can rewrite it, so a worker that did not write it
+    checks it before storing anything (issue #16). `rename_build`: the one name a store that switches by a rename
+    builds under (its build_name, which is fixed), None for another store; `live_target`: the collection that
+    `collection` is an alias of, None when it is not an alias.
+    """
+    if build == collection and (by_alias or rename_build is not None):
+        how = "an alias" if by_alias else "a rename"
+        return f"is the live collection itself, and this store switches by {how}: a build is never made in place"
+    if live_target is not None and build == live_target:
+        return f"is what {collection} is an alias of: the collection Dify is querying"
+    if rename_build is not None and build != rename_build:
+        # Any other name may reach live data: pgvector cuts a longer name to Dify's own table; `_drtool_prev`.
+        return f"is not {rename_build}, the only name this store (it switches by a rename) builds under"
+    return None
+
+
 def make(index: int, count: int, source: str) -> Shard:
     if not 1 <= count <= MAX_SHARDS:
         raise UsageError(f"{source}: the number of shards must be 1..{MAX_SHARDS}, not {count}")

@@ -28,7 +28,9 @@ from typing import Any
 
 from drtool.adapters import s3
 from drtool.core.chunks import Chunk
-from drtool.core.shards import Shard
+from drtool.core.events import Emit
+from drtool.core.ports import VectorStore
+from drtool.core.shards import Shard, live_build
 from drtool.errors import DrtoolError, NotFoundError, PreconditionFailed, UsageError
 from drtool.ops.lock import store_lock
 from drtool.ops.rebuild.ledger import Ledger
@@ -92,6 +94,23 @@ class ShardPlan:
                                   "collection, then start the shards again")
         return data
 
+    def refuse_live_build(self, target: VectorStore, data: dict[str, Any], dataset_id: str, emit: Emit) -> None:
+        """Exit 2 before anything is stored when a plan this process did not write would build into the collection
+        Dify queries (drtool.core.shards.live_build): the bucket's writers are not trusted with the live index."""
+        build = data["build"]
+        why = live_build(self.collection, build, by_alias=target.switches_by_alias,
+                         rename_build=target.build_name(self.collection) if target.switch_is_rename else None,
+                         live_target=target.alias_target(self.collection))
+        if why is None:
+            return
+        emit({"event": "rebuild.shard_plan_refused", "dataset": dataset_id, "collection": self.collection,
+              "build": build, "plan": self.store.url(self.key), "reason": why})
+        raise UsageError(f"refusing the shard plan {self.store.url(self.key)}: its build collection {build} {why}. "
+                         "drtool never writes such a plan, so this worker stores nothing from it",
+                         hint=f"someone who can write to {self.store.url('')} made or changed it: find out who, "
+                              f"then remove the objects under {self.store.url(self.folder)} and start the shards "
+                              f"again (this run stored nothing in {target.describe()})")
+
     def create(self, data: dict[str, Any]) -> bool:
         body = json.dumps({**data, "version": PLAN_VERSION, "created_at": time.time()}, sort_keys=True).encode()
         return put_if_absent(self.store, self.key, body)
@@ -151,6 +170,8 @@ class ShardedRebuilder(Rebuilder):
         shared, authored = plans.load(), False
         if shared is None:
             shared, authored = self._propose(plan, plans, dim, dify_cache)
+        if not authored:
+            plans.refuse_live_build(target, shared, plan.dataset_id, self.emit)
         if shared["shards"] != self.shard.count:
             raise UsageError(f"the sharded rebuild of {plan.collection} was planned for {shared['shards']} shards; "
                              f"this worker is shard {self.shard}",
@@ -304,6 +325,7 @@ class ShardFinalizer(Rebuilder):
             raise NotFoundError(f"no sharded rebuild of {plan.collection} to finalize (no shard plan at "
                                 f"{self.store.url(plans.key)})",
                                 hint="run the shard workers first (--shard I/N or an Indexed Job)")
+        plans.refuse_live_build(target, shared, plan.dataset_id, self.emit)  # a switch from it would drop data
         dim = self.dimension(plan)
         dify_cache = self.dify_cache_for(plan)
         check_plan(self, plan, shared, dim, f"finalize {plan.collection}")
