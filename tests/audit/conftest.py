@@ -3,7 +3,7 @@ breaks exactly one thing and checks that the audit names exactly that finding.
 
 The world: site A of the replicated MinIO pair (drtool uses an IAM user, not root), a Dify bucket with versioning
 and a chunk file per dataset, a snapshot bucket with Object Lock holding one signed committed snapshot (made by
-the real `drtool snapshot create`) and one passed drill record, the seeded Dify database on the `pg` server, and
+the real `drtool snapshot create`) and one passed drill record, the seeded Dify database on `isolated_pg`, and
 the rebuild embedding model equal to the datasets' model.
 """
 
@@ -30,7 +30,7 @@ from drtool.core.drill_record import build_record
 from tests.foundation.json_contract import check_json_run
 from tests.helpers.cli import NOT_INHERITED
 from tests.snapshot.conftest import fill_source
-from tests.stack.dify_db import DifyDatabase
+from tests.stack.dify_db import DifyDatabase, create_dify_database
 from tests.stack.dify_seed import DEFAULT_EMBEDDING_MODEL
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
@@ -60,7 +60,7 @@ class AuditRun:
 
 
 @dataclass
-class World:
+class AuditWorld:
     client: Any  # root client of site A (to set the world up and break it)
     dify_bucket: str
     snap_bucket: str
@@ -92,24 +92,26 @@ def grant_documented(sites: MinioSites, dify_bucket: str, snap_bucket: str, *, n
     sites.mc("admin", "policy", "attach", alias, name, "--user", user, check=False)  # already attached: fine
 
 
-@pytest.fixture(scope="session")
-def minio_pair(isolated_minio_pair: MinioSites) -> MinioSites:
-    """The audit's own MinIO pair: an audit judges the whole pair, so the shared one's leftovers decided verdicts."""
-    return isolated_minio_pair
+# The audit has servers of its own (tests/stack/plugin.py): `isolated_minio_pair`, since an audit judges the whole
+# pair and the shared one's leftovers decided verdicts, and `isolated_pg`, since an audit reads every database of
+# the server. Its tests and fixtures ask for those by name, never for the shared `minio_pair`, `pg` or `dify_db`.
+
+
+@pytest.fixture
+def audit_dify_db(isolated_pg: PostgresServer) -> Iterator[DifyDatabase]:
+    """The seeded Dify database of `world`, on the audit's own Postgres (dify_db's is on the shared `pg`);
+    dropped after the test."""
+    database = create_dify_database(isolated_pg)
+    yield database
+    isolated_pg.drop_database(database.dbname)
 
 
 @pytest.fixture(scope="session")
-def pg(isolated_pg: PostgresServer) -> PostgresServer:
-    """The audit's own Postgres: an audit reads every database of the server."""
-    return isolated_pg
-
-
-@pytest.fixture(scope="session")
-def audit_user(minio_pair: MinioSites) -> tuple[str, str]:
+def audit_user(isolated_minio_pair: MinioSites) -> tuple[str, str]:
     """A non-root IAM user (created once; site replication copies it to B); each `world` gives it exactly the
     documented policy for its buckets (grant_documented)."""
     password = "audit-" + secrets.token_urlsafe(18)
-    minio_pair.mc("admin", "user", "add", "A", AUDIT_USER, password)
+    isolated_minio_pair.mc("admin", "user", "add", "A", AUDIT_USER, password)
     return AUDIT_USER, password
 
 
@@ -162,26 +164,27 @@ def set_audit_webhook(sites: MinioSites, endpoint: str | None) -> None:
 
 
 @pytest.fixture(scope="package")
-def audit_collector(minio_pair: MinioSites) -> Iterator[str]:
+def audit_collector(isolated_minio_pair: MinioSites) -> Iterator[str]:
     """A well-configured MinIO sends its audit log somewhere: a real HTTP collector on loopback while the audit
     tests run (the webhook is reset after them, so the shared MinIO pair is as the other tests expect it)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     endpoint = f"http://127.0.0.1:{server.server_address[1]}/audit"
-    set_audit_webhook(minio_pair, endpoint)
+    set_audit_webhook(isolated_minio_pair, endpoint)
     try:
         yield endpoint
     finally:
-        set_audit_webhook(minio_pair, None)
+        set_audit_webhook(isolated_minio_pair, None)
         server.shutdown()
 
 
 @pytest.fixture
-def world(minio_pair: MinioSites, audit_user: tuple[str, str], dify_db: DifyDatabase, pg: PostgresServer,
+def world(isolated_minio_pair: MinioSites, audit_user: tuple[str, str], audit_dify_db: DifyDatabase,
+          isolated_pg: PostgresServer,
           monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-          audit_collector: str) -> Iterator[World]:
-    site = minio_pair.a
+          audit_collector: str) -> Iterator[AuditWorld]:
+    site = isolated_minio_pair.a
     client = site.s3_client()
     tag = uuid.uuid4().hex[:8]
     dify_bucket, snap_bucket = f"audit-dify-{tag}", f"audit-snap-{tag}"
@@ -189,8 +192,8 @@ def world(minio_pair: MinioSites, audit_user: tuple[str, str], dify_db: DifyData
     client.create_bucket(Bucket=snap_bucket, ObjectLockEnabledForBucket=True)
     for b in (dify_bucket, snap_bucket):
         client.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
-    fill_source(client, dify_bucket, dify_db)
-    grant_documented(minio_pair, dify_bucket, snap_bucket)
+    fill_source(client, dify_bucket, audit_dify_db)
+    grant_documented(isolated_minio_pair, dify_bucket, snap_bucket)
     key_file = tmp_path / "signing.key"
     key = signing.generate()
     key_file.write_bytes(signing.private_pem(key))
@@ -201,12 +204,13 @@ def world(minio_pair: MinioSites, audit_user: tuple[str, str], dify_db: DifyData
     env = {
         "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_ACCESS_KEY": audit_user[0],
         "DRTOOL_S3_SECRET_KEY": audit_user[1], "DRTOOL_S3_BUCKET": dify_bucket, "DRTOOL_S3_ADDRESS_STYLE": "path",
-        "DRTOOL_SNAPSHOT_BUCKET": snap_bucket, "DRTOOL_SNAPSHOT_PG_BIN_DIR": str(pg.bin_dir),
+        "DRTOOL_SNAPSHOT_BUCKET": snap_bucket, "DRTOOL_SNAPSHOT_PG_BIN_DIR": str(isolated_pg.bin_dir),
         "DRTOOL_SNAPSHOT_SIGNING_KEY_FILE": str(key_file),
-        "DRTOOL_POSTGRES_HOST": pg.host, "DRTOOL_POSTGRES_PORT": str(pg.port), "DRTOOL_POSTGRES_USER": pg.user,
-        "DRTOOL_POSTGRES_PASSWORD": pg.password, "DRTOOL_POSTGRES_DATABASE": dify_db.dbname,
+        "DRTOOL_POSTGRES_HOST": isolated_pg.host, "DRTOOL_POSTGRES_PORT": str(isolated_pg.port),
+        "DRTOOL_POSTGRES_USER": isolated_pg.user,
+        "DRTOOL_POSTGRES_PASSWORD": isolated_pg.password, "DRTOOL_POSTGRES_DATABASE": audit_dify_db.dbname,
         "DRTOOL_POSTGRES_SSLMODE": "disable",
-        "DRTOOL_REPLICATION_SITES": f"A={minio_pair.a.endpoint},B={minio_pair.b.endpoint}",
+        "DRTOOL_REPLICATION_SITES": f"A={isolated_minio_pair.a.endpoint},B={isolated_minio_pair.b.endpoint}",
         "DRTOOL_REPLICATION_ACCESS_KEY": site.access_key, "DRTOOL_REPLICATION_SECRET_KEY": site.secret_key,
         "DRTOOL_REPLICATION_BACKLOG_CHECK": "false",
         "DRTOOL_EMBEDDING_MODEL": DEFAULT_EMBEDDING_MODEL,
@@ -218,8 +222,8 @@ def world(minio_pair: MinioSites, audit_user: tuple[str, str], dify_db: DifyData
     made = call("snapshot", "create", "--json")
     assert made.code == 0, made.out + made.err
     put_drill(client, snap_bucket, passed_drill(datetime.now(UTC) - timedelta(days=1)))
-    yield World(client, dify_bucket, snap_bucket, dify_db, env, call,
-                lambda dify, snap: grant_documented(minio_pair, dify, snap))
+    yield AuditWorld(client, dify_bucket, snap_bucket, audit_dify_db, env, call,
+                lambda dify, snap: grant_documented(isolated_minio_pair, dify, snap))
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from drtool.adapters import vector_stores
 from drtool.adapters.dify_metadata import DifyReader
 from drtool.config import PostgresSettings, load_settings
 from drtool.core import naming
-from tests.audit.conftest import World
+from tests.audit.conftest import AuditWorld
 from tests.audit.test_audit_findings import only
 from tests.conformance.backends import BACKENDS, BackendSpec
 from tests.stack.dify_seed import DEFAULT_DIMENSIONS
@@ -51,7 +51,7 @@ def _delete_two(store: Any, spec: BackendSpec, name: str, rows: list[tuple[str, 
 
 
 @pytest.fixture
-def built(world: World, backend: tuple[BackendSpec, dict[str, Any]],
+def built(world: AuditWorld, backend: tuple[BackendSpec, dict[str, Any]],
           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, int]]:
     """Both high-quality datasets' collections in the backend, the second two objects short: (its id, texts)."""
     spec, flags = backend
@@ -96,7 +96,7 @@ def built(world: World, backend: tuple[BackendSpec, dict[str, Any]],
         store.close()
 
 
-def test_two_deleted_objects_are_count_short(world: World, built: tuple[str, int]) -> None:
+def test_two_deleted_objects_are_count_short(world: AuditWorld, built: tuple[str, int]) -> None:
     dataset_id, expected = built
     finding = only(world, "vector.count_short", "warning", "--no-probe")
     assert finding["target"] == dataset_id

@@ -21,14 +21,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.audit.conftest import World
+from tests.audit.conftest import AuditWorld
 from tests.audit.test_audit_findings import free_port, only
 from tests.stack.minio_sites import MinioSites, start_tls_minio
 from tests.stack.pg_server import PostgresServer
 
 
 @contextmanager
-def reader_role(world: World, pg: PostgresServer) -> Iterator[tuple[str, str]]:
+def reader_role(world: AuditWorld, pg: PostgresServer) -> Iterator[tuple[str, str]]:
     """A login role that may read every table and sequence of the Dify database as it is now (the GRANTs a
     careful operator gives drtool), dropped again afterwards with what was granted to it."""
     role, password = f"drtool_audit_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(16)
@@ -50,11 +50,11 @@ def reader_role(world: World, pg: PostgresServer) -> Iterator[tuple[str, str]]:
 
 # --- Postgres: pg_dump can read every table --------------------------------------------------------------------
 
-def test_table_the_role_cannot_read_is_critical(world: World, pg: PostgresServer,
+def test_table_the_role_cannot_read_is_critical(world: AuditWorld, isolated_pg: PostgresServer,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A table created after the GRANTs by another role (a migration run as the owner): the drtool role cannot
     read it or its sequence, so pg_dump would fail with "permission denied"."""
-    with reader_role(world, pg) as (role, password):
+    with reader_role(world, isolated_pg) as (role, password):
         monkeypatch.setenv("DRTOOL_POSTGRES_USER", role)
         monkeypatch.setenv("DRTOOL_POSTGRES_PASSWORD", password)
         clean = world.audit("audit", "--json", "--no-probe")
@@ -73,7 +73,7 @@ def test_table_the_role_cannot_read_is_critical(world: World, pg: PostgresServer
 
 # --- vector store: each high-quality dataset's collection is there and not short ----------------------------------
 
-def test_collection_short_then_missing(world: World, milvus_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_collection_short_then_missing(world: AuditWorld, milvus_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real collections in Milvus (Lite) in Dify's layout: the first dataset's holds one vector per indexed text,
     the second's two fewer (a warning: verify is the deep check); then that collection is dropped (critical)."""
     import random
@@ -164,7 +164,7 @@ def _write_certs(folder: Path) -> Path:
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # the s3.verify_tls=false run
-def test_tls_certificate_expiring_then_expired(world: World, minio_pair: MinioSites, tmp_path: Path,
+def test_tls_certificate_expiring_then_expired(world: AuditWorld, isolated_minio_pair: MinioSites, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Dify's bucket on a real MinIO serving TLS (the snapshot bucket stays on site A): reached as 127.0.0.1 its
     certificate ends in 5 days (a warning); reached as localhost MinIO serves one that expired a day ago
@@ -186,7 +186,7 @@ def test_tls_certificate_expiring_then_expired(world: World, minio_pair: MinioSi
     try:
         user, password = "drtool-tls-user", "tls-user-" + secrets.token_urlsafe(12)
         bucket = "audit-tls-dify"
-        mc = [str(minio_pair.mc_path), "--config-dir", str(folder / "mc"), "--insecure"]
+        mc = [str(isolated_minio_pair.mc_path), "--config-dir", str(folder / "mc"), "--insecure"]
         mc_env = {**os.environ, "MC_HOST_T": f"https://{TLS_ROOT}:{TLS_ROOT_SECRET}@127.0.0.1:{port}"}
         policy = folder / "drtool-policy.json"  # docs/iam.md's, so s3.policy_too_wide is no second finding
         policy.write_text(json.dumps(documented_policy(bucket, world.snap_bucket)))
@@ -256,7 +256,7 @@ def test_low_free_rule_on_captured_admin_info() -> None:
     assert low_free_drives(broken, 25) == []
 
 
-def test_free_space_below_the_threshold_is_a_warning(world: World, minio_pair: MinioSites) -> None:
+def test_free_space_below_the_threshold_is_a_warning(world: AuditWorld, isolated_minio_pair: MinioSites) -> None:
     """The real `admin info` of both sites, with a threshold above any drive's real free share (100 %): every
     site has a drive below it, so each is one warning, and nothing else is reported."""
     from drtool.config import load_settings
@@ -267,7 +267,8 @@ def test_free_space_below_the_threshold_is_a_warning(world: World, minio_pair: M
     result = run_audit(load_settings(), AuditOptions(min_free_percent=100.0, probe=False))
     problems = [f for f in result.findings if f.level >= Severity.WARNING]
     assert {f.id for f in problems} == {"minio.low_free_space"}, [(f.id, f.evidence) for f in problems]
-    assert sorted(f.target for f in problems) == sorted([minio_pair.a.endpoint, minio_pair.b.endpoint])
+    assert sorted(f.target for f in problems) == sorted([isolated_minio_pair.a.endpoint,
+                                                         isolated_minio_pair.b.endpoint])
     assert all(f.level.label == "warning" and "below 100 % free" in f.evidence and " GB)" in f.evidence
                for f in problems)
     assert result.exit_code == 3  # at the default 10 %, test_audit_clean sees no such finding on this host

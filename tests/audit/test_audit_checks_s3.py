@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from drtool.core import iam
-from tests.audit.conftest import AUDIT_USER, World, grant_documented
+from tests.audit.conftest import AUDIT_USER, AuditWorld, grant_documented
 from tests.audit.test_audit_findings import only
 from tests.stack.minio_sites import MinioSite, MinioSites
 
 IAM_DOC = Path(__file__).resolve().parents[2] / "docs" / "iam.md"
 
 
-def _no_leftovers(world: World) -> None:
+def _no_leftovers(world: AuditWorld) -> None:
     """Nothing of the probes is left: no unfinished upload, no version, no delete marker under drtool/audit/."""
     for bucket in (world.dify_bucket, world.snap_bucket):
         uploads = world.client.list_multipart_uploads(Bucket=bucket, Prefix="drtool/audit/")
@@ -83,31 +83,31 @@ def test_hostile_policy_text_is_bounded_and_inert() -> None:
 
 # --- the key's policy against docs/iam.md ------------------------------------------------------------------------
 
-def test_readwrite_policy_is_too_wide(world: World, minio_pair: MinioSites) -> None:
+def test_readwrite_policy_is_too_wide(world: AuditWorld, isolated_minio_pair: MinioSites) -> None:
     """The built-in `readwrite` (s3:* on every bucket) attached next to the documented policy: a warning naming
     s3:* and the policies to detach; detached again afterwards."""
     clean = world.audit("audit", "--json", "--no-probe")
     assert "s3.policy_too_wide" not in {f["id"] for f in clean.findings}, clean.findings
     assert any(c.startswith("s3: IAM policy of the key of the dify bucket") for c in clean.result["checked"])
-    minio_pair.mc("admin", "policy", "attach", "A", "readwrite", "--user", AUDIT_USER)
+    isolated_minio_pair.mc("admin", "policy", "attach", "A", "readwrite", "--user", AUDIT_USER)
     try:
         done = world.audit("audit", "--json", "--no-probe")
         assert set(done.problems()) == {"s3.policy_too_wide"} and done.code == 3, done.findings
         mine = [f for f in done.findings if f["id"] == "s3.policy_too_wide"]
         assert len(mine) == 1, mine  # one credential, two buckets: one finding
         evidence, fix = str(mine[0]["evidence"]), str(mine[0]["fix"])
-        assert f"accountinfo on {minio_pair.a.endpoint}: the key's policy allows beyond" in evidence
+        assert f"accountinfo on {isolated_minio_pair.a.endpoint}: the key's policy allows beyond" in evidence
         assert "actions s3:*" in evidence and world.dify_bucket in evidence
         assert "mc admin policy detach ALIAS" in fix and "readwrite" in fix and "--user <the access key>" in fix
         assert world.env["DRTOOL_S3_SECRET_KEY"] not in done.out + done.err
         assert AUDIT_USER not in done.out  # drtool treats access keys as secrets too
     finally:
-        minio_pair.mc("admin", "policy", "detach", "A", "readwrite", "--user", AUDIT_USER)
+        isolated_minio_pair.mc("admin", "policy", "detach", "A", "readwrite", "--user", AUDIT_USER)
 
 
-def test_documented_action_on_every_bucket_is_too_wide(world: World, minio_pair: MinioSites) -> None:
+def test_documented_action_on_every_bucket_is_too_wide(world: AuditWorld, isolated_minio_pair: MinioSites) -> None:
     """Only documented actions, but s3:PutObject and s3:DeleteObject on every bucket: the resources are named."""
-    grant_documented(minio_pair, world.dify_bucket, world.snap_bucket, extra=[
+    grant_documented(isolated_minio_pair, world.dify_bucket, world.snap_bucket, extra=[
         {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": ["arn:aws:s3:::*"]}])
     finding = only(world, "s3.policy_too_wide", "warning", "--no-probe")
     evidence = str(finding["evidence"])
@@ -117,14 +117,14 @@ def test_documented_action_on_every_bucket_is_too_wide(world: World, minio_pair:
 
 # --- the multipart-upload probe ----------------------------------------------------------------------------------
 
-def test_refused_multipart_upload_is_critical(world: World, minio_pair: MinioSites) -> None:
+def test_refused_multipart_upload_is_critical(world: AuditWorld, isolated_minio_pair: MinioSites) -> None:
     """A Deny on the multipart probe's key in the Dify bucket: the plain PUT probe still works (it is another key),
     CreateMultipartUpload is refused (MinIO authorises it as s3:PutObject). --no-probe sends no upload at all."""
     deny = {"Effect": "Deny", "Action": ["s3:PutObject"],
             "Resource": [f"arn:aws:s3:::{world.dify_bucket}/drtool/audit/multipart-*"]}
     clean = world.audit("audit", "--json")
     assert any("multipart probe" in c for c in clean.result["checked"]), clean.result["checked"]
-    grant_documented(minio_pair, world.dify_bucket, world.snap_bucket, extra=[deny])
+    grant_documented(isolated_minio_pair, world.dify_bucket, world.snap_bucket, extra=[deny])
     finding = only(world, "s3.multipart_refused", "critical")
     assert world.dify_bucket in str(finding["target"]) and finding["target"].startswith("dify bucket")
     evidence = str(finding["evidence"])
@@ -136,10 +136,10 @@ def test_refused_multipart_upload_is_critical(world: World, minio_pair: MinioSit
     _no_leftovers(world)
 
 
-def test_refused_abort_is_a_warning_and_leaves_nothing(world: World, minio_pair: MinioSites) -> None:
+def test_refused_abort_is_a_warning_and_leaves_nothing(world: AuditWorld, isolated_minio_pair: MinioSites) -> None:
     """The documented policy without s3:AbortMultipartUpload: uploads work, an abort is refused. The probe then
     completes its upload and deletes that version, so neither bucket keeps a part, an upload or a version."""
-    grant_documented(minio_pair, world.dify_bucket, world.snap_bucket, leave_out=("s3:AbortMultipartUpload",))
+    grant_documented(isolated_minio_pair, world.dify_bucket, world.snap_bucket, leave_out=("s3:AbortMultipartUpload",))
     done = world.audit("audit", "--json")
     assert set(done.problems()) == {"s3.multipart_refused"} and done.code == 3, done.findings
     mine = [f for f in done.findings if f["id"] == "s3.multipart_refused"]
@@ -151,14 +151,14 @@ def test_refused_abort_is_a_warning_and_leaves_nothing(world: World, minio_pair:
     _no_leftovers(world)
     # the completed probe version was replicated before it was deleted: no failed replication on the pair (which
     # would be a minio.replication_warning in every audit for an hour)
-    grant_documented(minio_pair, world.dify_bucket, world.snap_bucket)
+    grant_documented(isolated_minio_pair, world.dify_bucket, world.snap_bucket)
     again = world.audit("audit", "--json", "--no-probe")
     assert again.problems() == {}, again.findings
 
 
 # --- default encryption and the KMS ------------------------------------------------------------------------------
 
-def test_pair_without_kms_reports_encryption_off_as_info(world: World) -> None:
+def test_pair_without_kms_reports_encryption_off_as_info(world: AuditWorld) -> None:
     """The pair has no KMS: each bucket is `s3.encryption_off` (info, so the clean stack stays clean) and the fix
     starts with setting up a KMS, since MinIO refuses `mc encrypt set` without one."""
     done = world.audit("audit", "--json", "--no-probe")
@@ -193,7 +193,7 @@ def _encryption_findings(site: MinioSite, bucket: str, monkeypatch: pytest.Monke
     return [f for f in result.findings if f.id == "s3.encryption_off"], result
 
 
-def test_encryption_on_a_kms_minio(world: World, kms_minio: MinioSite, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_encryption_on_a_kms_minio(world: AuditWorld, kms_minio: MinioSite, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a KMS, a bucket without default encryption is reported with the KMS seen and the one command that
     fixes it; after `PutBucketEncryption` (what `mc encrypt set sse-s3` sends) the finding is gone."""
     import uuid

@@ -3,10 +3,10 @@ could pass with an audit that flags everything."""
 
 from __future__ import annotations
 
-from tests.audit.conftest import World
+from tests.audit.conftest import AuditWorld
 
 
-def test_well_configured_stack_has_no_problem(world: World) -> None:
+def test_well_configured_stack_has_no_problem(world: AuditWorld) -> None:
     done = world.audit("audit", "--json")
     assert done.problems() == {}, done.findings
     assert done.code == 0
@@ -25,7 +25,7 @@ def test_well_configured_stack_has_no_problem(world: World) -> None:
         assert not listing.get("Versions") and not listing.get("DeleteMarkers"), listing
 
 
-def test_probe_in_a_bucket_with_default_retention_is_not_a_failure(world: World) -> None:
+def test_probe_in_a_bucket_with_default_retention_is_not_a_failure(world: AuditWorld) -> None:
     """A default retention locks the probe's version as well: deleting that version is refused by design, so the
     audit leaves a delete marker instead and reports no problem (the locked version expires with the retention)."""
     world.client.put_object_lock_configuration(Bucket=world.snap_bucket, ObjectLockConfiguration={

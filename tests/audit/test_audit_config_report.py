@@ -16,7 +16,7 @@ from drtool.config import SPECS, load_settings
 from drtool.core import audit as ca
 from drtool.errors import ConfigError
 from drtool.ops.audit.context import AuditOptions
-from tests.audit.conftest import World
+from tests.audit.conftest import AuditWorld
 from tests.audit.test_audit_findings import only
 
 HOSTILE = "<script>alert(1)</script> & \"q\""
@@ -40,7 +40,7 @@ class _Rows(html.parser.HTMLParser):
         self.text.append(data)
 
 
-def test_html_report_escapes_evidence_and_names_and_has_a_row_per_finding(world: World, tmp_path: Path) -> None:
+def test_html_report_escapes_evidence_and_names_and_has_a_row_per_finding(world: AuditWorld, tmp_path: Path) -> None:
     first = world.db.dataset_ids[0]
     with world.db.connect(autocommit=True) as conn:
         conn.execute("UPDATE datasets SET name = %s WHERE id::text = %s", (HOSTILE, first))
@@ -65,7 +65,7 @@ def test_html_report_escapes_evidence_and_names_and_has_a_row_per_finding(world:
     assert md.read_text().startswith("# drtool audit ") and "`drtool.chunks_missing`" in md.read_text()
 
 
-def test_rpo_hours_precedence_flag_env_file_default(world: World, tmp_path: Path,
+def test_rpo_hours_precedence_flag_env_file_default(world: AuditWorld, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The snapshot of the world is seconds old: 0.0001 h (0.36 s) makes it too old, 100 h does not. Each layer
     is set against the one below it and must win."""
@@ -87,7 +87,7 @@ def test_rpo_hours_precedence_flag_env_file_default(world: World, tmp_path: Path
     assert refused.code == 2 and "audit.rpo_hours must be > 0" in refused.out + refused.err
 
 
-def test_drill_age_and_free_space_settings_change_findings(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_drill_age_and_free_space_settings_change_findings(world: AuditWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     """The world's drill passed a day ago; every drive has less than 100 % free."""
     monkeypatch.setenv("DRTOOL_AUDIT_DRILL_MAX_AGE_DAYS", "0.5")  # the environment name the flag always had
     finding = only(world, "drtool.drill_overdue", "warning", "--no-probe")
@@ -101,24 +101,24 @@ def test_drill_age_and_free_space_settings_change_findings(world: World, monkeyp
 
 
 def test_audit_settings_defaults_types_and_refusals(tmp_path: Path) -> None:
-    s = load_settings(environ={}, config_path=_toml(tmp_path, ""))
+    s = load_settings(environ={}, config_path=_toml_file(tmp_path, ""))
     opts = AuditOptions()
     assert (s.audit.rpo_hours, s.audit.drill_max_age_days, s.audit.min_free_percent) == \
         (opts.rpo_hours, opts.drill_max_age_days, opts.min_free_percent) == (26.0, 14.0, ca.MIN_FREE_PERCENT)
     assert SPECS["audit.rpo_hours"].env_var == "DRTOOL_AUDIT_RPO_HOURS"
     assert SPECS["audit.drill_max_age_days"].env_var == "DRTOOL_AUDIT_DRILL_MAX_AGE_DAYS"
-    file = _toml(tmp_path, "[audit]\nrpo_hours = 48\n")
+    file = _toml_file(tmp_path, "[audit]\nrpo_hours = 48\n")
     s = load_settings(environ={"DRTOOL_AUDIT_MIN_FREE_PERCENT": " 2.5 "}, config_path=file)
     assert s.audit.rpo_hours == 48.0 and isinstance(s.audit.rpo_hours, float) and s.audit.min_free_percent == 2.5
     assert s.sources["audit.rpo_hours"].startswith("file:") and s.sources["audit.min_free_percent"].startswith("env:")
     for bad in ("abc", "-1", "nan", "inf"):
         with pytest.raises(ConfigError, match=r"audit\.rpo_hours .*DRTOOL_AUDIT_RPO_HOURS"):
-            load_settings(environ={"DRTOOL_AUDIT_RPO_HOURS": bad}, config_path=_toml(tmp_path, ""))
+            load_settings(environ={"DRTOOL_AUDIT_RPO_HOURS": bad}, config_path=_toml_file(tmp_path, ""))
     with pytest.raises(ConfigError, match="a number"):
-        load_settings(environ={}, config_path=_toml(tmp_path, "[audit]\nrpo_hours = true\n"))
+        load_settings(environ={}, config_path=_toml_file(tmp_path, "[audit]\nrpo_hours = true\n"))
 
 
-def _toml(tmp_path: Path, text: str) -> Path:
+def _toml_file(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "t.toml"
     path.write_text(text)
     return path

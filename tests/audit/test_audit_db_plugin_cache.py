@@ -1,4 +1,4 @@
-"""Two audit checks on the seeded Dify database of the real `pg` server: the plugin daemon's database is covered
+"""Two audit checks on the seeded Dify database on `isolated_pg`: the plugin daemon's database is covered
 by the snapshots (`postgres.plugin_db_not_covered`), and how much of a rebuild Dify's embedding cache answers
 (`drtool.embedding_cache_coverage`, info, and its gauge).
 
@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 
 from drtool.adapters.dify_embedding_cache import dify_text_hash
-from tests.audit.conftest import World
+from tests.audit.conftest import AuditWorld
 from tests.audit.test_audit_checks_more import reader_role
 from tests.audit.test_audit_findings import only
 from tests.stack.pg_server import PostgresServer
@@ -29,10 +29,11 @@ from tests.stack.pg_server import PostgresServer
 # --- the plugin daemon's database --------------------------------------------------------------------------------
 
 
-def test_unset_plugin_database_that_exists_is_a_warning_naming_the_setting(world: World, pg: PostgresServer,
+def test_unset_plugin_database_that_exists_is_a_warning_naming_the_setting(world: AuditWorld,
+                                                                           isolated_pg: PostgresServer,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"{world.db.dbname}_plugin"  # Dify's convention: DB_DATABASE=dify -> DB_PLUGIN_DATABASE=dify_plugin
-    pg.create_database(name)
+    isolated_pg.create_database(name)
     try:
         finding = only(world, "postgres.plugin_db_not_covered", "warning", "--no-probe")
         assert finding["target"].endswith(f"/{name}") and f"database {name} exists" in finding["evidence"]
@@ -44,10 +45,10 @@ def test_unset_plugin_database_that_exists_is_a_warning_naming_the_setting(world
         assert done.problems() == {}, done.findings
         assert f"postgres: plugin database {name} readable" in done.result["checked"]
     finally:
-        pg.drop_database(name)
+        isolated_pg.drop_database(name)
 
 
-def test_configured_plugin_database_that_is_missing_is_critical(world: World,
+def test_configured_plugin_database_that_is_missing_is_critical(world: AuditWorld,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"no_plugin_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("DRTOOL_POSTGRES_PLUGIN_DATABASE", name)
@@ -56,14 +57,14 @@ def test_configured_plugin_database_that_is_missing_is_critical(world: World,
     assert "every snapshot fails" in finding["evidence"]
 
 
-def test_configured_plugin_database_the_role_cannot_read_is_critical(world: World, pg: PostgresServer,
+def test_configured_plugin_database_the_role_cannot_read_is_critical(world: AuditWorld, isolated_pg: PostgresServer,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A plugin-daemon table the drtool role may not SELECT: pg_dump of the plugin database would fail."""
     name = f"plug_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg.create_database(name), autocommit=True) as conn:
+    with psycopg.connect(isolated_pg.create_database(name), autocommit=True) as conn:
         conn.execute("CREATE TABLE plugins (id int PRIMARY KEY, plugin_id text)")
     try:
-        with reader_role(world, pg) as (role, password):
+        with reader_role(world, isolated_pg) as (role, password):
             monkeypatch.setenv("DRTOOL_POSTGRES_USER", role)
             monkeypatch.setenv("DRTOOL_POSTGRES_PASSWORD", password)
             monkeypatch.setenv("DRTOOL_POSTGRES_PLUGIN_DATABASE", name)
@@ -71,13 +72,13 @@ def test_configured_plugin_database_the_role_cannot_read_is_critical(world: Worl
             assert "public.plugins" in finding["evidence"] and role in finding["evidence"]
             assert "GRANT SELECT ON ALL TABLES IN SCHEMA public TO" in finding["fix"]
     finally:
-        pg.drop_database(name)
+        isolated_pg.drop_database(name)
 
 
 # --- embedding cache coverage -------------------------------------------------------------------------------------
 
 
-def _high_quality_nodes(world: World) -> dict[str, list[str]]:
+def _high_quality_nodes(world: AuditWorld) -> dict[str, list[str]]:
     """dataset id -> the texts Dify indexes for it, for the high-quality datasets of the seeded database."""
     assert world.db.seed is not None
     with world.db.connect() as conn:
@@ -86,7 +87,7 @@ def _high_quality_nodes(world: World) -> dict[str, list[str]]:
     return {d.id: list(d.index_nodes.values()) for d in world.db.seed.datasets if d.id in hq}
 
 
-def test_embedding_cache_coverage_is_the_share_of_texts_seeded_in_the_cache(world: World, tmp_path: Path) -> None:
+def test_embedding_cache_coverage_is_the_share_of_texts_seeded_in_the_cache(world: AuditWorld, tmp_path: Path) -> None:
     seed = world.db.seed
     assert seed is not None
     nodes = _high_quality_nodes(world)
@@ -119,7 +120,7 @@ def test_embedding_cache_coverage_is_the_share_of_texts_seeded_in_the_cache(worl
     assert 'drtool_audit_finding{id="drtool.embedding_cache_coverage",severity="info"} 1' in metrics.read_text()
 
 
-def test_empty_cache_is_zero_coverage(world: World) -> None:
+def test_empty_cache_is_zero_coverage(world: AuditWorld) -> None:
     nodes = _high_quality_nodes(world)
     total = sum(len(t) for t in nodes.values())
     with world.db.connect(autocommit=True) as conn:

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.audit.conftest import World, passed_drill, put_drill
+from tests.audit.conftest import AuditWorld, passed_drill, put_drill
 from tests.stack.minio_sites import MinioSites
+from tests.stack.ports import free_port
 
 EXIT = {"warning": 3, "critical": 4}
 
 
-def only(world: World, fid: str, severity: str, *args: str) -> dict[str, object]:
+def only(world: AuditWorld, fid: str, severity: str, *args: str) -> dict[str, object]:
     """Run the audit and insist on exactly this one problem; returns its finding (the first of that id)."""
     done = world.audit("audit", "--json", *args)
     assert set(done.problems()) == {fid}, [(f["id"], f["evidence"]) for f in done.findings]
@@ -28,13 +29,7 @@ def only(world: World, fid: str, severity: str, *args: str) -> dict[str, object]
     return next(f for f in done.findings if f["id"] == fid)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def fresh_snapshot_bucket(world: World, monkeypatch: pytest.MonkeyPatch, *, lock: bool) -> str:
+def fresh_snapshot_bucket(world: AuditWorld, monkeypatch: pytest.MonkeyPatch, *, lock: bool) -> str:
     """Point drtool at a new snapshot bucket holding one signed snapshot and one passed drill."""
     from datetime import UTC, datetime, timedelta
 
@@ -52,7 +47,7 @@ def fresh_snapshot_bucket(world: World, monkeypatch: pytest.MonkeyPatch, *, lock
 # --- object storage ------------------------------------------------------------------------------------------
 
 def test_lifecycle_shorter_than_retention_is_critical_and_every_output_says_so(
-        world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        world: AuditWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     world.client.put_bucket_lifecycle_configuration(Bucket=world.dify_bucket, LifecycleConfiguration={"Rules": [
         {"ID": "short", "Status": "Enabled", "Filter": {"Prefix": ""},
          "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}]})
@@ -87,12 +82,12 @@ def test_lifecycle_shorter_than_retention_is_critical_and_every_output_says_so(
     assert "audit: score 75/100: s3.lifecycle_expires_restore_points" in quiet.err
 
 
-def test_report_in_a_missing_folder_is_a_usage_error(world: World, tmp_path: Path) -> None:
+def test_report_in_a_missing_folder_is_a_usage_error(world: AuditWorld, tmp_path: Path) -> None:
     done = world.audit("audit", "--report", str(tmp_path / "nope" / "audit.md"))
     assert done.code == 2 and "does not exist" in done.err
 
 
-def test_anonymous_bucket_policy_is_critical(world: World) -> None:
+def test_anonymous_bucket_policy_is_critical(world: AuditWorld) -> None:
     world.client.put_bucket_policy(Bucket=world.dify_bucket, Policy=json.dumps({
         "Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:GetObject", "s3:ListBucket"],
@@ -106,21 +101,21 @@ def test_anonymous_bucket_policy_is_critical(world: World) -> None:
                for f in done.findings if f["id"] == "s3.anonymous_access")
 
 
-def test_root_credentials_are_a_warning(world: World, minio_pair: MinioSites,
+def test_root_credentials_are_a_warning(world: AuditWorld, isolated_minio_pair: MinioSites,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DRTOOL_S3_ACCESS_KEY", minio_pair.a.access_key)
-    monkeypatch.setenv("DRTOOL_S3_SECRET_KEY", minio_pair.a.secret_key)
+    monkeypatch.setenv("DRTOOL_S3_ACCESS_KEY", isolated_minio_pair.a.access_key)
+    monkeypatch.setenv("DRTOOL_S3_SECRET_KEY", isolated_minio_pair.a.secret_key)
     finding = only(world, "s3.root_credentials", "warning")
     assert "root user" in str(finding["evidence"]) and "mc admin user add" in str(finding["fix"])
 
 
-def test_snapshot_bucket_without_object_lock_is_a_warning(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_snapshot_bucket_without_object_lock_is_a_warning(world: AuditWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     name = fresh_snapshot_bucket(world, monkeypatch, lock=False)
     finding = only(world, "s3.object_lock_off", "warning")
     assert name in str(finding["target"]) and "--with-lock" in str(finding["fix"])
 
 
-def test_plain_http_to_another_host_is_a_warning(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_http_to_another_host_is_a_warning(world: AuditWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     """TEST-NET-1 (RFC 5737) never answers: the TLS finding needs no answer, the unreachable one follows."""
     monkeypatch.setenv("DRTOOL_S3_ENDPOINT", "http://192.0.2.1:9000")
     monkeypatch.setenv("DRTOOL_S3_CONNECT_TIMEOUT", "1")
@@ -132,7 +127,7 @@ def test_plain_http_to_another_host_is_a_warning(world: World, monkeypatch: pyte
     assert done.code == 4
 
 
-def test_suspended_versioning_is_critical(solo_minio: tuple[str, str, str], world: World,
+def test_suspended_versioning_is_critical(solo_minio: tuple[str, str, str], world: AuditWorld,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """On a MinIO without site replication (which refuses to suspend versioning)."""
     from tests.stack.s3_client import path_style_client
@@ -157,7 +152,7 @@ def test_suspended_versioning_is_critical(solo_minio: tuple[str, str, str], worl
     assert not [f for f in again.findings if f["id"] == "s3.versioning_off" and bucket in str(f["target"])]
 
 
-def test_missing_bucket_is_critical(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_bucket_is_critical(world: AuditWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = f"audit-missing-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("DRTOOL_SNAPSHOT_BUCKET", missing)
     world.grant(world.dify_bucket, missing)  # the key may use it: the server answers 404, not 403
@@ -167,7 +162,8 @@ def test_missing_bucket_is_critical(world: World, monkeypatch: pytest.MonkeyPatc
     assert "--with-lock" in str(mine[0]["fix"]) and done.code == 4
 
 
-def test_read_only_key_fails_the_probe(world: World, minio_pair: MinioSites, monkeypatch: pytest.MonkeyPatch,
+def test_read_only_key_fails_the_probe(world: AuditWorld, isolated_minio_pair: MinioSites,
+                                       monkeypatch: pytest.MonkeyPatch,
                                        tmp_path: Path) -> None:
     """A key that may read all the audit reads but write nothing: the next snapshot would fail, and only a write
     says so. Its reads stay within docs/iam.md's resources (else s3.policy_too_wide would be a second finding)."""
@@ -180,9 +176,9 @@ def test_read_only_key_fails_the_probe(world: World, minio_pair: MinioSites, mon
         {"Effect": "Allow", "Action": ["s3:GetBucketObjectLockConfiguration"], "Resource": buckets[1:]},
         {"Effect": "Allow", "Action": ["s3:GetObject"],
          "Resource": [f"{buckets[0]}/*", f"{buckets[1]}/drtool/*"]}]}))
-    minio_pair.mc("admin", "policy", "create", "A", "audit-no-write", str(policy))
-    minio_pair.mc("admin", "user", "add", "A", user, password)
-    minio_pair.mc("admin", "policy", "attach", "A", "audit-no-write", "--user", user)
+    isolated_minio_pair.mc("admin", "policy", "create", "A", "audit-no-write", str(policy))
+    isolated_minio_pair.mc("admin", "user", "add", "A", user, password)
+    isolated_minio_pair.mc("admin", "policy", "attach", "A", "audit-no-write", "--user", user)
     monkeypatch.setenv("DRTOOL_S3_ACCESS_KEY", user)
     monkeypatch.setenv("DRTOOL_S3_SECRET_KEY", password)
     done = world.audit("audit", "--json")
@@ -192,7 +188,7 @@ def test_read_only_key_fails_the_probe(world: World, minio_pair: MinioSites, mon
     assert password not in done.out + done.err
 
 
-def test_minio_without_site_replication_is_a_warning(solo_minio: tuple[str, str, str], world: World,
+def test_minio_without_site_replication_is_a_warning(solo_minio: tuple[str, str, str], world: AuditWorld,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint, access, secret = solo_minio
     monkeypatch.setenv("DRTOOL_REPLICATION_SITES", "")
@@ -208,13 +204,13 @@ def test_minio_without_site_replication_is_a_warning(solo_minio: tuple[str, str,
 
 # --- drtool's own state ------------------------------------------------------------------------------------------
 
-def test_snapshot_older_than_rpo_is_critical(world: World) -> None:
+def test_snapshot_older_than_rpo_is_critical(world: AuditWorld) -> None:
     time.sleep(1.0)
     finding = only(world, "drtool.snapshot_too_old", "critical", "--rpo-hours", "0.0001")
     assert "RPO target 0.0001 h" in str(finding["evidence"])
 
 
-def test_no_snapshot_is_critical(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_snapshot_is_critical(world: AuditWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import UTC, datetime, timedelta
 
     name = f"audit-empty-{uuid.uuid4().hex[:8]}"
@@ -226,7 +222,7 @@ def test_no_snapshot_is_critical(world: World, monkeypatch: pytest.MonkeyPatch) 
     assert f"s3://{name}/drtool/snapshots/" in str(finding["evidence"])
 
 
-def test_unsigned_newest_snapshot_is_a_warning(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsigned_newest_snapshot_is_a_warning(world: AuditWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DRTOOL_SNAPSHOT_SIGNING_KEY_FILE")
     time.sleep(1.0)  # a fence after the signed one's
     made = world.audit("snapshot", "create", "--json")
@@ -235,12 +231,12 @@ def test_unsigned_newest_snapshot_is_a_warning(world: World, monkeypatch: pytest
     assert "no signature" in str(finding["evidence"])
 
 
-def test_drill_older_than_the_limit_is_a_warning(world: World) -> None:
+def test_drill_older_than_the_limit_is_a_warning(world: AuditWorld) -> None:
     finding = only(world, "drtool.drill_overdue", "warning", "--drill-max-age-days", "0.5")
     assert "limit 0.5 days" in str(finding["evidence"])
 
 
-def test_missing_chunk_file_is_critical(world: World) -> None:
+def test_missing_chunk_file_is_critical(world: AuditWorld) -> None:
     from tests.stack.dify_seed import DEFAULT_EMBEDDING_MODEL  # noqa: F401 - the seed's high-quality dataset
 
     first = world.db.dataset_ids[0]
@@ -251,19 +247,19 @@ def test_missing_chunk_file_is_critical(world: World) -> None:
 
 # --- Postgres and the vector store ---------------------------------------------------------------------------
 
-def test_postgres_unreachable_is_critical(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgres_unreachable_is_critical(world: AuditWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRTOOL_POSTGRES_PORT", str(free_port()))
     monkeypatch.setenv("DRTOOL_POSTGRES_CONNECT_TIMEOUT", "2")
     only(world, "postgres.unreachable", "critical")
 
 
-def test_embedding_model_mismatch_is_critical(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedding_model_mismatch_is_critical(world: AuditWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRTOOL_EMBEDDING_MODEL", "text-embedding-3-large")
     finding = only(world, "vector.embedding_mismatch", "critical")
     assert "text-embedding-3-large" in str(finding["evidence"])
 
 
-def test_vector_store_unreachable_is_critical(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vector_store_unreachable_is_critical(world: AuditWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRTOOL_VECTOR_STORE", "weaviate")
     monkeypatch.setenv("DRTOOL_WEAVIATE_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("DRTOOL_WEAVIATE_MAX_ATTEMPTS", "1")
@@ -273,14 +269,14 @@ def test_vector_store_unreachable_is_critical(world: World, monkeypatch: pytest.
 
 # --- Postgres client version (kept apart: it starts a PostgreSQL 16 server) -------------------------------------
 
-def test_pg_dump_older_than_the_server_is_critical(world: World, pg: object,
+def test_pg_dump_older_than_the_server_is_critical(world: AuditWorld, isolated_pg: object,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A real PostgreSQL 16 holding the Dify database, and snapshot.pg_bin_dir at the 15 client tools."""
     from tests.stack.dify_db import create_dify_database
     from tests.stack.pg_server import PostgresMajors, PostgresServer
 
-    assert isinstance(pg, PostgresServer)
-    with PostgresMajors(system=pg) as majors:
+    assert isinstance(isolated_pg, PostgresServer)
+    with PostgresMajors(system=isolated_pg) as majors:
         server = majors(16)
         db = create_dify_database(server)
         for ds in db.dataset_ids:  # the new database's datasets need their chunk files too
@@ -289,14 +285,14 @@ def test_pg_dump_older_than_the_server_is_critical(world: World, pg: object,
         for k, v in (("HOST", server.host), ("PORT", str(server.port)), ("USER", server.user),
                      ("PASSWORD", server.password), ("DATABASE", db.dbname)):
             monkeypatch.setenv(f"DRTOOL_POSTGRES_{k}", v)
-        monkeypatch.setenv("DRTOOL_SNAPSHOT_PG_BIN_DIR", str(pg.bin_dir))
+        monkeypatch.setenv("DRTOOL_SNAPSHOT_PG_BIN_DIR", str(isolated_pg.bin_dir))
         finding = only(world, "postgres.pg_dump_older", "critical")
         assert "postgresql-client-16" in str(finding["fix"]) and "15." in str(finding["evidence"])
 
 
 # --- MinIO -------------------------------------------------------------------------------------------------------
 
-def _wait_replicated(world: World, seconds: float, what: str) -> None:
+def _wait_replicated(world: AuditWorld, seconds: float, what: str) -> None:
     """Until `replication status` says 0 (nothing pending or failed) on the shared pair."""
     deadline = time.monotonic() + seconds
     while world.audit("replication", "status", "--no-bucket-check", "--json").code != 0:
@@ -304,27 +300,27 @@ def _wait_replicated(world: World, seconds: float, what: str) -> None:
         time.sleep(1.0)
 
 
-def test_one_site_down_is_critical(world: World, minio_pair: MinioSites) -> None:
+def test_one_site_down_is_critical(world: AuditWorld, isolated_minio_pair: MinioSites) -> None:
     """Leaves the shared pair as healthy as it found it, whatever runs next: the world's own writes are
     replicated before B stops (a version still queued would fail, and stay a failed replication that every later
     audit and replication verdict reports), nothing is written while it is down (--no-probe), and the test waits
     for the pair to be healthy again after B's restart."""
     _wait_replicated(world, 120, "the world's writes were not replicated before site B was stopped")
-    minio_pair.b.stop()
+    isolated_minio_pair.b.stop()
     try:
         finding = only(world, "minio.site_offline", "critical", "--no-probe")
-        assert "site B" in str(finding["evidence"]) or minio_pair.b.endpoint in str(finding["evidence"])
+        assert "site B" in str(finding["evidence"]) or isolated_minio_pair.b.endpoint in str(finding["evidence"])
     finally:
-        minio_pair.b.start()
+        isolated_minio_pair.b.start()
         _wait_replicated(world, 180, "replication did not recover after site B restarted")
 
 
-def test_no_audit_log_target_then_an_offline_one_are_warnings(world: World, minio_pair: MinioSites,
+def test_no_audit_log_target_then_an_offline_one_are_warnings(world: AuditWorld, isolated_minio_pair: MinioSites,
                                                               audit_collector: str) -> None:
     from tests.audit.conftest import set_audit_webhook
 
     try:
-        set_audit_webhook(minio_pair, None)
+        set_audit_webhook(isolated_minio_pair, None)
         done = world.audit("audit", "--json")
         assert done.problems().get("minio.audit_log_off") == "warning", done.findings
         assert done.code == 3
@@ -332,9 +328,9 @@ def test_no_audit_log_target_then_an_offline_one_are_warnings(world: World, mini
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
         closed.close()  # nothing listens there: the target is offline
-        set_audit_webhook(minio_pair, f"http://127.0.0.1:{port}/audit")
+        set_audit_webhook(isolated_minio_pair, f"http://127.0.0.1:{port}/audit")
         done = world.audit("audit", "--json")
         assert "minio.audit_log_off" not in done.problems()
         assert done.problems().get("minio.audit_log_offline") == "warning", done.findings
     finally:
-        set_audit_webhook(minio_pair, audit_collector)
+        set_audit_webhook(isolated_minio_pair, audit_collector)

@@ -71,7 +71,7 @@ def _peak(run: Callable[[], Any]) -> tuple[Any, int]:
         tracemalloc.stop()
 
 
-def _lines(data: bytes, compression: str) -> Iterator[bytes]:
+def _read_lines(data: bytes, compression: str) -> Iterator[bytes]:
     return iter_lines(io.BufferedReader(io.BytesIO(data)), compression, SOURCE)  # type: ignore[arg-type]
 
 
@@ -82,7 +82,7 @@ def test_a_bomb_of_short_lines_is_read_with_bounded_memory(compression: str) -> 
     assert len(bomb) < 2 * MIB  # the point of a bomb: a small object that decompresses to a lot
 
     def count() -> int:
-        return sum(1 for _ in _lines(bomb, compression))
+        return sum(1 for _ in _read_lines(bomb, compression))
 
     lines, peak = _peak(count)
     assert lines == 64 * 1024
@@ -97,7 +97,7 @@ def test_an_endless_line_is_one_rejection_and_the_next_line_keeps_its_number(com
     bomb = PACK[compression](iter([*_zeros(64), b"\n", good]))
 
     def parse() -> list[Chunk | Rejection]:
-        return list(parse_lines(_lines(bomb, compression), SOURCE, dataset_id="d"))
+        return list(parse_lines(_read_lines(bomb, compression), SOURCE, dataset_id="d"))
 
     items, peak = _peak(parse)
     assert [type(i).__name__ for i in items] == ["Rejection", "Chunk"]
@@ -140,13 +140,13 @@ def _frames() -> list[bytes]:
 @pytest.mark.parametrize("index", range(len(_frames())))
 def test_the_frame_walker_accepts_whole_streams_and_catches_every_cut(index: int) -> None:
     data = _frames()[index]
-    whole = list(_lines(data, "zstd"))
+    whole = list(_read_lines(data, "zstd"))
     assert b"".join(line + b"\n" for line in whole) == zstandard.ZstdDecompressor().stream_reader(
         io.BytesIO(data), read_across_frames=True).read() or not whole
     step = max(1, len(data) // 400)
     for cut in range(1, len(data), step):
         with pytest.raises(CorruptStream):
-            list(_lines(data[:cut], "zstd"))
+            list(_read_lines(data[:cut], "zstd"))
 
 
 # --- oversized small artifacts: refused by get_bytes, against a real MinIO ---------------------------------------

@@ -81,7 +81,7 @@ def _load_or_refuse(path: Path) -> None:
 
 
 def test_cli_refuses_broken_env_files_without_traceback(tmp_path: Path) -> None:
-    from tests.foundation.cli_runner import drtool
+    from tests.foundation.cli_runner import run_script
 
     cases = {
         "latin1.env": (b"DB_HOST=db\nDB_PASSWORD=caf\xe9\n", "latin1.env:2: not valid UTF-8"),
@@ -95,7 +95,7 @@ def test_cli_refuses_broken_env_files_without_traceback(tmp_path: Path) -> None:
     for name, (data, expected) in cases.items():
         path = tmp_path / name
         path.write_bytes(data)
-        run = drtool("--dify-env", str(path), "config", "check")
+        run = run_script("--dify-env", str(path), "config", "check")
         assert run.code == 2, (name, run.stderr)
         assert expected in error_message(run.stderr), (name, run.stderr)
         assert "Traceback" not in run.stderr and "unexpected error" not in run.stderr

@@ -28,7 +28,7 @@ def _records(n: int) -> list[mf.ManifestRecord]:
                               referenced_by=["upload_files.key"]) for i in range(n)]
 
 
-def _manifest(records: list[mf.ManifestRecord]) -> bytes:
+def _manifest_bytes(records: list[mf.ManifestRecord]) -> bytes:
     buf = io.BytesIO()
     writer = mf.ManifestWriter(buf)
     for r in records:
@@ -81,7 +81,7 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
        st.integers(min_value=0), st.sampled_from(["flip", "truncate", "append", "splice"]))
 def test_damaged_manifest_stream(n: int, at: int, bit: int, cut: int, how: str) -> None:
     records = _records(n)
-    good = _manifest(records)
+    good = _manifest_bytes(records)
     if how == "flip":
         bad = flip(good, at, bit)
     elif how == "truncate":

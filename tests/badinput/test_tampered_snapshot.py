@@ -18,14 +18,6 @@ from tests.badinput.strategies import error_message, flip
 from tests.snapshot.conftest import SnapshotEnv, new_bucket
 
 
-def _get(e: SnapshotEnv, key: str) -> bytes:
-    return e.client.get_object(Bucket=e.dest_bucket, Key=key)["Body"].read()
-
-
-def _put(e: SnapshotEnv, key: str, body: bytes) -> None:
-    e.client.put_object(Bucket=e.dest_bucket, Key=key, Body=body)
-
-
 def _forged_manifest(original: bytes, which: str, **changes: object) -> bytes:
     """The same records, valid zstd and JSON, with one record's fields changed."""
     out = io.BytesIO()
@@ -40,7 +32,7 @@ def _forged_manifest(original: bytes, which: str, **changes: object) -> bytes:
 
 
 def _sums(e: SnapshotEnv, folder: str, **override: bytes) -> bytes:
-    current = mf.parse_sums(_get(e, folder + mf.SUMS))
+    current = mf.parse_sums(e.get_object(folder + mf.SUMS))
     for name, body in override.items():
         current[name.replace("_", ".", 1) if name != "manifest" else mf.MANIFEST] = hashlib.sha256(body).hexdigest()
     return mf.format_sums(current)
@@ -48,11 +40,11 @@ def _sums(e: SnapshotEnv, folder: str, **override: bytes) -> bytes:
 
 def _seal(e: SnapshotEnv, sid: str, sums: bytes) -> None:
     folder = f"drtool/snapshots/{sid}/"
-    _put(e, folder + mf.SUMS, sums)
-    _put(e, folder + mf.COMMITTED, mf.committed_marker(sid, hashlib.sha256(sums).hexdigest(), datetime.now(UTC)))
+    e.put_object(folder + mf.SUMS, sums)
+    e.put_object(folder + mf.COMMITTED, mf.committed_marker(sid, hashlib.sha256(sums).hexdigest(), datetime.now(UTC)))
 
 
-def _assert_refused(e: SnapshotEnv, sid: str, expected: str, new_database: object) -> None:
+def _assert_restore_refused(e: SnapshotEnv, sid: str, expected: str, new_database: object) -> None:
     """Exit 4 naming `expected`; no database created; no object copied (the dump is checked before the first
     copy, so even a damaged dump leaves the target bucket as it was)."""
     verify = e.run("snapshots", "verify", sid)
@@ -72,20 +64,20 @@ def test_tampered_artifacts_detected_by_verify_and_refused_by_restore(minio_env:
     assert run.code == 0, run.stderr
     sid = run.result()["snapshot"]
     folder = f"drtool/snapshots/{sid}/"
-    originals = {name: _get(e, folder + name) for name in (mf.DUMP, mf.MANIFEST, mf.META, mf.SUMS, mf.COMMITTED)}
+    originals = {name: e.get_object(folder + name) for name in (mf.DUMP, mf.MANIFEST, mf.META, mf.SUMS, mf.COMMITTED)}
 
     def repair() -> None:
         for name, body in originals.items():
-            _put(e, folder + name, body)
+            e.put_object(folder + name, body)
 
     # 1. One bit flipped in the middle of the dump.
-    _put(e, folder + mf.DUMP, flip(originals[mf.DUMP], len(originals[mf.DUMP]) // 2, 3))
-    _assert_refused(e, sid, "db.dump: checksum mismatch", new_database)
+    e.put_object(folder + mf.DUMP, flip(originals[mf.DUMP], len(originals[mf.DUMP]) // 2, 3))
+    _assert_restore_refused(e, sid, "db.dump: checksum mismatch", new_database)
     repair()
 
     # 1b. A dump replaced by something pg_restore cannot read, resealed so the checksums agree.
     junk = b"PGDMP" + bytes(range(256)) * 64
-    _put(e, folder + mf.DUMP, junk)
+    e.put_object(folder + mf.DUMP, junk)
     _seal(e, sid, _sums(e, folder, db_dump=junk))
     target, dbname = new_bucket(e.client), new_database()
     restore = e.run("restore", sid, "--target-db", dbname, "--objects-to", target)
@@ -100,37 +92,37 @@ def test_tampered_artifacts_detected_by_verify_and_refused_by_restore(minio_env:
     newer = e.client.head_object(Bucket=e.source_bucket, Key=upload)["VersionId"]
     forged = _forged_manifest(originals[mf.MANIFEST], upload, version_id=newer)
     assert forged != originals[mf.MANIFEST] and len(list(mf.read_manifest(io.BytesIO(forged)))) > 1
-    _put(e, folder + mf.MANIFEST, forged)
-    _assert_refused(e, sid, f"{mf.MANIFEST}: checksum mismatch", new_database)
+    e.put_object(folder + mf.MANIFEST, forged)
+    _assert_restore_refused(e, sid, f"{mf.MANIFEST}: checksum mismatch", new_database)
 
     # 3. ... and SHA256SUMS edited to match it, but not the digest COMMITTED carries.
-    _put(e, folder + mf.SUMS, _sums(e, folder, manifest=forged))
-    _assert_refused(e, sid, "SHA256SUMS does not match the digest in COMMITTED", new_database)
+    e.put_object(folder + mf.SUMS, _sums(e, folder, manifest=forged))
+    _assert_restore_refused(e, sid, "SHA256SUMS does not match the digest in COMMITTED", new_database)
     repair()
 
     # 4. meta.json edited (an earlier fence) with SHA256SUMS to match, COMMITTED untouched.
     meta = json.loads(originals[mf.META])
     meta["fence"] = "2020-01-01T00:00:00+00:00"
     edited = json.dumps(meta).encode()
-    _put(e, folder + mf.META, edited)
-    _put(e, folder + mf.SUMS, _sums(e, folder, meta_json=edited))
-    _assert_refused(e, sid, "SHA256SUMS does not match the digest in COMMITTED", new_database)
+    e.put_object(folder + mf.META, edited)
+    e.put_object(folder + mf.SUMS, _sums(e, folder, meta_json=edited))
+    _assert_restore_refused(e, sid, "SHA256SUMS does not match the digest in COMMITTED", new_database)
     repair()
 
     # 5. Truncated manifest; COMMITTED replaced by garbage; meta.json nested too deeply to parse.
-    _put(e, folder + mf.MANIFEST, originals[mf.MANIFEST][: len(originals[mf.MANIFEST]) // 2])
-    _assert_refused(e, sid, f"{mf.MANIFEST}: checksum mismatch", new_database)
+    e.put_object(folder + mf.MANIFEST, originals[mf.MANIFEST][: len(originals[mf.MANIFEST]) // 2])
+    _assert_restore_refused(e, sid, f"{mf.MANIFEST}: checksum mismatch", new_database)
     repair()
-    _put(e, folder + mf.COMMITTED, b"[" * 100_000)
-    _assert_refused(e, sid, "SHA256SUMS does not match the digest in COMMITTED", new_database)
+    e.put_object(folder + mf.COMMITTED, b"[" * 100_000)
+    _assert_restore_refused(e, sid, "SHA256SUMS does not match the digest in COMMITTED", new_database)
     repair()
-    _put(e, folder + mf.META, b'{"fence":' * 50_000)
-    _assert_refused(e, sid, "meta.json: checksum mismatch", new_database)
+    e.put_object(folder + mf.META, b'{"fence":' * 50_000)
+    _assert_restore_refused(e, sid, "meta.json: checksum mismatch", new_database)
     repair()
 
     # 6. A full forgery, resealed: checksums agree, so only --deep and restore itself can see it.
     fake = _forged_manifest(originals[mf.MANIFEST], upload, version_id="00000000-0000-0000-0000-000000000000")
-    _put(e, folder + mf.MANIFEST, fake)
+    e.put_object(folder + mf.MANIFEST, fake)
     _seal(e, sid, _sums(e, folder, manifest=fake))
     assert e.run("snapshots", "verify", sid).code == 0
     deep = e.run("snapshots", "verify", sid, "--deep")
@@ -166,7 +158,7 @@ def test_escaping_keys_are_refused_at_snapshot_and_restore(minio_env: SnapshotEn
     assert f"{len(hostile)} key(s) were refused" in error_message(run.stderr) + run.stdout
     sid = run.result()["snapshot"]
     folder = f"drtool/snapshots/{sid}/"
-    records = list(mf.read_manifest(io.BytesIO(_get(e, folder + mf.MANIFEST))))
+    records = list(mf.read_manifest(io.BytesIO(e.get_object(folder + mf.MANIFEST))))
     refused = {r.key for r in records if r.state == mf.STATE_REFUSED}
     assert refused == set(hostile)
     assert not [k for k in e.keys(e.dest_bucket, folder) if "outside" in k or "passwd" in k]
@@ -178,8 +170,8 @@ def test_escaping_keys_are_refused_at_snapshot_and_restore(minio_env: SnapshotEn
 
     # A forged, resealed manifest pinning an escaping key at a real version id: restore refuses it (exit 4).
     upload = next(k for k in e.files if k.startswith("upload_files/"))
-    forged = _forged_manifest(_get(e, folder + mf.MANIFEST), upload, key="../../escaped.txt")
-    _put(e, folder + mf.MANIFEST, forged)
+    forged = _forged_manifest(e.get_object(folder + mf.MANIFEST), upload, key="../../escaped.txt")
+    e.put_object(folder + mf.MANIFEST, forged)
     _seal(e, sid, _sums(e, folder, manifest=forged))
     target = new_bucket(e.client)
     bad = e.run("restore", sid, "--objects-to", target)

@@ -309,7 +309,7 @@ def dify_and_switched(vector_backend: VectorBackendUnderTest) -> Any:
         dify.close()
 
 
-def doc_ids(hits: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def meta_doc_ids(hits: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return [str(meta.get("doc_id")) for _, meta in hits]
 
 
@@ -317,8 +317,8 @@ def test_the_switched_name_is_a_real_collection_answering_difys_search(dify_and_
     store, name, dify = dify_and_switched
     assert dify.exists() and not dify.is_alias()
     assert store.count(name) == 6
-    assert doc_ids(dify.search(unit(1), [DOC_B], 1)) == ["chunk-new1"]
-    assert set(doc_ids(dify.search(unit(0), [DOC_B], 10))) == {"chunk-new1", "chunk-new3", "chunk-new5"}
+    assert meta_doc_ids(dify.search(unit(1), [DOC_B], 1)) == ["chunk-new1"]
+    assert set(meta_doc_ids(dify.search(unit(0), [DOC_B], 10))) == {"chunk-new1", "chunk-new3", "chunk-new5"}
     assert dify.text_exists("chunk-new2") and not dify.text_exists("chunk-old2")
 
 
@@ -338,7 +338,7 @@ def test_difys_reindex_after_a_switch_creates_fills_and_finds(dify_and_switched:
     rows = make_rows(3, tag="again")
     dify.add_texts(rows)
     assert store.count(name) == 3
-    assert doc_ids(dify.search(unit(2), [DOC_A], 1)) == ["chunk-again2"]
+    assert meta_doc_ids(dify.search(unit(2), [DOC_A], 1)) == ["chunk-again2"]
 
 
 # Only Dify's Weaviate adapter alters a collection's schema after creating it; Milvus and pgvector never do.
@@ -365,7 +365,7 @@ def test_difys_document_delete_and_add_act_on_the_switched_name(dify_and_switche
     dify.add_texts([(f"added {i}", {"doc_id": f"chunk-added{i}", "doc_hash": "h", "document_id": DOC_A,
                                     "dataset_id": DATASET}, unit(i)) for i in range(2)])
     assert store.count(name) == 5
-    assert doc_ids(dify.search(unit(1), [DOC_A], 1)) == ["chunk-added1"]
+    assert meta_doc_ids(dify.search(unit(1), [DOC_A], 1)) == ["chunk-added1"]
 
 
 def test_rollback_then_difys_delete_still_removes_everything(dify_and_switched: Any) -> None:
@@ -373,6 +373,6 @@ def test_rollback_then_difys_delete_still_removes_everything(dify_and_switched: 
     store, name, dify = dify_and_switched
     store.rollback(name)
     assert store.count(name) == 4 and not dify.is_alias()
-    assert doc_ids(dify.search(unit(1), [DOC_B], 1)) == ["chunk-old1"]
+    assert meta_doc_ids(dify.search(unit(1), [DOC_B], 1)) == ["chunk-old1"]
     dify.delete()
     assert not dify.exists() and not store.serves(name)

@@ -141,7 +141,7 @@ def test_iteration_sees_every_row_exactly_once(vector_backend: VectorBackendUnde
     assert {k for k, _ in metadata} == {i.key for i in identities}
 
 
-def _build(store: VectorStore, name: str, n: int, tag: str) -> str:
+def _build_copy(store: VectorStore, name: str, n: int, tag: str) -> str:
     build = store.build_name(name)
     assert build != name and not store.exists(build)
     fill(store, build, make_rows(n, tag=tag))
@@ -157,14 +157,14 @@ def _wait_for_a_new_build_name(store: VectorStore, name: str) -> None:
 
 def test_switch_rollback_and_a_second_switch(vector_backend: VectorBackendUnderTest) -> None:
     store, name = vector_backend.store, vector_backend.new_name()
-    first = _build(store, name, 3, "g1")
+    first = _build_copy(store, name, 3, "g1")
     assert store.confirm_needed(name) is None  # nothing answers for the name yet
     assert store.switch(name, first, drop_old=False)
     assert store.serves(name) and store.count(name) == 3
     assert doc_ids(store.search(name, unit(1), 1)) == ["chunk-g11"]
 
     _wait_for_a_new_build_name(store, name)
-    second = _build(store, name, 5, "g2")
+    second = _build_copy(store, name, 5, "g2")
     assert store.confirm_needed(name) is None  # a drtool switch keeps the previous generation
     store.switch(name, second, drop_old=False)
     assert store.count(name) == 5
@@ -178,9 +178,9 @@ def test_switch_rollback_and_a_second_switch(vector_backend: VectorBackendUnderT
 
 def test_drop_old_leaves_nothing_to_roll_back_to(vector_backend: VectorBackendUnderTest) -> None:
     store, name = vector_backend.store, vector_backend.new_name()
-    store.switch(name, _build(store, name, 2, "g1"), drop_old=False)
+    store.switch(name, _build_copy(store, name, 2, "g1"), drop_old=False)
     _wait_for_a_new_build_name(store, name)
-    store.switch(name, _build(store, name, 3, "g2"), drop_old=True)
+    store.switch(name, _build_copy(store, name, 3, "g2"), drop_old=True)
     assert store.count(name) == 3
     with pytest.raises(NotFoundError) as caught:
         store.rollback(name)
@@ -192,7 +192,7 @@ def test_confirm_needed_is_said_exactly_when_a_switch_destroys(vector_backend: V
     store, name = vector_backend.store, vector_backend.new_name()
     fill(store, name, make_rows(2, tag="dify"))
     warning = store.confirm_needed(name)
-    build = _build(store, name, 4, "new")
+    build = _build_copy(store, name, 4, "new")
     store.switch(name, build, drop_old=False)
     assert store.count(name) == 4
     if warning is None:  # nothing destroyed: the original answers again after a rollback
@@ -207,9 +207,9 @@ def test_confirm_needed_is_said_exactly_when_a_switch_destroys(vector_backend: V
 
 def test_purge_removes_every_generation(vector_backend: VectorBackendUnderTest) -> None:
     store, name = vector_backend.store, vector_backend.new_name()
-    store.switch(name, _build(store, name, 2, "g1"), drop_old=False)
+    store.switch(name, _build_copy(store, name, 2, "g1"), drop_old=False)
     _wait_for_a_new_build_name(store, name)
-    store.switch(name, _build(store, name, 2, "g2"), drop_old=False)
+    store.switch(name, _build_copy(store, name, 2, "g2"), drop_old=False)
     assert store.purge(name)
     assert not store.serves(name) and not store.exists(name)
     assert not store.exists(store.build_name(name))

@@ -29,16 +29,12 @@ from pymilvus import MilvusClient
 
 from tests.drill.conftest import embed_via
 from tests.export.helpers import Bucket, apply_env, drtool_env
-from tests.foundation.cli_runner import RunCli, make_run_cli
+from tests.foundation.cli_runner import RunCli
+from tests.helpers.events import summary
 from tests.rebuild.test_annotations import THRESHOLD, _dify_annotation_reply, _embed
 from tests.snapshot.conftest import new_bucket
 from tests.snapshot.test_plugin_database import seed_plugin_database, table_rows
 from tests.stack.dify_seed import seed_annotations
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    return make_run_cli(capsys)
 
 
 @pytest.fixture
@@ -47,10 +43,6 @@ def plugin_database(pg: Any) -> Iterator[str]:
     pg.create_database(name)
     yield name
     pg.drop_database(name)
-
-
-def _result(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(e for e in events if e.get("event") == "result")
 
 
 def _current_objects(bucket: Bucket) -> dict[str, bytes]:
@@ -91,10 +83,10 @@ def test_snapshot_lose_everything_restore_rebuild_verify(
 
     # --- export-chunks, the live index, then the snapshot ---------------------------------------------------------
     code, events = run_cli("export-chunks", "--all")
-    exported = _result(events)
+    exported = summary(events)
     assert code == 0 and exported["datasets"] == 1 and exported["annotation_apps"] == 2, exported
     code, events = run_cli("rebuild-index", "--all", "--annotations")
-    assert code == 0, _result(events)["datasets"]
+    assert code == 0, summary(events)["datasets"]
     live = MilvusClient(milvus_uri)
     try:
         collections = set(live.list_collections())
@@ -105,7 +97,7 @@ def test_snapshot_lose_everything_restore_rebuild_verify(
     assert main_before["message_annotations"] and main_before["app_annotation_settings"]
     assert plugin_before["plugins"] and plugin_before["ai_model_installations"]
     code, events = run_cli("snapshot", "create")
-    snapshot = _result(events)
+    snapshot = summary(events)
     assert code == 0, snapshot
     sid = snapshot["snapshot"]
     objects_before = _current_objects(bucket)
@@ -129,7 +121,7 @@ def test_snapshot_lose_everything_restore_rebuild_verify(
 
     # --- restore -> rebuild-index --all --annotations -> verify --deep --------------------------------------------
     code, events = run_cli("restore", sid, "--target-db", db.dbname)
-    restored = _result(events)
+    restored = summary(events)
     assert code == 0, restored
     assert restored["database"]["action"] == "restore" and restored["plugin_database"]["action"] == "restore"
     assert table_rows(db.dsn) == main_before
@@ -140,7 +132,7 @@ def test_snapshot_lose_everything_restore_rebuild_verify(
         assert bucket.get(key) == objects_before[key], key
 
     code, events = run_cli("rebuild-index", "--all", "--annotations")
-    reports = {r["dataset_id"]: r for r in _result(events)["datasets"]}
+    reports = {r["dataset_id"]: r for r in summary(events)["datasets"]}
     assert code == 0, reports
     assert set(reports) == {db.seed.datasets[0].id, *enabled}
     for app in enabled.values():
@@ -148,7 +140,7 @@ def test_snapshot_lose_everything_restore_rebuild_verify(
         assert gate["passed"] and gate["dify_query_ok"] == gate["sample"] == len(app.annotations), gate
 
     code, events = run_cli("verify", "--deep")
-    verified = _result(events)
+    verified = summary(events)
     assert code == 0 and verified["breaks"] == 0, verified["counts"]
     assert verified["files"]["checked"] == len(db.seed.files) and verified["files"]["missing"] == 0
     assert {d["dataset_id"]: d["ok"] for d in verified["datasets"] if d["indexing_technique"] == "high_quality"} \

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from drtool.config import MilvusSettings, WeaviateSettings
-from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli
+from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env
 from tests.helpers.buckets import new_bucket
 from tests.helpers.embedding import embed_via
 from tests.helpers.events import summary  # noqa: F401  (re-exported for tests/drill)
@@ -96,15 +96,10 @@ class DrillWorld:
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
 
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    return make_run_cli(capsys)
-
-
-def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
-           embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli,
-           weaviate: WeaviateSettings | None = None, milvus_token: str | None = None,
-           annotations: bool = False, **seed_options: Any) -> DrillWorld:
+def _drill_world(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_uri: str,
+                 embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli,
+                 weaviate: WeaviateSettings | None = None, milvus_token: str | None = None,
+                 annotations: bool = False, **seed_options: Any) -> DrillWorld:
     seed_options = {"documents_per_dataset": 2, "segments_per_document": 4, **seed_options}
     db = dify_db_factory(vector_type=backend, embed=embed_via(embedding_server), **seed_options)
     seeded = None
@@ -154,8 +149,8 @@ def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pai
 def drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_target: MilvusTestTarget,
                 embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[DrillWorld]:
     """Lite unless the test parametrizes `milvus_target`; on a server the world's collections are dropped after."""
-    world = _build("milvus", pg, dify_db_factory, minio_pair, milvus_target.uri, embedding_server, monkeypatch,
-                   run_cli, milvus_token=milvus_target.token)
+    world = _drill_world("milvus", pg, dify_db_factory, minio_pair, milvus_target.uri, embedding_server, monkeypatch,
+                         run_cli, milvus_token=milvus_target.token)
     milvus_target.track(*(d.collection_name for d in world.db.seed.datasets))
     before = world.databases()
     yield world
@@ -169,8 +164,8 @@ def annotated_drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pa
                           embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
                           ) -> Iterator[DrillWorld]:
     """A small world (one dataset) whose database also has apps with annotation reply (tests.stack.dify_seed)."""
-    world = _build("milvus", pg, dify_db_factory, minio_pair, milvus_uri, embedding_server, monkeypatch, run_cli,
-                   annotations=True, datasets=1, documents_per_dataset=1, segments_per_document=2)
+    world = _drill_world("milvus", pg, dify_db_factory, minio_pair, milvus_uri, embedding_server, monkeypatch, run_cli,
+                         annotations=True, datasets=1, documents_per_dataset=1, segments_per_document=2)
     before = world.databases()
     yield world
     for name in world.databases() - before:
@@ -184,8 +179,8 @@ def weaviate_drill_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pai
                          run_cli: RunCli) -> Iterator[DrillWorld]:
     settings = WeaviateSettings(endpoint=weaviate_server.http_url,
                                 grpc_endpoint=f"{weaviate_server.host}:{weaviate_server.grpc_port}")
-    world = _build("weaviate", pg, dify_db_factory, minio_pair, milvus_uri, embedding_server, monkeypatch, run_cli,
-                   weaviate=settings)
+    world = _drill_world("weaviate", pg, dify_db_factory, minio_pair, milvus_uri, embedding_server, monkeypatch,
+                         run_cli, weaviate=settings)
     before = world.databases()
     try:
         yield world

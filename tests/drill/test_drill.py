@@ -164,12 +164,12 @@ def test_ctrl_c_and_sigterm_mid_rebuild_still_remove_every_scratch_target(drill_
     """As cron or Kubernetes stops it: a real process, interrupted while it writes the scratch collections."""
     import signal
 
-    from tests.export.helpers import spawn
+    from tests.export.helpers import spawn_json
 
     live_index, databases = drill_world.live_index(), drill_world.databases()
     drill_world.release_milvus_lite()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        proc = spawn(["drill"], drill_world.env)
+        proc = spawn_json(["drill"], drill_world.env)
         assert proc.stdout is not None
         seen: list[dict[str, Any]] = []
         for line in proc.stdout:

@@ -41,8 +41,8 @@ def _phases(*spec: tuple[str, str, float]) -> list[dict[str, Any]]:
             for n, s, t in spec]
 
 
-def _record(phases: list[dict[str, Any]], *, rto_slo: float | None = None, rpo_slo: float | None = None,
-            lag: float | None = None, problems: tuple[str, ...] = (), age: float = 3600) -> dict[str, Any]:
+def _drill_record(phases: list[dict[str, Any]], *, rto_slo: float | None = None, rpo_slo: float | None = None,
+                  lag: float | None = None, problems: tuple[str, ...] = (), age: float = 3600) -> dict[str, Any]:
     return build_record(
         drill_id="20261129T120000Z-abc123", started_at=T0, finished_at=T0 + timedelta(seconds=30),
         snapshot={"id": "20261129T110000Z-def456", "fence": (T0 - timedelta(seconds=age)).isoformat()},
@@ -56,7 +56,7 @@ OK4 = _phases(("snapshot_check", "ok", 1.5), ("restore_database", "ok", 2.25), (
 
 
 def test_rto_is_the_sum_of_phases_and_rpo_the_age_plus_lag() -> None:
-    record = _record(OK4, rto_slo=60, rpo_slo=7200, lag=12.5)
+    record = _drill_record(OK4, rto_slo=60, rpo_slo=7200, lag=12.5)
     assert record["rto"] == {"seconds": 14.5, "slo_seconds": 60, "verdict": "met"}
     assert record["rpo"]["seconds"] == 3612.5 and record["rpo"]["snapshot_age_seconds"] == 3600
     assert record["rpo"]["replication_lag_seconds"] == 12.5 and record["rpo"]["verdict"] == "met"
@@ -64,7 +64,7 @@ def test_rto_is_the_sum_of_phases_and_rpo_the_age_plus_lag() -> None:
 
 
 def test_breaches_exit_4_and_say_by_how_much() -> None:
-    record = _record(OK4, rto_slo=10, rpo_slo=1800)
+    record = _drill_record(OK4, rto_slo=10, rpo_slo=1800)
     assert record["rto"]["verdict"] == "breached" and record["rpo"]["verdict"] == "breached"
     assert record["outcome"] == "slo breached" and record["exit_code"] == 4
     assert record["problems"] == ["RTO 14.5s is above its SLO 10.0s", "RPO 1h 00m is above its SLO 30m 00s"]
@@ -73,18 +73,18 @@ def test_breaches_exit_4_and_say_by_how_much() -> None:
 
 def test_a_failed_phase_has_no_rto_and_fails_the_drill() -> None:
     phases = _phases(("snapshot_check", "failed", 1.0), ("restore_database", "skipped", 0.0))
-    record = _record(phases, rto_slo=60)
+    record = _drill_record(phases, rto_slo=60)
     assert record["rto"]["seconds"] is None and record["rto"]["verdict"] == "unknown"
     assert record["outcome"] == "failed" and record["exit_code"] == 4 and record["failed_phases"] == ["snapshot_check"]
 
 
 def test_a_cleanup_problem_fails_an_otherwise_good_drill() -> None:
-    record = _record(OK4, problems=("cleanup: scratch database x: refused",))
+    record = _drill_record(OK4, problems=("cleanup: scratch database x: refused",))
     assert record["outcome"] == "failed" and record["exit_code"] == 4
 
 
 def test_no_slo_is_neither_met_nor_breached() -> None:
-    record = _record(OK4)
+    record = _drill_record(OK4)
     assert record["rto"]["verdict"] == "no slo" and record["rpo"]["verdict"] == "no slo"
     assert record["exit_code"] == 0
 
@@ -92,7 +92,7 @@ def test_no_slo_is_neither_met_nor_breached() -> None:
 def _history(n: int) -> list[dict[str, Any]]:
     out = []
     for i in range(n):
-        r = _record(OK4 if i % 2 else _phases(("snapshot_check", "failed", 1.0)), rto_slo=60)
+        r = _drill_record(OK4 if i % 2 else _phases(("snapshot_check", "failed", 1.0)), rto_slo=60)
         r["drill_id"] = f"2026112{i}T120000Z-00000{i}"
         r["started_at"] = (T0 - timedelta(days=n - i)).isoformat()
         out.append(r)
@@ -100,12 +100,12 @@ def _history(n: int) -> list[dict[str, Any]]:
 
 
 def test_json_round_trips() -> None:
-    record = _record(OK4, rto_slo=60)
+    record = _drill_record(OK4, rto_slo=60)
     assert json.loads(dr.render_json(record)) == json.loads(json.dumps(record))
 
 
 def test_markdown_has_verdicts_phases_and_history() -> None:
-    record = _record(OK4, rto_slo=10)
+    record = _drill_record(OK4, rto_slo=10)
     text = dr.render_markdown(record, _history(3))
     assert text.startswith("# Restore drill 20261129T120000Z-abc123: SLO BREACHED")
     assert "| RTO | 14.5s: breached (SLO 10.0s) |" in text
@@ -115,7 +115,7 @@ def test_markdown_has_verdicts_phases_and_history() -> None:
 
 
 def test_html_is_self_contained_and_escapes() -> None:
-    record = _record(OK4, rto_slo=60)
+    record = _drill_record(OK4, rto_slo=60)
     record["problems"] = ['<script>alert("x")</script>']
     page = dr.render_html(record, _history(4))
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
@@ -144,7 +144,7 @@ def test_history_table() -> None:
 
 
 def test_is_record_accepts_records_and_refuses_damaged_ones() -> None:
-    record = _record(OK4, rto_slo=60)
+    record = _drill_record(OK4, rto_slo=60)
     assert is_record(json.loads(dr.render_json(record)))
     for damage in ({"version": 2}, {"rto": "fast"}, {"rpo": {"seconds": "1h"}}, {"drill_id": None},
                    {"phases": {}}, {"rto": {"seconds": True}}):
@@ -169,7 +169,7 @@ def _annotated_phases(app_id: str = "app-1") -> list[dict[str, Any]]:
 
 
 def test_annotation_rows_join_rebuild_and_verify_per_app() -> None:
-    record = _record(_annotated_phases())
+    record = _drill_record(_annotated_phases())
     assert record["annotations"] == [
         {"app_id": "app-1", "collection": "Drill_abc123_Vector_index_app_1_Node", "annotations": 4,
          "rebuild": "rebuilt", "dify_query": "4/4", "vectors": 4, "verify": "ok", "error": None},
@@ -183,15 +183,15 @@ def test_annotation_rows_join_rebuild_and_verify_per_app() -> None:
     assert "| failed | - | - | not run |" in markdown and "no annotation file for app app-2" in markdown
     assert "Annotation replies" in dr.render_html(record)
     # A record without annotation apps (and one written before issue 13) renders no such section.
-    assert "Annotation replies" not in dr.render_markdown(_record(OK4))
-    old = _record(OK4)
+    assert "Annotation replies" not in dr.render_markdown(_drill_record(OK4))
+    old = _drill_record(OK4)
     old.pop("annotations")
     assert "Annotation replies" not in dr.render_html(old)
 
 
 def test_annotation_rows_are_escaped_in_both_reports() -> None:
     """App ids come from the restored database: untrusted, never raw markup or a table-breaking pipe."""
-    record = _record(_annotated_phases(app_id="<img src=x onerror=alert(1)>|\x1b[2J"))
+    record = _drill_record(_annotated_phases(app_id="<img src=x onerror=alert(1)>|\x1b[2J"))
     page = dr.render_html(record)
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     markdown = dr.render_markdown(record)

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli, new_bucket
+from tests.export.helpers import Bucket, apply_env, drtool_env, new_bucket_on
 
 
 @pytest.fixture
 def bucket(minio_pair: Any) -> Bucket:
-    return new_bucket(minio_pair.a)
+    return new_bucket_on(minio_pair.a)
 
 
 @pytest.fixture
@@ -19,8 +19,3 @@ def env(monkeypatch: pytest.MonkeyPatch, pg: Any, dify_db: Any, bucket: Bucket) 
     values = drtool_env(pg, dify_db.dbname, bucket)
     apply_env(monkeypatch, values)
     return values
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    return make_run_cli(capsys)

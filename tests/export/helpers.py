@@ -48,7 +48,7 @@ class Bucket:
         return [p for p in parsed if isinstance(p, Chunk)]
 
 
-def new_bucket(site: Any) -> Bucket:
+def new_bucket_on(site: Any) -> Bucket:
     """An unversioned bucket on `site` (tests.helpers.buckets names it), wrapped with the site's credentials."""
     client = site.s3_client()
     name = buckets.new_bucket(client, "export", versioned=False)
@@ -78,7 +78,7 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
 
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+def spawn_json(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     """drtool as a real process (its own environment: only the given DRTOOL_* settings)."""
     return cli.spawn(["--json", *args], env, cwd=None, script=True, preexec_fn=interruptible)
 

@@ -19,7 +19,7 @@ RECORDS = [
 ]
 
 
-def write(compression: Any) -> tuple[bytes, str]:
+def write_records(compression: Any) -> tuple[bytes, str]:
     sink = io.BytesIO()
     writer = ChunkFileWriter(sink, compression)
     for record in RECORDS:
@@ -30,7 +30,7 @@ def write(compression: Any) -> tuple[bytes, str]:
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
 def test_written_files_parse_back_identically(compression: Any) -> None:
-    data, _ = write(compression)
+    data, _ = write_records(compression)
     parsed = list(parse_lines(iter_lines(io.BytesIO(data), compression, "mem"), "mem", dataset_id="ds"))
     assert all(isinstance(p, Chunk) for p in parsed)
     chunks = [p for p in parsed if isinstance(p, Chunk)]
@@ -41,18 +41,18 @@ def test_written_files_parse_back_identically(compression: Any) -> None:
 
 
 def test_same_content_same_bytes_and_one_hash_whatever_the_compression() -> None:
-    plain, digest = write("none")
-    assert write("none") == (plain, digest)
-    gz, gz_digest = write("gzip")
-    assert write("gzip")[0] == gz  # gzip header without a timestamp: reproducible bytes
-    assert gz_digest == write("zstd")[1] == digest
+    plain, digest = write_records("none")
+    assert write_records("none") == (plain, digest)
+    gz, gz_digest = write_records("gzip")
+    assert write_records("gzip")[0] == gz  # gzip header without a timestamp: reproducible bytes
+    assert gz_digest == write_records("zstd")[1] == digest
     assert b'"answer"' not in plain.splitlines()[0]  # absent fields are left out, not null
 
 
 def test_lines_are_what_dumps_chunk_writes() -> None:
     from drtool.core.chunks import dumps_chunk
 
-    assert write("none")[0] == b"".join(dumps_chunk(r) for r in RECORDS)
+    assert write_records("none")[0] == b"".join(dumps_chunk(r) for r in RECORDS)
 
 
 def test_names_match_what_rebuild_looks_for() -> None:

@@ -10,14 +10,14 @@ from typing import Any
 
 import psycopg
 
-from tests.export.helpers import RunCli, apply_env, drtool_env, new_bucket, spawn
+from tests.export.helpers import RunCli, apply_env, drtool_env, new_bucket_on, spawn_json
 
 
 def test_sigkill_mid_upload_leaves_the_old_file_whole_and_a_rerun_finishes(
         pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, monkeypatch: Any, run_cli: RunCli) -> None:
     # ~12 MiB of chunks: three 5 MiB parts, so the kill lands between parts of a multipart upload.
     db = dify_db_factory(datasets=1, documents_per_dataset=6, segments_per_document=6000, seed=7)
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     env = drtool_env(pg, db.dbname, bucket)
     apply_env(monkeypatch, env)
     dataset = db.seed.datasets[0]
@@ -32,7 +32,7 @@ def test_sigkill_mid_upload_leaves_the_old_file_whole_and_a_rerun_finishes(
         conn.execute("UPDATE document_segments SET content = 'Edited: ' || content WHERE index_node_id = %s",
                      (node_id,))
 
-    proc = spawn(["export-chunks", "--all", "--part-size-mb", "5"], env)
+    proc = spawn_json(["export-chunks", "--all", "--part-size-mb", "5"], env)
     assert proc.stdout is not None
     seen: list[dict[str, Any]] = []
     for line in proc.stdout:

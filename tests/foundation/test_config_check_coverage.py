@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.foundation.cli_runner import Run, drtool
+from tests.foundation.cli_runner import ProcessRun, run_script
 from tests.helpers.buckets import new_bucket
 
 
@@ -29,7 +29,7 @@ def site_bucket(site: Any, *, lock: bool = False) -> str:
     return new_bucket(s3_client(site), "cov", versioned=False, lock=lock)
 
 
-def systems(run: Run) -> dict[str, dict[str, Any]]:
+def systems(run: ProcessRun) -> dict[str, dict[str, Any]]:
     (result,) = [e for e in run.json_lines() if "systems" in e]
     return {s["system"]: s for s in result["systems"]}  # type: ignore[union-attr]
 
@@ -55,14 +55,14 @@ def s3_env(site: Any, bucket: str, **extra: str) -> dict[str, str]:
 def test_storage_drtool_cannot_read_is_not_protected_exit_3(storage: str, pg: Any, tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text(storage + pg_env_lines(pg))
-    run = drtool("--dify-env", str(env_file), "config", "check", "--json", cwd=tmp_path)
+    run = run_script("--dify-env", str(env_file), "config", "check", "--json", cwd=tmp_path)
     assert run.code == 3, run.stdout + run.stderr
     found = systems(run)
     assert found["postgres"]["ok"]
     files = found["dify files"]
     assert not files["ok"] and files["exit_code"] == 3 and "not protected" in files["problem"]
     assert "object store" not in found  # never probed as if it were S3
-    text = drtool("--dify-env", str(env_file), "config", "check", cwd=tmp_path)
+    text = run_script("--dify-env", str(env_file), "config", "check", cwd=tmp_path)
     assert text.code == 3
     line = next(line for line in text.stdout.splitlines() if line.startswith("dify files"))
     assert "WARNING" in line and "not protected" in line
@@ -73,7 +73,7 @@ def test_unreadable_storage_still_warns_when_s3_is_set_explicitly(pg: Any, minio
     env_file = tmp_path / ".env"
     env_file.write_text("STORAGE_TYPE=opendal\nOPENDAL_SCHEME=fs\n" + pg_env_lines(pg))
     bucket = site_bucket(minio_pair.a)
-    run = drtool("--dify-env", str(env_file), "config", "check", "--json", env=s3_env(minio_pair.a, bucket),
+    run = run_script("--dify-env", str(env_file), "config", "check", "--json", env=s3_env(minio_pair.a, bucket),
                  cwd=tmp_path)
     assert run.code == 3, run.stdout + run.stderr
     found = systems(run)
@@ -88,7 +88,7 @@ def test_s3_storage_with_a_ready_snapshot_bucket_passes(pg: Any, minio_pair: Any
     env_file.write_text(f"STORAGE_TYPE=s3\nS3_ENDPOINT={site.endpoint}\nS3_BUCKET_NAME={bucket}\n"
                         f"S3_ACCESS_KEY={site.access_key}\nS3_SECRET_KEY={site.secret_key}\nS3_REGION=us-east-1\n"
                         "S3_ADDRESS_STYLE=path\nDB_PLUGIN_DATABASE=dify_plugin\n" + pg_env_lines(pg))
-    run = drtool("--dify-env", str(env_file), "config", "check", "--json", cwd=tmp_path)
+    run = run_script("--dify-env", str(env_file), "config", "check", "--json", cwd=tmp_path)
     assert run.code == 0, run.stdout + run.stderr
     snap = systems(run)["snapshot bucket"]
     assert snap["ok"] and snap["details"]["bucket"] == bucket and snap["details"]["writable"] is True
@@ -101,7 +101,7 @@ def test_s3_storage_with_a_ready_snapshot_bucket_passes(pg: Any, minio_pair: Any
 def test_missing_snapshot_bucket_fails_with_10(minio_pair: Any, tmp_path: Path) -> None:
     site = minio_pair.a
     env = s3_env(site, site_bucket(site), DRTOOL_SNAPSHOT_BUCKET=f"no-such-{uuid.uuid4().hex[:8]}")
-    run = drtool("config", "check", "--json", env=env, cwd=tmp_path)
+    run = run_script("config", "check", "--json", env=env, cwd=tmp_path)
     assert run.code == 10, run.stdout + run.stderr
     found = systems(run)
     assert found["object store"]["ok"]
@@ -113,7 +113,7 @@ def test_write_probe_leaves_no_version_and_no_delete_marker(minio_pair: Any, tmp
     version behind a delete marker; the probe deletes the exact version it wrote."""
     site = minio_pair.a
     source, dest = site_bucket(site), site_bucket(site)
-    run = drtool("config", "check", "--json", env=s3_env(site, source, DRTOOL_SNAPSHOT_BUCKET=dest), cwd=tmp_path)
+    run = run_script("config", "check", "--json", env=s3_env(site, source, DRTOOL_SNAPSHOT_BUCKET=dest), cwd=tmp_path)
     assert run.code == 0, run.stdout + run.stderr
     details = systems(run)["snapshot bucket"]["details"]
     assert details == {"bucket": dest, "versioning": "Enabled", "object_lock": "off",
@@ -126,7 +126,7 @@ def test_write_probe_on_a_locked_versioned_bucket_removes_its_exact_version(mini
     site = minio_pair.a
     source, dest = site_bucket(site), site_bucket(site, lock=True)
     env = s3_env(site, source, DRTOOL_SNAPSHOT_BUCKET=dest, DRTOOL_SNAPSHOT_OBJECT_LOCK_DAYS="7")
-    run = drtool("config", "check", "--json", env=env, cwd=tmp_path)
+    run = run_script("config", "check", "--json", env=env, cwd=tmp_path)
     assert run.code == 0, run.stdout + run.stderr
     details = systems(run)["snapshot bucket"]["details"]
     assert details["versioning"] == "Enabled" and details["object_lock"].startswith("on")
@@ -139,7 +139,7 @@ def test_object_lock_asked_on_a_bucket_without_it_is_exit_2(minio_pair: Any, tmp
     site = minio_pair.a
     source, dest = site_bucket(site), site_bucket(site)
     env = s3_env(site, source, DRTOOL_SNAPSHOT_BUCKET=dest, DRTOOL_SNAPSHOT_OBJECT_LOCK_DAYS="7")
-    run = drtool("config", "check", "--json", env=env, cwd=tmp_path)
+    run = run_script("config", "check", "--json", env=env, cwd=tmp_path)
     assert run.code == 2, run.stdout + run.stderr
     assert "Object Lock" in systems(run)["snapshot bucket"]["problem"]
 
@@ -160,7 +160,7 @@ def test_read_only_key_fails_the_write_probe_with_12(minio_pair: Any, tmp_path: 
     minio_pair.mc("admin", "policy", "attach", site.alias, name, "--user", user)
     env = s3_env(site, source, DRTOOL_SNAPSHOT_BUCKET=dest, DRTOOL_SNAPSHOT_ACCESS_KEY=user,
                  DRTOOL_SNAPSHOT_SECRET_KEY=secret)
-    run = drtool("config", "check", "--json", env=env, cwd=tmp_path)
+    run = run_script("config", "check", "--json", env=env, cwd=tmp_path)
     assert run.code == 12, run.stdout + run.stderr
     found = systems(run)
     assert found["object store"]["ok"]  # the source key may write; the snapshot key may not

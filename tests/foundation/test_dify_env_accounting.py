@@ -17,7 +17,7 @@ import pytest
 from drtool.core.dify_env import map_dify_env
 from drtool.core.dify_keys import MAPPED, NOT_USED, READ, KeyAccount, account_keys, family_of, not_protected
 from drtool.core.dotenv import parse_dotenv
-from tests.foundation.cli_runner import drtool
+from tests.foundation.cli_runner import run_script
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dify-1.13.3.env.example"
 
@@ -200,12 +200,13 @@ def test_extra_store_credentials_are_secrets_with_file_forms(tmp_path: Path) -> 
     secret = tmp_path / "plugin-secret"
     secret.write_text("plugin-sk-from-file\n")
     settings = load_settings(environ={"DRTOOL_SNAPSHOT_PLUGIN_STORAGE_SECRET_KEY_FILE": str(secret)},
-                             config_path=_toml(tmp_path, f'[snapshot]\narchive_storage_secret_key_file = "{secret}"\n'))
+                             config_path=_drtool_toml(tmp_path, f'[snapshot]\narchive_storage_secret_key_file = '
+                                                                f'"{secret}"\n'))
     assert settings.snapshot.plugin_storage_secret_key == "plugin-sk-from-file"
     assert settings.snapshot.archive_storage_secret_key == "plugin-sk-from-file"
 
 
-def _toml(folder: Path, text: str) -> Path:
+def _drtool_toml(folder: Path, text: str) -> Path:
     path = folder / "drtool.toml"
     path.write_text(text)
     return path
@@ -223,13 +224,13 @@ def test_config_show_lists_every_family_key_in_text_and_json_without_values(tmp_
     secret = "pw-Zq8-not-to-be-printed"
     env_file.write_text(FIXTURE.read_text().replace("DB_PASSWORD=\n", f"DB_PASSWORD={secret}\n"))
     expected = {a.key for a in map_dify_env(example_env(DB_PASSWORD=secret)).keys}
-    text = drtool("--dify-env", str(env_file), "config", "show", cwd=tmp_path)
+    text = run_script("--dify-env", str(env_file), "config", "show", cwd=tmp_path)
     assert text.code == 0, text.stderr
     shown = {line.split()[0] for line in text.stdout.split("Dify .env keys", 1)[1].splitlines()[1:] if line.strip()}
     assert shown == expected
     assert "DB_PLUGIN_DATABASE" in text.stdout and "postgres.plugin_database" in text.stdout
     assert "not covered yet (issue #13)" in text.stdout  # Aliyun SLS Logstore still is not
-    run = drtool("--dify-env", str(env_file), "config", "show", "--json", cwd=tmp_path)
+    run = run_script("--dify-env", str(env_file), "config", "show", "--json", cwd=tmp_path)
     assert run.code == 0, run.stderr
     (result,) = [e for e in run.json_lines() if "dify_keys" in e]
     rows = result["dify_keys"]

@@ -25,15 +25,15 @@ NEWEST_POSTGRES = 18
 
 
 @dataclass(frozen=True)
-class Step:
+class Instruction:
     stage: int
     word: str
     rest: str
 
 
-def instructions(text: str = DOCKERFILE) -> list[Step]:
+def instructions(text: str = DOCKERFILE) -> list[Instruction]:
     text = re.sub(r"\\\n\s*", " ", text)
-    out: list[Step] = []
+    out: list[Instruction] = []
     stage = -1
     for line in text.splitlines():
         line = line.strip()
@@ -41,15 +41,15 @@ def instructions(text: str = DOCKERFILE) -> list[Step]:
             word, _, rest = line.partition(" ")
             if word.upper() == "FROM":
                 stage += 1
-            out.append(Step(stage, word.upper(), rest.strip()))
+            out.append(Instruction(stage, word.upper(), rest.strip()))
     return out
 
 
-def args(steps: list[Step]) -> dict[str, str]:
+def args(steps: list[Instruction]) -> dict[str, str]:
     return dict(s.rest.split("=", 1) for s in steps if s.word == "ARG" and "=" in s.rest)
 
 
-def base_images(steps: list[Step]) -> list[str]:
+def base_images(steps: list[Instruction]) -> list[str]:
     values = args(steps)
     images = []
     for step in steps:
@@ -59,7 +59,7 @@ def base_images(steps: list[Step]) -> list[str]:
     return images
 
 
-def final_stage(steps: list[Step]) -> list[Step]:
+def final_stage(steps: list[Instruction]) -> list[Instruction]:
     last = max(s.stage for s in steps)
     return [s for s in steps if s.stage == last]
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.security.conftest import drtool
+from tests.security.conftest import run_module
 from tests.snapshot.conftest import SnapshotEnv, minio_env  # noqa: F401 - minio_env: fixture
 
 
 def test_snapshot_create_logs_life_signs_and_q_silences_them(minio_env: SnapshotEnv,  # noqa: F811
                                                               tmp_path: Path) -> None:
     env = {**minio_env.env, "DRTOOL_PROGRESS_SECONDS": "0.05"}
-    run = drtool("snapshot", "create", env=env, cwd=tmp_path)
+    run = run_module("snapshot", "create", env=env, cwd=tmp_path)
     assert run.code == 0, run.stderr[-2000:]
     records = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
     beats = [r for r in records if r.get("event") == "progress"]
@@ -23,5 +23,5 @@ def test_snapshot_create_logs_life_signs_and_q_silences_them(minio_env: Snapshot
     elapsed = [r["elapsed_seconds"] for r in beats]
     assert elapsed == sorted(elapsed)
     assert "progress" not in run.stdout
-    quiet = drtool("-q", "snapshot", "create", env=env, cwd=tmp_path)
+    quiet = run_module("-q", "snapshot", "create", env=env, cwd=tmp_path)
     assert quiet.code == 0 and quiet.stderr == "", quiet.stderr

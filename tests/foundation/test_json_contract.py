@@ -12,7 +12,7 @@ import pytest
 
 from drtool.cli.app import SCHEMA_VERSION, App
 from drtool.log import LOG_FORMAT_ENV, LOG_FORMATS
-from tests.foundation.cli_runner import drtool
+from tests.foundation.cli_runner import run_script
 from tests.foundation.json_contract import DOC, ENVELOPE, documented_events, problems_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_emit_refuses_a_second_result() -> None:
 def test_usage_and_config_errors_are_one_result(args: list[str], command: str | None, error: str,
                                                 tmp_path: Path) -> None:
     """Before the contract, a usage error under --json wrote nothing on stdout: a script saw an empty stream."""
-    run = drtool("--json", *args, cwd=tmp_path)  # the runner validates the stream against docs/json.md
+    run = run_script("--json", *args, cwd=tmp_path)  # the runner validates the stream against docs/json.md
     assert run.code == 2, (run.stdout, run.stderr)
     [result] = run.json_lines()
     assert list(result)[:4] == list(ENVELOPE)
@@ -102,5 +102,5 @@ def test_usage_and_config_errors_are_one_result(args: list[str], command: str | 
 
 
 def test_help_is_not_a_run(tmp_path: Path) -> None:
-    run = drtool("--json", "snapshot", "create", "--help", cwd=tmp_path)
+    run = run_script("--json", "snapshot", "create", "--help", cwd=tmp_path)
     assert run.code == 0 and "Usage:" in run.stdout and not run.stdout.lstrip().startswith("{")

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drtool.core.metrics import Metric, metric_prefix, render
-from tests.foundation.cli_runner import drtool, make_run_cli
+from tests.foundation.cli_runner import make_run_cli, run_script
 from tests.foundation.metrics_check import commands_with_metrics, common_metrics, parse_metrics
 from tests.snapshot.conftest import SnapshotEnv, minio_env  # noqa: F401 - minio_env: fixture
 
@@ -68,7 +68,7 @@ def test_a_configuration_error_is_recorded(command: str, tmp_path: Path) -> None
     path.write_text(f"# TYPE {prefix}_last_success_timestamp_seconds gauge\n"
                     f"{prefix}_last_success_timestamp_seconds 1234.5\n")
     before = time.time()
-    run = drtool("--json", *STATEFUL[command], "--metrics-file", str(path), cwd=tmp_path)
+    run = run_script("--json", *STATEFUL[command], "--metrics-file", str(path), cwd=tmp_path)
     assert run.code == 2, (run.stdout, run.stderr)
     common = common_metrics(path, prefix)
     assert common["last_exit_code"] == 2
@@ -81,7 +81,7 @@ def test_a_configuration_error_is_recorded(command: str, tmp_path: Path) -> None
 
 def test_a_usage_error_after_the_path_is_recorded(tmp_path: Path) -> None:
     path = tmp_path / "prune.prom"
-    run = drtool("--json", "snapshots", "prune", "--metrics-file", str(path), "--keep-last", "-1", cwd=tmp_path)
+    run = run_script("--json", "snapshots", "prune", "--metrics-file", str(path), "--keep-last", "-1", cwd=tmp_path)
     assert run.code == 2
     common = common_metrics(path, "drtool_snapshots_prune")
     assert common["last_exit_code"] == 2 and common["last_success_timestamp_seconds"] == 0
@@ -89,21 +89,21 @@ def test_a_usage_error_after_the_path_is_recorded(tmp_path: Path) -> None:
 
 
 def test_a_metrics_directory_that_does_not_exist_is_refused_at_once(tmp_path: Path) -> None:
-    run = drtool("-q", "snapshots", "gc", "--metrics-file", str(tmp_path / "no" / "such.prom"), cwd=tmp_path)
+    run = run_script("-q", "snapshots", "gc", "--metrics-file", str(tmp_path / "no" / "such.prom"), cwd=tmp_path)
     assert run.code == 2 and "does not exist" in run.stderr, run.stderr
 
 
 def test_success_then_failure_keeps_the_last_success(minio_env: SnapshotEnv, tmp_path: Path) -> None:  # noqa: F811
     """gc on a clean destination succeeds; the same gc with a refused key fails with 12 and keeps the success."""
     path = tmp_path / "gc.prom"
-    ok = drtool("-q", "snapshots", "gc", "--metrics-file", str(path), env=minio_env.env, cwd=tmp_path)
+    ok = run_script("-q", "snapshots", "gc", "--metrics-file", str(path), env=minio_env.env, cwd=tmp_path)
     assert ok.code == 0, ok.stderr
     first = common_metrics(path, "drtool_snapshots_gc")
     assert first["last_exit_code"] == 0
     assert first["last_success_timestamp_seconds"] == first["last_run_timestamp_seconds"]
     assert parse_metrics(path)["drtool_snapshots_gc_removed_folders"][()] == 0
     time.sleep(0.01)
-    bad = drtool("-q", "snapshots", "gc", "--metrics-file", str(path),
+    bad = run_script("-q", "snapshots", "gc", "--metrics-file", str(path),
                  env={**minio_env.env, "DRTOOL_S3_SECRET_KEY": "wrong-secret-key", "DRTOOL_S3_MAX_ATTEMPTS": "1"},
                  cwd=tmp_path)
     assert bad.code == 12, bad.stderr
@@ -116,7 +116,7 @@ def test_success_then_failure_keeps_the_last_success(minio_env: SnapshotEnv, tmp
 
 def test_snapshot_create_metrics(minio_env: SnapshotEnv, tmp_path: Path) -> None:  # noqa: F811
     path = tmp_path / "snap.prom"
-    run = drtool("--json", "snapshot", "create", "--metrics-file", str(path), env=minio_env.env, cwd=tmp_path)
+    run = run_script("--json", "snapshot", "create", "--metrics-file", str(path), env=minio_env.env, cwd=tmp_path)
     assert run.code == 0, run.stderr
     assert common_metrics(path, "drtool_snapshot_create")["last_exit_code"] == 0
     parsed = parse_metrics(path)
@@ -129,11 +129,11 @@ def test_snapshot_create_metrics(minio_env: SnapshotEnv, tmp_path: Path) -> None
 def test_a_metrics_file_that_cannot_be_written_is_an_error(minio_env: SnapshotEnv, tmp_path: Path) -> None:  # noqa: F811
     """The command itself succeeds, the file cannot be created (/proc takes no new file): exit 1, the reason on
     stderr also with -q, and in the --json result."""
-    quiet = drtool("-q", "snapshots", "gc", "--metrics-file", "/proc/drtool-test.prom", env=minio_env.env,
+    quiet = run_script("-q", "snapshots", "gc", "--metrics-file", "/proc/drtool-test.prom", env=minio_env.env,
                    cwd=tmp_path)
     assert quiet.code == 1, quiet.stderr
     assert "cannot write the metrics file /proc/drtool-test.prom" in quiet.stderr
-    loud = drtool("--json", "snapshots", "gc", "--metrics-file", "/proc/drtool-test.prom", env=minio_env.env,
+    loud = run_script("--json", "snapshots", "gc", "--metrics-file", "/proc/drtool-test.prom", env=minio_env.env,
                   cwd=tmp_path)
     result = loud.json_lines()[-1]
     assert loud.code == 1 and result["exit_code"] == 1 and "/proc/drtool-test.prom" in result["metrics_error"]
@@ -166,6 +166,6 @@ def test_an_unexpected_exception_is_recorded(exception: BaseException, code: int
 def test_a_group_alias_writes_the_same_metrics(tmp_path: Path) -> None:
     """`snapshot prune` is `snapshots prune`: one series of metrics and one `command`, whichever was typed."""
     path = tmp_path / "prune.prom"
-    run = drtool("--json", "snapshot", "prune", "--metrics-file", str(path), cwd=tmp_path)
+    run = run_script("--json", "snapshot", "prune", "--metrics-file", str(path), cwd=tmp_path)
     assert run.code == 2 and run.json_lines()[-1]["command"] == "snapshots prune"
     assert common_metrics(path, "drtool_snapshots_prune")["last_exit_code"] == 2

@@ -20,82 +20,82 @@ from drtool.errors import AccessDenied, ExitCode, NotFound, PreconditionFailed
 from tests.security.conftest import add_minio_user, new_bucket
 
 
-def _store(site: Any, bucket: str, access: str | None = None, secret: str | None = None) -> BucketStore:
+def _bucket_store(site: Any, bucket: str, access: str | None = None, secret: str | None = None) -> BucketStore:
     return BucketStore(S3Settings(endpoint=site.endpoint, bucket=bucket, access_key=access or site.access_key,
                                   secret_key=secret or site.secret_key, address_style="path", max_attempts=1))
 
 
 @pytest.fixture(scope="module")
-def bucket(minio_pair: Any) -> str:
+def port_bucket(minio_pair: Any) -> str:
     return new_bucket(minio_pair.a.s3_client(), "port")
 
 
 @pytest.fixture
-def store(minio_pair: Any, bucket: str) -> BucketStore:
-    return _store(minio_pair.a, bucket)
+def root_store(minio_pair: Any, port_bucket: str) -> BucketStore:
+    return _bucket_store(minio_pair.a, port_bucket)
 
 
-def test_the_s3_adapter_is_an_object_store(store: BucketStore) -> None:
-    assert isinstance(store, ObjectStore)
+def test_the_s3_adapter_is_an_object_store(root_store: BucketStore) -> None:
+    assert isinstance(root_store, ObjectStore)
 
 
-def test_missing_key_and_version_are_not_found(store: BucketStore) -> None:
+def test_missing_key_and_version_are_not_found(root_store: BucketStore) -> None:
     key = f"k-{uuid.uuid4().hex}"
     # absence is an answer for head/get ...
-    assert store.head(key) is None and store.get(key) is None
+    assert root_store.head(key) is None and root_store.get(key) is None
     # ... and an error where the caller needs the object
     with pytest.raises(NotFound) as missing:
-        store.open(key)
+        root_store.open(key)
     assert missing.value.exit_code == ExitCode.NOT_FOUND and missing.value.code == "NoSuchKey"
     assert missing.value.to_event()["error"] == "NotFoundError"
     with pytest.raises(NotFound):
-        store.copy(key, key + "-copy")
+        root_store.copy(key, key + "-copy")
 
-    first = store.put(key, b"v1")
-    store.put(key, b"v2")
-    versions = [v for v in store.list_versions(key) if v.key == key]
+    first = root_store.put(key, b"v1")
+    root_store.put(key, b"v2")
+    versions = [v for v in root_store.list_versions(key) if v.key == key]
     assert len(versions) == 2 and {v.etag for v in versions} >= {first.strip('"')}
     old = next(v.version_id for v in versions if not v.is_latest)
-    assert store.open(key, version_id=old).read() == b"v1"
-    assert store.get(key, version_id=old) == b"v1"
+    assert root_store.open(key, version_id=old).read() == b"v1"
+    assert root_store.get(key, version_id=old) == b"v1"
     gone = str(uuid.uuid4())
-    assert store.head(key, version_id=gone) is None
+    assert root_store.head(key, version_id=gone) is None
     with pytest.raises(NotFound) as no_version:
-        store.open(key, version_id=gone)
+        root_store.open(key, version_id=gone)
     assert no_version.value.code == "NoSuchVersion"
-    store.delete(key, version_id=old)
-    assert store.head(key, version_id=old) is None
-    store.delete(key)  # a delete marker: the key is gone, its versions stay listed
-    assert store.head(key) is None
-    assert store.delete_prefix(key) == 2 and list(store.list_versions(key)) == []
-    assert store.versioning() == "Enabled"
+    root_store.delete(key, version_id=old)
+    assert root_store.head(key, version_id=old) is None
+    root_store.delete(key)  # a delete marker: the key is gone, its versions stay listed
+    assert root_store.head(key) is None
+    assert root_store.delete_prefix(key) == 2 and list(root_store.list_versions(key)) == []
+    assert root_store.versioning() == "Enabled"
 
 
-def test_conditional_writes_lose_with_precondition_failed(store: BucketStore) -> None:
+def test_conditional_writes_lose_with_precondition_failed(root_store: BucketStore) -> None:
     key = f"lock-{uuid.uuid4().hex}"
-    etag = store.put(key, b"mine", if_none_match=True)
+    etag = root_store.put(key, b"mine", if_none_match=True)
     with pytest.raises(PreconditionFailed):
-        store.put(key, b"theirs", if_none_match=True)
+        root_store.put(key, b"theirs", if_none_match=True)
     with pytest.raises(PreconditionFailed):
-        store.put(key, b"theirs", if_match='"0123456789abcdef0123456789abcdef"')
+        root_store.put(key, b"theirs", if_match='"0123456789abcdef0123456789abcdef"')
     with pytest.raises(PreconditionFailed):  # If-Match on a key that is not there (MinIO: NoSuchKey)
-        store.put(key + "-none", b"theirs", if_match=etag)
-    assert store.get(key) == b"mine"
+        root_store.put(key + "-none", b"theirs", if_match=etag)
+    assert root_store.get(key) == b"mine"
     # the boolean forms the run locks use
-    assert store.put_if_absent(key, b"again") is False
-    assert store.replace_if_match(key, '"0123456789abcdef0123456789abcdef"', b"stale") is False
-    assert store.replace_if_match(key, etag, b"taken over") is True
-    assert store.peek(key, 64) == (b"taken over", store.head(key)["ETag"])  # type: ignore[index]
-    assert store.peek(key, 4)[0] == b"taken"  # type: ignore[index]  # at most max_bytes + 1 read
+    assert root_store.put_if_absent(key, b"again") is False
+    assert root_store.replace_if_match(key, '"0123456789abcdef0123456789abcdef"', b"stale") is False
+    assert root_store.replace_if_match(key, etag, b"taken over") is True
+    assert root_store.peek(key, 64) == (b"taken over", root_store.head(key)["ETag"])  # type: ignore[index]
+    assert root_store.peek(key, 4)[0] == b"taken"  # type: ignore[index]  # at most max_bytes + 1 read
 
 
-def test_a_user_without_the_permission_gets_access_denied(minio_pair: Any, bucket: str) -> None:
+def test_a_user_without_the_permission_gets_access_denied(minio_pair: Any, port_bucket: str) -> None:
     read_only = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{bucket}/*"]}]}
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{port_bucket}/*"]}]}
     access, secret = add_minio_user(minio_pair, read_only)
-    admin = _store(minio_pair.a, bucket)
+    admin = _bucket_store(minio_pair.a, port_bucket)
     admin.put("readable", b"x")
-    user = _store(minio_pair.a, bucket, access, secret)
+    user = _bucket_store(minio_pair.a, port_bucket, access, secret)
     assert user.get("readable") == b"x"
     with pytest.raises(AccessDenied) as refused:
         user.put("not-writable", b"x")

@@ -37,7 +37,7 @@ class Records(logging.Handler):
 
 
 @pytest.fixture
-def records() -> Iterator[Records]:
+def progress_records() -> Iterator[Records]:
     handler = Records()
     logger = logging.getLogger("drtool.progress")
     logger.addHandler(handler)
@@ -92,27 +92,27 @@ def test_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert interval_seconds() == 30.0
 
 
-def test_a_line_every_interval_and_the_last_count_of_a_task_that_lasted(records: Records) -> None:
+def test_a_line_every_interval_and_the_last_count_of_a_task_that_lasted(progress_records: Records) -> None:
     clock = Clock()
     display = LogDisplay("restore", every=10, clock=clock, beat=False)
     clock.now += 1
     display.observe({"event": "progress", "task": "restore objects", "unit": "objects", "done": 1, "total": 30})
-    assert records.records == []  # less than an interval since the run began
+    assert progress_records.records == []  # less than an interval since the run began
     clock.now += 10
     display.observe({"event": "progress", "task": "restore objects", "unit": "objects", "done": 20, "total": 30})
     clock.now += 1
     display.observe({"event": "progress", "task": "restore objects", "unit": "objects", "done": 30, "total": 30})
     display.stop()
-    first, last = records.fields()
+    first, last = progress_records.fields()
     assert (first["done"], first["total"], first["final"]) == (20, 30, False)
     assert first["eta_seconds"] is not None and first["rate_per_second"] > 0
     assert (last["done"], last["total"], last["final"]) == (30, 30, True)
     assert last["command"] == "restore" and last["event"] == "progress"
-    message = records.records[-1].getMessage()
+    message = progress_records.records[-1].getMessage()
     assert message.startswith("restore: running 12 s; restore objects: 30/30 objects") and "(done)" in message
 
 
-def test_a_short_run_logs_nothing(records: Records) -> None:
+def test_a_short_run_logs_nothing(progress_records: Records) -> None:
     """A task that ends within the interval adds no line: a nightly cron job that took 5 s mails nothing."""
     clock = Clock()
     display = LogDisplay("export-chunks", every=30, clock=clock, beat=False)
@@ -120,10 +120,10 @@ def test_a_short_run_logs_nothing(records: Records) -> None:
         clock.now += 1
         display.update("export-chunks", "datasets", n, total=3)
     display.stop()
-    assert records.records == []
+    assert progress_records.records == []
 
 
-def test_a_new_task_closes_the_previous_one_and_interval_zero_logs_every_report(records: Records) -> None:
+def test_a_new_task_closes_the_previous_one_and_interval_zero_logs_every_report(progress_records: Records) -> None:
     clock = Clock()
     display = LogDisplay("verify", every=0, clock=clock, beat=False)
     display.observe({"event": "verify.started", "datasets": 2})  # not counted: a start is no work done
@@ -133,34 +133,34 @@ def test_a_new_task_closes_the_previous_one_and_interval_zero_logs_every_report(
     display.observe({"event": "progress", "task": "verify datasets", "unit": "datasets", "done": 1, "total": 2,
                      "also": {"chunks": 7}})
     display.stop()
-    rows = [(f["task"], f["done"], f["total"], f["final"]) for f in records.fields()]
+    rows = [(f["task"], f["done"], f["total"], f["final"]) for f in progress_records.fields()]
     assert rows == [("verify files", 1, None, False), ("verify files", 2, None, False),
                     ("verify files", 2, None, True), ("verify datasets", 1, 2, False),
                     ("verify datasets", 1, 2, True)]
-    assert records.fields()[-1]["also"] == {"chunks": 7}
-    assert records.fields()[-1]["events"] == {"files": 1}
+    assert progress_records.fields()[-1]["also"] == {"chunks": 7}
+    assert progress_records.fields()[-1]["events"] == {"files": 1}
 
 
-def test_a_life_sign_before_any_unit(records: Records) -> None:
+def test_a_life_sign_before_any_unit(progress_records: Records) -> None:
     clock = Clock()
     display = LogDisplay("snapshot create", every=0, clock=clock, beat=False)
     display.observe({"event": "snapshot.dumped", "bytes": 5})
     clock.now += 3
     display._line(clock())
     display.stop()
-    [fields] = records.fields()
+    [fields] = progress_records.fields()
     assert fields["done"] is None and fields["events"] == {"dumped": 1}
-    assert records.records[0].getMessage() == "snapshot create: running 3 s; dumped x1"
+    assert progress_records.records[0].getMessage() == "snapshot create: running 3 s; dumped x1"
 
 
-def test_labels_from_data_are_escaped_in_lines_and_on_the_bar(records: Records) -> None:
+def test_labels_from_data_are_escaped_in_lines_and_on_the_bar(progress_records: Records) -> None:
     hostile = "bucket [red]\x1b[2J\u202e"
     clock = Clock()
     display = LogDisplay("replication verify", every=0, clock=clock, beat=False)
     display.update(hostile, "objects\n", 1)
     display.stop()
-    assert all(is_safe(r.getMessage()) and "\n" not in r.getMessage() for r in records.records)
-    assert records.fields()[0]["task"] == hostile  # exact in the JSON field, which json.dumps escapes
+    assert all(is_safe(r.getMessage()) and "\n" not in r.getMessage() for r in progress_records.records)
+    assert progress_records.fields()[0]["task"] == hostile  # exact in the JSON field, which json.dumps escapes
 
     bar = RichDisplay("replication verify", every=0, beat=False)
     try:

@@ -25,9 +25,10 @@ from drtool.core.metrics import metric_prefix
 from drtool.ops.lock import here
 from tests.foundation.metrics_check import common_metrics
 from tests.replication.conftest import minio_settings_env
-from tests.security.conftest import Run, drtool
+from tests.security.conftest import ProcessRun, run_module
 from tests.snapshot.conftest import SnapshotEnv, minio_env, new_bucket  # noqa: F401 - minio_env: fixture
 from tests.stack.minio_sites import MinioSites
+from tests.stack.ports import free_port
 
 # Retries are not under test: one try keeps the unreachable cases quick.
 FAST = {"DRTOOL_S3_MAX_ATTEMPTS": "1", "DRTOOL_POSTGRES_CONNECT_TIMEOUT": "5"}
@@ -48,16 +49,10 @@ class World:
 
 
 @pytest.fixture
-def world(minio_env: SnapshotEnv, tmp_path: Path) -> World:  # noqa: F811 - the imported fixture
+def one_try_world(minio_env: SnapshotEnv, tmp_path: Path) -> World:  # noqa: F811 - the imported fixture
     """The snapshot tests' set-up (tests/snapshot/conftest.py), with one try per request."""
     return World({**minio_env.env, **FAST}, minio_env.client, minio_env.source_bucket, minio_env.dest_bucket,
                  minio_env.files, tmp_path)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def records(stderr: str) -> list[dict[str, Any]]:
@@ -65,7 +60,7 @@ def records(stderr: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stderr.splitlines() if line.strip()]
 
 
-def quiet(w: World, *args: str, expect: int, says: str = "", **env: str) -> Run:
+def quiet(w: World, *args: str, expect: int, says: str = "", **env: str) -> ProcessRun:
     """`drtool -q ARGS --metrics-file F` as cron runs it: the exit code is `expect`, stderr holds a reason
     (containing `says`) at the level of that code (warning for 3, error otherwise), and says it once: no exit line
     after a logged error. F, left by an earlier successful run, now records this failure."""
@@ -75,7 +70,7 @@ def quiet(w: World, *args: str, expect: int, says: str = "", **env: str) -> Run:
     metrics.write_text(f"# TYPE {prefix}_last_success_timestamp_seconds gauge\n"
                        f"{prefix}_last_success_timestamp_seconds {EARLIER_SUCCESS}\n")
     started = time.time()
-    run = drtool("-q", *args, "--metrics-file", str(metrics), env=dict(w.env, **env), cwd=w.cwd,
+    run = run_module("-q", *args, "--metrics-file", str(metrics), env=dict(w.env, **env), cwd=w.cwd,
                  label=" ".join(args[:2]))
     assert run.code == expect, f"{args}: exit {run.code}, expected {expect}\n{run.stderr[-2000:]}{run.stdout[-500:]}"
     logged = records(run.stderr)
@@ -96,9 +91,9 @@ def quiet(w: World, *args: str, expect: int, says: str = "", **env: str) -> Run:
     return run
 
 
-def test_snapshot_create_every_failure_mode(world: World) -> None:
-    w = world
-    quiet(w, "snapshot", "create", expect=1, says="cannot connect", DRTOOL_POSTGRES_PORT=str(_closed_port()))
+def test_snapshot_create_every_failure_mode(one_try_world: World) -> None:
+    w = one_try_world
+    quiet(w, "snapshot", "create", expect=1, says="cannot connect", DRTOOL_POSTGRES_PORT=str(free_port()))
     quiet(w, "snapshot", "create", expect=10, says="does not exist",
           DRTOOL_SNAPSHOT_BUCKET=f"no-such-{uuid.uuid4().hex[:8]}")
     quiet(w, "snapshot", "create", expect=12, DRTOOL_S3_SECRET_KEY="wrong-secret-key")
@@ -108,7 +103,7 @@ def test_snapshot_create_every_failure_mode(world: World) -> None:
     [line] = [r for r in records(run.stderr) if r.get("event") == "exit"]
     assert line["message"].startswith("snapshot create: snapshot ") and "committed with 1 warning(s)" in \
         line["message"]
-    loud = drtool("snapshot", "create", env=w.env, cwd=w.cwd)  # without -q the warning itself says why: once
+    loud = run_module("snapshot", "create", env=w.env, cwd=w.cwd)  # without -q the warning itself says why: once
     assert loud.code == 3 and "had no object version at the fence" in loud.stderr, loud.stderr
     assert not [r for r in records(loud.stderr) if r.get("event") == "exit"], loud.stderr
 
@@ -118,7 +113,7 @@ def test_replication_status_with_a_site_down(minio_pair: MinioSites, tmp_path: P
     minio_pair.b.stop()
     try:
         run = quiet(w, "replication", "status", "--deadline", "90s", expect=4, says="replication status: CRITICAL")
-        text = drtool("-q", "replication", "status", "--deadline", "90s", "--log-format", "text",
+        text = run_module("-q", "replication", "status", "--deadline", "90s", "--log-format", "text",
                       env=w.env, cwd=tmp_path)
     finally:
         minio_pair.b.start()
@@ -140,22 +135,22 @@ def test_replication_verify_differences(minio_pair: MinioSites, seaweed_pair: An
           says=f"replication verify: CRITICAL: M -> S: bucket {bucket}")
 
 
-def test_export_chunks_refused_credentials(world: World) -> None:
-    quiet(world, "export-chunks", "--all", expect=12, DRTOOL_S3_SECRET_KEY="wrong-secret-key")
-    quiet(world, "export-chunks", "--all", expect=12, DRTOOL_POSTGRES_PASSWORD="wrong-password")
+def test_export_chunks_refused_credentials(one_try_world: World) -> None:
+    quiet(one_try_world, "export-chunks", "--all", expect=12, DRTOOL_S3_SECRET_KEY="wrong-secret-key")
+    quiet(one_try_world, "export-chunks", "--all", expect=12, DRTOOL_POSTGRES_PASSWORD="wrong-password")
 
 
-def test_verify_break(world: World) -> None:
-    key = next(k for k in world.files if k.startswith("upload_files/"))
-    world.client.delete_object(Bucket=world.source, Key=key)
-    quiet(world, "verify", "--skip-vectors", expect=4, says="verify: 1 break(s): missing_object 1")
+def test_verify_break(one_try_world: World) -> None:
+    key = next(k for k in one_try_world.files if k.startswith("upload_files/"))
+    one_try_world.client.delete_object(Bucket=one_try_world.source, Key=key)
+    quiet(one_try_world, "verify", "--skip-vectors", expect=4, says="verify: 1 break(s): missing_object 1")
 
 
-def test_drill_with_a_failing_phase(world: World, milvus_uri: str, tmp_path: Path) -> None:
+def test_drill_with_a_failing_phase(one_try_world: World, milvus_uri: str, tmp_path: Path) -> None:
     """The cheapest failing phase: a pinned version deleted after the snapshot fails snapshot_check, before any
     scratch target exists."""
-    w = world
-    assert drtool("-q", "snapshot", "create", env=w.env, cwd=w.cwd).code == 0
+    w = one_try_world
+    assert run_module("-q", "snapshot", "create", env=w.env, cwd=w.cwd).code == 0
     key = next(k for k in w.files if k.startswith("upload_files/"))
     version = w.client.head_object(Bucket=w.source, Key=key)["VersionId"]
     w.client.delete_object(Bucket=w.source, Key=key, VersionId=version)  # the pinned bytes are gone for good
@@ -163,28 +158,29 @@ def test_drill_with_a_failing_phase(world: World, milvus_uri: str, tmp_path: Pat
           DRTOOL_VECTOR_STORE="milvus", DRTOOL_MILVUS_URI=milvus_uri)
 
 
-def test_snapshots_prune_locked(world: World) -> None:
+def test_snapshots_prune_locked(one_try_world: World) -> None:
     place = here()  # a live holder in this host, boot and PID namespace: believed, never judged stale
     held = {"holder": "snapshot create", "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": datetime.now(UTC).isoformat(), "token": "t", "boot_id": place.boot_id,
             "pid_ns": place.pid_ns}
-    world.client.put_object(Bucket=world.dest, Key="drtool/locks/snapshots.lock", Body=json.dumps(held).encode())
-    quiet(world, "snapshots", "prune", expect=11, says=f"pid {os.getpid()}")
+    one_try_world.client.put_object(Bucket=one_try_world.dest, Key="drtool/locks/snapshots.lock",
+                                    Body=json.dumps(held).encode())
+    quiet(one_try_world, "snapshots", "prune", expect=11, says=f"pid {os.getpid()}")
 
 
 def test_log_format_overrides_the_terminal_detection(tmp_path: Path) -> None:
     """stderr is not a terminal here: JSON by default, text when asked by flag (before or after the command) or by
     DRTOOL_LOG_FORMAT, and the flag wins over the variable. An unknown format is a usage error."""
-    env = {"DRTOOL_S3_ENDPOINT": f"http://127.0.0.1:{_closed_port()}", "DRTOOL_S3_BUCKET": "b",
+    env = {"DRTOOL_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}", "DRTOOL_S3_BUCKET": "b",
            "DRTOOL_S3_ACCESS_KEY": "k", "DRTOOL_S3_SECRET_KEY": "s", **FAST}
     args = ("snapshots", "list")
-    auto = drtool("-q", *args, env=env, cwd=tmp_path)
+    auto = run_module("-q", *args, env=env, cwd=tmp_path)
     assert auto.code == 1 and records(auto.stderr)[0]["level"] == "error"
-    for run in (drtool("--log-format", "text", "-q", *args, env=env, cwd=tmp_path),
-                drtool("-q", *args, "--log-format", "text", env=env, cwd=tmp_path),
-                drtool("-q", *args, env={**env, "DRTOOL_LOG_FORMAT": "text"}, cwd=tmp_path)):
+    for run in (run_module("--log-format", "text", "-q", *args, env=env, cwd=tmp_path),
+                run_module("-q", *args, "--log-format", "text", env=env, cwd=tmp_path),
+                run_module("-q", *args, env={**env, "DRTOOL_LOG_FORMAT": "text"}, cwd=tmp_path)):
         assert run.code == 1 and run.stderr.startswith("error: ") and "{" not in run.stderr, run.stderr
-    forced = drtool("-q", *args, "--log-format", "json", env={**env, "DRTOOL_LOG_FORMAT": "text"}, cwd=tmp_path)
+    forced = run_module("-q", *args, "--log-format", "json", env={**env, "DRTOOL_LOG_FORMAT": "text"}, cwd=tmp_path)
     assert forced.code == 1 and records(forced.stderr)[0]["level"] == "error"
-    bad = drtool("-q", *args, env={**env, "DRTOOL_LOG_FORMAT": "yaml"}, cwd=tmp_path)
+    bad = run_module("-q", *args, env={**env, "DRTOOL_LOG_FORMAT": "yaml"}, cwd=tmp_path)
     assert bad.code == 2 and "yaml" in bad.stderr

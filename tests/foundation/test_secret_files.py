@@ -15,7 +15,7 @@ import pytest
 import drtool.config as config
 from drtool.config import load_settings
 from drtool.errors import ConfigError
-from tests.foundation.cli_runner import drtool
+from tests.foundation.cli_runner import run_script
 
 
 def secret_file(tmp_path: Path, name: str, content: str) -> Path:
@@ -97,9 +97,9 @@ def test_config_check_with_secrets_from_files(pg: Any, minio_pair: Any, tmp_path
            "DRTOOL_POSTGRES_PASSWORD_FILE": str(pg_file), "DRTOOL_POSTGRES_DATABASE": "postgres",
            "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_BUCKET": bucket, "DRTOOL_S3_ADDRESS_STYLE": "path",
            "DRTOOL_S3_ACCESS_KEY": site.access_key, "DRTOOL_S3_SECRET_KEY_FILE": str(s3_file)}
-    run = drtool("config", "check", env=env, cwd=tmp_path)
+    run = run_script("config", "check", env=env, cwd=tmp_path)
     assert run.code == 0, run.stdout + run.stderr
-    shown = drtool("config", "show", env=env, cwd=tmp_path)
+    shown = run_script("config", "show", env=env, cwd=tmp_path)
     assert shown.code == 0 and "env:DRTOOL_S3_SECRET_KEY_FILE" in shown.stdout, shown.stdout
     for secret in (pg.password, site.secret_key):
         assert secret not in run.stdout + run.stderr + shown.stdout + shown.stderr

@@ -34,14 +34,14 @@ REDIS_PASSWORD=redis-pass-1
 """
 
 
-def write(tmp_path: Path, name: str, text: str) -> Path:
+def write_file(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
 
 
 def test_dify_env_maps_storage_database_vector_and_redis(tmp_path: Path) -> None:
-    env = write(tmp_path, ".env", DIFY_S3_ENV)
+    env = write_file(tmp_path, ".env", DIFY_S3_ENV)
     s = load_settings(environ={}, dify_env_path=env)
     assert (s.s3.endpoint, s.s3.bucket, s.s3.address_style) == ("http://minio:9000", "difyai", "path")
     assert s.s3.secret_key == "s3-secret-value"
@@ -56,7 +56,7 @@ def test_dify_env_maps_storage_database_vector_and_redis(tmp_path: Path) -> None
 
 
 def test_opendal_s3_with_root_becomes_key_prefix(tmp_path: Path) -> None:
-    env = write(tmp_path, ".env", "STORAGE_TYPE=opendal\nOPENDAL_SCHEME=s3\nOPENDAL_S3_BUCKET=files\n"
+    env = write_file(tmp_path, ".env", "STORAGE_TYPE=opendal\nOPENDAL_SCHEME=s3\nOPENDAL_S3_BUCKET=files\n"
                 "OPENDAL_S3_ENDPOINT=http://minio:9000\nOPENDAL_S3_ACCESS_KEY_ID=k1\n"
                 "OPENDAL_S3_SECRET_ACCESS_KEY=sekrit-2\nOPENDAL_S3_ROOT=/dify/data/\n")
     s = load_settings(environ={}, dify_env_path=env)
@@ -72,15 +72,15 @@ def test_opendal_s3_with_root_becomes_key_prefix(tmp_path: Path) -> None:
     ("STORAGE_TYPE=azure-blob\n", "not S3-compatible"),
 ])
 def test_unreadable_storage_is_reported_and_blocks_s3_commands(tmp_path: Path, env_text: str, fragment: str) -> None:
-    s = load_settings(environ={}, dify_env_path=write(tmp_path, ".env", env_text))
+    s = load_settings(environ={}, dify_env_path=write_file(tmp_path, ".env", env_text))
     assert s.storage_problem and fragment in s.storage_problem
     with pytest.raises(ConfigError, match="S3-compatible"):
         s.require_s3()
 
 
 def test_precedence_flag_over_env_over_file_over_dify_env(tmp_path: Path) -> None:
-    env = write(tmp_path, ".env", DIFY_S3_ENV)
-    toml = write(tmp_path, "drtool.toml", '[s3]\nbucket = "from-file"\nregion = "eu-west-1"\n'
+    env = write_file(tmp_path, ".env", DIFY_S3_ENV)
+    toml = write_file(tmp_path, "drtool.toml", '[s3]\nbucket = "from-file"\nregion = "eu-west-1"\n'
                  '[postgres]\nhost = "file-host"\nport = 6543\n')
     environ = {"DRTOOL_S3_BUCKET": "from-env", "DRTOOL_POSTGRES_PORT": "7777"}
     s = load_settings(flags={"s3.bucket": "from-flag"}, environ=environ, config_path=toml, dify_env_path=env)
@@ -92,15 +92,15 @@ def test_precedence_flag_over_env_over_file_over_dify_env(tmp_path: Path) -> Non
 
 
 def test_config_and_dify_env_paths_come_from_the_environment(tmp_path: Path) -> None:
-    env = write(tmp_path, ".env", DIFY_S3_ENV)
-    toml = write(tmp_path, "x.toml", '[vector]\nstore = "milvus"\n')
+    env = write_file(tmp_path, ".env", DIFY_S3_ENV)
+    toml = write_file(tmp_path, "x.toml", '[vector]\nstore = "milvus"\n')
     s = load_settings(environ={"DRTOOL_CONFIG": str(toml), "DRTOOL_DIFY_ENV": str(env)})
     assert s.vector.store == "milvus"
     assert s.s3.bucket == "difyai"
 
 
 def test_host_map_replaces_compose_service_names(tmp_path: Path) -> None:
-    env = write(tmp_path, ".env", DIFY_S3_ENV)
+    env = write_file(tmp_path, ".env", DIFY_S3_ENV)
     s = load_settings(flags={"dify.hosts": "db_postgres=10.1.2.3, weaviate=wv.internal,minio=127.0.0.1"},
                       environ={}, dify_env_path=env)
     assert s.postgres.host == "10.1.2.3"
@@ -133,11 +133,11 @@ def test_invalid_secret_value_is_not_echoed() -> None:
 
 def test_unknown_toml_section_and_key_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown section \[s4\]"):
-        load_settings(environ={}, config_path=write(tmp_path, "a.toml", "[s4]\nbucket='x'\n"))
+        load_settings(environ={}, config_path=write_file(tmp_path, "a.toml", "[s4]\nbucket='x'\n"))
     with pytest.raises(ConfigError, match=r"unknown setting s3\.buckt"):
-        load_settings(environ={}, config_path=write(tmp_path, "b.toml", "[s3]\nbuckt='x'\n"))
+        load_settings(environ={}, config_path=write_file(tmp_path, "b.toml", "[s3]\nbuckt='x'\n"))
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_settings(environ={}, config_path=write(tmp_path, "c.toml", "[s3\n"))
+        load_settings(environ={}, config_path=write_file(tmp_path, "c.toml", "[s3\n"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(environ={}, config_path=tmp_path / "missing.toml")
 
@@ -164,7 +164,7 @@ def test_generated_configuration_doc_is_current() -> None:
 
 def test_toml_tables_and_lists_are_refused_where_a_value_is_expected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"s3\.bucket .*a single value"):
-        load_settings(environ={}, config_path=write(tmp_path, "d.toml", "[s3]\nbucket = ['a', 'b']\n"))
+        load_settings(environ={}, config_path=write_file(tmp_path, "d.toml", "[s3]\nbucket = ['a', 'b']\n"))
 
 
 def test_a_list_setting_keeps_its_items_whole_from_flags_and_toml_and_splits_a_string(tmp_path: Path) -> None:
@@ -172,13 +172,13 @@ def test_a_list_setting_keeps_its_items_whole_from_flags_and_toml_and_splits_a_s
     path = "/etc/drtool/recipients,dr-site.txt"
     flagged = load_settings(environ={}, flags={"snapshot.encrypt_to": (path, "age1xyz")})
     assert flagged.snapshot.encrypt_to == (path, "age1xyz")
-    toml = write(tmp_path, "d.toml", f"[snapshot]\nencrypt_to = [{path!r}, 'age1xyz']\n")
+    toml = write_file(tmp_path, "d.toml", f"[snapshot]\nencrypt_to = [{path!r}, 'age1xyz']\n")
     assert load_settings(environ={}, config_path=toml).snapshot.encrypt_to == (path, "age1xyz")
     env = load_settings(environ={"DRTOOL_SNAPSHOT_ENCRYPT_TO": "age1a, age1b,"})
     assert env.snapshot.encrypt_to == ("age1a", "age1b")
     assert load_settings(environ={}).snapshot.encrypt_to == ()
     with pytest.raises(ConfigError, match=r"snapshot\.encrypt_to .*a list of strings"):
-        load_settings(environ={}, config_path=write(tmp_path, "e.toml", "[snapshot]\nencrypt_to = [1, 2]\n"))
+        load_settings(environ={}, config_path=write_file(tmp_path, "e.toml", "[snapshot]\nencrypt_to = [1, 2]\n"))
 
 
 def test_recipients_file_with_a_comma_in_its_path_is_read_whole(tmp_path: Path) -> None:
@@ -205,14 +205,14 @@ def test_sites_and_host_maps_are_list_settings_whose_flag_items_stay_whole(tmp_p
     assert flagged.replication.sites == (site, "main=http://minio:9000")
     assert [s.alias for s in parse_sites(flagged.replication.sites)] == ["dr", "main"]
     assert "pa,ss" not in redact(f"GET {site}") and "drkey" not in redact("key drkey")
-    toml = write(tmp_path, "d.toml", f"[replication]\nsites = [{site!r}]\n")
+    toml = write_file(tmp_path, "d.toml", f"[replication]\nsites = [{site!r}]\n")
     assert load_settings(environ={}, config_path=toml).replication.sites == (site,)
     env = load_settings(environ={"DRTOOL_REPLICATION_SITES": "a=http://h1:9000,b=http://h2:9000"})
     assert [s.endpoint for s in parse_sites(env.replication.sites)] == ["http://h1:9000", "http://h2:9000"]
     hosts = load_settings(environ={}, flags={"dify.hosts": ("db_postgres=10.1.2.3", "weaviate=wv.internal")},
-                          dify_env_path=write(tmp_path, ".env", DIFY_S3_ENV))
+                          dify_env_path=write_file(tmp_path, ".env", DIFY_S3_ENV))
     assert hosts.dify.hosts == ("db_postgres=10.1.2.3", "weaviate=wv.internal")
     assert hosts.postgres.host == "10.1.2.3" and hosts.weaviate.endpoint == "http://wv.internal:8080"
     with pytest.raises(ConfigError, match=r"invalid dify\.hosts entry 'weaviate'"):
         load_settings(environ={"DRTOOL_DIFY_HOSTS": "db_postgres=10.1.2.3,weaviate"},
-                      dify_env_path=write(tmp_path, ".env", DIFY_S3_ENV))
+                      dify_env_path=write_file(tmp_path, ".env", DIFY_S3_ENV))

@@ -81,12 +81,12 @@ def test_any_text_comes_out_printable(text: str) -> None:
     assert all(ch in "\n\t" or unicodedata.category(ch) not in DANGEROUS_CATEGORIES for ch in block)
 
 
-def _record(message: str, *args: object, exc_info: object = None) -> logging.LogRecord:
+def _log_record(message: str, *args: object, exc_info: object = None) -> logging.LogRecord:
     return logging.LogRecord("drtool.test", logging.ERROR, __file__, 1, message, args, exc_info)  # type: ignore[arg-type]
 
 
 def test_human_log_lines_escape_data_and_never_start_a_fake_record() -> None:
-    text = _HumanFormatter().format(_record("another run holds the lock: %s", HOSTILE))
+    text = _HumanFormatter().format(_log_record("another run holds the lock: %s", HOSTILE))
     assert is_safe(text)
     assert "\\x1b[32mverify: no break" in text and "\\u202e" in text
     lines = text.split("\n")
@@ -98,12 +98,12 @@ def test_human_log_tracebacks_are_escaped_too() -> None:
     try:
         raise RuntimeError(HOSTILE)
     except RuntimeError:
-        text = _HumanFormatter().format(_record("failed", exc_info=sys.exc_info()))
+        text = _HumanFormatter().format(_log_record("failed", exc_info=sys.exc_info()))
     assert is_safe(text) and "\\x1b[2J" in text
 
 
 def test_json_log_lines_are_ascii_and_give_the_exact_value_back() -> None:
-    record = _record("%s", HOSTILE)
+    record = _log_record("%s", HOSTILE)
     record.fields = {"key": HOSTILE}
     line = _JsonFormatter().format(record)
     assert line.isascii() and "\n" not in line and "\x1b" not in line

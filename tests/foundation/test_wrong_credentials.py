@@ -13,7 +13,7 @@ import botocore.exceptions
 import pytest
 
 from drtool.adapters.s3 import translate_error
-from tests.security.conftest import drtool
+from tests.security.conftest import run_module
 from tests.snapshot.conftest import SnapshotEnv, minio_env  # noqa: F401 - minio_env: fixture
 
 FAST = {"DRTOOL_S3_MAX_ATTEMPTS": "1"}
@@ -27,7 +27,7 @@ COMMANDS = [
 
 @pytest.mark.parametrize("args", COMMANDS, ids=[" ".join(a) for a in COMMANDS])
 def test_a_wrong_secret_is_named(minio_env: SnapshotEnv, tmp_path: Path, args: tuple[str, ...]) -> None:  # noqa: F811
-    run = drtool(*args, env={**minio_env.env, **FAST, "DRTOOL_S3_SECRET_KEY": "not-the-secret-key"}, cwd=tmp_path)
+    run = run_module(*args, env={**minio_env.env, **FAST, "DRTOOL_S3_SECRET_KEY": "not-the-secret-key"}, cwd=tmp_path)
     text = run.stderr + run.stdout
     assert run.code == 12, (run.code, text[-2000:])
     assert "secret key does not match" in text, text[-2000:]
@@ -37,7 +37,7 @@ def test_a_wrong_secret_is_named(minio_env: SnapshotEnv, tmp_path: Path, args: t
 
 def test_an_unknown_access_key_is_named(minio_env: SnapshotEnv, tmp_path: Path) -> None:  # noqa: F811
     env = {**minio_env.env, **FAST, "DRTOOL_S3_ACCESS_KEY": "nobody-has-this-key"}
-    run = drtool("export-chunks", "--all", env=env, cwd=tmp_path)
+    run = run_module("export-chunks", "--all", env=env, cwd=tmp_path)
     assert run.code == 12, run.stderr[-2000:]
     assert "does not know the access key" in run.stderr, run.stderr[-2000:]
 
@@ -58,8 +58,8 @@ def test_rebuild_reaches_the_bucket_before_loading_a_model(minio_env: SnapshotEn
     env = {**minio_env.env, **FAST, "DRTOOL_S3_SECRET_KEY": "not-the-secret-key", "DRTOOL_VECTOR_STORE": "milvus",
            "DRTOOL_MILVUS_URI": str(tmp_path / "milvus.db"), "DRTOOL_EMBEDDING_PROVIDER": "local",
            "DRTOOL_EMBEDDING_MODEL": str(tmp_path / "no-such-model")}
-    run = drtool("rebuild-index", "--all", env=env, cwd=tmp_path)
+    run = run_module("rebuild-index", "--all", env=env, cwd=tmp_path)
     assert run.code == 12 and "secret key does not match" in run.stderr, run.stderr[-2000:]
-    missing = drtool("rebuild-index", "--all", "--bucket", "no-such-bucket-here",
+    missing = run_module("rebuild-index", "--all", "--bucket", "no-such-bucket-here",
                      env={**env, "DRTOOL_S3_SECRET_KEY": minio_env.env["DRTOOL_S3_SECRET_KEY"]}, cwd=tmp_path)
     assert missing.code == 10 and "no-such-bucket-here" in missing.stderr, missing.stderr[-2000:]

@@ -7,12 +7,14 @@ an AWS_PROFILE, a DRTOOL_S3_BUCKET) can then never change what a test sees, and 
 settings whatever order the suite runs in. In-process runs read `os.environ`, so a test that uses them sets its
 settings with `monkeypatch` (tests.export.helpers.apply_env clears DRTOOL_* first).
 
-The folders keep their own small result views (tests.foundation.cli_runner.Run, tests.snapshot.conftest.Run, ...)
-built on `invoke` and `run_process`, so their assertions read as they did.
+A process run is read through one result shape, `ProcessRun`; the folders' runners (tests.foundation.cli_runner,
+tests.security.conftest, tests.snapshot.conftest's SnapshotEnv.run, tests.reliability.harness) only choose how drtool
+is started (console script or `python -m`, working directory, `--json`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -59,6 +61,44 @@ class Finished:
     stdout: str
     stderr: str
     seconds: float
+
+
+@dataclass
+class ProcessRun:
+    """A finished drtool run as the tests read it (one shape for every folder): exit code, both streams, wall
+    time; `label` and `args` name it in a report (tests/security), `first_event_s` and `last_event_s` say when its
+    first and last JSON events came out (tests/reliability)."""
+
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float = 0.0
+    first_event_s: float | None = None
+    last_event_s: float | None = None
+    label: str = ""
+    args: tuple[str, ...] = ()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON objects of stdout (lines starting with `{`); a line cut short by a kill -9 is skipped (a
+        complete `--json` run has none: run_process checks every line against docs/json.md)."""
+        out = []
+        for line in self.stdout.splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+    def result(self) -> dict[str, Any]:
+        """The last JSON event (a complete `--json` run ends with its `result`)."""
+        return self.events()[-1]
+
+    def json_lines(self) -> list[dict[str, object]]:
+        """Every non-blank stdout line parsed as JSON (a `--json` run prints nothing else)."""
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    @property
+    def no_traceback(self) -> bool:
+        return "Traceback" not in self.stderr and "Traceback" not in self.stdout
 
 
 def run_process(args: Sequence[str], env: Mapping[str, str] | None = None, *, cwd: str | Path | None = REPO,

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.helpers.cli import RunCli, make_run_cli
 from tests.stack.pg_server import PostgresServer
 
 
@@ -23,3 +24,10 @@ def new_database(pg: PostgresServer) -> Iterator[Callable[[], str]]:
     yield make
     for name in names:
         pg.drop_database(name)
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    """`drtool --json ARGS` in this process: (exit code, JSON events). In-process, so the settings a fixture put in
+    the environment with `monkeypatch` apply."""
+    return make_run_cli(capsys)

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.foundation.json_contract import check_json_run
-from tests.reliability.harness import Run, _Reader, _spawn
+from tests.helpers.cli import ProcessRun
+from tests.reliability.harness import _Reader, _spawn
 from tests.snapshot.conftest import fill_source, make_env, new_bucket
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
@@ -44,7 +45,7 @@ FAST_WEAVIATE = {"DRTOOL_WEAVIATE_TIMEOUT": "3"}
 COMMAND_TIMEOUT_S = 180.0  # a run that takes longer than this is a hang: the test fails instead of waiting
 
 
-def run_drtool(env: dict[str, str], *args: str, timeout: float = COMMAND_TIMEOUT_S) -> Run:
+def run_drtool(env: dict[str, str], *args: str, timeout: float = COMMAND_TIMEOUT_S) -> ProcessRun:
     """`python -m drtool ARGS` as cron would run it; a hang beyond `timeout` fails the test with what it said."""
     started = time.monotonic()
     try:
@@ -53,13 +54,13 @@ def run_drtool(env: dict[str, str], *args: str, timeout: float = COMMAND_TIMEOUT
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"drtool {' '.join(args)} hung for {timeout:.0f} s; stderr: {exc.stderr!r}")
     check_json_run(args, proc.stdout, proc.returncode)  # every --json run obeys docs/json.md
-    run = Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-    _record(args, run)
+    run = ProcessRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    _report_figures(args, run)
     return run
 
 
 def run_drtool_reacting(env: dict[str, str], *args: str, marker: str, action: Callable[[], Any],
-                        timeout: float = COMMAND_TIMEOUT_S) -> tuple[Run, bool]:
+                        timeout: float = COMMAND_TIMEOUT_S) -> tuple[ProcessRun, bool]:
     """`drtool --json ARGS`, calling `action` (e.g. clear a fault) as soon as `marker` appears on stderr: a fault
     that must still be there when drtool first meets it, however slowly the interpreter starts. Returns whether the
     marker was seen."""
@@ -80,13 +81,13 @@ def run_drtool_reacting(env: dict[str, str], *args: str, marker: str, action: Ca
     reader.join()
     if not seen.is_set():
         action()  # never leave the fault behind for the next run
-    run = Run(proc.returncode, "".join(line for _, line in reader.lines), reader.stderr(),
+    run = ProcessRun(proc.returncode, "".join(line for _, line in reader.lines), reader.stderr(),
               time.monotonic() - reader.started)
-    _record(("--json", *args), run)
+    _report_figures(("--json", *args), run)
     return run, seen.is_set()
 
 
-def _record(args: tuple[str, ...], run: Run) -> None:
+def _report_figures(args: tuple[str, ...], run: ProcessRun) -> None:
     """With DRTOOL_TEST_NETWORK_REPORT=path, append one JSON line per command run: the figures of
     docs/network-faults.md (test, command, exit code, seconds)."""
     import os
@@ -104,7 +105,7 @@ def _record(args: tuple[str, ...], run: Run) -> None:
                              "error": _error_text(run)}) + "\n")
 
 
-def _error_text(run: Run) -> str | None:
+def _error_text(run: ProcessRun) -> str | None:
     """The operator-facing error of a failed run: the result's error message + hint, or a dataset_failed error."""
     lines = [line for line in (run.stderr + "\n" + run.stdout).splitlines() if line.startswith("{")]
     for line in lines:
@@ -134,7 +135,7 @@ class SnapshotNet:
     proxy: Proxy
     files: dict[str, bytes] = field(default_factory=dict)
 
-    def run(self, *args: str, extra: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S) -> Run:
+    def run(self, *args: str, extra: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S) -> ProcessRun:
         return run_drtool(dict(self.env, **(extra or {})), *args, timeout=timeout)
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from tests.export.helpers import Bucket, drtool_env, new_bucket
-from tests.network.conftest import FAST_S3, Run, host_port, run_drtool
+from tests.export.helpers import Bucket, drtool_env, new_bucket_on
+from tests.network.conftest import FAST_S3, ProcessRun, host_port, run_drtool
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
@@ -35,7 +35,7 @@ def _exported(bucket: Bucket, db: DifyDatabase) -> dict[str, int]:
 
 def test_export_with_resets_and_bandwidth_cap_that_clear(minio_pair: MinioSites, pg: PostgresServer,
                                                          dify_db: DifyDatabase, a_proxy: Proxy) -> None:
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     env = _export_env(pg, dify_db, bucket, a_proxy)
     a_proxy.bandwidth(128, stream="upstream")
     reset = a_proxy.reset_peer()
@@ -50,7 +50,7 @@ def test_export_upload_stalls_then_next_run_writes(minio_pair: MinioSites, pg: P
                                                    dify_db: DifyDatabase, a_proxy: Proxy) -> None:
     """The store accepts connections and never answers: exit 1 naming it, no chunk file (not even a partial one)
     is visible, and the next run writes both."""
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     env = _export_env(pg, dify_db, bucket, a_proxy)
     a_proxy.blackhole()
     failed = run_drtool(dict(env, DRTOOL_S3_MAX_ATTEMPTS="3"), "export-chunks", "--all")
@@ -81,7 +81,7 @@ def _status_env(minio_pair: MinioSites, site_a: str, site_b: str) -> dict[str, s
     return env
 
 
-def _reasons(run: Run) -> set[tuple[str, str]]:
+def _reasons(run: ProcessRun) -> set[tuple[str, str]]:
     result = next(e for e in run.events() if e.get("event") == "result")
     return {(str(r["code"]), str(r.get("site"))) for r in result["reasons"]}
 

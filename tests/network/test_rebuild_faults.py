@@ -28,7 +28,7 @@ from tests.network.conftest import (
     FAST_EMBEDDING,
     FAST_S3,
     FAST_WEAVIATE,
-    Run,
+    ProcessRun,
     host_port,
     run_drtool,
     run_drtool_reacting,
@@ -54,7 +54,7 @@ class RebuildNet:
     weaviate_grpc: Proxy | None = None
     weaviate_client: Any = None
 
-    def run(self, *args: str, extra: dict[str, str] | None = None) -> Run:
+    def run(self, *args: str, extra: dict[str, str] | None = None) -> ProcessRun:
         return run_drtool(dict(self.env, **(extra or {})), "--json", "rebuild-index", "--dataset", self.dataset,
                           *args)
 
@@ -69,7 +69,7 @@ class RebuildNet:
         return [str(o.properties["doc_id"]) for o in collection.iterator(return_properties=["doc_id"])]
 
 
-def failed_event(run: Run) -> dict[str, Any]:
+def failed_event(run: ProcessRun) -> dict[str, Any]:
     return dict(next(e for e in run.events() if e.get("event") == "rebuild.dataset_failed"))
 
 
@@ -114,7 +114,7 @@ def wnet(net: RebuildNet, toxiproxy: Toxiproxy, weaviate_server: Any) -> Iterato
     net.weaviate_client.close()
 
 
-def _complete(run: Run) -> dict[str, Any]:
+def _complete(run: ProcessRun) -> dict[str, Any]:
     assert run.code == 0, run.stderr[-3000:]
     assert run.no_traceback
     result = first_dataset(run.events())

@@ -24,7 +24,7 @@ from tests.stack.toxiproxy import Proxy
 CUT_AFTER = 256 * 1024  # bytes per connection, headers included
 
 
-def _store(site: Any, proxy: Proxy, bucket: str, attempts: int) -> BucketStore:
+def _proxied_store(site: Any, proxy: Proxy, bucket: str, attempts: int) -> BucketStore:
     return BucketStore(S3Settings(endpoint=proxy.url(), bucket=bucket, access_key=site.access_key,
                                   secret_key=site.secret_key, address_style="path", max_attempts=attempts))
 
@@ -44,7 +44,7 @@ def cut_store(minio_pair: Any, s3_proxy: Proxy) -> Any:
 def test_a_cut_body_is_read_on_and_comes_out_whole(cut_store: Any, s3_proxy: Proxy) -> None:
     site, _, bucket, key, body = cut_store
     s3_proxy.limit_data(CUT_AFTER)
-    stream = _store(site, s3_proxy, bucket, attempts=20).open(key)
+    stream = _proxied_store(site, s3_proxy, bucket, attempts=20).open(key)
     read = b"".join(iter(lambda: stream.read(64 * 1024), b""))
     stream.close()
     assert read == body
@@ -57,7 +57,7 @@ def test_readline_is_resumed_too(cut_store: Any, s3_proxy: Proxy) -> None:
     key = "datasets/lines.jsonl"
     client.put_object(Bucket=bucket, Key=key, Body=b"".join(lines))
     s3_proxy.limit_data(CUT_AFTER)
-    stream = _store(site, s3_proxy, bucket, attempts=20).open(key)
+    stream = _proxied_store(site, s3_proxy, bucket, attempts=20).open(key)
     got = list(iter(stream.readline, b""))
     assert got == lines and stream.resumed >= 2
 
@@ -65,7 +65,7 @@ def test_readline_is_resumed_too(cut_store: Any, s3_proxy: Proxy) -> None:
 def test_a_file_replaced_between_cuts_is_refused_not_stitched(cut_store: Any, s3_proxy: Proxy) -> None:
     site, client, bucket, key, body = cut_store
     s3_proxy.limit_data(CUT_AFTER)
-    stream = _store(site, s3_proxy, bucket, attempts=20).open(key)
+    stream = _proxied_store(site, s3_proxy, bucket, attempts=20).open(key)
     first = stream.read(64 * 1024)
     assert first == body[:64 * 1024]
     client.put_object(Bucket=bucket, Key=key, Body=os.urandom(len(body)))  # on the server, not via the proxy
@@ -78,7 +78,7 @@ def test_a_file_replaced_between_cuts_is_refused_not_stitched(cut_store: Any, s3
 def test_past_max_attempts_the_cut_is_reported(cut_store: Any, s3_proxy: Proxy) -> None:
     site, _, bucket, key, _ = cut_store
     s3_proxy.limit_data(CUT_AFTER)
-    stream = _store(site, s3_proxy, bucket, attempts=2).open(key)
+    stream = _proxied_store(site, s3_proxy, bucket, attempts=2).open(key)
     with pytest.raises(UnavailableError) as cut:
         while stream.read(64 * 1024):
             pass

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from demo.seed import LICENSE_NOTE, seed_pydoc_knowledge_base
-from tests.foundation.cli_runner import drtool
+from tests.foundation.cli_runner import run_script
 from tests.playbooks.conftest import REPO
 from tests.stack.dify_db import apply_dify_schema
 from tests.stack.minio_sites import MinioSites
@@ -46,7 +46,7 @@ def test_pydoc_knowledge_base_exports_as_seeded(pg: PostgresServer, minio_pair: 
                "DRTOOL_POSTGRES_HOST": pg.host, "DRTOOL_POSTGRES_PORT": str(pg.port),
                "DRTOOL_POSTGRES_USER": pg.user, "DRTOOL_POSTGRES_PASSWORD": pg.password,
                "DRTOOL_POSTGRES_DATABASE": dbname, "DRTOOL_POSTGRES_SSLMODE": "disable"}
-        run = drtool("--json", "export-chunks", "--all", env=env)
+        run = run_script("--json", "export-chunks", "--all", env=env)
         assert run.code == 0, run.stderr
         lines = 0
         for dataset in kb.dataset_ids:
@@ -59,7 +59,7 @@ def test_pydoc_knowledge_base_exports_as_seeded(pg: PostgresServer, minio_pair: 
         pg.drop_database(dbname)
 
 
-def _refused(host: str, port: int) -> bool:
+def _connection_refused(host: str, port: int) -> bool:
     try:
         socket.create_connection((host, port), timeout=2).close()
     except OSError:
@@ -89,4 +89,4 @@ def test_interrupted_demo_stops_its_servers_and_removes_its_folder(tmp_path: Pat
     assert not workdir.exists()
     pg_host, pg_port = re.search(r"postgres\s+([\d.]+):(\d+)", output).groups()  # type: ignore[union-attr]
     minio_host, minio_port = re.search(r"minio\s+http://([\d.]+):(\d+)", output).groups()  # type: ignore[union-attr]
-    assert _refused(pg_host, int(pg_port)) and _refused(minio_host, int(minio_port))
+    assert _connection_refused(pg_host, int(pg_port)) and _connection_refused(minio_host, int(minio_port))

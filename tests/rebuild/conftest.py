@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from drtool.core.chunks import dumps_chunk
-from tests.foundation.cli_runner import RunCli, make_run_cli
+from tests.foundation.cli_runner import RunCli  # noqa: F401  (re-exported for tests/rebuild)
 from tests.helpers.events import summary  # noqa: F401  (re-exported for tests/rebuild)
 from tests.rebuild.prose import texts
 from tests.stack.milvus_store import MilvusTestTarget
@@ -58,6 +58,11 @@ def chunk_bucket(seaweed_pair: Any) -> Iterator[ChunkBucket]:
     yield ChunkBucket(client, name, site.endpoint, site.access_key, site.secret_key)
 
 
+def new_dataset() -> str:
+    """A dataset id no other test uses (its chunk files and collection are then this test's alone)."""
+    return str(uuid.uuid4())
+
+
 def make_chunks(dataset_id: str, n: int, *, documents: int = 3, offset: int = 0) -> list[dict[str, Any]]:
     prose = texts(n + offset)[offset:]
     docs = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"{dataset_id}/doc/{d}")) for d in range(documents)]
@@ -95,12 +100,6 @@ def use_local_model(monkeypatch: pytest.MonkeyPatch, model_path: Any) -> None:
         monkeypatch.delenv(key)
     monkeypatch.setenv("DRTOOL_EMBEDDING_PROVIDER", "local")
     monkeypatch.setenv("DRTOOL_EMBEDDING_MODEL", str(model_path))
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    """Run `drtool --json ARGS` in this process; return (exit code, JSON events)."""
-    return make_run_cli(capsys)
 
 
 class TcpRelay:

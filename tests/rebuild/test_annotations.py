@@ -55,7 +55,7 @@ def annotated(rebuild_env: dict[str, str], dify_db_factory: Any, embedding_serve
     return db, seeded
 
 
-def _parse(bucket: ChunkBucket, key: str, owner: str, kind: str = KIND_ANNOTATION) -> list[Chunk | Rejection]:
+def _parse_chunks(bucket: ChunkBucket, key: str, owner: str, kind: str = KIND_ANNOTATION) -> list[Chunk | Rejection]:
     body = io.BytesIO(bucket.client.get_object(Bucket=bucket.name, Key=key)["Body"].read())
     return list(parse_lines(iter_lines(body, "none", key), key, dataset_id=owner, kind=kind))
 
@@ -78,7 +78,7 @@ def test_export_rebuild_and_dify_query(annotated: tuple[Any, AnnotationSeed], ch
     assert {k.split("/")[1] for k in chunk_bucket.keys("annotations/")} == set(enabled)
     for app in enabled.values():
         key = f"annotations/{app.id}/processed/chunks.jsonl"
-        parsed = _parse(chunk_bucket, key, app.id)
+        parsed = _parse_chunks(chunk_bucket, key, app.id)
         assert all(isinstance(p, Chunk) for p in parsed), parsed
         chunks = [p for p in parsed if isinstance(p, Chunk)]
         assert {c.id: c.text for c in chunks} == app.embedded_texts()
@@ -86,7 +86,7 @@ def test_export_rebuild_and_dify_query(annotated: tuple[Any, AnnotationSeed], ch
         assert all(c.vector_metadata() == {"annotation_id": c.id, "app_id": app.id, "doc_id": c.id} for c in chunks)
         # A dataset reader (kind chunk) refuses these lines instead of indexing them as dataset chunks.
         assert all(isinstance(p, Rejection) and "kind 'annotation'" in p.reason
-                   for p in _parse(chunk_bucket, key, app.id, kind="chunk"))
+                   for p in _parse_chunks(chunk_bucket, key, app.id, kind="chunk"))
         meta = chunk_bucket.client.head_object(Bucket=chunk_bucket.name, Key=key)["Metadata"]
         assert meta["drtool-embedding-model"] == db.seed.embedding_model
         assert meta["drtool-embedding-provider"] == db.seed.embedding_provider

@@ -73,7 +73,7 @@ def dify_search(conn: psycopg.Connection[Any], collection: str, vector: list[flo
     return rows
 
 
-def unit(seed: int, dim: int = DIM) -> list[float]:
+def random_unit(seed: int, dim: int = DIM) -> list[float]:
     rng = random.Random(seed)
     v = [rng.gauss(0, 1) for _ in range(dim)]
     norm = sum(x * x for x in v) ** 0.5
@@ -88,7 +88,7 @@ def rows_for(dataset_id: str, n: int, *, documents: int = 2, tag: str = "") -> l
         doc_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{dataset_id}/{tag}/{i}"))
         meta = {"doc_id": doc_id, "doc_hash": f"h{tag}{i}", "document_id": docs[i % documents],
                 "dataset_id": dataset_id, "source": f"f{i}.txt"}
-        out.append((f"text {tag}{i}", meta, unit(hash((dataset_id, tag, i)) & 0xFFFF)))
+        out.append((f"text {tag}{i}", meta, random_unit(hash((dataset_id, tag, i)) & 0xFFFF)))
     return out
 
 
@@ -186,7 +186,7 @@ def test_switch_is_atomic_under_a_concurrent_reader(pgvector_db: PgvectorDatabas
                 try:
                     seen.append(int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]))  # type: ignore
                     conn.execute(f"SELECT meta, text, embedding <=> %s AS distance FROM {table} "  # type: ignore
-                                 "ORDER BY distance LIMIT 4", (json.dumps(unit(1)),)).fetchall()
+                                 "ORDER BY distance LIMIT 4", (json.dumps(random_unit(1)),)).fetchall()
                 except psycopg.Error as exc:
                     errors.append(str(exc))
                 started.set()
@@ -277,8 +277,8 @@ def test_chunk_ids_that_are_not_uuids_get_stable_uuid_keys(target: PgvectorTarge
     collection = dify_collection_name(str(uuid.uuid4()))
     meta = {"doc_id": "node-17", "document_id": "d", "dataset_id": "ds", "doc_hash": "h"}
     target.create(collection, DIM)
-    target.insert(collection, [("t", meta, unit(1))])
-    target.insert(collection, [("t", meta, unit(1))])
+    target.insert(collection, [("t", meta, random_unit(1))])
+    target.insert(collection, [("t", meta, random_unit(1))])
     (identity,) = list(target.iter_identities(collection))
     assert identity.key == row_id("node-17") == target.object_key("t", meta) and identity.doc_id == "node-17"
     assert uuid.UUID(identity.key).version == 5
@@ -427,7 +427,7 @@ def test_a_table_dify_created_is_switched_out_and_rolled_back_in(pgvector_db: Pg
         conn.execute(f"CREATE INDEX IF NOT EXISTS embedding_cosine_v1_idx ON {table} "  # type: ignore[arg-type]
                      "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
         conn.execute(f"INSERT INTO {table} (id, text, meta, embedding) VALUES (%s, %s, %s, %s)",  # type: ignore
-                     (doc_id, "Dify's row", json.dumps({"doc_id": doc_id, "document_id": "d"}), str(unit(5))))
+                     (doc_id, "Dify's row", json.dumps({"doc_id": doc_id, "document_id": "d"}), str(random_unit(5))))
         conn.commit()
     assert target.exists(collection) and target.count(collection) == 1
     build_and_switch(target, collection, rows_for("ds", 4))

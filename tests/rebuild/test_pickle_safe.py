@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
 import pytest
 
 from drtool.core.pickle_safe import UnsafePickle, loads_float_list
+from tests.helpers.pickles import Exploit
 
 
 @pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
@@ -18,18 +18,10 @@ def test_a_list_of_floats_decodes_in_every_protocol(protocol: int) -> None:
     assert loads_float_list(pickle.dumps([1, 2, 3], protocol=protocol)) == [1.0, 2.0, 3.0]
 
 
-class _Exploit:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
 def test_a_hostile_pickle_is_refused_without_running(tmp_path: Path, protocol: int) -> None:
     marker = tmp_path / "pwned"
-    payload = pickle.dumps(_Exploit(marker), protocol=protocol)
+    payload = pickle.dumps(Exploit(marker), protocol=protocol)
     # Proof the payload is live: the real unpickler runs it (in this test only, on purpose).
     pickle.loads(payload)
     assert marker.exists()
@@ -38,7 +30,7 @@ def test_a_hostile_pickle_is_refused_without_running(tmp_path: Path, protocol: i
         loads_float_list(payload)
     assert not marker.exists()
     # Hidden inside a list of floats, too.
-    inner = pickle.dumps([0.5, _Exploit(marker), 0.25], protocol=protocol)
+    inner = pickle.dumps([0.5, Exploit(marker), 0.25], protocol=protocol)
     with pytest.raises(UnsafePickle):
         loads_float_list(inner)
     assert not marker.exists()

@@ -15,7 +15,7 @@ from drtool.cli.main import run
 from tests.rebuild.conftest import ChunkBucket, make_chunks
 
 
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, list[dict[str, Any]]]:
+def _run_logged(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, list[dict[str, Any]]]:
     capsys.readouterr()
     code = run(list(args))
     captured = capsys.readouterr()
@@ -34,7 +34,7 @@ def test_progress_lines_count_chunks_stored_across_all_datasets(rebuild_env: dic
         ds = str(uuid.uuid4())
         chunk_bucket.put_chunks(ds, make_chunks(ds, n))
         sizes[ds] = n
-    code, out, records = _run(capsys, "--log-format", "json", "rebuild-index", "--all")
+    code, out, records = _run_logged(capsys, "--log-format", "json", "rebuild-index", "--all")
     assert code == 0, records[-5:]
     assert out.strip(), "the summary still goes to stdout"
     progress = [r for r in records if r.get("event") == "rebuild.progress"]
@@ -50,7 +50,7 @@ def test_progress_lines_count_chunks_stored_across_all_datasets(rebuild_env: dic
         finals[r["dataset"]] = stored
     assert finals == sizes  # the last line of each dataset: every chunk stored
 
-    quiet_code, _out, quiet_records = _run(capsys, "-q", "--log-format", "json", "rebuild-index", "--all",
+    quiet_code, _out, quiet_records = _run_logged(capsys, "-q", "--log-format", "json", "rebuild-index", "--all",
                                            "--force")
     assert quiet_code == 0
     assert not [r for r in quiet_records if r.get("event") == "rebuild.progress"]

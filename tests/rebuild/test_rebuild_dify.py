@@ -3,7 +3,6 @@ a model mismatch refused before writing, and a hostile pickle in the cache refus
 
 from __future__ import annotations
 
-import os
 import pickle
 import uuid
 from pathlib import Path
@@ -14,15 +13,8 @@ import pytest
 from pymilvus import MilvusClient
 
 from tests.helpers.embedding import embed_via as _embed_via
+from tests.helpers.pickles import Exploit
 from tests.rebuild.conftest import ChunkBucket, RunCli, summary
-
-
-class _Exploit:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
 
 
 def _pg_env(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:
@@ -52,7 +44,7 @@ def test_dify_names_and_cache(rebuild_env: dict[str, str], chunk_bucket: ChunkBu
         conn.execute("DELETE FROM embeddings WHERE hash = %s", (hostile_hash,))
         conn.execute("INSERT INTO embeddings (id, model_name, hash, embedding, provider_name, created_at) "
                      "VALUES (%s, %s, %s, %s, %s, now())",
-                     (str(uuid.uuid4()), db.seed.embedding_model, hostile_hash, pickle.dumps(_Exploit(marker)),
+                     (str(uuid.uuid4()), db.seed.embedding_model, hostile_hash, pickle.dumps(Exploit(marker)),
                       db.seed.embedding_provider))
         conn.commit()
         cached = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]

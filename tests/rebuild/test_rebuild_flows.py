@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import gzip
 import os
-import uuid
 from typing import Any
 
 import redis
 from pymilvus import MilvusClient
 
 from drtool.core.naming import dify_collection_name, previous_name
-from tests.rebuild.conftest import BOTH_MILVUS, ChunkBucket, RunCli, make_chunks, summary
+from tests.rebuild.conftest import BOTH_MILVUS, ChunkBucket, RunCli, make_chunks, new_dataset, summary
 from tests.stack.milvus_store import MilvusTestTarget
 
 
-def new_dataset() -> str:
-    return str(uuid.uuid4())
-
-
-def doc_ids(uri: str, name: str) -> list[str]:
+def stored_doc_ids(uri: str, name: str) -> list[str]:
     token = os.environ.get("DRTOOL_MILVUS_TOKEN")  # rebuild_env's, when the server checks credentials
     client = MilvusClient(uri, token=token) if token else MilvusClient(uri)
     try:
@@ -55,13 +50,13 @@ def test_second_rebuild_is_blue_green_calls_no_model_and_rolls_back(
     assert result["cache_hits_sidecar"] == 80 and result["embedded"] == 0
     assert result["mode"] == "blue-green" and previous_name(name) in result["switch"]
     assert result["redis_keys_deleted"] == []  # redis.url not configured in this run
-    assert sorted(doc_ids(uri, name)) == sorted(doc_ids(uri, previous_name(name)))
+    assert sorted(stored_doc_ids(uri, name)) == sorted(stored_doc_ids(uri, previous_name(name)))
 
     # Change the chunks, rebuild with Redis configured, then roll back to the previous generation.
     chunk_bucket.put_chunks(ds, make_chunks(ds, 50), "zstd")
     code, events = run_cli("rebuild-index", "--dataset", ds, "--dify-host", "unused=1")  # global option after cmd
     assert code == 0
-    assert len(doc_ids(uri, name)) == 50 and len(doc_ids(uri, previous_name(name))) == 80
+    assert len(stored_doc_ids(uri, name)) == 50 and len(stored_doc_ids(uri, previous_name(name))) == 80
     import os
     os.environ["DRTOOL_REDIS_URL"] = redis_url
     try:
@@ -72,7 +67,7 @@ def test_second_rebuild_is_blue_green_calls_no_model_and_rolls_back(
     assert code == 0 and result["status"] == "rolled back", result
     assert result["redis_keys_deleted"] == [f"vector_indexing_{name}"]
     assert r.get(f"vector_indexing_{name}") is None
-    assert len(doc_ids(uri, name)) == 80 and len(doc_ids(uri, previous_name(name))) == 50
+    assert len(stored_doc_ids(uri, name)) == 80 and len(stored_doc_ids(uri, previous_name(name))) == 50
 
     code, events = run_cli("rebuild-index", "--dataset", ds, "--drop-old")
     assert code == 2  # --drop-old without --yes
@@ -210,7 +205,7 @@ def test_failed_gate_switches_nothing_and_exits_4(rebuild_env: dict[str, str], c
     uri = rebuild_env["DRTOOL_MILVUS_URI"]
     chunk_bucket.put_chunks(ds, make_chunks(ds, 30))
     assert run_cli("rebuild-index", "--dataset", ds)[0] == 0
-    live = sorted(doc_ids(uri, name))
+    live = sorted(stored_doc_ids(uri, name))
 
     chunk_bucket.put_chunks(ds, make_chunks(ds, 45))
     embedding_server.fail_next(401, count=1)  # the blue/green build starts, then stops at its first batch
@@ -225,10 +220,10 @@ def test_failed_gate_switches_nothing_and_exits_4(rebuild_env: dict[str, str], c
     result = summary(events)["datasets"][0]
     assert code == 4, result
     assert "count 46 != 45 valid chunks" in result["error"] and "nothing was switched" in result["error"]
-    assert sorted(doc_ids(uri, name)) == live, "the live collection is untouched"
-    assert len(doc_ids(uri, build)) == 46, "the build is kept for inspection"
+    assert sorted(stored_doc_ids(uri, name)) == live, "the live collection is untouched"
+    assert len(stored_doc_ids(uri, build)) == 46, "the build is kept for inspection"
     code, events = run_cli("rebuild-index", "--dataset", ds, "--force")
-    assert code == 0 and len(doc_ids(uri, name)) == 45
+    assert code == 0 and len(stored_doc_ids(uri, name)) == 45
 
 
 def test_damaged_checkpoint_ledger_is_refused_with_a_hint(rebuild_env: dict[str, str], chunk_bucket: ChunkBucket,

@@ -3,16 +3,11 @@ Milvus server."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from drtool.core.naming import dify_collection_name
-from tests.rebuild.conftest import BOTH_MILVUS, ChunkBucket, RunCli, make_chunks, summary
+from tests.rebuild.conftest import BOTH_MILVUS, ChunkBucket, RunCli, make_chunks, new_dataset, summary
 from tests.stack.milvus_store import MilvusTestTarget
-
-
-def new_dataset() -> str:
-    return str(uuid.uuid4())
 
 
 @BOTH_MILVUS

@@ -15,7 +15,7 @@ import pytest
 from drtool.adapters.pgvector import PgvectorTarget, dify_index_names, dify_table_name
 from drtool.core.chunks import dumps_chunk
 from drtool.core.naming import dify_collection_name, previous_name
-from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, new_bucket
+from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, new_bucket_on
 from tests.helpers.embedding import embed_via as _embed_via
 from tests.helpers.events import summary as _summary
 from tests.helpers.events import summary as verify_summary
@@ -34,19 +34,12 @@ def _dify_search(database: PgvectorDatabase, collection: str, vector: list[float
     return [(meta, text) for meta, text, _ in rows]
 
 
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    from tests.foundation.cli_runner import make_run_cli
-
-    return make_run_cli(capsys)
-
-
 def test_export_rebuild_verify_switch_and_rollback_on_pgvector(
         pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, pgvector_db: PgvectorDatabase,
         embedding_server: Any, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> None:
     embed = _embed_via(embedding_server)
     db = dify_db_factory(vector_type="pgvector", embed=embed)
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     for key, data in db.seed.files.items():
         bucket.client.put_object(Bucket=bucket.name, Key=key, Body=data)
     apply_env(monkeypatch, drtool_env(
@@ -117,7 +110,7 @@ def test_wrong_pgvector_password_exits_12_without_printing_it(
         pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, pgvector_db: PgvectorDatabase,
         monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> None:
     db = dify_db_factory(vector_type="pgvector")
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     wrong = "not-the-password-0f3a"
     apply_env(monkeypatch, drtool_env(pg, db.dbname, bucket, DRTOOL_VECTOR_STORE="pgvector",
                                       **{**pgvector_db.env(), "DRTOOL_PGVECTOR_PASSWORD": wrong}))
@@ -132,7 +125,7 @@ def chunk_store(minio_pair: Any, pgvector_db: PgvectorDatabase, embedding_server
                 monkeypatch: pytest.MonkeyPatch) -> Bucket:
     """rebuild-index without Postgres metadata (Dify's naming rule): a bucket on the session's MinIO site A for
     the chunk files, pgvector, and the OpenAI-compatible test endpoint, as DRTOOL_* variables."""
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     apply_env(monkeypatch, {
         "DRTOOL_S3_ENDPOINT": bucket.endpoint, "DRTOOL_S3_BUCKET": bucket.name,
         "DRTOOL_S3_ACCESS_KEY": bucket.access_key, "DRTOOL_S3_SECRET_KEY": bucket.secret_key,

@@ -21,18 +21,10 @@ import pytest
 from drtool.core import shards
 from drtool.core.naming import previous_name
 from drtool.errors import UsageError
-from tests.export.helpers import RunCli, apply_env, drtool_env, new_bucket
+from tests.export.helpers import RunCli, apply_env, drtool_env, new_bucket_on
 from tests.rebuild.conftest import ChunkBucket, make_chunks, summary
 from tests.rebuild.test_rebuild_pgvector import _embed_via
 from tests.stack.milvus_store import MilvusTestTarget
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    from tests.foundation.cli_runner import make_run_cli
-
-    return make_run_cli(capsys)
-
 
 # --- the assignment ------------------------------------------------------------------------------------------------
 
@@ -192,7 +184,7 @@ def _sharded_roundtrip(store: Store, *, shard_count: int, kill: bool, pg: Any, d
     embed = _embed_via(embedding_server)
     db = dify_db_factory(vector_type=store.backend, embed=embed, datasets=1, documents_per_dataset=4,
                          segments_per_document=20)
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     for key, data in db.seed.files.items():
         bucket.client.put_object(Bucket=bucket.name, Key=key, Body=data)
     apply_env(monkeypatch, drtool_env(

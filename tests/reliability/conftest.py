@@ -13,23 +13,23 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers.cli import invoke
-from tests.reliability.harness import Run
+from tests.helpers.cli import ProcessRun, invoke
 
-InProcess = Callable[[list[str], dict[str, str]], Run]
+InProcess = Callable[[list[str], dict[str, str]], ProcessRun]
 
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> InProcess:
-    """`drtool --json ARGS` in this process with exactly the given DRTOOL_* environment; a Run with both streams."""
-    def call(args: list[str], env: dict[str, str]) -> Run:
+    """`drtool --json ARGS` in this process with exactly the given DRTOOL_* environment; a ProcessRun with both
+    streams."""
+    def call(args: list[str], env: dict[str, str]) -> ProcessRun:
         for key in list(os.environ):
             if key.startswith("DRTOOL_") and not key.startswith(("DRTOOL_RELIABILITY_", "DRTOOL_TEST_")):
                 monkeypatch.delenv(key)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         code, out, err = invoke(capsys, ["--json", *args])  # every --json run obeys docs/json.md
-        return Run(code, out, err, 0.0)
+        return ProcessRun(code, out, err, 0.0)
 
     return call
 

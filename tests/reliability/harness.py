@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.foundation.json_contract import check_json_run
-from tests.helpers.cli import clean_env, run_process
+from tests.helpers.cli import ProcessRun, clean_env, run_process
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SEED = 20261129
@@ -43,42 +43,13 @@ def rng_for(command: str) -> random.Random:
     return random.Random(f"{seed()}/{command}")
 
 
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-    first_event_s: float | None = None
-    last_event_s: float | None = None  # when its final JSON event came out (the work is done; teardown follows)
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.stdout.splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):  # a line cut by the kill
-                    out.append(json.loads(line))
-        return out
-
-    def result(self) -> dict[str, Any]:
-        return self.events()[-1]
-
-    @property
-    def no_traceback(self) -> bool:
-        return "Traceback" not in self.stderr and "Traceback" not in self.stdout
-
-
-def _env(env: dict[str, str]) -> dict[str, str]:
-    return clean_env(env)
-
-
-def drtool(args: list[str], env: dict[str, str], *, timeout: float = 300) -> Run:
-    """A complete run of the real CLI as cron would start it."""
+def complete_run(args: list[str], env: dict[str, str], *, timeout: float = 300) -> ProcessRun:
+    """A complete run of `drtool --json ARGS` as cron would start it (a separate process)."""
     done = run_process(["--json", *args], env, timeout=timeout)  # every --json run obeys docs/json.md
-    return Run(done.code, done.stdout, done.stderr, done.seconds)
+    return ProcessRun(done.code, done.stdout, done.stderr, done.seconds)
 
 
-def timed_run(args: list[str], env: dict[str, str], *, timeout: float = 300) -> Run:
+def timed_run(args: list[str], env: dict[str, str], *, timeout: float = 300) -> ProcessRun:
     """A complete run that also notes when the first JSON event came out (the end of Python's start-up)."""
     proc = _spawn(args, env)
     reader = _Reader(proc)
@@ -88,11 +59,11 @@ def timed_run(args: list[str], env: dict[str, str], *, timeout: float = 300) -> 
     last = reader.lines[-1][0] - reader.started if reader.lines else None
     stdout = "".join(line for _, line in reader.lines)
     check_json_run(["--json", *args], stdout, proc.returncode)
-    return Run(proc.returncode, stdout, reader.stderr(), time.monotonic() - reader.started, first, last)
+    return ProcessRun(proc.returncode, stdout, reader.stderr(), time.monotonic() - reader.started, first, last)
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "drtool", "--json", *args], env=_env(env), text=True,
+    return subprocess.Popen([sys.executable, "-m", "drtool", "--json", *args], env=clean_env(env), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=REPO,
                             start_new_session=True)
 
@@ -159,7 +130,7 @@ def run_and_kill(args: list[str], env: dict[str, str], delay_s: float, *, after_
         while proc.poll() is None:
             lines = reader.lines[seen:]
             seen += len(lines)
-            if any(at_event(e) for e in Run(0, "".join(line for _, line in lines), "", 0).events()):
+            if any(at_event(e) for e in ProcessRun(0, "".join(line for _, line in lines), "", 0).events()):
                 break
             time.sleep(0.002)
         delay_s = 0.0
@@ -177,7 +148,7 @@ def run_and_kill(args: list[str], env: dict[str, str], delay_s: float, *, after_
     stdout = "".join(line for _, line in reader.lines)
     # what a killed run wrote obeys docs/json.md too, except that its result (and its last line) may be missing
     check_json_run(["--json", *args], stdout, None if killed else proc.returncode, complete=not killed)
-    events = Run(0, stdout, "", 0).events()
+    events = ProcessRun(0, stdout, "", 0).events()
     last = str(events[-1].get("event", "?")) if events else "(start-up)"
     return Kill(delay_s, killed, proc.returncode, last, events, reader.stderr(), survivors, proc.pid)
 
@@ -235,7 +206,7 @@ class Trials:
                               kill.last_event if kill.killed else "(finished)", not problems, problems,
                               kill.survivors, round(time.monotonic() - started, 2))
             self.records.append(rec)
-            _record(rec)
+            _append_trial(rec)
 
     def assert_ok(self) -> None:
         bad = [r for r in self.records if not r.ok]
@@ -257,7 +228,7 @@ class KillPoint:
     after_first_event: bool
 
 
-def delays_over(rng: random.Random, n: int, calibration: Run, *, startup_share: float = 0.1) -> list[KillPoint]:
+def delays_over(rng: random.Random, n: int, calibration: ProcessRun, *, startup_share: float = 0.1) -> list[KillPoint]:
     """Kill moments spread over the run: a share of the trials (default one in ten) during start-up (from the
     spawn to the first event), the others uniform over 110% of the work between the first and the last event
     (after the last one the process only tears down, which is not worth most of the trials)."""
@@ -273,7 +244,7 @@ def delays_over(rng: random.Random, n: int, calibration: Run, *, startup_share: 
     return points
 
 
-def _record(rec: TrialRecord) -> None:
+def _append_trial(rec: TrialRecord) -> None:
     path = os.environ.get("DRTOOL_RELIABILITY_RESULTS")
     if path:
         with open(path, "a", encoding="utf-8") as fh:
@@ -326,7 +297,7 @@ def race(args: list[str], env: dict[str, str], *, copies: int = 2, timeout: floa
         ended = reader.closed or time.monotonic()
         stdout = "".join(line for _, line in reader.lines)
         check_json_run(["--json", *args], stdout, proc.returncode)
-        events = Run(0, stdout, "", 0).events()
+        events = ProcessRun(0, stdout, "", 0).events()
         first = reader.lines[0][0] if reader.lines else ended
         times = [at for at, line in reader.lines if line.startswith("{")]
         out.append(RaceRun(proc.returncode, events, reader.stderr(), first, ended,

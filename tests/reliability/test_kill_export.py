@@ -32,7 +32,7 @@ from tests.reliability.harness import (
 NAMES = {"none": "chunks.jsonl", "gzip": "chunks.jsonl.gz", "zstd": "chunks.jsonl.zst"}
 
 
-def _parse(client: Any, bucket: str, key: str) -> tuple[Counter[str], dict[str, str], int]:
+def _chunk_counts(client: Any, bucket: str, key: str) -> tuple[Counter[str], dict[str, str], int]:
     """(id counts, id -> text, rejected lines) of a chunk file, read with rebuild-index's own parser."""
     body = io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     ids: Counter[str] = Counter()
@@ -92,7 +92,7 @@ def test_export_chunks_survives_kill_9(minio_pair: Any, pg: Any, dify_db_factory
     want_sha: dict[str, str] = {}
     for ds, nodes in want.items():
         key = f"datasets/{ds}/processed/chunks.jsonl"
-        ids, texts, rejected = _parse(client, bucket, key)
+        ids, texts, rejected = _chunk_counts(client, bucket, key)
         assert not rejected and texts == nodes and max(ids.values()) == 1, f"dataset {ds}: export is not exact"
         want_sha[ds] = _content_sha(client, bucket, key)
 
@@ -167,6 +167,6 @@ def test_export_killed_between_multipart_parts(minio_pair: Any, pg: Any, dify_db
     assert again.code == 0, again.stderr
     assert "aborted 1 unfinished upload(s)" in again.stderr
     assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads"), "the killed run's upload was not aborted"
-    ids, texts, rejected = _parse(client, bucket, key)
+    ids, texts, rejected = _chunk_counts(client, bucket, key)
     assert not rejected and texts == dict(ds.index_nodes) and max(ids.values()) == 1
     assert not client.list_objects_v2(Bucket=bucket, Prefix="drtool/").get("KeyCount"), "a lock is left"

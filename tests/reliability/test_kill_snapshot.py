@@ -22,7 +22,7 @@ from tests.reliability.harness import (
 )
 
 
-def _folders(client: Any, bucket: str) -> dict[str, set[str]]:
+def _snapshot_files(client: Any, bucket: str) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="drtool/snapshots/"):
         for o in page.get("Contents", ()):
@@ -47,10 +47,10 @@ def test_snapshot_create_survives_kill_9(minio_pair: Any, dify_db: Any, pg: Any,
     runner = Trials("snapshot create")
 
     def one(i: int, point: KillPoint) -> tuple[Kill, list[str]]:
-        before = set(_folders(client, dest))
+        before = set(_snapshot_files(client, dest))
         kill = run_and_kill(["snapshot", "create"], env, point.delay_s, after_first_event=point.after_first_event)
         problems: list[str] = []
-        folders = _folders(client, dest)
+        folders = _snapshot_files(client, dest)
         if kill.killed:  # where it died, from what it left: its folder's artifacts and any open upload
             mine = [folders[f] for f in set(folders) - before]
             uploads = [u for u in client.list_multipart_uploads(Bucket=dest).get("Uploads", [])
@@ -83,7 +83,7 @@ def test_snapshot_create_survives_kill_9(minio_pair: Any, dify_db: Any, pg: Any,
     record_extra("phases", command="snapshot create", phases=runner.phases())
     gc = cli(["snapshots", "gc", "--grace", "0"], env)
     assert gc.code == 0, gc.stderr
-    folders = _folders(client, dest)
+    folders = _snapshot_files(client, dest)
     assert all("COMMITTED" in names for names in folders.values()), "gc left an uncommitted folder"
     assert db_fingerprint(dify_db.dsn) == db_before, "the source database changed"
     assert bucket_fingerprint(client, source) == bucket_before, "the source bucket changed"

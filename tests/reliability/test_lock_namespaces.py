@@ -27,9 +27,9 @@ import pytest
 
 from drtool.core.chunks import dumps_chunk
 from drtool.ops.lock import here
-from tests.helpers.cli import clean_env
+from tests.helpers.cli import ProcessRun, clean_env
 from tests.rebuild.conftest import make_chunks
-from tests.reliability.harness import REPO, Run, drtool
+from tests.reliability.harness import REPO, complete_run
 from tests.snapshot.conftest import fill_source, make_env, new_bucket
 
 UNSHARE = shutil.which("unshare")
@@ -137,7 +137,7 @@ def case_for(minio_pair: Any, dify_db: Any, pg: Any, tmp_path: Path,
             return Case(snapshot_env(), command.split(), breaks=command == "snapshot create")
         if command == "restore":
             env = snapshot_env()
-            made = drtool(["snapshot", "create"], env)
+            made = complete_run(["snapshot", "create"], env)
             assert made.code == 0, made.stderr
             databases.append(f"ns_{uuid.uuid4().hex[:10]}")
             return Case(env, ["restore", made.result()["snapshot"], "--target-db", databases[-1],
@@ -171,7 +171,7 @@ def case_for(minio_pair: Any, dify_db: Any, pg: Any, tmp_path: Path,
         pg.drop_database(name)
 
 
-def _told(run: Run) -> str:
+def _told(run: ProcessRun) -> str:
     return run.stderr + run.stdout
 
 
@@ -196,7 +196,7 @@ def test_a_running_holder_in_another_pid_namespace_is_never_taken_over(command: 
         record = json.loads(before[0])
         assert (record["host"], record["boot_id"], record["pid_ns"]) == (mine.host, mine.boot_id, holder.pid_ns)
 
-        run = drtool(case.args, case.env)
+        run = complete_run(case.args, case.env)
         assert run.code == 11, _told(run)[-2000:]
         told = _told(run)
         assert "unverifiable" in told, told[-2000:]
@@ -206,17 +206,17 @@ def test_a_running_holder_in_another_pid_namespace_is_never_taken_over(command: 
         assert holder.proc.poll() is None, "the holder stopped"
 
         if case.breaks:  # the operator's explicit flag replaces it, loudly
-            broken = drtool([*case.args, "--break-stale-lock"], case.env)
+            broken = complete_run([*case.args, "--break-stale-lock"], case.env)
             assert broken.code == 0, _told(broken)[-2000:]
             taken = [e for e in broken.events() if e.get("event") == "lock.taken_over"]
             assert len(taken) == 1 and taken[0]["automatic"] is False, broken.events()
             assert taken[0]["previous_holder"]["pid_ns"] == holder.pid_ns
             assert "PID namespace" in taken[0]["reason"]
         else:  # prune and gc have no such flag: `snapshots unlock` removes an unverifiable lock without --force
-            unlocked = drtool(["snapshots", "unlock"], case.env)
+            unlocked = complete_run(["snapshots", "unlock"], case.env)
             assert unlocked.code == 0, _told(unlocked)[-2000:]
             assert "PID namespace" in unlocked.result()["stale"]
-            after = drtool(case.args, case.env)
+            after = complete_run(case.args, case.env)
             assert after.code == 0, _told(after)[-2000:]
     finally:
         holder.stop()
@@ -230,7 +230,7 @@ def test_a_dead_holder_of_another_namespace_is_not_dead_to_drtool(case_for: Call
     holder = start_holder(case.args, case.env)
     holder.stop()  # kill -9, as the OOM killer would: its lock stays
     before = _lock_object(client, holder)
-    run = drtool(case.args, case.env)
+    run = complete_run(case.args, case.env)
     assert run.code == 11 and f"held from another PID namespace ({holder.pid_ns})" in _told(run), _told(run)[-2000:]
     assert _lock_object(client, holder) == before
 
@@ -242,7 +242,7 @@ def test_a_dead_holder_of_this_namespace_is_still_taken_over_by_itself(case_for:
     holder = start_holder(case.args, case.env, namespace=False)
     assert holder.pid_ns == here().pid_ns
     holder.stop()
-    run = drtool(case.args, case.env)
+    run = complete_run(case.args, case.env)
     assert run.code == 0, _told(run)[-2000:]
     taken = [e for e in run.events() if e.get("event") == "lock.taken_over"]
     assert len(taken) == 1 and taken[0]["automatic"] is True and taken[0]["previous_holder"]["pid"] == holder.pid
@@ -261,8 +261,8 @@ def test_a_lock_of_an_older_drtool_on_this_host_is_unverifiable(case_for: Callab
            "token": "old"}
     key, bucket = "drtool/locks/snapshots.lock", case.env["DRTOOL_SNAPSHOT_BUCKET"]
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps(old).encode())
-    run = drtool(case.args, case.env | {"DRTOOL_SNAPSHOT_LOCK_STALE_AFTER": str(10 * 365 * 86400)})
+    run = complete_run(case.args, case.env | {"DRTOOL_SNAPSHOT_LOCK_STALE_AFTER": str(10 * 365 * 86400)})
     assert run.code == 11 and "did not record its boot id and PID namespace" in _told(run), _told(run)[-2000:]
     assert json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read()) == old
-    broken = drtool([*case.args, "--break-stale-lock"], case.env)
+    broken = complete_run([*case.args, "--break-stale-lock"], case.env)
     assert broken.code == 0, _told(broken)[-2000:]

@@ -50,21 +50,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
 
 
-@pytest.fixture
-def minio_env(minio_pair: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
-    """drtool's settings for the MinIO pair, by environment (as cron would set them)."""
+def point_at_minio_pair(pair: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    """drtool's settings for a MinIO pair, by environment (as cron would set them); returns the pair. One function
+    for the shared pair (minio_replication_env) and a module's own (test_blind_spots)."""
     for name in ("DRTOOL_S3_ACCESS_KEY", "DRTOOL_S3_SECRET_KEY", "DRTOOL_S3_BUCKET", "DRTOOL_S3_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DRTOOL_REPLICATION_SITES", f"A={minio_pair.a.endpoint},B={minio_pair.b.endpoint}")
-    monkeypatch.setenv("DRTOOL_REPLICATION_ACCESS_KEY", minio_pair.a.access_key)
-    monkeypatch.setenv("DRTOOL_REPLICATION_SECRET_KEY", minio_pair.a.secret_key)
+    monkeypatch.setenv("DRTOOL_REPLICATION_SITES", f"A={pair.a.endpoint},B={pair.b.endpoint}")
+    monkeypatch.setenv("DRTOOL_REPLICATION_ACCESS_KEY", pair.a.access_key)
+    monkeypatch.setenv("DRTOOL_REPLICATION_SECRET_KEY", pair.a.secret_key)
     monkeypatch.setenv("DRTOOL_REPLICATION_SETTLE_SECONDS", "0")
     monkeypatch.chdir(tmp_path)  # no drtool.toml of the repository can leak in
-    return minio_pair
+    return pair
 
 
 @pytest.fixture
-def seaweed_env(seaweed_pair: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+def minio_replication_env(minio_pair: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    """The shared MinIO pair, with drtool's replication settings for it in the environment."""
+    return point_at_minio_pair(minio_pair, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def seaweed_replication_env(seaweed_pair: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    """The SeaweedFS pair, with drtool's replication settings for it in the environment."""
     for name in ("DRTOOL_S3_BUCKET", "DRTOOL_S3_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DRTOOL_REPLICATION_SITES", f"A={seaweed_pair.a.endpoint},B={seaweed_pair.b.endpoint}")

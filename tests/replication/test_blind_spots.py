@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from drtool.ops.replication.read_data import selected
-from tests.replication.conftest import CliRun, all_versions, keys, unique, wait_for
+from tests.replication.conftest import CliRun, all_versions, keys, point_at_minio_pair, unique, wait_for
 from tests.stack.ports import free_ports
 
 
@@ -41,24 +41,25 @@ def _remove_bucket(pair: Any, bucket: str) -> None:
             client.delete_bucket(Bucket=bucket)
 
 
-@pytest.fixture(scope="module")
-def minio_pair(own_minio_pair: Any) -> Any:
+@pytest.fixture
+def own_pair_replication_env(own_minio_pair: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
     """This module takes site B down and then expects a pair-wide verdict: it gets a pair of its own, since other
-    modules' buckets on the shared pair heal at MinIO's pace and would decide that verdict."""
-    return own_minio_pair
+    modules' buckets on the shared pair heal at MinIO's pace and would decide that verdict. Returns that pair, with
+    drtool's replication settings for it in the environment."""
+    return point_at_minio_pair(own_minio_pair, monkeypatch, tmp_path)
 
 
 @pytest.fixture
-def replicated_bucket(minio_env: Any) -> Iterator[tuple[str, Any, Any]]:
+def replicated_bucket(own_pair_replication_env: Any) -> Iterator[tuple[str, Any, Any]]:
     """A bucket made on A and replicated to B (removed from both sites afterwards)."""
     bucket = unique("blind")
-    a, b = minio_env.a.s3_client(), minio_env.b.s3_client()
+    a, b = own_pair_replication_env.a.s3_client(), own_pair_replication_env.b.s3_client()
     a.create_bucket(Bucket=bucket)
     wait_for(lambda: bucket in _bucket_names(b), 60, "the bucket to reach site B")
     try:
         yield bucket, a, b
     finally:
-        _remove_bucket(minio_env, bucket)
+        _remove_bucket(own_pair_replication_env, bucket)
 
 
 def _replicated(b: Any, bucket: str, count: int) -> None:
@@ -67,14 +68,14 @@ def _replicated(b: Any, bucket: str, count: int) -> None:
 
 # --- 1. sampled verify and MinIO's forwarding -----------------------------------------------------------------
 
-def test_sample_is_not_fooled_by_forwarding(drtool: Callable[..., CliRun], minio_env: Any,
+def test_sample_is_not_fooled_by_forwarding(drtool: Callable[..., CliRun], own_pair_replication_env: Any,
                                             replicated_bucket: tuple[str, Any, Any]) -> None:
     bucket, a, b = replicated_bucket
     for i in range(6):
         a.put_object(Bucket=bucket, Key=f"docs/{i}.txt", Body=f"document {i}".encode())
     _replicated(b, bucket, 6)
     # Lose the replica on B's disk: B's listing no longer has it, but a plain HEAD on B is forwarded to A.
-    gone = minio_env.b.data_dir / bucket / "docs" / "3.txt"
+    gone = own_pair_replication_env.b.data_dir / bucket / "docs" / "3.txt"
     assert (gone / "xl.meta").exists()
     for path in sorted(gone.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
@@ -92,7 +93,7 @@ def test_sample_is_not_fooled_by_forwarding(drtool: Callable[..., CliRun], minio
 
     # Without MinIO's proxy header B relays A's answer; the replication status still gives it away: the sample is
     # unsound, no estimate, exit 4 (the ops function is called with a plain client on the real servers).
-    plain = _sample_with(minio_env, bucket, proxy_header=False)
+    plain = _sample_with(own_pair_replication_env, bucket, proxy_header=False)
     assert (plain.sampled, plain.counts.missing, plain.unproven) == (6, 0, 1)
     assert plain.unproven_examples[0]["key"] == "docs/3.txt"
     assert plain.unproven_examples[0]["target_status"] == "COMPLETED" and plain.failed and not plain.sound
@@ -164,17 +165,19 @@ def test_backlog_rules_on_minio_lines() -> None:
     assert [r.site for r in drop_healed_hourly_failures(hourly, {"A"})] == ["B"]
 
 
-def test_backlog_makes_old_failures_critical_and_a_healed_outage_ok(drtool: Callable[..., CliRun], minio_env: Any,
+def test_backlog_makes_old_failures_critical_and_a_healed_outage_ok(drtool: Callable[..., CliRun],
+                                                                    own_pair_replication_env: Any,
                                                                    replicated_bucket: tuple[str, Any, Any]) -> None:
     bucket, a, _ = replicated_bucket
     strict = ("--max-failed-last-hour", "0")
-    minio_env.b.stop()
+    own_pair_replication_env.b.stop()
     try:
         for i in range(50):
             a.put_object(Bucket=bucket, Key=f"outage/{i:02d}.txt", Body=b"written while B was down")
 
         def backlog(*extra: str) -> tuple[CliRun, dict[str, Any]]:
-            run = drtool("replication", "status", "--json", "--site", f"A={minio_env.a.endpoint}", *strict, *extra)
+            run = drtool("replication", "status", "--json", "--site", f"A={own_pair_replication_env.a.endpoint}",
+                         *strict, *extra)
             result = run.event("result")
             mine = [b for b in result["backlog"] if b["bucket"] == bucket and b["site"] == "A"]
             return run, (mine[0] if mine else {})
@@ -193,11 +196,12 @@ def test_backlog_makes_old_failures_critical_and_a_healed_outage_ok(drtool: Call
         assert "backlog_failed_old" not in {r["code"] for r in reasons}
         waiting = [r for r in reasons if r["code"] == "replication_backlog" and r["entity"] == bucket]
         assert [(r["level"], r["site"]) for r in waiting] == [("WARNING", "A")]
-        human = drtool("replication", "status", "--site", f"A={minio_env.a.endpoint}", "--max-failed-age", "3600")
+        human = drtool("replication", "status", "--site", f"A={own_pair_replication_env.a.endpoint}",
+                       "--max-failed-age", "3600")
         assert f"backlog site A bucket {bucket}: 50 failed, 0 pending" in human.out
     finally:
-        if not minio_env.b.running():
-            minio_env.b.start()
+        if not own_pair_replication_env.b.running():
+            own_pair_replication_env.b.start()
 
     # B is back: once MinIO has retried, the backlog is empty and the verdict is OK at once, although MinIO's
     # hourly counter still holds the 50 failures.
@@ -225,7 +229,7 @@ def _part_file(site_dir: Path, bucket: str, key: str) -> Path:
     return part
 
 
-def test_read_data_finds_corruption_that_listing_cannot(drtool: Callable[..., CliRun], minio_env: Any,
+def test_read_data_finds_corruption_that_listing_cannot(drtool: Callable[..., CliRun], own_pair_replication_env: Any,
                                                         replicated_bucket: tuple[str, Any, Any]) -> None:
     bucket, a, b = replicated_bucket
     big = 256 * 1024 + 100  # large enough for a part file (small objects live inside xl.meta)
@@ -239,7 +243,7 @@ def test_read_data_finds_corruption_that_listing_cannot(drtool: Callable[..., Cl
     [summary] = clean.event("result")["buckets"]
     assert summary["read_data"]["read"] == 7 and summary["read_data"]["seed"] == 5
 
-    part = _part_file(minio_env.b.data_dir, bucket, "raw/big-1.bin")
+    part = _part_file(own_pair_replication_env.b.data_dir, bucket, "raw/big-1.bin")
     with open(part, "r+b") as fh:
         fh.seek(100_000)
         original = fh.read(64)
@@ -286,7 +290,7 @@ def test_selection_is_stable_and_proportional() -> None:
 
 # --- 4. deadlines ---------------------------------------------------------------------------------------------
 
-def test_unreachable_target_in_verify_names_the_site(drtool: Callable[..., CliRun], minio_env: Any,
+def test_unreachable_target_in_verify_names_the_site(drtool: Callable[..., CliRun], own_pair_replication_env: Any,
                                                      replicated_bucket: tuple[str, Any, Any]) -> None:
     bucket, _, _ = replicated_bucket
     [port] = free_ports(1)
@@ -296,12 +300,13 @@ def test_unreachable_target_in_verify_names_the_site(drtool: Callable[..., CliRu
     assert "site dr" in res.err and "s3.endpoint" not in res.err, res.err
 
 
-def test_deadline_ends_every_command_while_a_site_is_frozen(drtool: Callable[..., CliRun], minio_env: Any,
+def test_deadline_ends_every_command_while_a_site_is_frozen(drtool: Callable[..., CliRun],
+                                                            own_pair_replication_env: Any,
                                                             replicated_bucket: tuple[str, Any, Any]) -> None:
     bucket, a, b = replicated_bucket
     a.put_object(Bucket=bucket, Key="one.txt", Body=b"one")
     _replicated(b, bucket, 1)
-    pid = minio_env.b._control.process.pid
+    pid = own_pair_replication_env.b._control.process.pid
     assert pid is not None
     deadline = 5.0
     timings: dict[str, float] = {}

@@ -14,10 +14,10 @@ from tests.replication.conftest import CliRun, unique
 from tests.replication.test_verify_probe import _in_sync
 
 
-def test_verify_progress_counts_the_objects_compared(drtool: Callable[..., CliRun], minio_env: Any,
+def test_verify_progress_counts_the_objects_compared(drtool: Callable[..., CliRun], minio_replication_env: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = unique("progress")
-    a = minio_env.a.s3_client()
+    a = minio_replication_env.a.s3_client()
     a.create_bucket(Bucket=bucket)
     for i in range(12):
         a.put_object(Bucket=bucket, Key=f"datasets/d{i % 3}/raw/f{i}", Body=f"file {i}".encode())

@@ -26,17 +26,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_wrong_credentials_exit_12_and_name_the_site(drtool: Callable[..., CliRun], minio_env: Any,
+def test_wrong_credentials_exit_12_and_name_the_site(drtool: Callable[..., CliRun], minio_replication_env: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRTOOL_REPLICATION_SECRET_KEY", "not-the-secret-key")
-    res = drtool("replication", "status", "--site", f"B={minio_env.b.endpoint}")
+    res = drtool("replication", "status", "--site", f"B={minio_replication_env.b.endpoint}")
     assert res.code == 12
     assert "site B (http://127.0.0.1:" in res.err
     assert "access refused (SignatureDoesNotMatch" in res.err and "replication.access_key" in res.err
     assert "Traceback" not in res.err and "not-the-secret-key" not in res.err + res.out
 
 
-def test_unknown_access_key_in_json_mode(drtool: Callable[..., CliRun], minio_env: Any,
+def test_unknown_access_key_in_json_mode(drtool: Callable[..., CliRun], minio_replication_env: Any,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRTOOL_REPLICATION_ACCESS_KEY", "nobody")
     res = drtool("replication", "status", "--json")
@@ -46,7 +46,8 @@ def test_unknown_access_key_in_json_mode(drtool: Callable[..., CliRun], minio_en
     assert "InvalidAccessKeyId" in event["message"]
 
 
-def test_not_minio_is_stated_plainly(drtool: Callable[..., CliRun], seaweed_pair: Any, minio_env: Any) -> None:
+def test_not_minio_is_stated_plainly(drtool: Callable[..., CliRun], seaweed_pair: Any,
+                                     minio_replication_env: Any) -> None:
     res = drtool("replication", "status", "--site", f"S={seaweed_pair.a.endpoint}")
     assert res.code == 2
     assert f"{seaweed_pair.a.endpoint} is not a MinIO server with the admin API" in res.err
@@ -54,8 +55,8 @@ def test_not_minio_is_stated_plainly(drtool: Callable[..., CliRun], seaweed_pair
     assert "Traceback" not in res.err
 
 
-def test_https_to_a_plain_http_port_is_a_tls_error(drtool: Callable[..., CliRun], minio_env: Any) -> None:
-    url = minio_env.a.endpoint.replace("http://", "https://")
+def test_https_to_a_plain_http_port_is_a_tls_error(drtool: Callable[..., CliRun], minio_replication_env: Any) -> None:
+    url = minio_replication_env.a.endpoint.replace("http://", "https://")
     res = drtool("replication", "status", "--site", f"A={url}")
     assert res.code == 1
     assert f"site A ({url})" in res.err and "TLS handshake failed" in res.err
@@ -88,7 +89,7 @@ def self_signed_server(tmp_path: Path) -> Iterator[str]:
     server.server_close()
 
 
-def test_self_signed_certificate_is_refused_with_a_hint(drtool: Callable[..., CliRun], minio_env: Any,
+def test_self_signed_certificate_is_refused_with_a_hint(drtool: Callable[..., CliRun], minio_replication_env: Any,
                                                         self_signed_server: str) -> None:
     res = drtool("replication", "status", "--site", f"X={self_signed_server}")
     assert res.code == 1
@@ -109,9 +110,10 @@ def test_clock_skew_is_diagnosed(minio_pair: Any) -> None:
     assert MinioAdmin("A", site.endpoint, site.access_key, site.secret_key).info()["enabled"] is True
 
 
-def test_a_site_that_is_not_there_is_critical_not_a_crash(drtool: Callable[..., CliRun], minio_env: Any) -> None:
+def test_a_site_that_is_not_there_is_critical_not_a_crash(drtool: Callable[..., CliRun],
+                                                          minio_replication_env: Any) -> None:
     port = _free_port()
-    res = drtool("replication", "status", "--json", "--site", f"A={minio_env.a.endpoint}",
+    res = drtool("replication", "status", "--json", "--site", f"A={minio_replication_env.a.endpoint}",
                  "--site", f"GONE=http://127.0.0.1:{port}", "--max-failed-last-hour", "1000000")
     assert res.code == 4
     result = res.event("result")
@@ -119,7 +121,7 @@ def test_a_site_that_is_not_there_is_critical_not_a_crash(drtool: Callable[..., 
     assert ("site_unreachable", "GONE") in codes
 
 
-def test_expected_sites_threshold(drtool: Callable[..., CliRun], minio_env: Any) -> None:
+def test_expected_sites_threshold(drtool: Callable[..., CliRun], minio_replication_env: Any) -> None:
     res = drtool("replication", "status", "--json", "--expected-sites", "3", "--max-failed-last-hour", "1000000",
                  "--no-bucket-check")
     assert res.code == 4
@@ -128,7 +130,7 @@ def test_expected_sites_threshold(drtool: Callable[..., CliRun], minio_env: Any)
     assert any("expected 3" in r["message"] for r in reasons)
 
 
-def test_bad_site_syntax_is_a_usage_error(drtool: Callable[..., CliRun], minio_env: Any) -> None:
+def test_bad_site_syntax_is_a_usage_error(drtool: Callable[..., CliRun], minio_replication_env: Any) -> None:
     res = drtool("replication", "status", "--site", "no-equals-sign")
     assert res.code == 2 and "expected ALIAS=URL" in res.err
 

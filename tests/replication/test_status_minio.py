@@ -76,16 +76,11 @@ def _step(name: str, pair: Any, env: dict[str, str], workdir: Path, human: bool 
     return step
 
 
+# A pair of this module's own (own_minio_pair): it takes site B down and then expects a pair-wide verdict, and other
+# modules' buckets on the shared pair heal at MinIO's pace and would decide that verdict.
 @pytest.fixture(scope="module")
-def minio_pair(own_minio_pair: Any) -> Any:
-    """This module takes site B down and then expects a pair-wide verdict: it gets a pair of its own, since other
-    modules' buckets on the shared pair heal at MinIO's pace and would decide that verdict."""
-    return own_minio_pair
-
-
-@pytest.fixture(scope="module")
-def scenario(minio_pair: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    pair = minio_pair
+def scenario(own_minio_pair: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    pair = own_minio_pair
     workdir = tmp_path_factory.mktemp("replication-status")
     # Failures during an outage stay in MinIO's "last hour" counter for an hour (a WARNING by default, checked
     # separately below); the steps use a high threshold so that an earlier test's outage cannot leak in. The backlog
@@ -240,7 +235,7 @@ def test_bucket_created_while_a_site_is_down(scenario: Scenario) -> None:
     _assert_agrees_with_mc(step, "A")
 
 
-def test_recovery_reports_what_is_still_missing_then_converges(scenario: Scenario, minio_pair: Any) -> None:
+def test_recovery_reports_what_is_still_missing_then_converges(scenario: Scenario, own_minio_pair: Any) -> None:
     # While B catches up, every run that is not OK says why, and a bucket missing on B is named as such.
     for run in scenario.recovering[:-1]:
         result = run.event("result")
@@ -253,7 +248,7 @@ def test_recovery_reports_what_is_still_missing_then_converges(scenario: Scenari
     for alias in ("A", "B"):
         _assert_agrees_with_mc(step, alias)
         assert scenario.bucket_while_down in step.site(alias)["buckets"]
-    b = minio_pair.b.s3_client()
+    b = own_minio_pair.b.s3_client()
     assert b.get_bucket_versioning(Bucket=scenario.bucket_while_down)["Status"] == "Enabled"
 
 
@@ -327,9 +322,9 @@ def test_verdict_is_online_false_names_the_peer(scenario: Scenario) -> None:
 
 
 
-def test_objects_written_during_the_outage_reach_b_and_verify_says_so(scenario: Scenario, minio_pair: Any) -> None:
+def test_objects_written_during_the_outage_reach_b_and_verify_says_so(scenario: Scenario, own_minio_pair: Any) -> None:
     """Status OK is about links and metadata; verify checks the objects themselves, version by version."""
-    env = minio_settings_env(minio_pair)
+    env = minio_settings_env(own_minio_pair)
     args = ["replication", "verify", "--json", "--bucket", scenario.bucket, "--bucket", scenario.bucket_while_down]
     runs: list[CliRun] = []
 
@@ -356,11 +351,11 @@ def test_objects_written_during_the_outage_reach_b_and_verify_says_so(scenario: 
                     assert example["replication_status"] in allowed, example
 
 
-def test_noncurrent_expiry_rule_is_a_warning(scenario: Scenario, minio_pair: Any) -> None:
+def test_noncurrent_expiry_rule_is_a_warning(scenario: Scenario, own_minio_pair: Any) -> None:
     """A lifecycle rule that expires old versions erases what older snapshots point to: drtool says so."""
-    env = minio_settings_env(minio_pair, DRTOOL_REPLICATION_MAX_FAILED_LAST_HOUR="1000000")
+    env = minio_settings_env(own_minio_pair, DRTOOL_REPLICATION_MAX_FAILED_LAST_HOUR="1000000")
     bucket = unique("lifecycle")
-    a = minio_pair.a.s3_client()
+    a = own_minio_pair.a.s3_client()
     a.create_bucket(Bucket=bucket)
     a.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
         {"ID": "trim-old-versions", "Status": "Enabled", "Filter": {"Prefix": ""},
@@ -375,17 +370,17 @@ def test_noncurrent_expiry_rule_is_a_warning(scenario: Scenario, minio_pair: Any
         a.delete_bucket(Bucket=bucket)
 
 
-def test_replication_summary_for_snapshots(scenario: Scenario, minio_pair: Any,
+def test_replication_summary_for_snapshots(scenario: Scenario, own_minio_pair: Any,
                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """What `drtool snapshot create` records: the verdict and the lag a real canary measured."""
     from drtool.config import load_settings
     from drtool.ops.replication.summary import replication_summary
 
     monkeypatch.chdir(tmp_path)
-    env = minio_settings_env(minio_pair, DRTOOL_REPLICATION_MAX_FAILED_LAST_HOUR="1000000",
+    env = minio_settings_env(own_minio_pair, DRTOOL_REPLICATION_MAX_FAILED_LAST_HOUR="1000000",
                              DRTOOL_S3_BUCKET=scenario.bucket)
     summary = replication_summary(load_settings(environ=env))
     assert summary["verdict"] == "OK" and summary["exit_code"] == 0 and summary["reasons"] == []
     assert summary["sites"] == ["A", "B"] and summary["probe_error"] is None
     assert 0 < summary["lag_seconds"] < 60 and summary["delete_lag_seconds"] is not None
-    assert all_versions(minio_pair.a.s3_client(), scenario.bucket, ".drtool/") == []
+    assert all_versions(own_minio_pair.a.s3_client(), scenario.bucket, ".drtool/") == []

@@ -25,10 +25,10 @@ def _in_sync(drtool: Callable[..., CliRun], *args: str, timeout: float = 90) -> 
 
 
 @pytest.fixture
-def seaweed_bucket(seaweed_env: Any) -> tuple[str, Any, Any]:
+def seaweed_bucket(seaweed_replication_env: Any) -> tuple[str, Any, Any]:
     """A bucket on SeaweedFS A with 40 objects, synced to B."""
     bucket = unique("verify")
-    a, b = seaweed_env.a.s3_client(), seaweed_env.b.s3_client()
+    a, b = seaweed_replication_env.a.s3_client(), seaweed_replication_env.b.s3_client()
     a.create_bucket(Bucket=bucket)
     for i in range(40):
         a.put_object(Bucket=bucket, Key=f"datasets/d{i % 4}/raw/file-{i:03d}.txt", Body=f"file {i}".encode() * (i + 1))
@@ -127,18 +127,19 @@ def test_read_data_on_seaweed_latest_mode(drtool: Callable[..., CliRun],
     assert rd["bytes_read"] == 2 * sum(len(f"file {i}") * (i + 1) for i in range(40))
 
 
-def test_verify_bucket_missing_on_target(drtool: Callable[..., CliRun], seaweed_pair: Any, minio_env: Any) -> None:
+def test_verify_bucket_missing_on_target(drtool: Callable[..., CliRun], seaweed_pair: Any,
+                                         minio_replication_env: Any) -> None:
     """Any two S3 endpoints can be compared (SeaweedFS accepts MinIO's keys); a bucket the target lacks is named."""
     bucket = unique("only-on-seaweed")
     seaweed_pair.a.s3_client().create_bucket(Bucket=bucket)
     res = drtool("replication", "verify", "--source", f"S={seaweed_pair.a.endpoint}",
-                 "--target", f"M={minio_env.a.endpoint}", "--bucket", bucket)
+                 "--target", f"M={minio_replication_env.a.endpoint}", "--bucket", bucket)
     assert res.code == 4 and f"bucket {bucket} is missing on site M" in res.out
 
 
-def test_verify_minio_versions(drtool: Callable[..., CliRun], minio_env: Any) -> None:
+def test_verify_minio_versions(drtool: Callable[..., CliRun], minio_replication_env: Any) -> None:
     bucket = unique("versions")
-    a = minio_env.a.s3_client()
+    a = minio_replication_env.a.s3_client()
     a.create_bucket(Bucket=bucket)
     for i in range(10):
         a.put_object(Bucket=bucket, Key=f"k{i}", Body=f"v1 {i}".encode())
@@ -149,7 +150,7 @@ def test_verify_minio_versions(drtool: Callable[..., CliRun], minio_env: Any) ->
     [summary] = res.event("result")["buckets"]
     assert summary["mode"] == "versions"
     assert summary["source_entries"] == summary["target_entries"] == summary["matched"] == 13
-    assert all_versions(a, bucket) == all_versions(minio_env.b.s3_client(), bucket)  # same version ids
+    assert all_versions(a, bucket) == all_versions(minio_replication_env.b.s3_client(), bucket)  # same version ids
     latest = drtool("replication", "verify", "--json", "--bucket", bucket, "--mode", "latest")
     [summary] = latest.event("result")["buckets"]
     assert latest.code == 0 and summary["mode"] == "latest" and summary["matched"] == 9  # k1 is deleted
@@ -161,10 +162,10 @@ def _no_canary(client: Any, bucket: str) -> bool:
     return all_versions(client, bucket, ".drtool/") == []
 
 
-def test_probe_minio(drtool: Callable[..., CliRun], minio_env: Any, tmp_path: Any) -> None:
+def test_probe_minio(drtool: Callable[..., CliRun], minio_replication_env: Any, tmp_path: Any) -> None:
     bucket = unique("probe")
-    minio_env.a.s3_client().create_bucket(Bucket=bucket)
-    wait_for(lambda: bucket in {x["Name"] for x in minio_env.b.s3_client().list_buckets()["Buckets"]}, 60,
+    minio_replication_env.a.s3_client().create_bucket(Bucket=bucket)
+    wait_for(lambda: bucket in {x["Name"] for x in minio_replication_env.b.s3_client().list_buckets()["Buckets"]}, 60,
              "the bucket on B")
     metrics = tmp_path / "probe.prom"
     res = drtool("replication", "probe", "--bucket", bucket, "--json", "--timeout", "60", "--metrics-file",
@@ -176,7 +177,7 @@ def test_probe_minio(drtool: Callable[..., CliRun], minio_env: Any, tmp_path: An
     probed = parse_metrics(metrics)  # prometheus_client's parser
     assert probed["drtool_replication_probe_last_exit_code"][()] == 0
     assert 0 < probed["drtool_replication_probe_put_lag_seconds"][(("source", "A"), ("target", "B"))] < 60
-    for site in (minio_env.a, minio_env.b):
+    for site in (minio_replication_env.a, minio_replication_env.b):
         client = site.s3_client()
         wait_for(lambda c=client: _no_canary(c, bucket), 30, f"no canary left on {site.alias}")
     # --max-lag as an SLO: any real lag is above 0 s.
@@ -238,17 +239,18 @@ def test_fast_listing_equals_boto3(backend: str, request: pytest.FixtureRequest)
             assert fast == slow and fast
 
 
-def test_probe_with_the_target_down_is_critical_and_cleans_up(drtool: Callable[..., CliRun], minio_env: Any) -> None:
+def test_probe_with_the_target_down_is_critical_and_cleans_up(drtool: Callable[..., CliRun],
+                                                              minio_replication_env: Any) -> None:
     bucket = unique("probe-down")
-    a = minio_env.a.s3_client()
+    a = minio_replication_env.a.s3_client()
     a.create_bucket(Bucket=bucket)
-    wait_for(lambda: bucket in {x["Name"] for x in minio_env.b.s3_client().list_buckets()["Buckets"]}, 60,
+    wait_for(lambda: bucket in {x["Name"] for x in minio_replication_env.b.s3_client().list_buckets()["Buckets"]}, 60,
              "the bucket on B")
-    minio_env.b.stop()
+    minio_replication_env.b.stop()
     try:
         res = drtool("replication", "probe", "--bucket", bucket, "--timeout", "3", "--json")
     finally:
-        minio_env.b.start()
+        minio_replication_env.b.start()
     assert res.code == 4
     event = res.event("result")
     assert event["verdict"] == "CRITICAL" and event["put_lag_seconds"] is None

@@ -6,35 +6,23 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 from tests.helpers.buckets import new_bucket  # noqa: F401  (re-exported for tests/security)
-from tests.helpers.cli import run_process
+from tests.helpers.cli import ProcessRun, run_process
 from tests.stack.minio_sites import MinioSites
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class Run:
-    label: str
-    args: tuple[str, ...]
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float = 0.0
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
-
-
-def drtool(*args: str, env: dict[str, str], cwd: Path, label: str = "", timeout: float = 300) -> Run:
-    """`python -m drtool ARGS` with exactly `env` for its DRTOOL_* settings (nothing inherited from the test)."""
+def run_module(*args: str, env: dict[str, str], cwd: Path, label: str = "", timeout: float = 300) -> ProcessRun:
+    """`python -m drtool ARGS` with exactly `env` for its DRTOOL_* settings (nothing inherited from the test),
+    labelled for the secret scan's report."""
     done = run_process(args, env, cwd=cwd, timeout=timeout)  # every --json run obeys docs/json.md
-    return Run(label or " ".join(args[:2]), tuple(args), done.code, done.stdout, done.stderr, done.seconds)
+    return ProcessRun(done.code, done.stdout, done.stderr, done.seconds, label=label or " ".join(args[:2]),
+                      args=tuple(args))
 
 
 def leak_forms(secret: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.snapshot.conftest import SnapshotEnv, minio_env, new_bucket, new_database  # noqa: F401  (fixtures)
@@ -27,23 +26,10 @@ def encrypted(minio_env: SnapshotEnv, tmp_path: Path) -> tuple[SnapshotEnv, str,
     return minio_env, run.result()["snapshot"], key
 
 
-def _get(e: SnapshotEnv, key: str) -> bytes:
-    return bytes(e.client.get_object(Bucket=e.dest_bucket, Key=key)["Body"].read())
-
-
-def _put(e: SnapshotEnv, key: str, body: bytes) -> None:
-    e.client.put_object(Bucket=e.dest_bucket, Key=key, Body=body)
-
-
-def _database_exists(e: SnapshotEnv, name: str) -> bool:
-    with psycopg.connect(e.pg.admin_dsn) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-
-
 def test_nothing_readable_without_the_identity(encrypted: tuple[SnapshotEnv, str, Path], new_database) -> None:  # noqa: F811
     e, sid, _ = encrypted
     folder = f"drtool/snapshots/{sid}/"
-    dump, manifest = _get(e, folder + "db.dump.age"), _get(e, folder + "manifest.jsonl.zst.age")
+    dump, manifest = e.get_object(folder + "db.dump.age"), e.get_object(folder + "manifest.jsonl.zst.age")
     assert dump.startswith(b"age-encryption.org/v1\n") and manifest.startswith(b"age-encryption.org/v1\n")
     # Neither the dump (pg_dump's PGDMP header, table names, object keys in rows) nor the manifest's keys leak.
     pinned = [k for k in e.files if k.startswith("upload_files/")]
@@ -52,14 +38,14 @@ def test_nothing_readable_without_the_identity(encrypted: tuple[SnapshotEnv, str
         assert not any(k.encode() in body for k in pinned)
     # The clear-text files hold no object key, row or credential either: only ids, sizes, counts and checksums.
     for name in ("meta.json", "SHA256SUMS", "COMMITTED"):
-        body = _get(e, folder + name)
+        body = e.get_object(folder + name)
         assert not any(k.encode() in body for k in pinned), name
         assert e.pg.password.encode() not in body and e.env["DRTOOL_S3_SECRET_KEY"].encode() not in body
 
     target, dbname = new_bucket(e.client), new_database()
     refused = e.run("restore", sid, "--target-db", dbname, "--objects-to", target)
     assert refused.code == 2 and "--identity" in refused.stderr, refused.stderr
-    assert not _database_exists(e, dbname)
+    assert not e.database_exists(dbname)
     deep = e.run("snapshots", "verify", sid, "--deep")
     assert deep.code == 2 and "--identity" in deep.stderr
     pinned_check = e.run("verify", "--snapshot", sid, "--skip-vectors")
@@ -71,9 +57,9 @@ def test_flipped_byte_detected_and_restore_refuses(encrypted: tuple[SnapshotEnv,
                                                    new_database) -> None:  # noqa: F811
     e, sid, key = encrypted
     name = f"drtool/snapshots/{sid}/{artifact}"
-    original = _get(e, name)
+    original = e.get_object(name)
     middle = len(original) // 2
-    _put(e, name, original[:middle] + bytes([original[middle] ^ 0x01]) + original[middle + 1:])
+    e.put_object(name, original[:middle] + bytes([original[middle] ^ 0x01]) + original[middle + 1:])
 
     verify = e.run("snapshots", "verify", sid, "--json")
     assert verify.code == 4, verify.stderr
@@ -85,9 +71,9 @@ def test_flipped_byte_detected_and_restore_refuses(encrypted: tuple[SnapshotEnv,
     if artifact == "manifest.jsonl.zst.age":  # checked before the first copy: not one object written
         assert e.keys(target) == []
     else:  # objects come first (they are the manifest's verified versions); the dump is checked in full before
-        assert not _database_exists(e, dbname)  # the database is even created
+        assert not e.database_exists(dbname)  # the database is even created
 
-    _put(e, name, original)
+    e.put_object(name, original)
     assert e.run("snapshots", "verify", sid, "--deep", "--identity", str(key)).code == 0
 
 
@@ -97,16 +83,16 @@ def test_tampering_that_rewrites_the_checksums_is_caught_by_age(encrypted: tuple
     checksum check passes, but age's authenticated encryption refuses the modified ciphertext."""
     e, sid, key = encrypted
     folder = f"drtool/snapshots/{sid}/"
-    original = _get(e, folder + "db.dump.age")
+    original = e.get_object(folder + "db.dump.age")
     middle = len(original) // 2
     forged = original[:middle] + bytes([original[middle] ^ 0x01]) + original[middle + 1:]
-    _put(e, folder + "db.dump.age", forged)
-    sums = _get(e, folder + "SHA256SUMS").decode()
+    e.put_object(folder + "db.dump.age", forged)
+    sums = e.get_object(folder + "SHA256SUMS").decode()
     sums = sums.replace(hashlib.sha256(original).hexdigest(), hashlib.sha256(forged).hexdigest())
-    _put(e, folder + "SHA256SUMS", sums.encode())
-    committed = json.loads(_get(e, folder + "COMMITTED"))
+    e.put_object(folder + "SHA256SUMS", sums.encode())
+    committed = json.loads(e.get_object(folder + "COMMITTED"))
     committed["sha256sums"] = hashlib.sha256(sums.encode()).hexdigest()
-    _put(e, folder + "COMMITTED", json.dumps(committed, indent=1).encode())
+    e.put_object(folder + "COMMITTED", json.dumps(committed, indent=1).encode())
 
     assert e.run("snapshots", "verify", sid).code == 0  # the forgery is consistent at checksum level
     deep = e.run("snapshots", "verify", sid, "--deep", "--identity", str(key))
@@ -117,5 +103,5 @@ def test_tampering_that_rewrites_the_checksums_is_caught_by_age(encrypted: tuple
     restore = e.run("restore", sid, "--target-db", dbname, "--objects-to", target, "--identity", str(key))
     assert restore.code == 4, restore.stderr
     assert "db.dump.age: decryption failed" in restore.stderr and "modified or truncated" in restore.stderr
-    assert not _database_exists(e, dbname)
+    assert not e.database_exists(dbname)
     assert "Traceback" not in deep.stderr + restore.stderr

@@ -15,11 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from drtool.core.iam import parse_policy_blocks, render
 from tests.rebuild.conftest import make_chunks
-from tests.security.conftest import REPO, Run, add_minio_user, drtool, new_bucket
+from tests.security.conftest import REPO, ProcessRun, add_minio_user, new_bucket, run_module
 from tests.snapshot.conftest import fill_source
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
@@ -47,7 +45,7 @@ def removals(policy: dict[str, Any]) -> list[tuple[int, str]]:
     return [(i, action) for i, st in enumerate(policy["Statement"]) for action in st["Action"]]
 
 
-def check_policy(sites: MinioSites, name: str, attempt: Callable[[dict[str, Any], str, str], Run],
+def check_policy(sites: MinioSites, name: str, attempt: Callable[[dict[str, Any], str, str], ProcessRun],
                  works: frozenset[int] = frozenset({0}), parallel: int = 3) -> None:
     """`attempt(with_policy)` runs the command in a fresh scenario (its own buckets and user) and returns the run;
     scenarios that share nothing run `parallel` at a time."""
@@ -77,8 +75,8 @@ def check_policy(sites: MinioSites, name: str, attempt: Callable[[dict[str, Any]
     assert not problems, "\n\n".join(problems)
 
 
-def attempt_with(sites: MinioSites, template: str, attempt: Callable[..., Run],
-                 removal: tuple[int, str] | None) -> Run:
+def attempt_with(sites: MinioSites, template: str, attempt: Callable[..., ProcessRun],
+                 removal: tuple[int, str] | None) -> ProcessRun:
     def with_policy(**buckets: str) -> tuple[str, str]:
         policy = render(template, **buckets)
         if removal is not None:
@@ -102,11 +100,9 @@ def _creds(access: str, secret: str) -> dict[str, str]:
     return {"DRTOOL_S3_ACCESS_KEY": access, "DRTOOL_S3_SECRET_KEY": secret}
 
 
-@pytest.fixture(scope="module")
-def minio_pair(own_minio_pair: MinioSites) -> MinioSites:
-    """A pair of this module's own: replication status's verdict covers every bucket of the pair, and buckets
-    other modules made around a site restart (one missing on a site for a while) would decide it, not the policy."""
-    return own_minio_pair
+# The tests below run on a pair of this module's own (own_minio_pair): replication status's verdict covers every
+# bucket of the pair, and buckets other modules made around a site restart (one missing on a site for a while)
+# would decide it, not the policy.
 
 
 def test_documented_policies_are_complete() -> None:
@@ -114,38 +110,39 @@ def test_documented_policies_are_complete() -> None:
             "export-chunks", "snapshots-verify"} <= set(doc_policies())
 
 
-def test_snapshot_create(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path) -> None:
-    client = minio_pair.a.s3_client()
+def test_snapshot_create(own_minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
+                         tmp_path: Path) -> None:
+    client = own_minio_pair.a.s3_client()
     source = new_bucket(client, "iamsrc")
     fill_source(client, source, dify_db)
-    env = _base_env(minio_pair, pg, dify_db)
+    env = _base_env(own_minio_pair, pg, dify_db)
 
-    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> ProcessRun:
         dest = new_bucket(client, "iamdst")
         access, secret = with_policy(SOURCE_BUCKET=source, SNAPSHOT_BUCKET=dest)
-        return drtool("snapshot", "create", env=dict(env, DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest,
+        return run_module("snapshot", "create", env=dict(env, DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest,
                                                      **_creds(access, secret)), cwd=tmp_path)
 
-    check_policy(minio_pair, "snapshot-create", attempt)
+    check_policy(own_minio_pair, "snapshot-create", attempt)
 
 
-def test_snapshot_create_object_lock(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
+def test_snapshot_create_object_lock(own_minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
                                      tmp_path: Path) -> None:
     """`--retain-until` into a bucket created with Object Lock: the lock configuration is read, retention put."""
-    client = minio_pair.a.s3_client()
+    client = own_minio_pair.a.s3_client()
     source = new_bucket(client, "iamsrc")
     fill_source(client, source, dify_db)
-    env = _base_env(minio_pair, pg, dify_db)
+    env = _base_env(own_minio_pair, pg, dify_db)
 
-    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> ProcessRun:
         dest = f"iamlock-{uuid.uuid4().hex[:10]}"
         client.create_bucket(Bucket=dest, ObjectLockEnabledForBucket=True)
         access, secret = with_policy(SOURCE_BUCKET=source, SNAPSHOT_BUCKET=dest)
-        return drtool("snapshot", "create", "--retain-until", "1d",
+        return run_module("snapshot", "create", "--retain-until", "1d",
                       env=dict(env, DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest, **_creds(access, secret)),
                       cwd=tmp_path)
 
-    check_policy(minio_pair, "snapshot-create-object-lock", attempt)
+    check_policy(own_minio_pair, "snapshot-create-object-lock", attempt)
 
 
 def _root_env(sites: MinioSites) -> dict[str, str]:
@@ -166,78 +163,78 @@ def _snapshot_made(sites: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
     source, dest = new_bucket(client, "iamsrc"), new_bucket(client, "iamdst")
     fill_source(client, source, dify_db)
     env = dict(_base_env(sites, pg, dify_db), DRTOOL_S3_BUCKET=source, DRTOOL_SNAPSHOT_BUCKET=dest)
-    made = drtool("snapshot", "create", env=dict(env, **_root_env(sites)), cwd=tmp_path)
+    made = run_module("snapshot", "create", env=dict(env, **_root_env(sites)), cwd=tmp_path)
     assert made.code == 0, made.stderr
     return client, source, dest, env
 
 
-def test_restore(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path,
+def test_restore(own_minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path,
                  new_database: Callable[[], str]) -> None:
-    client, source, dest, env = _snapshot_made(minio_pair, pg, dify_db, tmp_path)
+    client, source, dest, env = _snapshot_made(own_minio_pair, pg, dify_db, tmp_path)
 
-    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> ProcessRun:
         target = new_bucket(client, "iamtgt")
         access, secret = with_policy(SOURCE_BUCKET=source, SNAPSHOT_BUCKET=dest, TARGET_BUCKET=target)
         user_env = dict(env, **_creds(access, secret))
-        run = drtool("restore", "latest", "--target-db", new_database(), "--objects-to", target, env=user_env,
+        run = run_module("restore", "latest", "--target-db", new_database(), "--objects-to", target, env=user_env,
                      cwd=tmp_path)
         if run.code == 0:  # what a re-run and an audit do: HEAD what is already in the target
-            run = drtool("restore", "latest", "--objects-to", target, "--verify-only", env=user_env, cwd=tmp_path)
+            run = run_module("restore", "latest", "--objects-to", target, "--verify-only", env=user_env, cwd=tmp_path)
         _drop_locks(client, dest)  # a run refused before it could release its lock leaves it behind
         return run
 
-    check_policy(minio_pair, "restore", attempt, parallel=1)  # the runs share the snapshot bucket's lock
+    check_policy(own_minio_pair, "restore", attempt, parallel=1)  # the runs share the snapshot bucket's lock
 
 
-def test_snapshots_verify(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
+def test_snapshots_verify(own_minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
                           tmp_path: Path) -> None:
-    _, _, dest, env = _snapshot_made(minio_pair, pg, dify_db, tmp_path)
+    _, _, dest, env = _snapshot_made(own_minio_pair, pg, dify_db, tmp_path)
 
-    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> ProcessRun:
         access, secret = with_policy(SNAPSHOT_BUCKET=dest)
-        return drtool("snapshots", "verify", "--latest", env=dict(env, **_creds(access, secret)), cwd=tmp_path)
+        return run_module("snapshots", "verify", "--latest", env=dict(env, **_creds(access, secret)), cwd=tmp_path)
 
-    check_policy(minio_pair, "snapshots-verify", attempt)
+    check_policy(own_minio_pair, "snapshots-verify", attempt)
 
 
-def test_export_chunks(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path) -> None:
-    client = minio_pair.a.s3_client()
-    env = _base_env(minio_pair, pg, dify_db)
+def test_export_chunks(own_minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tmp_path: Path) -> None:
+    client = own_minio_pair.a.s3_client()
+    env = _base_env(own_minio_pair, pg, dify_db)
 
-    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> ProcessRun:
         bucket = new_bucket(client, "iamexp", versioned=False)
         access, secret = with_policy(SOURCE_BUCKET=bucket)
         user_env = dict(env, DRTOOL_S3_BUCKET=bucket, **_creds(access, secret))
-        run = drtool("export-chunks", "--all", env=user_env, cwd=tmp_path)
+        run = run_module("export-chunks", "--all", env=user_env, cwd=tmp_path)
         if run.code == 0:  # the nightly re-run: read the stored files, replace .jsonl by .jsonl.gz
-            run = drtool("export-chunks", "--all", "--compression", "gzip", env=user_env, cwd=tmp_path)
+            run = run_module("export-chunks", "--all", "--compression", "gzip", env=user_env, cwd=tmp_path)
         return run
 
-    check_policy(minio_pair, "export-chunks", attempt)
+    check_policy(own_minio_pair, "export-chunks", attempt)
 
 
-def test_rebuild_index(minio_pair: MinioSites, embedding_server: Any, tmp_path: Path) -> None:
-    client = minio_pair.a.s3_client()
+def test_rebuild_index(own_minio_pair: MinioSites, embedding_server: Any, tmp_path: Path) -> None:
+    client = own_minio_pair.a.s3_client()
     dataset = str(uuid.uuid4())
     body = b"".join(json.dumps(c).encode() + b"\n" for c in make_chunks(dataset, 12))
-    env = dict(_base_env(minio_pair, None, None), DRTOOL_VECTOR_STORE="milvus", DRTOOL_EMBEDDING_PROVIDER="openai",
+    env = dict(_base_env(own_minio_pair, None, None), DRTOOL_VECTOR_STORE="milvus", DRTOOL_EMBEDDING_PROVIDER="openai",
                DRTOOL_EMBEDDING_BASE_URL=embedding_server.base_url, DRTOOL_EMBEDDING_API_KEY=embedding_server.api_key,
                DRTOOL_EMBEDDING_MODEL=embedding_server.model_name,
                DRTOOL_EMBEDDING_DIMENSIONS=str(embedding_server.dimensions), DRTOOL_REBUILD_SAMPLE="5")
 
-    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> ProcessRun:
         bucket = new_bucket(client, "iamreb", versioned=False)
         client.put_object(Bucket=bucket, Key=f"datasets/{dataset}/processed/chunks.jsonl", Body=body)
         access, secret = with_policy(SOURCE_BUCKET=bucket)
         milvus = tmp_path / f"{bucket}.db"
-        return drtool("rebuild-index", "--dataset", dataset,
+        return run_module("rebuild-index", "--dataset", dataset,
                       env=dict(env, DRTOOL_S3_BUCKET=bucket, DRTOOL_MILVUS_URI=str(milvus), **_creds(access, secret)),
                       cwd=tmp_path)
 
-    check_policy(minio_pair, "rebuild-index", attempt)
+    check_policy(own_minio_pair, "rebuild-index", attempt)
 
 
-def test_replication_status(minio_pair: MinioSites, tmp_path: Path) -> None:
+def test_replication_status(own_minio_pair: MinioSites, tmp_path: Path) -> None:
     """Both sites are asked; the user and policy made on site A reach site B through site replication.
 
     A replicated bucket of its own: the per-bucket checks (lifecycle, backlog) only run when a bucket exists, so
@@ -247,24 +244,24 @@ def test_replication_status(minio_pair: MinioSites, tmp_path: Path) -> None:
     import uuid
 
     bucket = f"lp-repl-{uuid.uuid4().hex[:8]}"
-    minio_pair.a.s3_client().create_bucket(Bucket=bucket)
+    own_minio_pair.a.s3_client().create_bucket(Bucket=bucket)
     # Old failed versions other modules' outages left on the shared pair would be CRITICAL: this test is about the
     # policy, so they may only warn (a year of max_failed_age).
-    env = {"DRTOOL_REPLICATION_SITES": f"A={minio_pair.a.endpoint},B={minio_pair.b.endpoint}",
+    env = {"DRTOOL_REPLICATION_SITES": f"A={own_minio_pair.a.endpoint},B={own_minio_pair.b.endpoint}",
            "DRTOOL_S3_MAX_ATTEMPTS": "2", "DRTOOL_REPLICATION_MAX_FAILED_AGE": "31536000"}
 
-    def attempt(with_policy: Callable[..., tuple[str, str]]) -> Run:
+    def attempt(with_policy: Callable[..., tuple[str, str]]) -> ProcessRun:
         access, secret = with_policy()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # wait until site B knows the user (IAM is replicated)
-            info = minio_pair.mc("admin", "user", "info", "B", access, "--json", check=False)
+            info = own_minio_pair.mc("admin", "user", "info", "B", access, "--json", check=False)
             if info.returncode == 0 and '"policyName"' in info.stdout:
                 break
             time.sleep(0.5)
-        return drtool("replication", "status", env=dict(env, DRTOOL_REPLICATION_ACCESS_KEY=access,
+        return run_module("replication", "status", env=dict(env, DRTOOL_REPLICATION_ACCESS_KEY=access,
                                                         DRTOOL_REPLICATION_SECRET_KEY=secret), cwd=tmp_path)
 
     try:
-        check_policy(minio_pair, "replication-status", attempt, works=frozenset({0, 3}))
+        check_policy(own_minio_pair, "replication-status", attempt, works=frozenset({0, 3}))
     finally:
-        minio_pair.a.s3_client().delete_bucket(Bucket=bucket)
+        own_minio_pair.a.s3_client().delete_bucket(Bucket=bucket)

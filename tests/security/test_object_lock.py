@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 
 from drtool.core import manifest as mf
-from tests.security.conftest import Run, add_minio_user, drtool, new_bucket
+from tests.security.conftest import ProcessRun, add_minio_user, new_bucket, run_module
 from tests.security.test_least_privilege import doc_policies, render
 from tests.snapshot.conftest import fill_source
 from tests.stack.dify_db import DifyDatabase
@@ -33,8 +33,8 @@ class Locked:
     root_env: dict[str, str]
     cwd: Path
 
-    def run(self, *args: str, root: bool = False, **extra: str) -> Run:
-        return drtool(*args, env=dict(self.root_env if root else self.env, **extra), cwd=self.cwd)
+    def run(self, *args: str, root: bool = False, **extra: str) -> ProcessRun:
+        return run_module(*args, env=dict(self.root_env if root else self.env, **extra), cwd=self.cwd)
 
     def versions(self, prefix: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -43,8 +43,8 @@ class Locked:
         return out
 
 
-def _env(sites: MinioSites, pg: PostgresServer, db: DifyDatabase, source: str, dest: str,
-         access: str, secret: str) -> dict[str, str]:
+def _object_lock_env(sites: MinioSites, pg: PostgresServer, db: DifyDatabase, source: str, dest: str,
+                     access: str, secret: str) -> dict[str, str]:
     return {"DRTOOL_S3_ENDPOINT": sites.a.endpoint, "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_S3_MAX_ATTEMPTS": "2",
             "DRTOOL_S3_BUCKET": source, "DRTOOL_SNAPSHOT_BUCKET": dest, "DRTOOL_S3_ACCESS_KEY": access,
             "DRTOOL_S3_SECRET_KEY": secret, "DRTOOL_SNAPSHOT_PG_BIN_DIR": str(pg.bin_dir),
@@ -64,8 +64,8 @@ def locked(minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase, tm
     access, secret = add_minio_user(minio_pair, policy)
     writer = path_style_client(minio_pair.a.endpoint, access, secret)
     return Locked(root=root, writer=writer, source=source, dest=dest,
-                  env=_env(minio_pair, pg, dify_db, source, dest, access, secret),
-                  root_env=_env(minio_pair, pg, dify_db, source, dest, minio_pair.a.access_key,
+                  env=_object_lock_env(minio_pair, pg, dify_db, source, dest, access, secret),
+                  root_env=_object_lock_env(minio_pair, pg, dify_db, source, dest, minio_pair.a.access_key,
                                 minio_pair.a.secret_key), cwd=tmp_path)
 
 
@@ -78,7 +78,7 @@ def _retention(client: Any, bucket: str, key: str, version: str) -> dict[str, An
         raise
 
 
-def _create(lk: Locked, *args: str, root: bool = False) -> dict[str, Any]:
+def _create_locked(lk: Locked, *args: str, root: bool = False) -> dict[str, Any]:
     run = lk.run("snapshot", "create", "--json", *args, root=root)
     assert run.code == 0, run.stderr
     return run.events()[-1]
@@ -87,7 +87,7 @@ def _create(lk: Locked, *args: str, root: bool = False) -> dict[str, Any]:
 def test_every_artifact_is_locked_and_survives_its_writer(locked: Locked) -> None:
     lk = locked
     before = datetime.now(UTC)
-    result = _create(lk, "--retain-until", "1d")
+    result = _create_locked(lk, "--retain-until", "1d")
     sid = result["snapshot"]
     assert result["retention"]["mode"] == "COMPLIANCE"
     until = datetime.fromisoformat(result["retention"]["retain_until"])
@@ -133,9 +133,9 @@ def test_every_artifact_is_locked_and_survives_its_writer(locked: Locked) -> Non
 
 def test_prune_keeps_a_locked_snapshot_whole(locked: Locked) -> None:
     lk = locked
-    locked_sid = _create(lk, "--retain-until", "1d")["snapshot"]
-    plain_sid = _create(lk)["snapshot"]  # no retention: prune may delete it
-    newest = _create(lk)["snapshot"]
+    locked_sid = _create_locked(lk, "--retain-until", "1d")["snapshot"]
+    plain_sid = _create_locked(lk)["snapshot"]  # no retention: prune may delete it
+    newest = _create_locked(lk)["snapshot"]
     folder = f"drtool/snapshots/{locked_sid}/"
     kept_versions = sorted((v["Key"], v["VersionId"]) for v in lk.versions(folder))
     args = ("snapshots", "prune", "--keep-last", "1", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly",
@@ -174,14 +174,14 @@ def test_retention_refused_on_a_bucket_without_object_lock(minio_pair: MinioSite
     root = minio_pair.a.s3_client()
     source, dest = new_bucket(root, "olsrc"), new_bucket(root, "olnolock")
     fill_source(root, source, dify_db)
-    env = _env(minio_pair, pg, dify_db, source, dest, minio_pair.a.access_key, minio_pair.a.secret_key)
+    env = _object_lock_env(minio_pair, pg, dify_db, source, dest, minio_pair.a.access_key, minio_pair.a.secret_key)
     for args, extra in ((("--retain-until", "1d"), {}), ((), {"DRTOOL_SNAPSHOT_OBJECT_LOCK_DAYS": "1"})):
-        run = drtool("snapshot", "create", *args, env=dict(env, **extra), cwd=tmp_path)
+        run = run_module("snapshot", "create", *args, env=dict(env, **extra), cwd=tmp_path)
         assert run.code == 2, run.stderr
         assert "does not have Object Lock enabled" in run.stderr and "mc mb --with-lock" in run.stderr
         listing = root.list_object_versions(Bucket=dest)
         assert not listing.get("Versions") and not listing.get("DeleteMarkers")  # nothing written, not even a lock
-    bad = drtool("snapshot", "create", "--retain-until", "2001-01-01", env=env, cwd=tmp_path)
+    bad = run_module("snapshot", "create", "--retain-until", "2001-01-01", env=env, cwd=tmp_path)
     assert bad.code == 2 and "not in the future" in bad.stderr
 
 

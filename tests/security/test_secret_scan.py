@@ -5,7 +5,6 @@ in stdout, stderr (logs, JSON events, tracebacks with -vv), metrics files, or an
 from __future__ import annotations
 
 import gzip
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +18,13 @@ import pytest
 import zstandard
 from psycopg import sql
 
-from tests.security.conftest import Run, add_minio_user, drtool, find_leaks, leak_forms, new_bucket
+from tests.security.conftest import ProcessRun, add_minio_user, find_leaks, leak_forms, new_bucket, run_module
 from tests.snapshot.conftest import fill_source
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.embedding_server import EmbeddingServer
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
+from tests.stack.ports import free_port
 
 # Distinctive values with URL metacharacters, so an unescaped or escaped echo is both found.
 S3_SECRET = "S3sec+Kq9/Zm4vLw2Xy7Rt5Pn3"
@@ -42,12 +42,6 @@ REDIS_RAW_PASSWORD = "RDraw/Gk4@Mz7#Pq1"
 SITE_KEY = "SiteAK-Bq7Xr2Lm9"
 SITE_SECRET = "SiteSK/Jw4@Nd8#Fz6"
 REPL_SECRET = "ReplSK-Tq3Vz8Hk5Yw"
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -131,7 +125,7 @@ def test_no_secret_in_any_output_or_artifact(minio_pair: MinioSites, pg: Postgre
     client = site.s3_client()
     source, dest = new_bucket(client, "secsrc"), new_bucket(client, "secdst")
     fill_source(client, source, dify_db)
-    closed = _closed_port()
+    closed = free_port()
     env = {
         "DRTOOL_S3_ENDPOINT": site.endpoint, "DRTOOL_S3_ACCESS_KEY": user, "DRTOOL_S3_SECRET_KEY": S3_SECRET,
         "DRTOOL_S3_BUCKET": source, "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_SNAPSHOT_BUCKET": dest,
@@ -147,10 +141,10 @@ def test_no_secret_in_any_output_or_artifact(minio_pair: MinioSites, pg: Postgre
         # Retries are not under test here: one try keeps the unreachable cases quick.
         "DRTOOL_S3_MAX_ATTEMPTS": "1", "DRTOOL_EMBEDDING_MAX_ATTEMPTS": "1", "DRTOOL_POSTGRES_CONNECT_TIMEOUT": "5",
     }
-    runs: list[tuple[Run, set[int]]] = []
+    runs: list[tuple[ProcessRun, set[int]]] = []
 
-    def run(*args: str, expect: set[int], label: str = "", **overrides: str) -> Run:
-        result = drtool(*args, env=dict(env, **overrides), cwd=work, label=label, timeout=400)
+    def run(*args: str, expect: set[int], label: str = "", **overrides: str) -> ProcessRun:
+        result = run_module(*args, env=dict(env, **overrides), cwd=work, label=label, timeout=400)
         runs.append((result, expect))
         return result
 
@@ -212,10 +206,10 @@ def test_no_secret_in_any_output_or_artifact(minio_pair: MinioSites, pg: Postgre
     # --- failure modes: refused credentials, unreachable systems, in human, -vv and --json output --------------
     # Two lanes run side by side (a minute less of CI): the first lane's runs can neither take nor meet a lock (a
     # refused S3 key fails on its first request; status, check and show take none); the second keeps its order.
-    lockless: list[Callable[[], Run]] = []
-    ordered: list[Callable[[], Run]] = []
+    lockless: list[Callable[[], ProcessRun]] = []
+    ordered: list[Callable[[], ProcessRun]] = []
 
-    def later(lane: list[Callable[[], Run]], *args: str, expect: set[int], label: str = "",
+    def later(lane: list[Callable[[], ProcessRun]], *args: str, expect: set[int], label: str = "",
               **overrides: str) -> None:
         lane.append(lambda: run(*args, expect=expect, label=label, **overrides))
 

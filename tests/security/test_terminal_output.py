@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.export.helpers import drtool_env, new_bucket
+from tests.export.helpers import drtool_env, new_bucket_on
 from tests.helpers.cli import clean_env
-from tests.security.conftest import Run, drtool
+from tests.security.conftest import ProcessRun, run_module
 
 # Written out here rather than imported from drtool.core.terminal: the test must not trust the code it checks.
 # C0 but LF and TAB, DEL, C1, bidi marks, embeddings, overrides and isolates, zero-width, line separators.
@@ -96,7 +96,7 @@ def raw_controls_besides_the_bar(screen: str) -> list[str]:
 def _hostile_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any) -> tuple[dict[str, str], Any]:
     """A seeded Dify database whose files are all in the bucket, plus one upload_files row per hostile key."""
     db = dify_db_factory()
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     for key, data in db.seed.files.items():
         bucket.client.put_object(Bucket=bucket.name, Key=key, Body=data)
     with db.connect() as conn:
@@ -112,7 +112,7 @@ def test_verify_shows_hostile_keys_escaped_and_reports_them_as_breaks(
         pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, tmp_path: Path) -> None:
     env, _db = _hostile_world(pg, dify_db_factory, minio_pair)
 
-    cron = drtool("verify", "--skip-vectors", env=env, cwd=tmp_path)  # stdout and stderr are pipes
+    cron = run_module("verify", "--skip-vectors", env=env, cwd=tmp_path)  # stdout and stderr are pipes
     assert cron.code == 4, cron.stderr  # a break, not an error: the refused key did not stop the run
     assert raw_controls(cron.stdout) == [] and raw_controls(cron.stderr) == []
     assert "missing_object (5)" in cron.stdout
@@ -134,7 +134,7 @@ def test_verify_shows_hostile_keys_escaped_and_reports_them_as_breaks(
 def test_verify_json_keeps_the_exact_hostile_keys(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any,
                                                   tmp_path: Path) -> None:
     env, _db = _hostile_world(pg, dify_db_factory, minio_pair)
-    run = drtool("--json", "verify", "--skip-vectors", env=env, cwd=tmp_path)
+    run = run_module("--json", "verify", "--skip-vectors", env=env, cwd=tmp_path)
     assert run.code == 4, run.stderr
     assert run.stdout.isascii() and run.stderr.isascii()  # controls, bidi and all non-ASCII as \uNNNN
     summary = next(e for e in run.events() if e.get("event") == "result")
@@ -155,7 +155,7 @@ HOST = "elsewhere\x1b[8m-concealed\x1b]8;;http://evil.example/\x1b\\"
 def test_a_hostile_lock_holder_reaches_the_terminal_escaped(pg: Any, dify_db_factory: Callable[..., Any],
                                                             minio_pair: Any, tmp_path: Path) -> None:
     db = dify_db_factory(seed=False)
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     lock = {"holder": HOLDER, "host": HOST, "pid": 4242, "started_at": datetime.now(UTC).isoformat(),
             "token": uuid.uuid4().hex}
     bucket.client.put_object(Bucket=bucket.name, Key="drtool/locks/export-chunks.lock", Body=json.dumps(lock))
@@ -168,7 +168,7 @@ def test_a_hostile_lock_holder_reaches_the_terminal_escaped(pg: Any, dify_db_fac
     assert "elsewhere\\x1b[8m-concealed\\x1b]8;;http://evil.example/\\x1b\\" in screen
     assert not [line for line in screen.splitlines() if line.startswith("error: fake")]
 
-    cron: Run = drtool("--json", "export-chunks", "--all", env=env, cwd=tmp_path)
+    cron: ProcessRun = run_module("--json", "export-chunks", "--all", env=env, cwd=tmp_path)
     assert cron.code == 11
     assert cron.stdout.isascii() and cron.stderr.isascii()
     error = next(e for e in cron.events() if e.get("event") == "result")

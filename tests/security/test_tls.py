@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.security.conftest import drtool
+from tests.security.conftest import run_module
 from tests.stack.minio_sites import start_tls_minio
 from tests.stack.ports import free_ports
 
@@ -73,12 +73,12 @@ def tls_minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsMinio]:
         proc.stop()
 
 
-def _env(m: TlsMinio, **extra: str) -> dict[str, str]:
+def _s3_env(m: TlsMinio, **extra: str) -> dict[str, str]:
     return {"DRTOOL_S3_ENDPOINT": m.endpoint, "DRTOOL_S3_ACCESS_KEY": ACCESS, "DRTOOL_S3_SECRET_KEY": SECRET,
             "DRTOOL_S3_BUCKET": m.bucket, "DRTOOL_S3_ADDRESS_STYLE": "path", "DRTOOL_S3_MAX_ATTEMPTS": "1", **extra}
 
 
-def _assert_refused(err: str) -> None:
+def _assert_tls_refused(err: str) -> None:
     assert "TLS certificate verification failed" in err and "CERTIFICATE_VERIFY_FAILED" in err, err
     assert "--ca-bundle" in err and "DRTOOL_S3_CA_BUNDLE" in err, err
     assert "Traceback" not in err
@@ -86,59 +86,59 @@ def _assert_refused(err: str) -> None:
 
 def test_s3_data_path_verifies_by_default(tls_minio: TlsMinio, tmp_path: Path) -> None:
     m = tls_minio
-    refused = drtool("snapshots", "list", env=_env(m), cwd=tmp_path)
+    refused = run_module("snapshots", "list", env=_s3_env(m), cwd=tmp_path)
     assert refused.code == 1, refused.stderr
-    _assert_refused(refused.stderr)
+    _assert_tls_refused(refused.stderr)
     assert m.endpoint in refused.stderr  # names the system
     assert "verification is OFF" not in refused.stderr
 
-    wrong_ca = drtool("snapshots", "list", "--ca-bundle", str(m.other_ca), env=_env(m), cwd=tmp_path)
+    wrong_ca = run_module("snapshots", "list", "--ca-bundle", str(m.other_ca), env=_s3_env(m), cwd=tmp_path)
     assert wrong_ca.code == 1
-    _assert_refused(wrong_ca.stderr)
+    _assert_tls_refused(wrong_ca.stderr)
 
 
 def test_s3_data_path_accepts_the_ca_bundle(tls_minio: TlsMinio, tmp_path: Path) -> None:
     m = tls_minio
-    by_env = drtool("snapshots", "list", "--json", env=_env(m, DRTOOL_S3_CA_BUNDLE=str(m.ca)), cwd=tmp_path)
+    by_env = run_module("snapshots", "list", "--json", env=_s3_env(m, DRTOOL_S3_CA_BUNDLE=str(m.ca)), cwd=tmp_path)
     assert by_env.code == 0, by_env.stderr
     assert by_env.events()[-1]["snapshots"] == []
-    by_flag = drtool("--ca-bundle", str(m.ca), "snapshots", "list", env=_env(m), cwd=tmp_path)
+    by_flag = run_module("--ca-bundle", str(m.ca), "snapshots", "list", env=_s3_env(m), cwd=tmp_path)
     assert by_flag.code == 0, by_flag.stderr
-    after = drtool("snapshots", "list", "--ca-bundle", str(m.ca), env=_env(m), cwd=tmp_path)
+    after = run_module("snapshots", "list", "--ca-bundle", str(m.ca), env=_s3_env(m), cwd=tmp_path)
     assert after.code == 0, after.stderr
     assert "verification is OFF" not in by_env.stderr + by_flag.stderr + after.stderr
     # The data path for real: export-chunks needs Postgres, so a snapshot-free write+read through `snapshots gc`.
-    gc = drtool("snapshots", "gc", "--json", env=_env(m, DRTOOL_S3_CA_BUNDLE=str(m.ca)), cwd=tmp_path)
+    gc = run_module("snapshots", "gc", "--json", env=_s3_env(m, DRTOOL_S3_CA_BUNDLE=str(m.ca)), cwd=tmp_path)
     assert gc.code == 0, gc.stderr
 
 
 def test_s3_verification_off_needs_the_flag_and_warns(tls_minio: TlsMinio, tmp_path: Path) -> None:
     m = tls_minio
-    off = drtool("snapshots", "list", "--no-verify-tls", env=_env(m), cwd=tmp_path)
+    off = run_module("snapshots", "list", "--no-verify-tls", env=_s3_env(m), cwd=tmp_path)
     assert off.code == 0, off.stderr
     assert "TLS certificate verification is OFF" in off.stderr and m.endpoint in off.stderr
-    by_setting = drtool("snapshots", "list", env=_env(m, DRTOOL_S3_VERIFY_TLS="false"), cwd=tmp_path)
+    by_setting = run_module("snapshots", "list", env=_s3_env(m, DRTOOL_S3_VERIFY_TLS="false"), cwd=tmp_path)
     assert by_setting.code == 0 and "TLS certificate verification is OFF" in by_setting.stderr
 
 
 def test_admin_api_verifies_by_default(tls_minio: TlsMinio, tmp_path: Path) -> None:
     m = tls_minio
     site = f"T={m.endpoint}"
-    env = _env(m, DRTOOL_REPLICATION_SITES=site)
-    refused = drtool("replication", "status", "--no-bucket-check", env=env, cwd=tmp_path)
+    env = _s3_env(m, DRTOOL_REPLICATION_SITES=site)
+    refused = run_module("replication", "status", "--no-bucket-check", env=env, cwd=tmp_path)
     assert refused.code == 1, refused.stderr
-    _assert_refused(refused.stderr)
+    _assert_tls_refused(refused.stderr)
     assert f"site T ({m.endpoint})" in refused.stderr
 
     # Trusted: the server is reached and answers; a lone MinIO without site replication is CRITICAL (exit 4).
-    trusted = drtool("replication", "status", "--no-bucket-check", "--json", "--ca-bundle", str(m.ca), env=env,
+    trusted = run_module("replication", "status", "--no-bucket-check", "--json", "--ca-bundle", str(m.ca), env=env,
                      cwd=tmp_path)
     assert trusted.code == 4, trusted.stderr
     assert "TLS" not in trusted.stderr
     codes = {r["code"] for r in trusted.events()[-1]["reasons"]}
     assert codes and "site_unreachable" not in codes, codes
 
-    off = drtool("replication", "status", "--no-bucket-check", "--json", "--no-verify-tls", env=env, cwd=tmp_path)
+    off = run_module("replication", "status", "--no-bucket-check", "--json", "--no-verify-tls", env=env, cwd=tmp_path)
     assert off.code == 4, off.stderr
     assert "TLS certificate verification is OFF" in off.stderr and "site T" in off.stderr
 

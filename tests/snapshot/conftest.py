@@ -11,29 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.helpers.buckets import new_bucket
-from tests.helpers.cli import clean_env, run_process
+from tests.helpers.cli import ProcessRun, clean_env, run_process
 from tests.helpers.fixtures import new_database  # noqa: F401  (fixture, re-exported likewise)
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
-
-    def result(self) -> dict[str, Any]:
-        return self.events()[-1]
 
 
 @dataclass
@@ -48,14 +36,27 @@ class SnapshotEnv:
     pg: PostgresServer
     files: dict[str, bytes] = field(default_factory=dict)
 
-    def run(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300) -> Run:
+    def run(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300) -> ProcessRun:
         done = run_process(args, dict(self.env, **(extra_env or {})), timeout=timeout)  # checks docs/json.md
-        return Run(done.code, done.stdout, done.stderr)
+        return ProcessRun(done.code, done.stdout, done.stderr, done.seconds)
 
     def popen(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         env = dict(self.env, **(extra_env or {}))
         return subprocess.Popen([sys.executable, "-m", "drtool", *args], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+    def get_object(self, key: str) -> bytes:
+        """The body of `key` in the snapshot bucket (what a test inspects or tampers with)."""
+        return bytes(self.client.get_object(Bucket=self.dest_bucket, Key=key)["Body"].read())
+
+    def put_object(self, key: str, body: bytes) -> None:
+        """Write `key` in the snapshot bucket directly, as an attacker with write access would."""
+        self.client.put_object(Bucket=self.dest_bucket, Key=key, Body=body)
+
+    def database_exists(self, name: str) -> bool:
+        """Whether the database server has a database `name` (a refused restore must not have created one)."""
+        with psycopg.connect(self.pg.admin_dsn) as conn:
+            return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         out: list[str] = []
@@ -91,15 +92,21 @@ def fill_source(client: Any, bucket: str, db: DifyDatabase) -> dict[str, bytes]:
     return files
 
 
-@pytest.fixture
-def minio_env(minio_pair: MinioSites, dify_db: DifyDatabase, pg: PostgresServer) -> Iterator[SnapshotEnv]:
-    site = minio_pair.a
+def snapshot_env_on(pair: MinioSites, dify_db: DifyDatabase, pg: PostgresServer) -> SnapshotEnv:
+    """A filled source bucket and an empty snapshot bucket on site A of `pair`: the shared pair (minio_env) or a
+    module's own (tests/snapshot/test_lifecycle.py)."""
+    site = pair.a
     client = site.s3_client()
     source, dest = new_bucket(client), new_bucket(client)
     files = fill_source(client, source, dify_db)
     env = make_env(endpoint=site.endpoint, access_key=site.access_key, secret_key=site.secret_key,
                    source_bucket=source, dest_bucket=dest, db=dify_db, pg=pg)
-    yield SnapshotEnv(env=env, client=client, source_bucket=source, dest_bucket=dest, db=dify_db, pg=pg,
-                      files=files)
+    return SnapshotEnv(env=env, client=client, source_bucket=source, dest_bucket=dest, db=dify_db, pg=pg,
+                       files=files)
+
+
+@pytest.fixture
+def minio_env(minio_pair: MinioSites, dify_db: DifyDatabase, pg: PostgresServer) -> Iterator[SnapshotEnv]:
+    yield snapshot_env_on(minio_pair, dify_db, pg)
 
 

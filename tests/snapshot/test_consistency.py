@@ -24,7 +24,7 @@ from tests.snapshot.conftest import SnapshotEnv, new_bucket
 
 
 @dataclass
-class Op:
+class ObjectOp:
     kind: str  # upload | delete | overwrite
     key: str
     row_id: str | None
@@ -37,7 +37,7 @@ def _clock(conn: psycopg.Connection[Any]) -> datetime:
     return conn.execute("SELECT clock_timestamp()").fetchone()[0]
 
 
-def _writer(e: SnapshotEnv, stop: threading.Event, ops: list[Op], errors: list[BaseException]) -> None:
+def _writer(e: SnapshotEnv, stop: threading.Event, ops: list[ObjectOp], errors: list[BaseException]) -> None:
     try:
         tenant = e.db.tenant_id
         overwrite_keys = [f"privkeys/{tenant}/private.pem"] + [
@@ -59,17 +59,17 @@ def _writer(e: SnapshotEnv, stop: threading.Event, ops: list[Op], errors: list[B
                         " created_by, hash) VALUES (%s, %s, 's3', %s, 'f.txt', %s, 'txt', %s, %s)",
                         (row_id, tenant, key, len(body), creator, hashlib.sha3_256(body).hexdigest()))
                     mine.append((row_id, key))
-                    ops.append(Op("upload", key, row_id, body, before, _clock(conn)))
+                    ops.append(ObjectOp("upload", key, row_id, body, before, _clock(conn)))
                 elif kind == "delete" and mine:
                     row_id, key = mine.pop(0)
                     conn.execute("DELETE FROM upload_files WHERE id = %s", (row_id,))
                     e.client.delete_object(Bucket=e.source_bucket, Key=key)
-                    ops.append(Op("delete", key, row_id, None, before, _clock(conn)))
+                    ops.append(ObjectOp("delete", key, row_id, None, before, _clock(conn)))
                 else:
                     key = overwrite_keys[i % len(overwrite_keys)]
                     body = f"overwrite {i} of {key}".encode()
                     e.client.put_object(Bucket=e.source_bucket, Key=key, Body=body)
-                    ops.append(Op("overwrite", key, None, body, before, _clock(conn)))
+                    ops.append(ObjectOp("overwrite", key, None, body, before, _clock(conn)))
                 time.sleep(0.01)
     except BaseException as exc:  # reported by the test
         errors.append(exc)
@@ -77,7 +77,7 @@ def _writer(e: SnapshotEnv, stop: threading.Event, ops: list[Op], errors: list[B
 
 def test_writes_during_snapshot_restore_consistent_at_fence(minio_env: SnapshotEnv, new_database) -> None:
     e = minio_env
-    ops: list[Op] = []
+    ops: list[ObjectOp] = []
     errors: list[BaseException] = []
     stop = threading.Event()
     writer = threading.Thread(target=_writer, args=(e, stop, ops, errors), daemon=True)

@@ -19,7 +19,7 @@ from tests.snapshot.conftest import SnapshotEnv, new_bucket
 from tests.stack.minio_sites import MinioSites
 
 
-def _folders(e: SnapshotEnv) -> list[str]:
+def _snapshot_ids(e: SnapshotEnv) -> list[str]:
     return sorted({k.split("/")[2] for k in e.keys(e.dest_bucket, "drtool/snapshots/")})
 
 
@@ -80,7 +80,7 @@ def test_lock_held_exit_11(minio_env: SnapshotEnv) -> None:
     run = e.run("snapshot", "create")
     assert run.code == 11, run.stderr
     assert f"pid {os.getpid()}" in run.stderr and "stale" not in run.stderr
-    assert _folders(e) == []
+    assert _snapshot_ids(e) == []
     unlock = e.run("snapshots", "unlock")  # a live holder is not removed without --force
     assert unlock.code == 2 and "does not look stale" in unlock.stderr
     assert e.run("snapshot", "create", "--break-stale-lock").code == 11  # nor replaced: it is not stale
@@ -106,7 +106,7 @@ def test_lock_of_another_host_needs_the_explicit_flag(minio_env: SnapshotEnv) ->
     run = e.run("snapshot", "create")
     assert run.code == 11 and "a stale lock blocks this run" in run.stderr
     assert "lock_stale_after" in run.stderr and "--break-stale-lock" in run.stderr
-    assert _folders(e) == []
+    assert _snapshot_ids(e) == []
     assert json.loads(e.client.get_object(Bucket=e.dest_bucket, Key=key)["Body"].read())["token"] == "t2"
     ok = e.run("snapshot", "create", "--json", "--break-stale-lock")
     assert ok.code == 0, ok.stderr
@@ -188,12 +188,12 @@ def test_killed_run_invisible_next_run_succeeds_gc_cleans(minio_env: SnapshotEnv
     assert ok.code == 0, ok.stderr
     good = ok.result()["snapshot"]
 
-    leftovers = [f for f in _folders(e) if f != good]
+    leftovers = [f for f in _snapshot_ids(e) if f != good]
     dry = e.run("snapshots", "gc", "--grace", "0", "--dry-run", "--json")
     assert dry.result()["removed"] == leftovers
     gc = e.run("snapshots", "gc", "--grace", "0", "--json")
     assert gc.code == 0, gc.stderr
-    assert _folders(e) == [good]
+    assert _snapshot_ids(e) == [good]
     assert not uploads()
     assert e.run("snapshots", "verify", good).code == 0
 
@@ -205,7 +205,7 @@ def test_gc_leaves_young_leftovers(minio_env: SnapshotEnv) -> None:
     e.client.put_object(Bucket=e.dest_bucket, Key=f"drtool/snapshots/{sid}/meta.json", Body=b"{}")
     gc = e.run("snapshots", "gc", "--json")  # default grace: one day
     assert gc.code == 0 and gc.result()["kept_young"] == [sid] and gc.result()["removed"] == []
-    assert _folders(e) == [sid]
+    assert _snapshot_ids(e) == [sid]
 
 
 def test_corrupted_and_truncated_artifacts_verify_exit_4(minio_env: SnapshotEnv) -> None:

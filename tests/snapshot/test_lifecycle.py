@@ -5,24 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 import pytest
 
 from tests.foundation.metrics_check import parse_metrics
-from tests.snapshot.conftest import SnapshotEnv
+from tests.snapshot.conftest import SnapshotEnv, snapshot_env_on
+from tests.stack.dify_db import DifyDatabase
+from tests.stack.minio_sites import MinioSites
+from tests.stack.pg_server import PostgresServer
 
 
-@pytest.fixture(scope="module")
-def minio_pair(own_minio_pair: Any) -> Any:
-    """A pair of this module's own: --require-replication's verdict covers every bucket of the pair, and buckets
-    other modules made around a site restart (one missing on a site for a while) would decide it."""
-    return own_minio_pair
+@pytest.fixture
+def own_pair_snapshot_env(own_minio_pair: MinioSites, dify_db: DifyDatabase, pg: PostgresServer) -> SnapshotEnv:
+    """minio_env on a pair of this module's own: --require-replication's verdict covers every bucket of the pair,
+    and buckets other modules made around a site restart (one missing on a site for a while) would decide it."""
+    return snapshot_env_on(own_minio_pair, dify_db, pg)
 
 
-def test_json_events_and_metrics_file(minio_env: SnapshotEnv, tmp_path) -> None:
-    e = minio_env
+def test_json_events_and_metrics_file(own_pair_snapshot_env: SnapshotEnv, tmp_path) -> None:
+    e = own_pair_snapshot_env
     metrics = tmp_path / "drtool_snapshot_create.prom"
     run = e.run("snapshot", "create", "--json", "--metrics-file", str(metrics))
     assert run.code == 0, run.stderr
@@ -46,8 +48,8 @@ def test_json_events_and_metrics_file(minio_env: SnapshotEnv, tmp_path) -> None:
     assert verbose.code == 0 and "committed" in verbose.stdout + verbose.stderr
 
 
-def test_dangling_reference_reported_exit_3(minio_env: SnapshotEnv) -> None:
-    e = minio_env
+def test_dangling_reference_reported_exit_3(own_pair_snapshot_env: SnapshotEnv) -> None:
+    e = own_pair_snapshot_env
     key = next(k for k in e.files if k.startswith("upload_files/"))
     e.client.delete_object(Bucket=e.source_bucket, Key=key)  # a delete marker: the row now points at nothing
     with psycopg.connect(e.db.dsn, autocommit=True) as conn:
@@ -61,8 +63,8 @@ def test_dangling_reference_reported_exit_3(minio_env: SnapshotEnv) -> None:
     assert e.run("snapshots", "list", "--json").result()["snapshots"][0]["dangling"] == 1
 
 
-def test_lifecycle_rule_shorter_than_retention_warns(minio_env: SnapshotEnv) -> None:
-    e = minio_env
+def test_lifecycle_rule_shorter_than_retention_warns(own_pair_snapshot_env: SnapshotEnv) -> None:
+    e = own_pair_snapshot_env
     e.client.put_bucket_lifecycle_configuration(Bucket=e.source_bucket, LifecycleConfiguration={"Rules": [{
         "ID": "expire-old-versions", "Status": "Enabled", "Filter": {"Prefix": ""},
         "NoncurrentVersionExpiration": {"NoncurrentDays": 3}}]})
@@ -85,11 +87,11 @@ def _forge_sid(e: SnapshotEnv, sid: str, when: datetime) -> str:
             meta["id"], meta["fence"] = new, when.isoformat()
             body = json.dumps(meta).encode()
         e.client.put_object(Bucket=e.dest_bucket, Key=f"drtool/snapshots/{new}/{name}", Body=body)
-    _reseal(e, new)
+    _reseal_current(e, new)
     return new
 
 
-def _reseal(e: SnapshotEnv, sid: str) -> None:
+def _reseal_current(e: SnapshotEnv, sid: str) -> None:
     """Rewrite SHA256SUMS and COMMITTED to match the folder's current artifacts."""
     folder = f"drtool/snapshots/{sid}/"
     sums = {}
@@ -104,8 +106,8 @@ def _reseal(e: SnapshotEnv, sid: str) -> None:
          "sha256sums": hashlib.sha256(data).hexdigest()}).encode())
 
 
-def test_prune_dry_run_then_real(minio_env: SnapshotEnv) -> None:
-    e = minio_env
+def test_prune_dry_run_then_real(own_pair_snapshot_env: SnapshotEnv) -> None:
+    e = own_pair_snapshot_env
     run = e.run("snapshot", "create", "--json")
     assert run.code == 0, run.stderr
     sid = run.result()["snapshot"]
@@ -128,8 +130,8 @@ def test_prune_dry_run_then_real(minio_env: SnapshotEnv) -> None:
     assert zero.code == 0 and [s["id"] for s in e.run("snapshots", "list", "--json").result()["snapshots"]] == [sid]
 
 
-def test_restore_into_older_major_refused(minio_env: SnapshotEnv, new_database) -> None:
-    e = minio_env
+def test_restore_into_older_major_refused(own_pair_snapshot_env: SnapshotEnv, new_database) -> None:
+    e = own_pair_snapshot_env
     run = e.run("snapshot", "create", "--json")
     sid = run.result()["snapshot"]
     key = f"drtool/snapshots/{sid}/meta.json"
@@ -138,28 +140,28 @@ def test_restore_into_older_major_refused(minio_env: SnapshotEnv, new_database) 
     e.client.put_object(Bucket=e.dest_bucket, Key=key, Body=json.dumps(meta).encode())
     tampered = e.run("restore", sid, "--target-db", new_database(), "--no-objects")
     assert tampered.code == 4 and "meta.json checksum mismatch" in tampered.stderr
-    _reseal(e, sid)  # as if a PostgreSQL 16 server had written it
+    _reseal_current(e, sid)  # as if a PostgreSQL 16 server had written it
     dbname = new_database()
     r = e.run("restore", sid, "--target-db", dbname, "--no-objects")
     assert r.code == 2, r.stderr
     assert "PostgreSQL 16.4" in r.stderr and "PostgreSQL 15" in r.stderr
 
 
-def test_second_site_env_helper_is_consistent(minio_env: SnapshotEnv) -> None:
+def test_second_site_env_helper_is_consistent(own_pair_snapshot_env: SnapshotEnv) -> None:
     """The snapshot destination may live under another prefix; list only sees its own."""
-    e = minio_env
+    e = own_pair_snapshot_env
     assert e.run("snapshot", "create", "--dest-prefix", "nightly/db").code == 0
     assert e.keys(e.dest_bucket, "nightly/db/snapshots/")
     assert e.run("snapshots", "list", "--json").result()["snapshots"] == []
     assert len(e.run("snapshots", "list", "--dest-prefix", "nightly/db", "--json").result()["snapshots"]) == 1
 
 
-def test_require_replication(minio_env: SnapshotEnv, minio_pair) -> None:
+def test_require_replication(own_pair_snapshot_env: SnapshotEnv, own_minio_pair) -> None:
     """The verdict comes from `drtool replication` (drtool.ops.replication.summary.replication_summary)."""
     import socket
 
-    e = minio_env
-    sites = f"a={minio_pair.a.endpoint},b={minio_pair.b.endpoint}"
+    e = own_pair_snapshot_env
+    sites = f"a={own_minio_pair.a.endpoint},b={own_minio_pair.b.endpoint}"
     # Old failed versions other modules' outages left on the shared pair would make the verdict CRITICAL; here
     # they may only warn (a year of max_failed_age): the test is about the gate, the dead site below.
     ok = e.run("snapshot", "create", "--require-replication", "--json",
@@ -173,15 +175,15 @@ def test_require_replication(minio_env: SnapshotEnv, minio_pair) -> None:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
     bad = e.run("snapshot", "create", "--require-replication",
-                extra_env={"DRTOOL_REPLICATION_SITES": f"a={minio_pair.a.endpoint},b=http://127.0.0.1:{dead}",
+                extra_env={"DRTOOL_REPLICATION_SITES": f"a={own_minio_pair.a.endpoint},b=http://127.0.0.1:{dead}",
                            "DRTOOL_REPLICATION_TIMEOUT": "3"})
     assert bad.code == 4, bad.stderr
     assert "replication verdict is CRITICAL" in bad.stderr and "did not answer" in bad.stderr
     assert len(e.run("snapshots", "list", "--json").result()["snapshots"]) == 1  # nothing new committed
 
 
-def test_table_filter_dumps_only_that_table(minio_env: SnapshotEnv, new_database) -> None:
-    e = minio_env
+def test_table_filter_dumps_only_that_table(own_pair_snapshot_env: SnapshotEnv, new_database) -> None:
+    e = own_pair_snapshot_env
     run = e.run("snapshot", "create", "--table", "public.upload_files", "--json")
     assert run.code == 0, run.stderr
     dbname = new_database()
@@ -192,8 +194,8 @@ def test_table_filter_dumps_only_that_table(minio_env: SnapshotEnv, new_database
     assert tables == {"upload_files"}
 
 
-def test_schema_filter_dumps_only_that_schema(minio_env: SnapshotEnv, new_database) -> None:
-    e = minio_env
+def test_schema_filter_dumps_only_that_schema(own_pair_snapshot_env: SnapshotEnv, new_database) -> None:
+    e = own_pair_snapshot_env
     with psycopg.connect(e.db.dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA audit")
         conn.execute("CREATE TABLE audit.events (id int PRIMARY KEY, what text)")

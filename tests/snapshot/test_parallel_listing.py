@@ -80,7 +80,7 @@ def test_parallel_listing_is_the_serial_listing(awkward_bucket: tuple[Any, str],
     assert _listing(client, bucket, workers=2) == serial
 
 
-def _manifest(client: Any, bucket: str, fence: datetime, workers: int) -> bytes:
+def _listed_manifest(client: Any, bucket: str, fence: datetime, workers: int) -> bytes:
     out = io.BytesIO()
     writer = mf.ManifestWriter(out)
     with ReferenceIndex() as index:
@@ -99,13 +99,13 @@ def test_parallel_manifest_is_byte_identical(awkward_bucket: tuple[Any, str], mo
     client, bucket = awkward_bucket
     monkeypatch.setattr(snapshot_listing, "PAGE_SIZE", 2)
     fence = datetime.now(UTC) + timedelta(seconds=5)
-    serial = _manifest(client, bucket, fence, workers=1)
+    serial = _listed_manifest(client, bucket, fence, workers=1)
     records = list(mf.read_manifest(io.BytesIO(serial)))
     states = {r.key: r.state for r in records}
     assert states["upload_files/t1/b.txt"] == mf.STATE_DANGLING and states["upload_files/zz/5.txt"] == mf.STATE_PINNED
     assert "website_files/unlisted.html" not in states and len(records) >= 12
     for workers in (4, 3):
-        parallel = _manifest(client, bucket, fence, workers=workers)
+        parallel = _listed_manifest(client, bucket, fence, workers=workers)
         assert hashlib.sha256(parallel).hexdigest() == hashlib.sha256(serial).hexdigest()
 
 

@@ -42,8 +42,8 @@ def pg_major(pg: PostgresServer) -> Iterator[PostgresMajors]:
 
 
 @pytest.fixture
-def world(minio_pair: MinioSites, pg_major: PostgresMajors) -> Iterator[Callable[[int], SnapshotEnv]]:
-    """``world(major)`` -> a seeded Dify database on that major's server, its versioned source bucket and a
+def env_on_major(minio_pair: MinioSites, pg_major: PostgresMajors) -> Iterator[Callable[[int], SnapshotEnv]]:
+    """``env_on_major(major)`` -> a seeded Dify database on that major's server, its versioned source bucket and a
     snapshot bucket, with drtool's environment pointing snapshot.pg_bin_dir at that major's client tools."""
     made: list[tuple[PostgresServer, str]] = []
 
@@ -97,8 +97,8 @@ def snapshot(e: SnapshotEnv) -> tuple[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("major", sorted(POSTGRES_WHEELS))
-def test_round_trip_on_each_major(world: Callable[[int], SnapshotEnv], major: int) -> None:
-    e = world(major)
+def test_round_trip_on_each_major(env_on_major: Callable[[int], SnapshotEnv], major: int) -> None:
+    e = env_on_major(major)
     assert e.pg.major() == major
     before = rows(e.db.dsn)
     assert before["public.upload_files"] and before["public.document_segments"]
@@ -119,8 +119,9 @@ def test_round_trip_on_each_major(world: Callable[[int], SnapshotEnv], major: in
             assert e.client.get_object(Bucket=target_bucket, Key=key)["Body"].read() == body
 
 
-def test_pg_dump_older_than_server_refused_before_anything_is_written(world: Callable[[int], SnapshotEnv]) -> None:
-    e = world(NEWEST)
+def test_pg_dump_older_than_server_refused_before_anything_is_written(
+        env_on_major: Callable[[int], SnapshotEnv]) -> None:
+    e = env_on_major(NEWEST)
     run = e.run("snapshot", "create", "--json", extra_env={"DRTOOL_SNAPSHOT_PG_BIN_DIR": str(DEFAULT_BIN_DIR)})
     assert run.code == 2, run.stderr
     error = run.result()  # the error's event (with --json the last line, whatever its name)
@@ -135,7 +136,7 @@ def test_pg_dump_older_than_server_refused_before_anything_is_written(world: Cal
                             ).fetchone() == (0,)
 
 
-def test_without_pg_bin_dir_the_newest_installed_client_is_taken(world: Callable[[int], SnapshotEnv]) -> None:
+def test_without_pg_bin_dir_the_newest_installed_client_is_taken(env_on_major: Callable[[int], SnapshotEnv]) -> None:
     """snapshot.pg_bin_dir unset: the server's major folder under /usr/lib/postgresql, else the newest there.
 
     This machine (and CI) has Debian's 15 only, so against 18 that is 15, which is refused naming it.
@@ -143,7 +144,7 @@ def test_without_pg_bin_dir_the_newest_installed_client_is_taken(world: Callable
     newest_installed = max((m for m, _ in installed_majors("pg_dump")), default=0)
     if newest_installed >= NEWEST:
         pytest.skip(f"this machine has a PostgreSQL {newest_installed} client: nothing too old to refuse")
-    e = world(NEWEST)
+    e = env_on_major(NEWEST)
     env = {k: v for k, v in e.env.items() if k != "DRTOOL_SNAPSHOT_PG_BIN_DIR"}
     run = SnapshotEnv(env=env, client=e.client, source_bucket=e.source_bucket, dest_bucket=e.dest_bucket, db=e.db,
                       pg=e.pg).run("snapshot", "create")
@@ -175,9 +176,9 @@ def test_client_choice_rules(tmp_path: Path) -> None:
     assert pinned == str(root / "15" / "bin" / "pg_dump")  # a configured folder is never second-guessed
 
 
-def test_dump_of_15_restores_into_18(world: Callable[[int], SnapshotEnv], pg_major: PostgresMajors) -> None:
+def test_dump_of_15_restores_into_18(env_on_major: Callable[[int], SnapshotEnv], pg_major: PostgresMajors) -> None:
     """The upgrade path: a snapshot taken on Dify's PostgreSQL 15 restored into a PostgreSQL 18 server."""
-    e = world(POSTGRES_MAJOR)
+    e = env_on_major(POSTGRES_MAJOR)
     before = rows(e.db.dsn)
     sid, meta = snapshot(e)
     assert meta["database"]["pg_dump_major"] == POSTGRES_MAJOR
@@ -193,9 +194,9 @@ def test_dump_of_15_restores_into_18(world: Callable[[int], SnapshotEnv], pg_maj
         newer.drop_database(name)
 
 
-def test_dump_of_18_into_15_refused_before_anything_changes(world: Callable[[int], SnapshotEnv],
+def test_dump_of_18_into_15_refused_before_anything_changes(env_on_major: Callable[[int], SnapshotEnv],
                                                             pg_major: PostgresMajors) -> None:
-    e = world(NEWEST)
+    e = env_on_major(NEWEST)
     sid, _ = snapshot(e)
     older = pg_major(POSTGRES_MAJOR)
     name = f"downgraded_{uuid.uuid4().hex[:10]}"
@@ -210,10 +211,10 @@ def test_dump_of_18_into_15_refused_before_anything_changes(world: Callable[[int
     assert versions_in(e.client, target_bucket) == []  # checked before the first object copy
 
 
-def test_pg_restore_older_than_the_dump_refused_not_called_damage(world: Callable[[int], SnapshotEnv]) -> None:
+def test_pg_restore_older_than_the_dump_refused_not_called_damage(env_on_major: Callable[[int], SnapshotEnv]) -> None:
     """pg_restore 15 cannot read pg_dump 18's archive ("unsupported version in file header"): that is a client to
     install (exit 2, both versions named), not a damaged snapshot (verify's exit 4), and restore changes nothing."""
-    e = world(NEWEST)
+    e = env_on_major(NEWEST)
     sid, _ = snapshot(e)
     old_client = {"DRTOOL_SNAPSHOT_PG_BIN_DIR": str(DEFAULT_BIN_DIR)}
     verify = e.run("snapshots", "verify", sid, "--deep", "--json", extra_env=old_client)

@@ -139,7 +139,7 @@ _toxiproxies: list[Toxiproxy] = []
 _weaviates: list[WeaviateServer] = []
 
 
-def _env(name: str) -> str | None:
+def _env_setting(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or None
 
@@ -150,7 +150,7 @@ def _terminal(request: pytest.FixtureRequest) -> AbstractContextManager[Any]:
     return capman.global_and_fixture_disabled() if capman is not None else nullcontext()
 
 
-def _build(request: pytest.FixtureRequest, *tools: GoTool) -> None:
+def _build_go_tools(request: pytest.FixtureRequest, *tools: GoTool) -> None:
     """Build missing Go binaries with progress on the terminal (normally `make test` did it already)."""
     missing = [tool for tool in tools if not binary_path(tool).is_file()]
     if missing:
@@ -169,7 +169,7 @@ def _stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _postgres() -> Iterator[PostgresServer]:
-    external = _env("DRTOOL_TEST_PG_DSN")
+    external = _env_setting("DRTOOL_TEST_PG_DSN")
     if external:
         yield external_postgres(external)
         return
@@ -211,17 +211,17 @@ def dify_db(dify_db_factory: Callable[..., DifyDatabase]) -> DifyDatabase:
 def minio_pair(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[MinioSites]:
     """Two MinIO sites with site replication (or the DRTOOL_TEST_MINIO_* sites)."""
     names = ("DRTOOL_TEST_MINIO_A_URL", "DRTOOL_TEST_MINIO_B_URL", "DRTOOL_TEST_MINIO_ACCESS_KEY")
-    values = [_env(name) for name in (*names, "DRTOOL_TEST_MINIO_SECRET_KEY")]
+    values = [_env_setting(name) for name in (*names, "DRTOOL_TEST_MINIO_SECRET_KEY")]
     if any(values):
         if not all(values):
             raise StackStartError(
                 "set all of DRTOOL_TEST_MINIO_A_URL, _B_URL, _ACCESS_KEY and _SECRET_KEY, or none of them"
             )
         url_a, url_b, access_key, secret_key = (str(v) for v in values)
-        _build(request, MC)
+        _build_go_tools(request, MC)
         yield external_minio_pair(url_a, url_b, access_key, secret_key, workdir=_stack_dir / "minio-external")
         return
-    _build(request, MINIO, MC)
+    _build_go_tools(request, MINIO, MC)
     with local_minio_pair(_stack_dir / "minio") as sites:
         _restartable.extend((sites.a, sites.b))
         yield sites
@@ -233,10 +233,10 @@ def _another_minio_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest
                         name: str) -> Iterator[MinioSites]:
     """A MinIO pair besides the shared one; with DRTOOL_TEST_MINIO_* set there is no second pair to make, and the
     shared one is used."""
-    if _env("DRTOOL_TEST_MINIO_A_URL"):
+    if _env_setting("DRTOOL_TEST_MINIO_A_URL"):
         yield request.getfixturevalue("minio_pair")
         return
-    _build(request, MINIO, MC)
+    _build_go_tools(request, MINIO, MC)
     with local_minio_pair(tmp_path_factory.mktemp(name)) as sites:
         _restartable.extend((sites.a, sites.b))
         yield sites
@@ -270,17 +270,17 @@ def isolated_pg() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def seaweed_pair(_stack_dir: Path) -> Iterator[SeaweedClusters]:
     """Two SeaweedFS clusters synced A -> B by weed filer.sync (or the DRTOOL_TEST_SEAWEED_* clusters)."""
-    url_a, url_b = _env("DRTOOL_TEST_SEAWEED_A_URL"), _env("DRTOOL_TEST_SEAWEED_B_URL")
+    url_a, url_b = _env_setting("DRTOOL_TEST_SEAWEED_A_URL"), _env_setting("DRTOOL_TEST_SEAWEED_B_URL")
     if url_a or url_b:
         if not (url_a and url_b):
             raise StackStartError("set both DRTOOL_TEST_SEAWEED_A_URL and DRTOOL_TEST_SEAWEED_B_URL")
         yield external_seaweed_pair(
             url_a,
             url_b,
-            access_key=_env("DRTOOL_TEST_SEAWEED_ACCESS_KEY") or "drtool-seaweed",
-            secret_key=_env("DRTOOL_TEST_SEAWEED_SECRET_KEY") or "drtool-seaweed-secret",
-            filer_a=_env("DRTOOL_TEST_SEAWEED_A_FILER") or "",
-            filer_b=_env("DRTOOL_TEST_SEAWEED_B_FILER") or "",
+            access_key=_env_setting("DRTOOL_TEST_SEAWEED_ACCESS_KEY") or "drtool-seaweed",
+            secret_key=_env_setting("DRTOOL_TEST_SEAWEED_SECRET_KEY") or "drtool-seaweed-secret",
+            filer_a=_env_setting("DRTOOL_TEST_SEAWEED_A_FILER") or "",
+            filer_b=_env_setting("DRTOOL_TEST_SEAWEED_B_FILER") or "",
         )
         return
     with local_seaweed_pair(_stack_dir / "seaweed") as clusters:
@@ -296,11 +296,11 @@ def seaweed_pair(_stack_dir: Path) -> Iterator[SeaweedClusters]:
 @pytest.fixture(scope="session")
 def weaviate_server(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[WeaviateServer]:
     """Weaviate (pinned version, built from source) on loopback (or DRTOOL_TEST_WEAVIATE_URL)."""
-    external = _env("DRTOOL_TEST_WEAVIATE_URL")
+    external = _env_setting("DRTOOL_TEST_WEAVIATE_URL")
     if external:
-        yield external_weaviate(external, int(_env("DRTOOL_TEST_WEAVIATE_GRPC_PORT") or 50051))
+        yield external_weaviate(external, int(_env_setting("DRTOOL_TEST_WEAVIATE_GRPC_PORT") or 50051))
         return
-    _build(request, WEAVIATE)
+    _build_go_tools(request, WEAVIATE)
     with local_weaviate(_stack_dir / "weaviate") as server:
         _weaviates.append(server)
         yield server
@@ -310,15 +310,15 @@ def weaviate_server(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterato
 @pytest.fixture
 def milvus_uri(tmp_path: Path) -> str:
     """A fresh Milvus Lite file for this test, or DRTOOL_TEST_MILVUS_URI (use unique collection names)."""
-    return _env("DRTOOL_TEST_MILVUS_URI") or lite_uri(tmp_path)
+    return _env_setting("DRTOOL_TEST_MILVUS_URI") or lite_uri(tmp_path)
 
 
 @pytest.fixture(scope="session")
 def milvus_server(_stack_dir: Path) -> Iterator[MilvusServer]:
     """One real Milvus server for the whole session, auth off (or DRTOOL_TEST_MILVUS_URI [+ _TOKEN])."""
-    external = _env("DRTOOL_TEST_MILVUS_URI")
+    external = _env_setting("DRTOOL_TEST_MILVUS_URI")
     if external:
-        yield external_milvus_server(external, _env("DRTOOL_TEST_MILVUS_TOKEN"))
+        yield external_milvus_server(external, _env_setting("DRTOOL_TEST_MILVUS_TOKEN"))
         return
     with local_milvus_server(_stack_dir / "milvus") as server:
         yield server
@@ -327,9 +327,9 @@ def milvus_server(_stack_dir: Path) -> Iterator[MilvusServer]:
 @pytest.fixture(scope="session")
 def milvus_server_auth(_stack_dir: Path) -> Iterator[MilvusServer]:
     """A real Milvus server with authorization on (or DRTOOL_TEST_MILVUS_AUTH_URI + _AUTH_TOKEN)."""
-    external = _env("DRTOOL_TEST_MILVUS_AUTH_URI")
+    external = _env_setting("DRTOOL_TEST_MILVUS_AUTH_URI")
     if external:
-        token = _env("DRTOOL_TEST_MILVUS_AUTH_TOKEN")
+        token = _env_setting("DRTOOL_TEST_MILVUS_AUTH_TOKEN")
         if not token:
             raise StackStartError("DRTOOL_TEST_MILVUS_AUTH_URI needs DRTOOL_TEST_MILVUS_AUTH_TOKEN (user:password)")
         yield external_milvus_server(external, token, unprivileged=True)
@@ -346,7 +346,7 @@ def milvus_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mi
     kind = getattr(request, "param", None)
     if kind not in (None, "lite", "server"):
         raise ValueError(f"milvus_target takes 'lite' or 'server', not {kind!r}")
-    external = _env("DRTOOL_TEST_MILVUS_URI")
+    external = _env_setting("DRTOOL_TEST_MILVUS_URI")
     if kind == "server" or (kind is None and external):
         server: MilvusServer = request.getfixturevalue("milvus_server")
         target = MilvusTestTarget("server", server.uri, server.token)
@@ -370,7 +370,7 @@ def milvus_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mi
 def pgvector_server() -> Iterator[PgvectorServer]:
     """PostgreSQL 16 + pgvector 0.6 from the pgserver wheel, scram password auth on 127.0.0.1 (or
     DRTOOL_TEST_PGVECTOR_DSN, a superuser DSN of a Postgres with pgvector >= 0.5)."""
-    external = _env("DRTOOL_TEST_PGVECTOR_DSN")
+    external = _env_setting("DRTOOL_TEST_PGVECTOR_DSN")
     if external:
         yield external_pgvector_server(external)
         return
@@ -393,7 +393,7 @@ def pgvector_db(pgvector_server: PgvectorServer) -> Iterator[PgvectorDatabase]:
 @pytest.fixture(scope="session")
 def redis_url(_stack_dir: Path) -> Iterator[str]:
     """redis://127.0.0.1:PORT/0 of a private redis-server (or DRTOOL_TEST_REDIS_URL)."""
-    external = _env("DRTOOL_TEST_REDIS_URL")
+    external = _env_setting("DRTOOL_TEST_REDIS_URL")
     if external:
         yield external
         return
@@ -413,12 +413,12 @@ def local_model_path() -> Path:
 @pytest.fixture(scope="session")
 def embedding_server(local_model_path: Path) -> Iterator[EmbeddingServer]:
     """OpenAI-compatible embeddings of the offline model, fault injection (or DRTOOL_TEST_EMBEDDINGS_*)."""
-    external = _env("DRTOOL_TEST_EMBEDDINGS_URL")
+    external = _env_setting("DRTOOL_TEST_EMBEDDINGS_URL")
     if external:
         yield external_embedding_server(
             external,
-            _env("DRTOOL_TEST_EMBEDDINGS_KEY") or "",
-            _env("DRTOOL_TEST_EMBEDDINGS_MODEL") or MODEL_NAME,
+            _env_setting("DRTOOL_TEST_EMBEDDINGS_KEY") or "",
+            _env_setting("DRTOOL_TEST_EMBEDDINGS_MODEL") or MODEL_NAME,
         )
         return
     with local_embedding_server(load_local_model(local_model_path)) as server:
@@ -433,7 +433,7 @@ def embedding_server(local_model_path: Path) -> Iterator[EmbeddingServer]:
 @pytest.fixture(scope="session")
 def toxiproxy(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[Toxiproxy]:
     """toxiproxy (built from its Go module) on loopback, or DRTOOL_TEST_TOXIPROXY_URL; reset before each test."""
-    external = _env("DRTOOL_TEST_TOXIPROXY_URL")
+    external = _env_setting("DRTOOL_TEST_TOXIPROXY_URL")
     if external:
         server = external_toxiproxy(external)
         _toxiproxies.append(server)
@@ -441,7 +441,7 @@ def toxiproxy(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[Toxi
         _toxiproxies.remove(server)
         server.delete_all()
         return
-    _build(request, TOXIPROXY)
+    _build_go_tools(request, TOXIPROXY)
     with local_toxiproxy(_stack_dir / "toxiproxy") as server:
         _toxiproxies.append(server)
         yield server

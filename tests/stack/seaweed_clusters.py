@@ -109,7 +109,7 @@ def _get_json(url: str) -> Any:
         return json.load(response)
 
 
-def _get_status(url: str) -> int:
+def _status_or_http_error(url: str) -> int:
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # loopback URL
@@ -130,10 +130,10 @@ def _cluster_ready(cluster: SeaweedCluster) -> bool:
     ]
     if not nodes:
         return False
-    if _get_status(f"{cluster.filer_url}/") >= 500:
+    if _status_or_http_error(f"{cluster.filer_url}/") >= 500:
         return False
     # Unsigned ListBuckets: 403 (or 200) means the gateway is up and talking to the filer.
-    return _get_status(f"{cluster.endpoint}/") in (200, 403)
+    return _status_or_http_error(f"{cluster.endpoint}/") in (200, 403)
 
 
 def _start_cluster(
@@ -238,7 +238,7 @@ def external_seaweed_pair(
 
     def describe(url: str, filer_url: str) -> SeaweedCluster:
         url = url.rstrip("/")
-        status = _get_status(f"{url}/")
+        status = _status_or_http_error(f"{url}/")
         if status not in (200, 403):
             raise StackStartError(f"SeaweedFS S3 endpoint {url} answered {status} to GET /")
         return SeaweedCluster(

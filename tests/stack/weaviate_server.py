@@ -42,7 +42,7 @@ class WeaviateServer:
     version: str
 
 
-def _get_status(url: str, timeout: float = 5.0) -> int:
+def _http_status(url: str, timeout: float = 5.0) -> int:
     with urllib.request.urlopen(url, timeout=timeout) as response:  # loopback http URL we built
         return int(response.status)
 
@@ -132,7 +132,7 @@ def local_weaviate(workdir: Path, *, ready_timeout: float = READY_TIMEOUT_S) -> 
     try:
         proc.start()
         proc.wait_ready(
-            lambda: _get_status(f"{server.http_url}/v1/.well-known/ready") == 200,
+            lambda: _http_status(f"{server.http_url}/v1/.well-known/ready") == 200,
             ready_timeout,
             what="ready (GET /v1/.well-known/ready = 200)",
         )

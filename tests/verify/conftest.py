@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from drtool.config import WeaviateSettings
-from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, make_run_cli, new_bucket
+from tests.export.helpers import Bucket, RunCli, apply_env, drtool_env, new_bucket_on
 from tests.helpers.events import summary  # noqa: F401  (re-exported for tests/verify)
 from tests.stack.milvus_store import MilvusTestTarget
 
@@ -31,7 +31,7 @@ def unit_vector(rng: random.Random) -> list[float]:
 
 
 @dataclass
-class World:
+class VerifyWorld:
     db: Any
     bucket: Bucket
     env: dict[str, str]
@@ -46,15 +46,10 @@ class World:
         self.target.finish(collection)
 
 
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    return make_run_cli(capsys)
-
-
-def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any,
-           monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, target: Any, extra: dict[str, str]) -> World:
+def _verify_world(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any,
+                  monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, target: Any, extra: dict[str, str]) -> VerifyWorld:
     db = dify_db_factory(vector_type=backend)
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     for key, data in db.seed.files.items():
         bucket.client.put_object(Bucket=bucket.name, Key=key, Body=data)
     env = drtool_env(pg, db.dbname, bucket, **extra)
@@ -67,18 +62,19 @@ def _build(backend: str, pg: Any, dify_db_factory: Callable[..., Any], minio_pai
         target.create(dataset.collection_name, DIM)
         target.insert(dataset.collection_name, [(c.text, c.vector_metadata(), unit_vector(rng)) for c in chunks])
         target.finish(dataset.collection_name)
-    return World(db, bucket, env, target)
+    return VerifyWorld(db, bucket, env, target)
 
 
 @pytest.fixture
 def milvus_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, milvus_target: MilvusTestTarget,
-                 monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[World]:
+                 monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[VerifyWorld]:
     """Lite unless the test parametrizes `milvus_target` (BOTH_MILVUS); on a server the collections are dropped."""
     from drtool.adapters.milvus import MilvusTarget
 
     target = MilvusTarget(milvus_target.settings())
     try:
-        world = _build("milvus", pg, dify_db_factory, minio_pair, monkeypatch, run_cli, target, milvus_target.env())
+        world = _verify_world("milvus", pg, dify_db_factory, minio_pair, monkeypatch, run_cli, target,
+                              milvus_target.env())
         milvus_target.track(*(dataset.collection_name for dataset in world.seed.datasets))
         yield world
     finally:
@@ -87,15 +83,16 @@ def milvus_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, 
 
 @pytest.fixture
 def weaviate_world(pg: Any, dify_db_factory: Callable[..., Any], minio_pair: Any, weaviate_server: Any,
-                   monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[World]:
+                   monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> Iterator[VerifyWorld]:
     from drtool.adapters.weaviate import WeaviateTarget
 
     grpc = f"{weaviate_server.host}:{weaviate_server.grpc_port}"
     target = WeaviateTarget(WeaviateSettings(endpoint=weaviate_server.http_url, grpc_endpoint=grpc))
     world = None
     try:
-        world = _build("weaviate", pg, dify_db_factory, minio_pair, monkeypatch, run_cli, target,
-                       {"DRTOOL_WEAVIATE_ENDPOINT": weaviate_server.http_url, "DRTOOL_WEAVIATE_GRPC_ENDPOINT": grpc})
+        world = _verify_world("weaviate", pg, dify_db_factory, minio_pair, monkeypatch, run_cli, target,
+                              {"DRTOOL_WEAVIATE_ENDPOINT": weaviate_server.http_url,
+                               "DRTOOL_WEAVIATE_GRPC_ENDPOINT": grpc})
         yield world
     finally:
         if world is not None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tests.foundation.cli_runner import run_json
-from tests.verify.conftest import World
+from tests.verify.conftest import VerifyWorld
 
 
-def test_verify_deep_progress_counts_files_then_datasets(milvus_world: World, capsys: pytest.CaptureFixture[str],
+def test_verify_deep_progress_counts_files_then_datasets(milvus_world: VerifyWorld, capsys: pytest.CaptureFixture[str],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRTOOL_PROGRESS_SECONDS", "0")
     code, events, records = run_json(capsys, "verify", "--deep")

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.export.helpers import RunCli, apply_env, drtool_env, new_bucket
+from tests.export.helpers import RunCli, apply_env, drtool_env, new_bucket_on
 from tests.verify.conftest import summary
 
 
@@ -23,7 +23,7 @@ def test_export_then_rebuild_then_verify_is_clean(pg: Any, dify_db_factory: Call
         return [d["embedding"] for d in sorted(response.json()["data"], key=lambda d: d["index"])]
 
     db = dify_db_factory(embed=embed)
-    bucket = new_bucket(minio_pair.a)
+    bucket = new_bucket_on(minio_pair.a)
     for key, data in db.seed.files.items():
         bucket.client.put_object(Bucket=bucket.name, Key=key, Body=data)
     apply_env(monkeypatch, drtool_env(

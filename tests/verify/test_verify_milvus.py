@@ -8,10 +8,10 @@ from typing import Any
 import psycopg
 
 from tests.export.helpers import RunCli
-from tests.verify.conftest import BOTH_MILVUS, World, summary
+from tests.verify.conftest import BOTH_MILVUS, VerifyWorld, summary
 
 
-def _milvus_delete(world: World, collection: str, doc_id: str) -> dict[str, Any]:
+def _milvus_delete(world: VerifyWorld, collection: str, doc_id: str) -> dict[str, Any]:
     """Remove one vector by its doc_id and return the row it had (as Dify's delete_by_ids does)."""
     client = world.target.client
     world.target.load(collection)
@@ -23,7 +23,7 @@ def _milvus_delete(world: World, collection: str, doc_id: str) -> dict[str, Any]
 
 
 @BOTH_MILVUS
-def test_clean_state_exits_0(milvus_world: World, run_cli: RunCli) -> None:
+def test_clean_state_exits_0(milvus_world: VerifyWorld, run_cli: RunCli) -> None:
     code, events = run_cli("verify", "--deep")
     assert code == 0, events
     result = summary(events)
@@ -37,7 +37,7 @@ def test_clean_state_exits_0(milvus_world: World, run_cli: RunCli) -> None:
         assert row["chunk_file_lines"] == len(dataset.index_nodes)
 
 
-def test_deleted_object_exits_4_naming_the_key(milvus_world: World, run_cli: RunCli) -> None:
+def test_deleted_object_exits_4_naming_the_key(milvus_world: VerifyWorld, run_cli: RunCli) -> None:
     key = next(k for k in milvus_world.seed.files if k.startswith("tools/"))
     milvus_world.bucket.client.delete_object(Bucket=milvus_world.bucket.name, Key=key)
     code, events = run_cli("verify")
@@ -49,7 +49,7 @@ def test_deleted_object_exits_4_naming_the_key(milvus_world: World, run_cli: Run
 
 
 @BOTH_MILVUS
-def test_missing_vector_exits_4_naming_the_chunk(milvus_world: World, run_cli: RunCli) -> None:
+def test_missing_vector_exits_4_naming_the_chunk(milvus_world: VerifyWorld, run_cli: RunCli) -> None:
     dataset = milvus_world.seed.datasets[1]  # parent-child: the vectors are child chunks
     doc_id = list(dataset.index_nodes)[3]
     _milvus_delete(milvus_world, dataset.collection_name, doc_id)
@@ -63,7 +63,7 @@ def test_missing_vector_exits_4_naming_the_chunk(milvus_world: World, run_cli: R
     assert rows[dataset.id]["breaks"] == {"missing_vector": 1} and rows[milvus_world.seed.datasets[0].id]["ok"]
 
 
-def test_orphan_vector_exits_4(milvus_world: World, run_cli: RunCli) -> None:
+def test_orphan_vector_exits_4(milvus_world: VerifyWorld, run_cli: RunCli) -> None:
     dataset = milvus_world.seed.datasets[0]
     document_id = dataset.document_ids[0]
     milvus_world.insert(dataset.collection_name, "A segment Dify deleted long ago.",
@@ -76,7 +76,7 @@ def test_orphan_vector_exits_4(milvus_world: World, run_cli: RunCli) -> None:
     assert result["examples"]["orphan_vector"][0]["doc_id"] == "ffffffff-0000-4000-8000-000000000001"
 
 
-def test_vector_of_a_disabled_segment_is_an_orphan(milvus_world: World, run_cli: RunCli) -> None:
+def test_vector_of_a_disabled_segment_is_an_orphan(milvus_world: VerifyWorld, run_cli: RunCli) -> None:
     dataset = milvus_world.seed.datasets[0]
     doc_id = list(dataset.index_nodes)[5]
     with psycopg.connect(milvus_world.db.dsn) as conn:
@@ -91,7 +91,7 @@ def test_vector_of_a_disabled_segment_is_an_orphan(milvus_world: World, run_cli:
 
 
 @BOTH_MILVUS
-def test_wrong_document_id_exits_4(milvus_world: World, run_cli: RunCli) -> None:
+def test_wrong_document_id_exits_4(milvus_world: VerifyWorld, run_cli: RunCli) -> None:
     dataset = milvus_world.seed.datasets[0]
     doc_id = next(iter(dataset.index_nodes))
     row = _milvus_delete(milvus_world, dataset.collection_name, doc_id)
@@ -107,7 +107,7 @@ def test_wrong_document_id_exits_4(milvus_world: World, run_cli: RunCli) -> None
     assert example["expected"] == row["metadata"]["document_id"]
 
 
-def test_chunk_file_out_of_date_exits_4_with_deep_only(milvus_world: World, run_cli: RunCli) -> None:
+def test_chunk_file_out_of_date_exits_4_with_deep_only(milvus_world: VerifyWorld, run_cli: RunCli) -> None:
     dataset = milvus_world.seed.datasets[0]
     doc_id = list(dataset.index_nodes)[1]
     with psycopg.connect(milvus_world.db.dsn) as conn:
@@ -126,7 +126,7 @@ def test_chunk_file_out_of_date_exits_4_with_deep_only(milvus_world: World, run_
     assert run_cli("verify", "--deep")[0] == 0
 
 
-def test_missing_chunk_file_and_missing_collection_exit_4(milvus_world: World, run_cli: RunCli) -> None:
+def test_missing_chunk_file_and_missing_collection_exit_4(milvus_world: VerifyWorld, run_cli: RunCli) -> None:
     dataset = milvus_world.seed.datasets[1]
     milvus_world.bucket.client.delete_object(Bucket=milvus_world.bucket.name,
                                              Key=f"datasets/{dataset.id}/processed/chunks.jsonl")
@@ -139,7 +139,7 @@ def test_missing_chunk_file_and_missing_collection_exit_4(milvus_world: World, r
     assert [d["dataset_id"] for d in result["datasets"]] == [dataset.id]
 
 
-def test_human_output_names_each_break(milvus_world: World, capsys: Any) -> None:
+def test_human_output_names_each_break(milvus_world: VerifyWorld, capsys: Any) -> None:
     from drtool.cli.main import run
 
     dataset = milvus_world.seed.datasets[0]
@@ -153,7 +153,7 @@ def test_human_output_names_each_break(milvus_world: World, capsys: Any) -> None
     assert f"doc_id={doc_id}" in out
 
 
-def test_wrong_password_exits_12_and_missing_bucket_exits_10(milvus_world: World, run_cli: RunCli,
+def test_wrong_password_exits_12_and_missing_bucket_exits_10(milvus_world: VerifyWorld, run_cli: RunCli,
                                                              monkeypatch: Any) -> None:
     monkeypatch.setenv("DRTOOL_POSTGRES_PASSWORD", "wrong-password")
     code, events = run_cli("verify")

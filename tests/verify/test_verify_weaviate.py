@@ -9,10 +9,10 @@ from typing import Any
 
 from drtool.adapters.weaviate import WeaviateTarget
 from tests.export.helpers import RunCli
-from tests.verify.conftest import DIM, World, summary, unit_vector
+from tests.verify.conftest import DIM, VerifyWorld, summary, unit_vector
 
 
-def test_clean_then_orphan_and_wrong_dataset_id(weaviate_world: World, run_cli: RunCli) -> None:
+def test_clean_then_orphan_and_wrong_dataset_id(weaviate_world: VerifyWorld, run_cli: RunCli) -> None:
     code, events = run_cli("verify", "--deep")
     assert code == 0, events
     rows = {d["dataset_id"]: d for d in summary(events)["datasets"]}
@@ -44,7 +44,7 @@ def test_clean_then_orphan_and_wrong_dataset_id(weaviate_world: World, run_cli: 
     assert wrong["doc_id"] == node_id and wrong["found"] == first.id and wrong["expected"] == second.id
 
 
-def _one_short_build(target: Any, world: World, dataset: Any) -> tuple[str, list[Any]]:
+def _one_short_build(target: Any, world: VerifyWorld, dataset: Any) -> tuple[str, list[Any]]:
     build = target.build_name(dataset.collection_name)
     target.create(build, DIM)
     chunks = world.bucket.chunks(f"datasets/{dataset.id}/processed/chunks.jsonl")
@@ -53,7 +53,7 @@ def _one_short_build(target: Any, world: World, dataset: Any) -> tuple[str, list
     return build, chunks
 
 
-def test_collection_left_by_the_copy_switch_is_verified(weaviate_world: World, run_cli: RunCli) -> None:
+def test_collection_left_by_the_copy_switch_is_verified(weaviate_world: VerifyWorld, run_cli: RunCli) -> None:
     """rebuild-index's default switch leaves a real collection under Dify's name (a copy of the build)."""
     dataset = weaviate_world.seed.datasets[0]
     target = weaviate_world.target
@@ -68,7 +68,7 @@ def test_collection_left_by_the_copy_switch_is_verified(weaviate_world: World, r
     assert result["datasets"][0]["vectors"] == len(chunks) - 1
 
 
-def test_collection_behind_a_drtool_alias_is_followed(weaviate_world: World, run_cli: RunCli) -> None:
+def test_collection_behind_a_drtool_alias_is_followed(weaviate_world: VerifyWorld, run_cli: RunCli) -> None:
     """weaviate.switch = alias (and rebuilds by drtool before the copy switch) leave an alias under the name."""
     dataset = weaviate_world.seed.datasets[0]
     target = WeaviateTarget(dataclasses.replace(weaviate_world.target.settings, switch="alias"))
