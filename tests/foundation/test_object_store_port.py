@@ -8,6 +8,8 @@ compare-and-swap), AccessDenied (exit 12, naming the IAM action) for a user whos
 
 from __future__ import annotations
 
+import io
+import os
 import uuid
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from drtool.adapters.s3 import BucketStore
 from drtool.config import S3Settings
 from drtool.core.ports import ObjectStore
-from drtool.errors import AccessDenied, ExitCode, NotFound, PreconditionFailed
+from drtool.errors import AccessDenied, DrtoolError, ExitCode, NotFound, PreconditionFailed
 from tests.security.conftest import add_minio_user, new_bucket
 
 
@@ -107,4 +109,38 @@ def test_a_user_without_the_permission_gets_access_denied(minio_pair: Any, port_
         list(user.list_versions(""))
     with pytest.raises(AccessDenied):  # a conditional write is refused as a write, not reported as lost
         user.put_if_absent("lock", b"x")
+    with pytest.raises(AccessDenied) as refused_file:  # a file upload too, named for the action it lacks
+        user.put_file("not-writable", io.BytesIO(b"x"), 1, metadata={})
+    assert "s3:PutObject" in refused_file.value.message
     assert admin.head("not-writable") is None and admin.get("readable") == b"x"
+
+
+class _BreaksOnSecondPart(io.BytesIO):
+    """A spool whose disk fails after the first part: the upload must vanish, not leave half an object."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        if self.reads > 1:
+            raise OSError(5, "Input/output error")
+        return super().read(size)
+
+
+def test_a_file_is_written_whole_or_not_at_all(root_store: BucketStore) -> None:
+    """put_file: a multipart upload becomes the object only when complete; a failure aborts it (nothing billed)."""
+    data = os.urandom((5 << 20) + 1024)
+    key = f"file-{uuid.uuid4().hex}"
+    parts: list[tuple[int, int]] = []
+    etag = root_store.put_file(key, io.BytesIO(data), len(data), metadata={"sha": "abc"}, part_size=5 << 20,
+                               on_part=lambda n, total: parts.append((n, total)))
+    head = root_store.head(key)
+    assert parts == [(1, 2), (2, 2)] and etag.endswith("-2")
+    assert head is not None and head["ContentLength"] == len(data) and head["Metadata"] == {"sha": "abc"}
+    broken = f"file-{uuid.uuid4().hex}"
+    with pytest.raises(DrtoolError):
+        root_store.put_file(broken, _BreaksOnSecondPart(data), len(data), metadata={}, part_size=5 << 20)
+    assert root_store.head(broken) is None
+    assert root_store.abort_uploads(broken) == 0  # put_file aborted its own upload: none was left behind

@@ -186,6 +186,26 @@ def test_restore(own_minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDa
     check_policy(own_minio_pair, "restore", attempt, parallel=1)  # the runs share the snapshot bucket's lock
 
 
+def test_restore_without_put_on_the_target_names_the_action(own_minio_pair: MinioSites, pg: PostgresServer,
+                                                           dify_db: DifyDatabase, tmp_path: Path,
+                                                           new_database: Callable[[], str]) -> None:
+    """The one removal the sampled test may not draw, always: the copy loop's refusal (translated once, in
+    drtool/adapters/s3/errors.py) says what was being restored and which action is missing, and copies nothing."""
+    client, source, dest, env = _snapshot_made(own_minio_pair, pg, dify_db, tmp_path)
+    target = new_bucket(client, "iamtgt")
+    template = doc_policies()["restore"]
+    index = next(i for i, st in enumerate(json.loads(template)["Statement"]) if st.get("Sid") == "WriteTargetObjects")
+    policy = without(render(template, SOURCE_BUCKET=source, SNAPSHOT_BUCKET=dest, TARGET_BUCKET=target), index,
+                     "s3:PutObject")
+    access, secret = add_minio_user(own_minio_pair, policy)
+    run = run_module("restore", "latest", "--target-db", new_database(), "--objects-to", target,
+                     env=dict(env, **_creds(access, secret)), cwd=tmp_path)
+    _drop_locks(client, dest)
+    assert run.code == 12, run.stderr[-800:]
+    assert "s3:PutObject" in run.stderr and f"restoring objects into {target}" in run.stderr, run.stderr[-800:]
+    assert client.list_objects_v2(Bucket=target).get("KeyCount") == 0
+
+
 def test_snapshots_verify(own_minio_pair: MinioSites, pg: PostgresServer, dify_db: DifyDatabase,
                           tmp_path: Path) -> None:
     _, _, dest, env = _snapshot_made(own_minio_pair, pg, dify_db, tmp_path)
