@@ -16,6 +16,7 @@ import zstandard
 from drtool.core.chunks import dumps_chunk
 from tests.foundation.cli_runner import RunCli  # noqa: F401  (re-exported for tests/rebuild)
 from tests.helpers.events import summary  # noqa: F401  (re-exported for tests/rebuild)
+from tests.helpers.weaviate import connect
 from tests.rebuild.prose import texts
 from tests.stack.milvus_store import MilvusTestTarget
 
@@ -172,3 +173,14 @@ class TcpRelay:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
+
+
+@pytest.fixture
+def weaviate_env(rebuild_env: dict[str, str], weaviate_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """rebuild-index aimed at the session's Weaviate; yields a client of it (closed after the test)."""
+    monkeypatch.setenv("DRTOOL_VECTOR_STORE", "weaviate")
+    monkeypatch.setenv("DRTOOL_WEAVIATE_ENDPOINT", weaviate_server.http_url)
+    monkeypatch.setenv("DRTOOL_WEAVIATE_GRPC_ENDPOINT", f"{weaviate_server.host}:{weaviate_server.grpc_port}")
+    client = connect(weaviate_server)
+    yield client
+    client.close()

@@ -16,7 +16,6 @@ import pytest
 from drtool.adapters.pgvector import table_name
 from drtool.core.naming import build_name, dify_collection_name, previous_name
 from drtool.core.shards import live_build
-from tests.helpers.weaviate import connect
 from tests.rebuild.conftest import ChunkBucket, RunCli, make_chunks, summary
 from tests.stack.milvus_store import MilvusTestTarget
 
@@ -142,37 +141,30 @@ def test_forged_plan_is_refused_on_a_milvus_server(milvus_target: MilvusTestTarg
 # --- Weaviate (alias switch) -----------------------------------------------------------------------------------------
 
 
-def test_forged_plan_is_refused_on_weaviate(weaviate_server: Any, rebuild_env: dict[str, str],
-                                           chunk_bucket: ChunkBucket, run_cli: RunCli, embedding_server: Any,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DRTOOL_VECTOR_STORE", "weaviate")
-    monkeypatch.setenv("DRTOOL_WEAVIATE_ENDPOINT", weaviate_server.http_url)
-    monkeypatch.setenv("DRTOOL_WEAVIATE_GRPC_ENDPOINT", f"{weaviate_server.host}:{weaviate_server.grpc_port}")
+def test_forged_plan_is_refused_on_weaviate(weaviate_env: Any, chunk_bucket: ChunkBucket, run_cli: RunCli,
+                                           embedding_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRTOOL_WEAVIATE_SWITCH", "alias")
-    client = connect(weaviate_server)
-    try:
-        ds = str(uuid.uuid4())
-        name = dify_collection_name(ds)
-        chunk_bucket.put_chunks(ds, make_chunks(ds, 12))
-        code, events = run_cli("rebuild-index", "--dataset", ds)
-        assert code == 0, summary(events)
-        generation = client.alias.get(alias_name=name).collection
+    client = weaviate_env
+    ds = str(uuid.uuid4())
+    name = dify_collection_name(ds)
+    chunk_bucket.put_chunks(ds, make_chunks(ds, 12))
+    code, events = run_cli("rebuild-index", "--dataset", ds)
+    assert code == 0, summary(events)
+    generation = client.alias.get(alias_name=name).collection
 
-        def rows() -> list[str]:
-            return sorted(str(o.properties["doc_id"]) for o in client.collections.get(generation).iterator())
+    def rows() -> list[str]:
+        return sorted(str(o.properties["doc_id"]) for o in client.collections.get(generation).iterator())
 
-        live, names = rows(), sorted(client.collections.list_all(simple=True))
-        assert len(live) == 12 and generation != name
+    live, names = rows(), sorted(client.collections.list_all(simple=True))
+    assert len(live) == 12 and generation != name
 
-        for build, reason in ((name, "is the live collection itself, and this store switches by an alias"),
-                              (generation, f"is what {name} is an alias of")):
-            plan_key = _forge(chunk_bucket, "weaviate", ds, build, embedding_server)
-            _refused(run_cli, chunk_bucket, ds, build, reason, plan_key)
-            chunk_bucket.client.delete_object(Bucket=chunk_bucket.name, Key=plan_key)
-            assert rows() == live and sorted(client.collections.list_all(simple=True)) == names
-            assert client.alias.get(alias_name=name).collection == generation
-    finally:
-        client.close()
+    for build, reason in ((name, "is the live collection itself, and this store switches by an alias"),
+                          (generation, f"is what {name} is an alias of")):
+        plan_key = _forge(chunk_bucket, "weaviate", ds, build, embedding_server)
+        _refused(run_cli, chunk_bucket, ds, build, reason, plan_key)
+        chunk_bucket.client.delete_object(Bucket=chunk_bucket.name, Key=plan_key)
+        assert rows() == live and sorted(client.collections.list_all(simple=True)) == names
+        assert client.alias.get(alias_name=name).collection == generation
 
 
 # --- pgvector (rename switch; Postgres cuts names to 63 bytes) -------------------------------------------------------

@@ -12,18 +12,7 @@ from weaviate.classes.config import Configure, DataType, Property
 from weaviate.classes.data import DataObject
 
 from drtool.core.naming import dify_collection_name
-from tests.helpers.weaviate import connect
 from tests.rebuild.conftest import ChunkBucket, RunCli, make_chunks, summary
-
-
-@pytest.fixture
-def weaviate_env(rebuild_env: dict[str, str], weaviate_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("DRTOOL_VECTOR_STORE", "weaviate")
-    monkeypatch.setenv("DRTOOL_WEAVIATE_ENDPOINT", weaviate_server.http_url)
-    monkeypatch.setenv("DRTOOL_WEAVIATE_GRPC_ENDPOINT", f"{weaviate_server.host}:{weaviate_server.grpc_port}")
-    client = connect(weaviate_server)
-    yield client
-    client.close()
 
 
 def _count(client: Any, name: str) -> int:
