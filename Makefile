@@ -6,9 +6,12 @@ EXTRAS ?= dev,local
 
 .PHONY: test install system-deps stack lint docs bench-smoke clean constraints
 
-# CI runs the suite in file order until the order dependencies a shuffled run found are fixed (README.md, Set-up);
-# `make test PYTEST_ARGS=--randomly-seed=N` runs it shuffled by pytest-randomly with seed N, `=random` a new one.
-PYTEST_ARGS ?= -p no:randomly
+# CI runs the suite shuffled by pytest-randomly, seeded by the tests/ tree of the commit: the same tests run in the
+# same order every time, and a change to the tests gives a new order. The seed is printed (`Using
+# --randomly-seed=N`); `make test PYTEST_ARGS=--randomly-seed=N` replays it, `PYTEST_ARGS="-p no:randomly"` runs
+# the files in order. Outside a git checkout the seed is 1.
+TEST_SEED ?= $(shell git rev-parse HEAD:tests 2>/dev/null | $(PYTHON) -c "import sys; print(int(sys.stdin.read()[:8] or '1', 16))")
+PYTEST_ARGS ?= --randomly-seed=$(TEST_SEED)
 # pytest-xdist workers, each given whole files (--dist loadfile) and starting its own servers; 0 runs in one process.
 PYTEST_WORKERS ?= 2
 
