@@ -97,6 +97,16 @@ def grant_documented(sites: MinioSites, dify_bucket: str, snap_bucket: str, *, n
 # the server. Its tests and fixtures ask for those by name, never for the shared `minio_pair`, `pg` or `dify_db`.
 
 
+AUDIT_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every audit test is marked own_servers: the shared pair, Postgres and Dify database are off limits here."""
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(AUDIT_TESTS):
+            item.add_marker(pytest.mark.own_servers("minio_pair", "pg", "dify_db", "dify_db_factory", "new_database"))
+
+
 @pytest.fixture
 def audit_dify_db(isolated_pg: PostgresServer) -> Iterator[DifyDatabase]:
     """The seeded Dify database of `world`, on the audit's own Postgres (dify_db's is on the shared `pg`);

@@ -24,6 +24,8 @@ from drtool.ops.replication.read_data import selected
 from tests.replication.conftest import CliRun, all_versions, keys, point_at_minio_pair, unique, wait_for
 from tests.stack.ports import free_ports
 
+pytestmark = pytest.mark.own_servers("minio_pair")  # it takes site B down and expects a pair-wide verdict
+
 
 def _bucket_names(client: Any) -> set[str]:
     return {b["Name"] for b in client.list_buckets()["Buckets"]}

@@ -22,6 +22,8 @@ from drtool.core.replication_verdict.verdict import Level, decide
 from tests.foundation.metrics_check import parse_metrics_text
 from tests.replication.conftest import CliRun, all_versions, drtool_process, minio_settings_env, unique, wait_for
 
+pytestmark = pytest.mark.own_servers("minio_pair")  # it takes site B down and expects a pair-wide verdict
+
 # Findings from counters that move between two calls; everything else must agree between drtool and mc.
 _VOLATILE = {"queue_above_threshold", "failures_last_hour"}
 

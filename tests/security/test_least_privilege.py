@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drtool.core.iam import parse_policy_blocks, render
 from tests.rebuild.conftest import make_chunks
 from tests.security.conftest import REPO, ProcessRun, add_minio_user, new_bucket, run_module
@@ -22,6 +24,8 @@ from tests.snapshot.conftest import fill_source
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
+
+pytestmark = pytest.mark.own_servers("minio_pair")  # replication status's verdict covers every bucket of the pair
 
 IAM_DOC = REPO / "docs" / "iam.md"
 SAMPLE = 3  # removals per command by default

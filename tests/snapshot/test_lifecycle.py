@@ -15,6 +15,8 @@ from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
 from tests.stack.pg_server import PostgresServer
 
+pytestmark = pytest.mark.own_servers("minio_pair")  # --require-replication judges every bucket of the pair
+
 
 @pytest.fixture
 def own_pair_snapshot_env(own_minio_pair: MinioSites, dify_db: DifyDatabase, pg: PostgresServer) -> SnapshotEnv:
