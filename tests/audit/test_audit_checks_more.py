@@ -22,9 +22,10 @@ import pytest
 from psycopg import sql
 
 from tests.audit.conftest import AuditWorld
-from tests.audit.test_audit_findings import free_port, only
+from tests.audit.test_audit_findings import only
 from tests.stack.minio_sites import MinioSites, start_tls_minio
 from tests.stack.pg_server import PostgresServer
+from tests.stack.ports import free_port
 
 
 @contextmanager

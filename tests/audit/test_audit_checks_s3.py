@@ -1,7 +1,7 @@
 """The object-storage checks of issue #15's third part, on the real MinIO pair of the well-configured `world`:
 the key's policy against docs/iam.md (MinIO accountinfo), the multipart-upload probe, and default encryption with
 the KMS behind it (a MinIO with a static KMS key of its own). Each test breaks one thing and expects exactly that
-finding; what a test changes on the shared pair (a policy attached to the audit user) is undone in teardown."""
+finding; what a test changes on the audit's pair (a policy attached to the audit user) is undone in teardown."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def test_pair_without_kms_reports_encryption_off_as_info(world: AuditWorld) -> N
 
 @pytest.fixture(scope="module")
 def kms_minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioSite]:
-    """One MinIO with a static KMS key (MINIO_KMS_SECRET_KEY), a server of its own: the shared pair keeps none."""
+    """One MinIO with a static KMS key (MINIO_KMS_SECRET_KEY), a server of its own: the audit's pair keeps none."""
     from tests.stack.minio_sites import local_minio_site
 
     key = "drtool-audit-key:" + base64.b64encode(os.urandom(32)).decode()

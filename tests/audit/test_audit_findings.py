@@ -293,7 +293,7 @@ def test_pg_dump_older_than_the_server_is_critical(world: AuditWorld, isolated_p
 # --- MinIO -------------------------------------------------------------------------------------------------------
 
 def _wait_replicated(world: AuditWorld, seconds: float, what: str) -> None:
-    """Until `replication status` says 0 (nothing pending or failed) on the shared pair."""
+    """Until `replication status` says 0 (nothing pending or failed) on the audit's pair."""
     deadline = time.monotonic() + seconds
     while world.audit("replication", "status", "--no-bucket-check", "--json").code != 0:
         assert time.monotonic() < deadline, what
@@ -301,7 +301,7 @@ def _wait_replicated(world: AuditWorld, seconds: float, what: str) -> None:
 
 
 def test_one_site_down_is_critical(world: AuditWorld, isolated_minio_pair: MinioSites) -> None:
-    """Leaves the shared pair as healthy as it found it, whatever runs next: the world's own writes are
+    """Leaves the audit's pair as healthy as it found it, whatever runs next: the world's own writes are
     replicated before B stops (a version still queued would fail, and stay a failed replication that every later
     audit and replication verdict reports), nothing is written while it is down (--no-probe), and the test waits
     for the pair to be healthy again after B's restart."""
