@@ -12,8 +12,9 @@ import pytest
 
 from tests.stack.minio_sites import MinioSites, admin_request, replication_info
 
-# Generous: after other tests took site B down and up, MinIO can take ~25 s to resync a new bucket to B.
-WAIT_S = 120.0
+# Generous: after other tests took site B down and up, MinIO can take ~25 s to resync a new bucket to B, and over
+# 120 s on a machine at load 15 (two xdist workers, a shuffled run put this file after such tests).
+WAIT_S = 300.0
 
 
 def _eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
