@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,7 +14,6 @@ import pytest
 from pymilvus import MilvusClient
 
 from drtool.core.chunks import KIND_ANNOTATION, Chunk, Rejection, iter_lines, parse_lines
-from tests.helpers.weaviate import connect
 from tests.rebuild.conftest import ChunkBucket, RunCli, summary
 from tests.rebuild.test_rebuild_dify import _embed_via, _pg_env
 from tests.stack.dify_seed import AnnotationSeed, collection_name_for, seed_annotations
@@ -212,19 +210,7 @@ def test_all_exports_annotations_and_rebuild_needs_only_the_bucket(
     assert all(r["collection"] == collection_name_for(r["dataset_id"]) for r in reports)
 
 
-@pytest.fixture
-def weaviate_client(rebuild_env: dict[str, str], weaviate_server: Any,
-                    monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """drtool pointed at the session's Weaviate, and a client to read what Dify would read."""
-    monkeypatch.setenv("DRTOOL_VECTOR_STORE", "weaviate")
-    monkeypatch.setenv("DRTOOL_WEAVIATE_ENDPOINT", weaviate_server.http_url)
-    monkeypatch.setenv("DRTOOL_WEAVIATE_GRPC_ENDPOINT", f"{weaviate_server.host}:{weaviate_server.grpc_port}")
-    client = connect(weaviate_server)
-    yield client
-    client.close()
-
-
-def test_weaviate_annotation_collections(annotated: tuple[Any, AnnotationSeed], weaviate_client: Any,
+def test_weaviate_annotation_collections(annotated: tuple[Any, AnnotationSeed], weaviate_env: Any,
                                          run_cli: RunCli, embedding_server: Any) -> None:
     """Dify's default store: the same layout through the Weaviate adapter, and Dify's annotation query there
     (near_vector on the named vector `default`, limit 1, score = 1 - distance above the threshold)."""
@@ -236,7 +222,7 @@ def test_weaviate_annotation_collections(annotated: tuple[Any, AnnotationSeed], 
     code, events = run_cli("rebuild-index", "--app", support.id)
     report = summary(events)["datasets"][0]
     assert code == 0 and report["verification"]["dify_query_ok"] == len(support.annotations), report
-    collection = weaviate_client.collections.get(support.collection_name)  # the name Dify opens (alias or class)
+    collection = weaviate_env.collections.get(support.collection_name)  # the name Dify opens (alias or class)
     texts = support.embedded_texts()
     vectors = _embed(embedding_server, list(texts.values()))
     for (annotation_id, text), vector in zip(texts.items(), vectors, strict=True):
