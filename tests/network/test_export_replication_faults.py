@@ -8,6 +8,7 @@ import os
 import pytest
 
 from tests.export.helpers import Bucket, drtool_env, new_bucket_on
+from tests.helpers.replication import wait_peers_online
 from tests.network.conftest import FAST_S3, ProcessRun, host_port, run_drtool
 from tests.stack.dify_db import DifyDatabase
 from tests.stack.minio_sites import MinioSites
@@ -87,6 +88,7 @@ def _reasons(run: ProcessRun) -> set[tuple[str, str]]:
 
 
 def test_replication_status_with_latency_is_healthy(minio_pair: MinioSites, toxiproxy: Toxiproxy) -> None:
+    wait_peers_online(minio_pair)  # another file may just have restarted site B
     b = toxiproxy.proxy("minio_b_status", host_port(minio_pair.b.endpoint))
     b.latency(200, jitter_ms=50)
     run = run_drtool(_status_env(minio_pair, minio_pair.a.endpoint, b.url()), "--json", "replication", "status",

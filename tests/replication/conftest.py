@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.cli import invoke, json_events, run_process
+from tests.helpers.replication import wait_peers_online
 
 
 @dataclass
@@ -65,7 +66,12 @@ def point_at_minio_pair(pair: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: An
 
 @pytest.fixture
 def minio_replication_env(minio_pair: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
-    """The shared MinIO pair, with drtool's replication settings for it in the environment."""
+    """The shared MinIO pair, with drtool's replication settings for it in the environment.
+
+    Tests elsewhere stop and start site B of this pair; MinIO marks the peer online again only some seconds after
+    it answers, so a test that expects a healthy pair waits for that first.
+    """
+    wait_peers_online(minio_pair)
     return point_at_minio_pair(minio_pair, monkeypatch, tmp_path)
 
 
