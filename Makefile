@@ -6,11 +6,11 @@ EXTRAS ?= dev,local
 
 .PHONY: test install system-deps stack lint docs bench-smoke clean constraints
 
-# CI runs the suite in file order: the last whole shuffled run (seed 2811191834) failed two replication tests that
-# lean on what ran before them (README.md, Set-up). `make test PYTEST_ARGS=--randomly-seed=$(TEST_SEED)` runs it
-# shuffled by pytest-randomly, seeded by the commit's tests/ tree (printed as `Using --randomly-seed=N`).
+# CI runs the suite shuffled by pytest-randomly, seeded by the commit's tests/ tree (printed as
+# `Using --randomly-seed=N`), so a test leaning on what another left on a shared server fails instead of passing by
+# luck. `make test PYTEST_ARGS=--randomly-seed=N` replays seed N; `PYTEST_ARGS=-p no:randomly` runs in file order.
 TEST_SEED ?= $(shell git rev-parse HEAD:tests 2>/dev/null | $(PYTHON) -c "import sys; print(int(sys.stdin.read()[:8] or '1', 16))")
-PYTEST_ARGS ?= -p no:randomly
+PYTEST_ARGS ?= --randomly-seed=$(TEST_SEED)
 # pytest-xdist workers, each given whole files (--dist loadfile) and starting its own servers; 0 runs in one process.
 PYTEST_WORKERS ?= 2
 
