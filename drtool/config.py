@@ -301,6 +301,10 @@ class RebuildSettings:
     top_k: int = _opt(5, "k of the self-retrieval check (recall@k)")
     min_recall_pct: int = _opt(90, "lowest self-retrieval recall@k, in percent, that passes the verification gate")
     ledger_prefix: str = _opt("drtool/rebuild", "object-storage prefix of the rebuild checkpoint ledgers")
+    shard_plan_key: str | None = _opt(None, "secret shared by every worker of a sharded rebuild (at least 32 "
+                                            "characters, e.g. `openssl rand -base64 32`): the plan's author "
+                                            "authenticates it with an HMAC, the others refuse (exit 2) a plan it "
+                                            "does not verify", secret=True)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,11 @@ every chunk exactly once.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from drtool.errors import UsageError
 
@@ -19,6 +22,9 @@ from drtool.errors import UsageError
 ENV_INDEX = "JOB_COMPLETION_INDEX"
 ENV_COUNT = "JOB_COMPLETIONS"
 MAX_SHARDS = 1024  # far beyond any useful parallelism; a typo like 3000/30000 is refused instead of planned
+PLAN_MAC = "mac"  # the plan's field holding its HMAC (rebuild.shard_plan_key)
+MAC_PREFIX = "hmac-sha256:"
+MIN_PLAN_KEY_CHARS = 32  # `openssl rand -base64 32` gives 44
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,29 @@ def live_build(collection: str, build: str, *, by_alias: bool, rename_build: str
     if rename_build is not None and build != rename_build:
         # Any other name may reach live data: pgvector cuts a longer name to Dify's own table; `_drtool_prev`.
         return f"is not {rename_build}, the only name this store (it switches by a rename) builds under"
+    return None
+
+
+def plan_mac(key: str, plan: Mapping[str, Any]) -> str:
+    """The HMAC-SHA256 of a shard plan's canonical JSON (every field but the MAC itself). Every worker of one
+    rebuild may author the plan and every one reads it, so they share one secret: a symmetric MAC, not a signature."""
+    body = json.dumps({k: v for k, v in plan.items() if k != PLAN_MAC}, sort_keys=True, separators=(",", ":"))
+    return MAC_PREFIX + hmac.new(key.encode("utf-8"), body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def plan_authentication_problem(key: str | None, plan: Mapping[str, Any]) -> str | None:
+    """Why a shard plan read from the bucket is not authenticated (the words after "the shard plan X"), or None.
+    Without a key nothing is checked (the structural checks, live_build, still run), but a plan that carries a MAC
+    is refused: one worker of the Job lacks the secret the others have."""
+    mac = plan.get(PLAN_MAC)
+    if key is None:
+        if mac is None:
+            return None
+        return "carries a MAC, but this worker has no rebuild.shard_plan_key to check it"
+    if not isinstance(mac, str):
+        return "is not authenticated: it has no MAC, and rebuild.shard_plan_key is set"
+    if not hmac.compare_digest(mac, plan_mac(key, plan)):
+        return "has a MAC that rebuild.shard_plan_key does not verify: another key made it, or it was changed"
     return None
 
 

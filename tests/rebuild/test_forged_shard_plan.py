@@ -2,7 +2,9 @@
 name the live collection as the build. A worker that did not write the plan, and --finalize, refuse it (exit 2,
 event `rebuild.shard_plan_refused`) before storing anything: on a real Milvus server (rename switch, and an alias
 an operator made), on Weaviate with the alias switch, and on pgvector (a longer name that Postgres cuts to the live
-table's). The live collection keeps exactly its rows (with the check off, the Milvus plan adds rows to it)."""
+table's). The live collection keeps exactly its rows (with the check off, the Milvus plan adds rows to it). With
+rebuild.shard_plan_key every plan is authenticated: what the name checks cannot tell on Weaviate's copy switch is
+refused too."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 
 from drtool.adapters.pgvector import table_name
 from drtool.core.naming import build_name, dify_collection_name, previous_name
-from drtool.core.shards import live_build
+from drtool.core.shards import live_build, plan_authentication_problem, plan_mac
 from tests.rebuild.conftest import ChunkBucket, RunCli, make_chunks, summary
 from tests.stack.milvus_store import MilvusTestTarget
 
@@ -46,12 +48,30 @@ def test_the_rule_refuses_live_names_and_passes_drtools_own_plans() -> None:
         assert why is not None and f"is not {renamed}" in why
 
 
+def test_the_plan_key_authenticates_exactly_the_plan_it_made() -> None:
+    key, other = "k" * 32, "o" * 32
+    plan = {"version": 1, "collection": "C", "build": "C", "mode": "in-place", "shards": 2, "created_at": 1.5}
+    signed = {**plan, "mac": plan_mac(key, plan)}
+    assert signed["mac"].startswith("hmac-sha256:") and len(signed["mac"]) == len("hmac-sha256:") + 64
+    assert plan_authentication_problem(key, json.loads(json.dumps(signed))) is None  # survives the bucket
+    assert plan_authentication_problem(None, plan) is None  # no key: the structural checks decide
+    for changed in ({**signed, "build": "C_drtool_20250101000000000000"}, {**signed, "shards": 3},
+                    {**signed, "extra": 1}):
+        why = plan_authentication_problem(key, changed)
+        assert why is not None and "does not verify" in why
+    assert "does not verify" in (plan_authentication_problem(other, signed) or "")
+    assert "has no MAC" in (plan_authentication_problem(key, plan) or "")
+    assert "has no MAC" in (plan_authentication_problem(key, {**plan, "mac": 7}) or "")
+    assert "no rebuild.shard_plan_key" in (plan_authentication_problem(None, signed) or "")
+
+
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
 
-def _forge(bucket: ChunkBucket, backend: str, dataset: str, build: str, embedding_server: Any) -> str:
+def _forge(bucket: ChunkBucket, backend: str, dataset: str, build: str, embedding_server: Any,
+           mac_key: str | None = None) -> str:
     """A plan as drtool writes it (right chunk file ETag, model and dimension), naming `build`: only the build
-    name gives it away."""
+    name gives it away (and its MAC, made with `mac_key`, when given)."""
     collection = dify_collection_name(dataset)
     chunk_key = f"datasets/{dataset}/processed/chunks.jsonl"
     etag = bucket.client.head_object(Bucket=bucket.name, Key=chunk_key)["ETag"].strip('"')
@@ -59,18 +79,23 @@ def _forge(bucket: ChunkBucket, backend: str, dataset: str, build: str, embeddin
             "shards": 2, "chunk_key": chunk_key, "chunk_etag": etag,
             "model_id": f"openai:{embedding_server.model_name}", "dimension": embedding_server.dimensions,
             "created_at": time.time()}
+    if mac_key is not None:
+        plan["mac"] = plan_mac(mac_key, plan)
     key = f"drtool/rebuild/{backend}/{collection}.shards/plan.json"
     bucket.client.put_object(Bucket=bucket.name, Key=key, Body=json.dumps(plan).encode())
     return key
 
 
-def _refused(run_cli: RunCli, bucket: ChunkBucket, dataset: str, build: str, reason: str, plan_key: str) -> None:
-    """A shard worker and --finalize both exit 2 naming the plan and what to do; nothing of the worker's is left."""
+def _refused(run_cli: RunCli, bucket: ChunkBucket, dataset: str, build: str, reason: str, plan_key: str,
+             lead: str | None = None) -> None:
+    """A shard worker and --finalize both exit 2 naming the plan and what to do; nothing of the worker's is left.
+    `lead`: what the message says after the plan's URL (default: the build collection)."""
     for args in (("--shard", "0/2", "--resume"), ("--finalize",)):
         code, events = run_cli("rebuild-index", "--dataset", dataset, *args)
         error = summary(events)["datasets"][0]["error"]
         assert code == 2, (args, error)
-        assert f"refusing the shard plan s3://{bucket.name}/{plan_key}: its build collection {build} " in error
+        lead_text = f"its build collection {build} " if lead is None else lead
+        assert f"refusing the shard plan s3://{bucket.name}/{plan_key}: {lead_text}" in error
         assert reason in error and "remove the objects under" in error, error
         refused = [e for e in events if e["event"] == "rebuild.shard_plan_refused"]
         assert len(refused) == 1 and refused[0]["build"] == build and reason in refused[0]["reason"], refused
@@ -165,6 +190,64 @@ def test_forged_plan_is_refused_on_weaviate(weaviate_env: Any, chunk_bucket: Chu
         chunk_bucket.client.delete_object(Bucket=chunk_bucket.name, Key=plan_key)
         assert rows() == live and sorted(client.collections.list_all(simple=True)) == names
         assert client.alias.get(alias_name=name).collection == generation
+
+
+# --- Weaviate (copy switch) with rebuild.shard_plan_key ------------------------------------------------------------
+
+
+def test_the_plan_key_refuses_what_the_name_checks_cannot_on_weaviates_copy_switch(
+        weaviate_env: Any, chunk_bucket: ChunkBucket, run_cli: RunCli, embedding_server: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the copy switch a first build is made in place, so a plan naming the live collection passes the name
+    checks; with a plan key every worker shares, a genuine sharded rebuild passes and a forged plan does not."""
+    key = "drtool-test-plan-key-" + uuid.uuid4().hex
+    monkeypatch.setenv("DRTOOL_WEAVIATE_SWITCH", "copy")
+    monkeypatch.setenv("DRTOOL_REBUILD_SHARD_PLAN_KEY", key)
+    client = weaviate_env
+    ds = str(uuid.uuid4())
+    name = dify_collection_name(ds)
+    plan_key = f"drtool/rebuild/weaviate/{name}.shards/plan.json"
+    chunk_bucket.put_chunks(ds, make_chunks(ds, 12))
+    try:
+        code, events = run_cli("rebuild-index", "--dataset", ds, "--shard", "0/2")
+        assert code == 0, summary(events)
+        written = json.loads(chunk_bucket.client.get_object(Bucket=chunk_bucket.name, Key=plan_key)["Body"].read())
+        assert written["build"] == name and written["mode"] == "in-place" and written["mac"].startswith("hmac-")
+        assert key not in json.dumps(events)
+        for args in (("--shard", "1/2"), ("--finalize",)):  # they did not write the plan: it verifies
+            code, events = run_cli("rebuild-index", "--dataset", ds, *args)
+            assert code == 0, (args, summary(events))
+
+        def rows() -> list[str]:
+            return sorted(str(o.properties["doc_id"]) for o in client.collections.get(name).iterator())
+
+        live, names = rows(), sorted(client.collections.list_all(simple=True))
+        assert len(live) == 12
+
+        # The same forgery three ways: no MAC, another key's MAC, and a worker without the key facing a MAC.
+        for mac_key, reason in ((None, "is not authenticated: it has no MAC"),
+                                ("another-key-" + "x" * 32, "has a MAC that rebuild.shard_plan_key does not verify"),
+                                (key, "carries a MAC, but this worker has no rebuild.shard_plan_key")):
+            if mac_key == key:
+                monkeypatch.delenv("DRTOOL_REBUILD_SHARD_PLAN_KEY")
+            forged = _forge(chunk_bucket, "weaviate", ds, name, embedding_server, mac_key=mac_key)
+            _refused(run_cli, chunk_bucket, ds, name, reason, forged, lead=f"it {reason}")
+            chunk_bucket.client.delete_object(Bucket=chunk_bucket.name, Key=forged)
+            assert rows() == live and sorted(client.collections.list_all(simple=True)) == names
+    finally:
+        client.collections.delete(name)
+
+
+def test_a_short_plan_key_is_a_configuration_error(weaviate_env: Any, chunk_bucket: ChunkBucket, run_cli: RunCli,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRTOOL_REBUILD_SHARD_PLAN_KEY", "short-key-1234")
+    ds = str(uuid.uuid4())
+    chunk_bucket.put_chunks(ds, make_chunks(ds, 4))
+    code, events = run_cli("rebuild-index", "--dataset", ds, "--shard", "0/2")
+    error = summary(events)["datasets"][0]["error"]
+    assert code == 2 and "rebuild.shard_plan_key is 14 characters; at least 32" in error, error
+    assert "short-key-1234" not in json.dumps(events)
+    assert chunk_bucket.keys("drtool/rebuild/") == [] and not weaviate_env.collections.exists(dify_collection_name(ds))
 
 
 # --- pgvector (rename switch; Postgres cuts names to 63 bytes) -------------------------------------------------------

@@ -30,8 +30,8 @@ from drtool.adapters import s3
 from drtool.core.chunks import Chunk
 from drtool.core.events import Emit
 from drtool.core.ports import VectorStore
-from drtool.core.shards import Shard, live_build
-from drtool.errors import DrtoolError, NotFoundError, PreconditionFailed, UsageError
+from drtool.core.shards import MIN_PLAN_KEY_CHARS, PLAN_MAC, Shard, live_build, plan_authentication_problem, plan_mac
+from drtool.errors import ConfigError, DrtoolError, NotFoundError, PreconditionFailed, UsageError
 from drtool.ops.lock import store_lock
 from drtool.ops.rebuild.ledger import Ledger
 from drtool.ops.rebuild.options import ChunkFileRefused, DatasetReport
@@ -67,10 +67,15 @@ def put_if_absent(store: Any, key: str, body: bytes) -> bool:
 
 
 class ShardPlan:
-    """The plan every worker of one collection's sharded rebuild shares."""
+    """The plan every worker of one collection's sharded rebuild shares. With `mac_key` (rebuild.shard_plan_key) the
+    author adds an HMAC and the other workers and --finalize refuse a plan it does not verify."""
 
-    def __init__(self, store: Any, ledger_prefix: str, backend: str, collection: str) -> None:
-        self.store, self.collection = store, collection
+    def __init__(self, store: Any, ledger_prefix: str, backend: str, collection: str, *,
+                 mac_key: str | None) -> None:
+        if mac_key is not None and len(mac_key) < MIN_PLAN_KEY_CHARS:
+            raise ConfigError(f"rebuild.shard_plan_key is {len(mac_key)} characters; at least "
+                              f"{MIN_PLAN_KEY_CHARS} are needed", hint="make one with `openssl rand -base64 32`")
+        self.store, self.collection, self.mac_key = store, collection, mac_key
         self.folder = shards_folder(ledger_prefix, backend, collection)
         self.key = self.folder + "plan.json"
         self.ledger_prefix, self.backend = ledger_prefix, backend
@@ -94,26 +99,35 @@ class ShardPlan:
                                   "collection, then start the shards again")
         return data
 
-    def refuse_live_build(self, target: VectorStore, data: dict[str, Any], dataset_id: str, emit: Emit) -> None:
-        """Exit 2 before anything is stored when a plan this process did not write would build into the collection
-        Dify queries (drtool.core.shards.live_build): the bucket's writers are not trusted with the live index."""
+    def refuse_untrusted(self, target: VectorStore, data: dict[str, Any], dataset_id: str, emit: Emit) -> None:
+        """Exit 2 before anything is stored when a plan this process did not write is not authenticated by
+        rebuild.shard_plan_key, or would build into the collection Dify queries (drtool.core.shards.live_build):
+        the bucket's writers are not trusted with the live index."""
         build = data["build"]
-        why = live_build(self.collection, build, by_alias=target.switches_by_alias,
-                         rename_build=target.build_name(self.collection) if target.switch_is_rename else None,
-                         live_target=target.alias_target(self.collection))
-        if why is None:
-            return
+        unauthenticated = plan_authentication_problem(self.mac_key, data)
+        if unauthenticated is not None:
+            why, what = unauthenticated, f"it {unauthenticated}"
+        else:
+            why = live_build(self.collection, build, by_alias=target.switches_by_alias,
+                             rename_build=target.build_name(self.collection) if target.switch_is_rename else None,
+                             live_target=target.alias_target(self.collection))
+            if why is None:
+                return
+            what = f"its build collection {build} {why}. drtool never writes such a plan"
         emit({"event": "rebuild.shard_plan_refused", "dataset": dataset_id, "collection": self.collection,
               "build": build, "plan": self.store.url(self.key), "reason": why})
-        raise UsageError(f"refusing the shard plan {self.store.url(self.key)}: its build collection {build} {why}. "
-                         "drtool never writes such a plan, so this worker stores nothing from it",
-                         hint=f"someone who can write to {self.store.url('')} made or changed it: find out who, "
-                              f"then remove the objects under {self.store.url(self.folder)} and start the shards "
-                              f"again (this run stored nothing in {target.describe()})")
+        raise UsageError(f"refusing the shard plan {self.store.url(self.key)}: {what}, so this worker stores "
+                         "nothing from it",
+                         hint=f"if every worker has the same rebuild.shard_plan_key, someone who can write to "
+                              f"{self.store.url('')} made or changed the plan: find out who, then remove the objects "
+                              f"under {self.store.url(self.folder)} and start the shards again (this run stored "
+                              f"nothing in {target.describe()})")
 
     def create(self, data: dict[str, Any]) -> bool:
-        body = json.dumps({**data, "version": PLAN_VERSION, "created_at": time.time()}, sort_keys=True).encode()
-        return put_if_absent(self.store, self.key, body)
+        plan = {**data, "version": PLAN_VERSION, "created_at": time.time()}
+        if self.mac_key is not None:
+            plan[PLAN_MAC] = plan_mac(self.mac_key, plan)
+        return put_if_absent(self.store, self.key, json.dumps(plan, sort_keys=True).encode())
 
     def ledger(self, index: int) -> Ledger:
         return Ledger(self.store, self.ledger_prefix, self.backend, f"{self.collection}.shards/shard-{index}")
@@ -122,6 +136,13 @@ class ShardPlan:
         for i in range(shards):
             self.ledger(i).delete()
         self.store.delete(self.key)
+
+
+def shard_plan(rebuilder: Rebuilder, collection: str) -> ShardPlan:
+    """The shard plan of `collection` in the rebuilder's ledger folder, with its settings' plan key."""
+    assert rebuilder.target is not None
+    return ShardPlan(rebuilder.store, rebuilder.rs.ledger_prefix, rebuilder.target.backend, collection,
+                     mac_key=rebuilder.rs.shard_plan_key)
 
 
 def check_plan(rebuilder: Rebuilder, plan: Plan, shared: dict[str, Any], dim: int, where: str) -> None:
@@ -166,12 +187,12 @@ class ShardedRebuilder(Rebuilder):
         t0 = time.monotonic()
         dim = self.dimension(plan)
         dify_cache = self.dify_cache_for(plan)
-        plans = ShardPlan(self.store, self.rs.ledger_prefix, target.backend, plan.collection)
+        plans = shard_plan(self, plan.collection)
         shared, authored = plans.load(), False
         if shared is None:
             shared, authored = self._propose(plan, plans, dim, dify_cache)
         if not authored:
-            plans.refuse_live_build(target, shared, plan.dataset_id, self.emit)
+            plans.refuse_untrusted(target, shared, plan.dataset_id, self.emit)
         if shared["shards"] != self.shard.count:
             raise UsageError(f"the sharded rebuild of {plan.collection} was planned for {shared['shards']} shards; "
                              f"this worker is shard {self.shard}",
@@ -297,7 +318,7 @@ class ShardFinalizer(Rebuilder):
             except DrtoolError:
                 pending.append(dataset_id)  # run() reports why it cannot be planned
                 continue
-            plans = ShardPlan(self.store, self.rs.ledger_prefix, self.target.backend, collection)
+            plans = shard_plan(self, collection)
             single = Ledger(self.store, self.rs.ledger_prefix, self.target.backend, collection)
             if self.store.head(plans.key) is not None or self.store.head(single.key) is not None:
                 pending.append(dataset_id)
@@ -312,7 +333,7 @@ class ShardFinalizer(Rebuilder):
     def rebuild(self, plan: Plan, report: DatasetReport) -> None:
         target = self.target
         assert target is not None
-        plans = ShardPlan(self.store, self.rs.ledger_prefix, target.backend, plan.collection)
+        plans = shard_plan(self, plan.collection)
         ledger = Ledger(self.store, self.rs.ledger_prefix, target.backend, plan.collection)
         shared = plans.load()
         if shared is None:
@@ -325,7 +346,7 @@ class ShardFinalizer(Rebuilder):
             raise NotFoundError(f"no sharded rebuild of {plan.collection} to finalize (no shard plan at "
                                 f"{self.store.url(plans.key)})",
                                 hint="run the shard workers first (--shard I/N or an Indexed Job)")
-        plans.refuse_live_build(target, shared, plan.dataset_id, self.emit)  # a switch from it would drop data
+        plans.refuse_untrusted(target, shared, plan.dataset_id, self.emit)  # a switch from it would drop data
         dim = self.dimension(plan)
         dify_cache = self.dify_cache_for(plan)
         check_plan(self, plan, shared, dim, f"finalize {plan.collection}")
