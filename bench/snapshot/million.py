@@ -198,6 +198,10 @@ def main() -> None:
     parser.add_argument("--writer-threads", type=int, default=4, help="threads of the live writer")
     parser.add_argument("--writer-seconds", type=float, default=15.0, help="length of a writer-alone window")
     parser.add_argument("--wait-for", help="fill the first size, then wait until this file exists before measuring")
+    parser.add_argument("--no-writer", action="store_true", help="skip the live-writer windows (three more snapshots)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the rows of other sizes already in bench/results/snapshot-scale.json (each row "
+                             "names the command and date that measured it)")
     parser.add_argument("--render", action="store_true", help="only redraw the .md from the .json")
     args = parser.parse_args()
     if args.render:
@@ -210,6 +214,12 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "db_mb": args.db_mb, "uploaders": f"{args.uploaders} processes x {args.threads} threads", "cap": args.cap,
         "by_size": {}}
+    previous = RESULTS / "snapshot-scale.json"
+    if args.keep and previous.exists():
+        old = json.loads(previous.read_text())
+        for n, row in old.get("by_size", {}).items():
+            if int(n) not in sizes:
+                results["by_size"][n] = {"command": old["command"], "date": old["date"], **row}
     with tempfile.TemporaryDirectory(prefix="drtool-bench-scale-") as tmp, local_postgres() as pg:
         minio, endpoint = start_minio(Path(tmp) / "minio")
         try:
@@ -260,7 +270,8 @@ def main() -> None:
                 }
                 row["ratio_vs_max"] = round(row["snapshot_s"] / max(row["pg_dump_s"], row["listing_s"]), 3)
                 row["load_average"] = round(os.getloadavg()[0], 1)
-                if n_index == 0:
+                row["command"], row["date"] = results["command"], results["date"]
+                if n_index == 0 and not args.no_writer:
                     row["writer"] = measure_writer(endpoint, live, env, args)
                 results["by_size"][str(n)] = row
                 print(json.dumps({n: row}), flush=True)
@@ -312,6 +323,11 @@ def write_markdown(results: dict[str, Any]) -> None:
                   f"{row['pg_dump_s']:.2f} s | {row['listing_s']:.2f} s | {row['snapshot_s']:.2f} s "
                   f"(runs {', '.join(f'{x:.1f}' for x in row['snapshot_runs_s'])}) | **{row['ratio_vs_max']:.2f}x** | "
                   f"{row['snapshot_peak_rss_kib'] / 1024:.0f} MiB | <= 1.1x |")
+    runs = {(row["command"], row["date"]) for row in results["by_size"].values() if "command" in row}
+    if len(runs) > 1:
+        md += ["", "Rows from separate runs (each ratio still compares measurements of one run): " + "; ".join(
+            f"{int(n):,} objects: `{row['command']}`, {row['date']}, load {row.get('load_average', '?')}"
+            for n, row in sorted(results["by_size"].items(), key=lambda kv: int(kv[0])) if "command" in row) + "."]
     for n, row in sorted(results["by_size"].items(), key=lambda kv: int(kv[0])):
         w = row.get("writer")
         if not w:
