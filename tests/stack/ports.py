@@ -56,14 +56,27 @@ def free_ports(count: int) -> list[int]:
     return [free_port() for _ in range(count)]
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (what a connect() or bind(0) may take at any moment)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_port_pair(offset: int = GRPC_OFFSET) -> int:
     """Return a free port P whose twin P + offset is free too (SeaweedFS's gRPC convention).
 
-    Kernel ephemeral ports are usually above 32768, so P + 10000 often does not exist; we therefore search the
-    range 20000..55535 ourselves, starting at a pseudo-random point so parallel sessions spread out.
+    Both are taken below the kernel's ephemeral range when it leaves room (P in 12000..22767 with the default
+    32768): a twin chosen inside that range was taken by some process's outgoing connection between this check and
+    the server's bind (CI: "bind: address already in use" on a filer's gRPC port). The search starts at a
+    pseudo-random point so parallel sessions spread out.
     """
     rng = random.Random()
-    low, high = 20_000, 65_535 - offset
+    low, high = 12_000, min(_ephemeral_low(), 65_536) - offset - 1
+    if high - low < 1_000:  # an unusual ephemeral range: search above it as before
+        low, high = 20_000, 65_535 - offset
     with _lock:
         for _ in range(2000):
             port = rng.randint(low, high)

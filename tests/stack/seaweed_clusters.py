@@ -136,7 +136,25 @@ def _cluster_ready(cluster: SeaweedCluster) -> bool:
     return _status_or_http_error(f"{cluster.endpoint}/") in (200, 403)
 
 
+START_ATTEMPTS = 3
+
+
 def _start_cluster(
+    name: str, workdir: Path, weed: Path, ready_timeout: float, procs: list[ManagedProcess]
+) -> SeaweedCluster:
+    """Start one cluster; when one of its eight ports was taken before it bound it, again on new ports."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_cluster_once(name, workdir, weed, ready_timeout, procs)
+        except StackStartError as exc:
+            if attempt == START_ATTEMPTS or "address already in use" not in str(exc):
+                raise
+            procs.pop().stop(kill=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
+def _start_cluster_once(
     name: str, workdir: Path, weed: Path, ready_timeout: float, procs: list[ManagedProcess]
 ) -> SeaweedCluster:
     data_dir = workdir / "data"
