@@ -171,7 +171,10 @@ class EmbeddingSettings:
     adaptive: bool = _opt(True, "adapt the requests in flight to the endpoint (openai): start at 4, grow while "
                                 "latency stays flat, shrink on 429/503 or rising latency, within embedding.concurrency")
     timeout: int = _opt(60, "seconds before an embedding request times out")
-    max_attempts: int = _opt(6, "tries per embedding request (openai) on timeouts, resets, 429 and 5xx")
+    max_attempts: int = _opt(6, "tries per embedding request (openai) on timeouts, resets and 5xx other than 503")
+    overload_wait: float = _opt(300.0, "seconds one embedding request (openai) keeps retrying while the endpoint "
+                                       "answers 429 or 503 (too many requests; Retry-After honoured) before the "
+                                       "rebuild stops, resumable: workers sharing a provider meet many in a row")
     requests_per_minute: int = _opt(0, "embedding requests per minute budget (openai; 0 = unlimited)")
     tokens_per_minute: int = _opt(0, "estimated tokens per minute budget (openai; 0 = unlimited)")
     max_input_tokens: int = _opt(8191, "longest input the openai endpoint accepts, in tokens (4 chars ~ 1 token)")

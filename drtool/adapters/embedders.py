@@ -14,12 +14,12 @@ import math
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+from tenacity import RetryCallState, retry, retry_if_exception, wait_exponential, wait_random
 
 from drtool.config import EmbeddingSettings
 from drtool.core.concurrency import AdaptiveLimit, ConcurrencyGate
@@ -49,6 +49,28 @@ def _wait(state: RetryCallState) -> float:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, RetryableHTTPError | httpx.TimeoutException | httpx.TransportError)
+
+
+def _overload(exc: BaseException | None) -> bool:
+    """429 or 503: the endpoint is busy, not broken."""
+    return isinstance(exc, RetryableHTTPError) and exc.status in (429, 503)
+
+
+def _stop_after(max_attempts: int, overload_wait: float) -> Callable[[RetryCallState], bool]:
+    """When one request gives up. "Too many requests" is retried for `overload_wait` seconds, however many times:
+    N shard workers adapting to one provider each on their own meet runs of 429s while the provider keeps serving
+    (a 2-worker benchmark lost a worker after 6 in a row). Every other failure counts against `max_attempts`."""
+    others = 0
+
+    def stop(state: RetryCallState) -> bool:
+        nonlocal others
+        exc = state.outcome.exception() if state.outcome else None
+        if _overload(exc):
+            return (state.seconds_since_start or 0.0) >= overload_wait
+        others += 1
+        return others >= max_attempts
+
+    return stop
 
 
 class OpenAIEmbedder:
@@ -109,13 +131,20 @@ class OpenAIEmbedder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
+        wait_s = self._settings.overload_wait
         call = retry(
-            retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(self._max_attempts),
+            retry=retry_if_exception(_retryable), wait=_wait, stop=_stop_after(self._max_attempts, wait_s),
             reraise=True,
         )(self._post)
         try:
             data = call(list(texts))
         except RetryableHTTPError as exc:
+            if _overload(exc):
+                raise UnavailableError(f"embedding endpoint still refused the request for load after {wait_s:g} s "
+                                       f"(embedding.overload_wait): {exc}",
+                                       hint="the provider's rate limit or quota: wait, or lower embedding.concurrency "
+                                            "and --rpm/--tpm, then re-run (rebuild-index --resume)",
+                                       system=self._system) from None
             raise UnavailableError(f"embedding endpoint kept failing: {exc}",
                                    hint="retry later or lower embedding.concurrency", system=self._system) from None
         except httpx.TimeoutException as exc:

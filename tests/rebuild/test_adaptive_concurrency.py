@@ -20,6 +20,7 @@ from drtool.config import EmbeddingSettings
 from drtool.core.concurrency import AdaptiveLimit, ConcurrencyGate
 from drtool.core.naming import dify_collection_name
 from drtool.core.pipeline import batched, ordered_map
+from drtool.errors import UnavailableError
 from tests.rebuild.conftest import ChunkBucket, RunCli, make_chunks, summary
 from tests.stack.embedding_server import EmbeddingServer, cheap_vector
 from tests.stack.milvus_store import MilvusTestTarget
@@ -183,6 +184,49 @@ def test_an_explicit_ceiling_is_never_exceeded(embedding_server: EmbeddingServer
     _assert_in_order(texts, vectors, embedding_server.dimensions)
     assert embedding_server.peak_in_flight <= 3 and embedder.gate.peak_in_flight == 3
     assert not [r for r in embedding_server.history if r.status == 429]
+
+
+def test_a_run_of_429s_longer_than_max_attempts_is_waited_out(embedding_server: EmbeddingServer) -> None:
+    """Busy is not broken: many 429s in a row (N workers sharing one provider) are retried for
+    embedding.overload_wait seconds, not max_attempts tries; the request then succeeds."""
+    embedder = _embedder(embedding_server, concurrency=1, max_attempts=2, overload_wait=60.0)
+    embedding_server.fail_next(429, count=7, retry_after=0.05)
+    try:
+        [vector] = embedder.embed(["still served"])
+    finally:
+        embedder.close()
+    assert len(vector) == embedding_server.dimensions
+    assert [r.status for r in embedding_server.history] == [429] * 7 + [200]
+
+
+def test_429s_past_overload_wait_stop_the_request_with_what_to_do(embedding_server: EmbeddingServer) -> None:
+    embedder = _embedder(embedding_server, concurrency=1, max_attempts=50, overload_wait=1.0)
+    embedding_server.fail_next(429, count=1000, retry_after=0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UnavailableError) as caught:
+            embedder.embed(["quota exhausted"])
+        tries = len(embedding_server.history)
+    finally:
+        embedder.close()
+        embedding_server.reset()  # the 429s left queued
+    assert time.monotonic() - started >= 1.0
+    assert "still refused the request for load after 1 s (embedding.overload_wait)" in caught.value.message
+    assert "--resume" in (caught.value.hint or "")
+    assert 3 <= tries < 50  # bounded by the wait, not by max_attempts
+
+
+def test_other_5xx_still_count_against_max_attempts(embedding_server: EmbeddingServer) -> None:
+    embedder = _embedder(embedding_server, concurrency=1, max_attempts=3, overload_wait=600.0)
+    embedding_server.fail_next(500, count=10)
+    try:
+        with pytest.raises(UnavailableError, match="kept failing: HTTP 500"):
+            embedder.embed(["broken"])
+        statuses = [r.status for r in embedding_server.history]
+    finally:
+        embedder.close()
+        embedding_server.reset()  # the 500s left queued
+    assert statuses == [500] * 3
 
 
 def test_without_adaptation_the_ceiling_is_held_and_429s_are_retried(embedding_server: EmbeddingServer) -> None:
