@@ -80,6 +80,11 @@ class MinioSite:
         """True while the local server process is alive (external sites: always True)."""
         return self._control is None or self._control.process.running()
 
+    @property
+    def pid(self) -> int | None:
+        """The local server's pid (None for an external site): a new one means the site was restarted."""
+        return self._control.process.pid if self._control is not None else None
+
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server (SIGTERM, or SIGKILL with kill=True to simulate a crash); data stays on disk."""
         self._require_local("stop").process.stop(kill=kill)

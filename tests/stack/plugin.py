@@ -80,6 +80,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from tests.helpers.replication import wait_peers_online
 from tests.stack.build import binary_path, ensure_go_binary
 from tests.stack.dify_db import DifyDatabase, create_dify_database
 from tests.stack.embedding_server import (
@@ -134,6 +135,7 @@ __all__ = [
 
 # Things with per-test state that the autouse fixture below restores; filled as services start.
 _restartable: list[Any] = []
+_minio_pairs: list[MinioSites] = []
 _embedding_servers: list[EmbeddingServer] = []
 _toxiproxies: list[Toxiproxy] = []
 _weaviates: list[WeaviateServer] = []
@@ -224,7 +226,9 @@ def minio_pair(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[Min
     _build_go_tools(request, MINIO, MC)
     with local_minio_pair(_stack_dir / "minio") as sites:
         _restartable.extend((sites.a, sites.b))
+        _minio_pairs.append(sites)
         yield sites
+        _minio_pairs.remove(sites)
         _restartable.remove(sites.a)
         _restartable.remove(sites.b)
 
@@ -239,7 +243,9 @@ def _another_minio_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest
     _build_go_tools(request, MINIO, MC)
     with local_minio_pair(tmp_path_factory.mktemp(name)) as sites:
         _restartable.extend((sites.a, sites.b))
+        _minio_pairs.append(sites)
         yield sites
+        _minio_pairs.remove(sites)
         _restartable.remove(sites.a)
         _restartable.remove(sites.b)
 
@@ -453,13 +459,15 @@ def toxiproxy(request: pytest.FixtureRequest, _stack_dir: Path) -> Iterator[Toxi
 
 @pytest.fixture(autouse=True)
 def _stack_isolation() -> Iterator[None]:
-    """Before a test: clear the embedding server's faults and counters. After: restart stopped sites, and delete
-    the Weaviate collections and aliases the test made (a Weaviate first started by this test was empty)."""
+    """Before a test: clear the embedding server's faults and counters. After: restart stopped sites, wait until
+    a MinIO pair with a restarted site names no peer offline, and delete the Weaviate collections and aliases the
+    test made (a Weaviate first started by this test was empty)."""
     for server in _embedding_servers:
         server.reset()
     for proxy_server in _toxiproxies:
         proxy_server.reset()
     weaviate_before = {w.http_url: schema_names(w.http_url) for w in _weaviates}
+    minio_pids = [(pair, (pair.a.pid, pair.b.pid)) for pair in _minio_pairs]
     yield
     for weaviate in _weaviates:
         remove_new(weaviate.http_url, weaviate_before.get(weaviate.http_url, (frozenset(), frozenset())))
@@ -468,3 +476,8 @@ def _stack_isolation() -> Iterator[None]:
     for service in _restartable:
         if not service.running():
             service.start()
+    for pair, pids in minio_pids:
+        if (pair.a.pid, pair.b.pid) != pids:
+            # MinIO names a restarted peer online only some seconds after it answers; a bucket made before then
+            # waits for the site-replication heal (seed 3347248413: not on B within 300 s).
+            wait_peers_online(pair)
