@@ -398,6 +398,8 @@ class MilvusTarget(VectorStoreDefaults):
             return []
         first = self.dify_search(name, vectors[0], k, [document_ids[0]])  # settles Lite's filter fallback once
         exact = self._json_in_supported
+        if not exact and len(vectors) > 1:
+            return [first, *self._lite_dify_search_together(name, vectors[1:], k, document_ids[1:], first[1])]
         groups: dict[str, list[int]] = {}
         for i in range(1, len(vectors)):
             groups.setdefault(document_ids[i], []).append(i)
@@ -418,6 +420,33 @@ class MilvusTarget(VectorStoreDefaults):
             for answered in pool.map(one, calls):
                 for i, result in answered:
                     out[i] = result
+        return out
+
+    def _lite_dify_search_together(self, name: str, vectors: list[list[float]], k: int, document_ids: list[str],
+                                   reported: str) -> list[tuple[list[dict[str, Any]], str]]:
+        """Milvus Lite: one filtered call for the whole sample, its filter ORing the sampled documents, instead of
+        one per document: each filtered call scans every row's JSON there (~0.7 s at 20,000 rows; 50 calls made
+        a warm 20,000-chunk gate take 23 s of a 31 s rebuild).
+
+        Per vector, the hits of the other sampled documents are dropped: what is left is the start of its own
+        document's top-k (a vector's own row, the nearest, stays first), possibly shorter than k. Hits of any
+        other document stay, so the gate still sees a filter that lets them through; a chunk crowded out of the
+        shared top-k (more than k near-duplicates elsewhere) is asked again alone by the gate. Each answer
+        carries `reported`, the single-document filter that the first call ran.
+        """
+        sampled = set(document_ids)
+        expr = " or ".join(f'{FIELD_META}["document_id"] == {_quote(d)}' for d in sorted(sampled))
+        out: list[tuple[list[dict[str, Any]], str]] = []
+        for start in range(0, len(vectors), 64):  # bounds one answer, as search_batch does
+            hits = self._call("search", self.client.search, name, data=vectors[start:start + 64],
+                              anns_field=FIELD_VECTOR, limit=k, output_fields=[FIELD_TEXT, FIELD_META], filter=expr,
+                              consistency_level=READ_CONSISTENCY)
+            for document_id, per_vector in zip(document_ids[start:start + 64], hits, strict=True):
+                others = sampled - {document_id}
+                out.append(([{"text": h["entity"].get(FIELD_TEXT), "metadata": h["entity"].get(FIELD_META),
+                              "score": h["distance"]} for h in per_vector
+                             if str((h["entity"].get(FIELD_META) or {}).get("document_id")) not in others],
+                            reported))
         return out
 
     def rename(self, old: str, new: str) -> None:

@@ -252,7 +252,9 @@ class VectorStore(Protocol):
 
     def dify_search_batch(self, name: str, vectors: list[list[float]], k: int, document_ids: list[str]
                           ) -> list[tuple[list[Hit], str]]:
-        """dify_search(vectors[i], [document_ids[i]]) for each i, in input order."""
+        """dify_search(vectors[i], [document_ids[i]]) for each i, in input order. An answer may be only the start
+        of that (fewer than k hits, nearest first) when the store asked several documents in one call, as Milvus
+        Lite does: the gate asks a chunk missing from a short answer again alone."""
         ...
 
     def build_name(self, collection: str) -> str:

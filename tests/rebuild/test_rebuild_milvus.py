@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from drtool.adapters.milvus import MilvusTarget
+from drtool.config import MilvusSettings
+from drtool.core.chunks import Chunk
 from drtool.core.naming import dify_collection_name
+from drtool.ops.rebuild.gate import check_chunks
 from tests.rebuild.conftest import BOTH_MILVUS, ChunkBucket, RunCli, make_chunks, new_dataset, summary
 from tests.stack.milvus_store import MilvusTestTarget
 
@@ -95,3 +99,32 @@ def test_auth_server_rebuilds_with_user_and_password_and_refusals_exit_12(
             if client.has_collection(leftover):
                 client.drop_collection(leftover)
         client.close()
+
+
+def test_the_lite_gate_asks_the_sample_together_and_a_crowded_out_chunk_again_alone(milvus_uri: str) -> None:
+    """Milvus Lite answers the gate's Dify queries in one call whose filter ORs the sampled documents. A chunk whose
+    own document's hits are pushed out of that shared top-k (here: another sampled document's rows score higher
+    under inner product) comes back short, and the gate asks it again alone: it still passes."""
+    def axis(i: int, length: float = 1.0) -> list[float]:
+        return [length if j == i else 0.0 for j in range(8)]
+
+    store, name = MilvusTarget(MilvusSettings(uri=milvus_uri)), "gate_crowded"
+    doc_a, doc_b, doc_c = "0b6c6a8e-3f0e-4c53-9d0a-1b2f3c4d5e6f", "7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6", \
+        "9e2f3a4b-5c6d-4e7f-8091-a2b3c4d5e6f7"
+    chunks = [Chunk(id="c0", text="c zero", dataset_id="ds", document_id=doc_c, line=1),
+              Chunk(id="a0", text="a zero", dataset_id="ds", document_id=doc_a, line=2),
+              *(Chunk(id=f"b{i}", text=f"b {i}", dataset_id="ds", document_id=doc_b, line=3 + i) for i in range(3))]
+    vectors = [axis(5), axis(0), axis(7), axis(0, 2.0), axis(0, 2.0)]  # b1 and b2 outscore a0 on a0's own vector
+    store.create(name, 8)
+    store.insert(name, [(c.text, c.vector_metadata(), v) for c, v in zip(chunks, vectors, strict=True)])
+    store.finish(name)
+    sample = list(zip(chunks[:3], vectors[:3], strict=True))
+    try:
+        answers = store.dify_search_batch(name, vectors[:3], 2, [c.document_id for c in chunks[:3]])
+        assert answers[1][0] == [], answers[1]  # a0 was crowded out of the shared call by b1 and b2
+        verdict = check_chunks(store, name, sample, 2, 0, 5, 5, [])  # recall aside: b1, b2 outscore a0 there too
+        assert verdict["passed"] and verdict["dify_query_ok"] == 3, verdict["problems"]
+        assert verdict["dify_filter"] == f'metadata["document_id"] == "{doc_c}"'
+    finally:
+        store.drop(name)
+        store.close()
